@@ -1,0 +1,24 @@
+"""attnlab's exceptions: every user-facing problem is one of these, with a message a person can act on."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class AttnlabError(Exception):
+    """Base of every error attnlab raises on purpose."""
+
+
+class SpecError(AttnlabError, ValueError):
+    """An attention program is malformed: a bad name, argument, combination or string."""
+
+
+class InputError(AttnlabError, ValueError):
+    """The tensors or call-time inputs given to attention do not fit the program."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' — did you mean 'x'?' for the nearest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
+    return f" — did you mean '{close[0]}'?" if close else ""

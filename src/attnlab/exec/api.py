@@ -1,0 +1,105 @@
+"""`attnlab.attention`: run a program on (B, H, N, D) tensors, checking that everything fits."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnlab.errors import InputError, did_you_mean
+from attnlab.exec.reference import reference_attention
+from attnlab.spec.masks import MaskInputs
+from attnlab.spec.program import Program, parse
+
+BACKENDS = {"reference": reference_attention}
+
+# call-time argument -> the program part that reads it
+_READERS = {"bias": ("bias", "the score mod 'bias'"), "segments": ("segments", "the mask 'document'"),
+            "key_lengths": ("key_padding", "the mask 'padding'"),
+            "key_padding_mask": ("key_padding", "the mask 'padding'"),
+            "graph": ("graph", "the mask 'graph'")}
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_dot ; softmax", *,
+              bias: Tensor | None = None, segments: Tensor | tuple[Tensor, Tensor] | None = None,
+              key_lengths: Tensor | None = None, key_padding_mask: Tensor | None = None,
+              graph: Tensor | None = None, params: dict[str, Tensor] | None = None,
+              return_weights: bool = False, backend: str | None = None, training: bool = False,
+              generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    """Attention of q (B, H, N, D) over k, v (B, H_kv, M, D) as `program` says.
+
+    `program` is a Program or its string. Call-time inputs feed the parts that read them:
+    `bias` the `bias` mod; `segments` the `document` mask; `key_lengths` or
+    `key_padding_mask` (True = padding) the `padding` mask; `graph` the `graph` mask.
+    `params` holds the program's trainable tensors (see `attnlab.init_params`).
+    `training` turns on dropout and Gumbel noise. Returns the output (B, H, N, Dv), and the
+    weights (B, H, N, M) too with `return_weights=True`.
+    """
+    program = parse(program)
+    inp = check_call(q, k, v, program, bias=bias, segments=segments, key_lengths=key_lengths,
+                     key_padding_mask=key_padding_mask, graph=graph, params=params)
+    name = backend or "reference"
+    if name not in BACKENDS:
+        raise InputError(f"unknown backend '{name}'{did_you_mean(name, BACKENDS)} "
+                         f"(available: {', '.join(BACKENDS)})")
+    out, weights = BACKENDS[name](q, k, v, program, inp, bias=bias, params=params,
+                                  training=training, generator=generator)
+    return (out, weights) if return_weights else out
+
+
+def check_call(q: Tensor, k: Tensor, v: Tensor, program: Program, *, params, **given) -> MaskInputs:
+    """Validate shapes, layout, call-time inputs and parameters; return the mask inputs."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 4:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise InputError(f"{name} must be a 4-d tensor (batch, heads, seq, head_dim), got {shape}")
+    (b, h, n, d), (bk, hk, m, dk) = q.shape, k.shape
+    if bk != b or v.shape[0] != b:
+        raise InputError(f"q, k, v batch sizes differ: {b}, {bk}, {v.shape[0]}")
+    if dk != d:
+        raise InputError(f"q and k head_dim differ: {d} vs {dk}")
+    if v.shape[1:3] != k.shape[1:3]:
+        raise InputError(f"v must match k in heads and length: k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if h % hk:
+        raise InputError(f"k/v have {hk} heads, which does not divide q's {h} heads (GQA needs "
+                         "heads % kv_heads == 0)")
+    if not (q.dtype == k.dtype == v.dtype) or not q.dtype.is_floating_point:
+        raise InputError(f"q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if n == 0 or m == 0:
+        raise InputError(f"empty sequence: {n} queries, {m} keys")
+    lay = program.layout
+    for field, want, got in (("heads", lay.heads, h), ("kv_heads", lay.kv_heads, hk),
+                             ("head_dim", lay.head_dim, d)):
+        if want is not None and want != got:
+            raise InputError(f"the program says {field}({want}) but the tensors have {got}")
+    _check_inputs(program, given)
+    _check_params(program, params, h, d)
+    return MaskInputs.build(b, h, n, m, q.device, **{k_: v_ for k_, v_ in given.items()
+                                                      if k_ != "bias"})
+
+
+def _check_inputs(program: Program, given: dict) -> None:
+    needs = program.requires()
+    for arg, value in given.items():
+        need, reader = _READERS[arg]
+        if value is not None and need not in needs:
+            raise InputError(f"{arg}= was given but nothing reads it: add {reader} to the program "
+                             f"('{program}')")
+    for need in needs:
+        args = [a for a, (n, _) in _READERS.items() if n == need]
+        if all(given.get(a) is None for a in args):
+            reader = _READERS[args[0]][1]
+            raise InputError(f"{reader} needs {' or '.join(a + '=' for a in args)} at call time")
+
+
+def _check_params(program: Program, params: dict[str, Tensor] | None, heads: int, d: int) -> None:
+    shapes = program.parameter_shapes(heads, d)
+    params = params or {}
+    missing = [k for k in shapes if k not in params]
+    if missing:
+        raise InputError(f"program '{program}' has learnable parts; params= lacks "
+                         f"{', '.join(missing)}. Make them with attnlab.init_params(program, "
+                         f"heads={heads}, head_dim={d}) or use attnlab.nn.Attention")
+    for key, shape in shapes.items():
+        if tuple(params[key].shape) != shape:
+            raise InputError(f"params['{key}'] must have shape {shape}, got "
+                             f"{tuple(params[key].shape)}")

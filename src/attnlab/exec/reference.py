@@ -1,0 +1,82 @@
+"""The reference backend: scores and weights materialised in plain PyTorch.
+
+It is correct by construction and the ground truth every other backend is tested
+against; it is also the backend that can return the weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnlab.exec import normalizers as F
+from attnlab.exec.approximations import approximate_weights
+from attnlab.exec.scores import compute_scores, score_mod
+from attnlab.spec import normalizers as N
+from attnlab.spec.masks import MaskInputs
+from attnlab.spec.program import Program
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: MaskInputs, *,
+                        bias: Tensor | None = None, params: dict[str, Tensor] | None = None,
+                        training: bool = False, generator: torch.Generator | None = None,
+                        ) -> tuple[Tensor, Tensor]:
+    """(output (B, H, N, Dv), weights (B, H, N, M)) with output == dropout(weights) @ v."""
+    params = params or {}
+    in_dtype = q.dtype
+    if in_dtype in (torch.float16, torch.bfloat16):  # materialised softmax wants fp32 range
+        q, k, v = q.float(), k.float(), v.float()
+        params = {n: p.float() for n, p in params.items()}
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    visible = program.mask.dense(inp) if program.mask is not None else None
+
+    if program.approximation is not None:
+        weights = approximate_weights(program.approximation, q, k, visible, inp, params)
+    else:
+        scores = compute_scores(program.score, q, k, params)
+        if program.mods:
+            idx = _index_grid(inp)
+            for i, mod in enumerate(program.mods):
+                scores = score_mod(mod, inp, params, f"mods.{i}", bias)(scores, *idx)
+        weights = normalize(program.normalizer, scores, visible, training, generator)
+
+    used = weights
+    if training and program.dropout > 0:
+        keep = torch.rand(weights.shape, generator=generator, device=weights.device) >= program.dropout
+        used = weights * keep / (1 - program.dropout)
+    return (used @ v).to(in_dtype), weights.to(in_dtype)
+
+
+def normalize(norm: N.Normalizer, scores: Tensor, visible: Tensor | None, training: bool,
+              generator: torch.Generator | None) -> Tensor:
+    """Weights from scores with the program's normalizer, hidden keys exactly zero."""
+    if isinstance(norm, N.Softmax):
+        return F.softmax(scores, visible)
+    if isinstance(norm, N.Sparsemax):
+        return F.sparsemax(scores, visible)
+    if isinstance(norm, N.Entmax):
+        if norm.alpha == 1.5:
+            return F.entmax15(scores, visible)
+        if norm.alpha == 2.0:
+            return F.sparsemax(scores, visible)
+        return F.entmax_bisect(scores, visible, alpha=norm.alpha)
+    if isinstance(norm, N.TopK):
+        return F.topk(scores, visible, k=norm.k)
+    if isinstance(norm, N.Gumbel):
+        return F.gumbel(scores, visible, tau=norm.tau, hard=norm.hard, training=training,
+                        generator=generator)
+    if isinstance(norm, N.Sigmoid):
+        return F.sigmoid(scores, visible, bias=norm.bias)
+    if isinstance(norm, N.Relu):
+        return F.relu(scores, visible)
+    raise NotImplementedError(f"normalizer {norm} has no implementation")
+
+
+def _index_grid(inp: MaskInputs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Broadcastable (b, h, q_idx, kv_idx) index tensors of shape (B,1,1,1) … (1,1,1,M)."""
+    dev = inp.device
+    return (torch.arange(inp.batch, device=dev).view(-1, 1, 1, 1),
+            torch.arange(inp.heads, device=dev).view(1, -1, 1, 1),
+            torch.arange(inp.n, device=dev).view(1, 1, -1, 1),
+            torch.arange(inp.m, device=dev).view(1, 1, 1, -1))

@@ -1,0 +1,171 @@
+"""The common shape of every program part: a named, immutable, validated piece of data.
+
+A part is a frozen dataclass whose fields are its arguments. Subclasses register
+themselves by `name`, so the parser, the dict form and error suggestions share one
+table of names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, ClassVar
+
+from attnlab.errors import SpecError, did_you_mean
+
+KINDS = ("score", "mod", "mask", "normalizer", "approximation", "option")
+
+_REGISTRY: dict[str, type[Part]] = {}
+
+
+def registry(kind: str | None = None) -> dict[str, type[Part]]:
+    """Every registered part name (of one kind, if given) mapped to its class."""
+    return {n: c for n, c in _REGISTRY.items() if kind is None or c.kind == kind}
+
+
+def lookup(name: str, kind: str | None = None) -> type[Part]:
+    """The part class called `name`; SpecError with the nearest name when unknown."""
+    table = registry(kind)
+    if name in table:
+        return table[name]
+    what = f"{kind} " if kind else ""
+    other = _REGISTRY.get(name)
+    if other is not None:
+        raise SpecError(f"'{name}' is a {other.kind}, not a {kind}")
+    raise SpecError(f"unknown {what}'{name}'{did_you_mean(name, table)}")
+
+
+class Part:
+    """Base of all parts. Subclasses are `@dataclass(frozen=True)` with typed fields."""
+
+    kind: ClassVar[str]
+    name: ClassVar[str]
+    # Leading fields always written positionally in the canonical string, e.g. entmax(1.5).
+    shown: ClassVar[int] = 0
+    learnable: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "name" in cls.__dict__:
+            if cls.name in _REGISTRY:
+                raise RuntimeError(f"part name {cls.name!r} registered twice")
+            _REGISTRY[cls.name] = cls
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = _coerce(self.name, f.name, hints[f.name], getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise SpecError when the arguments are out of range; subclasses override."""
+
+    # -- the three spellings -------------------------------------------------------------
+    def __str__(self) -> str:
+        args = []
+        for i, f in enumerate(dataclasses.fields(self)):
+            value = getattr(self, f.name)
+            required = f.default is dataclasses.MISSING
+            if i < self.shown or required:
+                args.append(format_value(value))
+            elif value != f.default:
+                args.append(f"{f.name}={format_value(value)}")
+        return f"{self.name}({', '.join(args)})" if args else self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def build(cls, args: list[Any] = (), kwargs: dict[str, Any] | None = None) -> Part:
+        """Bind positional and keyword arguments the way a call would, with teaching errors."""
+        kwargs = dict(kwargs or {})
+        fields = [f.name for f in dataclasses.fields(cls)]
+        if len(args) > len(fields):
+            takes = f"takes at most {len(fields)}" if fields else "takes no"
+            raise SpecError(f"{cls.name} {takes} arguments ({signature(cls)}), got {len(args)}")
+        for key in kwargs:
+            if key not in fields:
+                hint = did_you_mean(key, fields) or f"; it takes {signature(cls)}"
+                raise SpecError(f"{cls.name} has no argument '{key}'{hint}")
+        bound = dict(zip(fields, args, strict=False))
+        for key, value in kwargs.items():
+            if key in bound:
+                raise SpecError(f"{cls.name}: argument '{key}' given twice")
+            bound[key] = value
+        missing = [
+            f.name for f in dataclasses.fields(cls)
+            if f.name not in bound and f.default is dataclasses.MISSING
+        ]
+        if missing:
+            raise SpecError(f"{cls.name} needs {', '.join(missing)}: write {signature(cls)}")
+        return cls(**bound)
+
+    # -- learnable parts -------------------------------------------------------------------
+    def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of this part's trainable tensors for a layout; empty for fixed parts."""
+        return {}
+
+
+def part_from_dict(d: Any, kind: str) -> Part:
+    """A part of `kind` from its dict form `{"name": ..., arg: value, ...}`."""
+    if not isinstance(d, dict) or "name" not in d:
+        raise SpecError(f"a {kind} must be written as a dict with a 'name' key, got {d!r}")
+    args = {k: v for k, v in d.items() if k != "name"}
+    return lookup(d["name"], kind).build([], args)
+
+
+def signature(cls: type[Part]) -> str:
+    """`name(a, b=1)`: the call a person should write."""
+    parts = []
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING:
+            parts.append(f.name)
+        else:
+            parts.append(f"{f.name}={format_value(f.default)}")
+    return f"{cls.name}({', '.join(parts)})" if parts else cls.name
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _coerce(part: str, field: str, hint: Any, value: Any) -> Any:
+    """Check one argument against its annotation, converting ints to floats where meant."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    if bool in allowed and isinstance(value, bool):
+        return value
+    if int in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if float in allowed and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise SpecError(f"{part}: {field} must be a finite number, got {value}")
+        return float(value)
+    if str in allowed and isinstance(value, str):
+        return value
+    if typing.Any in allowed or object in allowed:
+        return value
+    want = " or ".join("none" if t is type(None) else _TYPE_WORDS.get(t, t.__name__)
+                       for t in allowed)
+    if int in allowed and isinstance(value, float) and value.is_integer():
+        want += f" (write {int(value)}, not {value})"
+    raise SpecError(f"{part}: {field} must be {want}, got {format_value(value)!s}")
+
+
+_TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a name"}
+
+
+def require(ok: bool, part: str, message: str) -> None:
+    """Raise SpecError('part: message') unless ok: the one-line validation idiom."""
+    if not ok:
+        raise SpecError(f"{part}: {message}")

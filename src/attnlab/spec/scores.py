@@ -1,0 +1,141 @@
+"""Scores (how similar one query is to one key) and score mods (what is added on top, in order)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from attnlab.spec.base import Part, require
+
+
+class Score(Part):
+    kind = "score"
+
+
+class ScoreMod(Part):
+    """A pure function of (score, b, h, q_idx, kv_idx), applied after the score."""
+
+    kind = "mod"
+    needs: ClassVar[frozenset[str]] = frozenset()  # call-time inputs it reads
+
+
+@dataclass(frozen=True)
+class Dot(Score):
+    """q · k, unscaled."""
+
+    name = "dot"
+
+
+@dataclass(frozen=True)
+class ScaledDot(Score):
+    """q · k times `scale` (1/√head_dim when not given)."""
+
+    name = "scaled_dot"
+    scale: float | None = None
+
+    def validate(self) -> None:
+        require(self.scale is None or self.scale > 0, self.name, f"scale must be > 0, got {self.scale}")
+
+
+@dataclass(frozen=True)
+class Additive(Score):
+    """Bahdanau: vᵀ tanh(W_q q + W_k k), learnable; `dim` is the hidden size (head_dim if not given)."""
+
+    name = "additive"
+    learnable = True
+    dim: int | None = None
+
+    def validate(self) -> None:
+        require(self.dim is None or self.dim >= 1, self.name, f"dim must be ≥ 1, got {self.dim}")
+
+    def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
+        a = self.dim or head_dim
+        return {"w_q": (heads, head_dim, a), "w_k": (heads, head_dim, a), "v": (heads, a)}
+
+
+@dataclass(frozen=True)
+class General(Score):
+    """Luong's general score qᵀ W k with a learnable W per head."""
+
+    name = "general"
+    learnable = True
+
+    def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
+        return {"w": (heads, head_dim, head_dim)}
+
+
+@dataclass(frozen=True)
+class Cosine(Score):
+    """cos(q, k) times tau; with tau not given, a per-head tau is learned."""
+
+    name = "cosine"
+    shown = 1
+    tau: float | None = None
+
+    @property
+    def learnable(self) -> bool:  # type: ignore[override]
+        return self.tau is None
+
+    def validate(self) -> None:
+        require(self.tau is None or self.tau > 0, self.name, f"tau must be > 0, got {self.tau}")
+
+    def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
+        return {"log_tau": (heads,)} if self.tau is None else {}
+
+
+@dataclass(frozen=True)
+class Alibi(ScoreMod):
+    """−slope_h·|i − j| with Press et al.'s geometric slopes (any head count)."""
+
+    name = "alibi"
+
+
+@dataclass(frozen=True)
+class RelativeBias(ScoreMod):
+    """T5's learnable per-head bias on log-spaced relative-position buckets."""
+
+    name = "relative_bias"
+    learnable = True
+    buckets: int = 32
+    max_distance: int = 128
+    bidirectional: bool = True
+
+    def validate(self) -> None:
+        half = self.buckets // 2 if self.bidirectional else self.buckets
+        require(half >= 2, self.name, f"buckets must leave ≥ 2 per direction, got {self.buckets}")
+        require(self.max_distance > half // 2, self.name,
+                f"max_distance must exceed {half // 2} (the exact-bucket range), "
+                f"got {self.max_distance}")
+
+    def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
+        return {"table": (self.buckets, heads)}
+
+
+@dataclass(frozen=True)
+class Softcap(ScoreMod):
+    """c · tanh(score / c): scores bounded to (−c, c) (Gemma 2)."""
+
+    name = "softcap"
+    c: float
+
+    def validate(self) -> None:
+        require(self.c > 0, self.name, f"c must be > 0, got {self.c}")
+
+
+@dataclass(frozen=True)
+class Temperature(ScoreMod):
+    """score / t."""
+
+    name = "temperature"
+    t: float
+
+    def validate(self) -> None:
+        require(self.t > 0, self.name, f"t must be > 0, got {self.t}")
+
+
+@dataclass(frozen=True)
+class Bias(ScoreMod):
+    """Adds a tensor given at call time (`bias=`), broadcastable to (B, H, N, M)."""
+
+    name = "bias"
+    needs = frozenset({"bias"})

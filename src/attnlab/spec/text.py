@@ -1,0 +1,259 @@
+"""The one-line spelling of a program: `score + mods ; mask ; normalizer ; options`.
+
+Sections are separated by `;` and recognised by the kind of their first name, so any
+may be left out. Errors show the text with a caret under the offending part.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from attnlab.errors import SpecError, did_you_mean
+from attnlab.spec.base import Part, registry
+from attnlab.spec.masks import And, Mask, Not, Or
+
+_TOKEN = re.compile(r"""
+    (?P<space>\s+)
+  | (?P<num>(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>[;+&|~(),=\-])
+""", re.VERBOSE)
+
+_SECTION_OF_KIND = {"score": "score", "mod": "score", "mask": "mask", "normalizer": "normalizer",
+                    "approximation": "approximation", "option": "options"}
+_WORDS = {"true": True, "false": False, "none": None, "True": True, "False": False, "None": None}
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # num, name, op, end
+    text: str
+    start: int
+
+    @property
+    def end(self) -> int:
+        return self.start + max(len(self.text), 1)
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise caret_error(f"unexpected character {text[pos]!r}", text, pos, pos + 1)
+        if m.lastgroup != "space":
+            tokens.append(Token(m.lastgroup, m.group(), pos))
+        pos = m.end()
+    tokens.append(Token("end", "", len(text)))
+    return tokens
+
+
+def caret_error(message: str, text: str, start: int, end: int) -> SpecError:
+    """A SpecError that shows `text` with ^^^ under [start, end)."""
+    marks = " " * start + "^" * max(end - start, 1)
+    return SpecError(f"{message}\n  {text}\n  {marks}")
+
+
+class Parser:
+    """Recursive descent over the token list; each section kind has one method."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    # -- token helpers -----------------------------------------------------------------------
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def take(self) -> Token:
+        t = self.tokens[self.i]
+        self.i += 1
+        return t
+
+    def at(self, *texts: str) -> bool:
+        return self.tok.kind == "op" and self.tok.text in texts
+
+    def expect(self, text: str, why: str) -> Token:
+        if not self.at(text):
+            self.fail(f"expected '{text}' {why}", self.tok)
+        return self.take()
+
+    def fail(self, message: str, first: Token, last: Token | None = None) -> None:
+        raise caret_error(message, self.text, first.start, (last or first).end)
+
+    # -- sections ----------------------------------------------------------------------------
+    def sections(self) -> dict[str, Any]:
+        """{section: value} for the whole text; duplicates and stray tokens are errors."""
+        found: dict[str, Any] = {}
+        while True:
+            start = self.tok
+            if start.kind == "end" or self.at(";"):
+                self.fail("empty section: write a part between the ';'", start)
+            section = self.section_kind(start)
+            if section in found:
+                hint = {"mask": "; combine masks with & and | in one section",
+                        "score": "; chain score mods with + in one section"}.get(section, "")
+                self.fail(f"a second {section} section{hint}", start)
+            found[section] = getattr(self, f"parse_{section}")()
+            if self.tok.kind == "end":
+                return found
+            self.expect(";", "between sections (or the end of the program)")
+
+    def section_kind(self, t: Token) -> str:
+        if self.at("(", "~"):
+            return "mask"
+        if t.kind != "name":
+            self.fail("a section starts with a name such as 'causal' or 'softmax'", t)
+        return _SECTION_OF_KIND[self.part_class(t).kind]
+
+    def part_class(self, t: Token, kind: str | None = None) -> type[Part]:
+        table = registry()
+        if t.text not in table:
+            choices = registry(kind) if kind else table
+            what = f"{kind} " if kind else "name "
+            self.fail(f"unknown {what}'{t.text}'{did_you_mean(t.text, choices)}", t)
+        cls = table[t.text]
+        if kind is not None and cls.kind != kind:
+            self.fail(f"'{t.text}' is a {cls.kind}, not a {kind}; "
+                      f"put it in its own section after ';'", t)
+        return cls
+
+    def parse_score(self) -> tuple[Part | None, list[Part]]:
+        first = self.tok
+        head = self.term(self.part_class(first).kind)
+        score, mods = (head, []) if head.kind == "score" else (None, [head])
+        while self.at("+"):
+            self.take()
+            t = self.tok
+            if t.kind == "name" and t.text in registry("score"):
+                self.fail(f"the score comes first: '{t.text}' must open this section", t)
+            mods.append(self.term("mod"))
+        return score, mods
+
+    def parse_mask(self) -> Mask:
+        return self.mask_or()
+
+    def parse_normalizer(self) -> Part:
+        return self.single("normalizer", "a program has one normalizer")
+
+    def parse_approximation(self) -> Part:
+        return self.single("approximation", "a program has one approximation")
+
+    def parse_options(self) -> list[Part]:
+        options = [self.term("option")]
+        while self.at("+"):
+            self.take()
+            options.append(self.term("option"))
+        return options
+
+    def single(self, kind: str, why: str) -> Part:
+        part = self.term(kind)
+        if self.at("+", "&", "|"):
+            self.fail(f"{why}; sections are separated by ';'", self.tok)
+        return part
+
+    # -- masks: | binds loosest, then &, then ~ ----------------------------------------------
+    def mask_or(self) -> Mask:
+        parts = [self.mask_and()]
+        while self.at("|"):
+            self.take()
+            parts.append(self.mask_and())
+        return parts[0] if len(parts) == 1 else Or(tuple(parts))
+
+    def mask_and(self) -> Mask:
+        parts = [self.mask_not()]
+        while self.at("&"):
+            self.take()
+            parts.append(self.mask_not())
+        return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+    def mask_not(self) -> Mask:
+        if self.at("~"):
+            self.take()
+            return Not(self.mask_not())
+        if self.at("("):
+            opener = self.take()
+            inner = self.mask_or()
+            if not self.at(")"):
+                self.fail("this '(' is never closed", opener, self.tok)
+            self.take()
+            return inner
+        if self.at("+"):
+            self.fail("masks combine with & (and) or | (or), not +", self.tok)
+        return self.term("mask")
+
+    # -- one term: name or name(args) --------------------------------------------------------
+    def term(self, kind: str) -> Part:
+        first = self.tok
+        if first.kind != "name":
+            self.fail(f"expected a {kind} name here", first)
+        cls = self.part_class(first, kind)
+        self.take()
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        if self.at("("):
+            self.take()
+            while not self.at(")"):
+                if self.tok.kind == "end":
+                    self.fail(f"'{first.text}(' is never closed", first, self.tok)
+                if self.tok.kind == "name" and self.tokens[self.i + 1].text == "=":
+                    key = self.take().text
+                    self.take()
+                    kwargs[key] = self.value()
+                elif kwargs:
+                    self.fail("positional arguments come before keyword arguments", self.tok)
+                else:
+                    args.append(self.value())
+                if not self.at(")"):
+                    self.expect(",", "between arguments")
+            last = self.take()
+        else:
+            last = first
+        try:
+            return cls.build(args, kwargs)
+        except SpecError as e:
+            self.fail(str(e), first, last)
+            raise  # unreachable: fail raises
+
+    def value(self) -> Any:
+        t = self.take()
+        if t.kind == "op" and t.text == "-" and self.tok.kind == "num":
+            return -_number(self.take().text)
+        if t.kind == "num":
+            return _number(t.text)
+        if t.kind == "name":
+            return _WORDS.get(t.text, t.text)
+        self.fail("expected a number or a name as an argument", t)
+
+
+def _number(text: str) -> int | float:
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def parse_sections(text: str) -> dict[str, Any]:
+    """The sections of a program string, as parts (no cross-section validation)."""
+    return Parser(text).sections()
+
+
+def parse_part(text: str, kind: str) -> Any:
+    """One section of `kind` from its text: a mask expression, a score, a normalizer, …"""
+    parser = Parser(text)
+    start = parser.tok
+    section = _SECTION_OF_KIND[kind]
+    value = getattr(parser, f"parse_{section}")()
+    if parser.tok.kind != "end":
+        parser.fail(f"unexpected text after the {kind}", parser.tok)
+    if kind == "score":
+        score, mods = value
+        if mods or score is None:
+            parser.fail("expected just a score here (mods have their own field)", start)
+        return score
+    if kind == "mod":
+        score, mods = value
+        return mods[0] if len(mods) == 1 and score is None else parser.fail(
+            "expected one score mod here", start)
+    return value
