@@ -4,6 +4,8 @@ from attnlab.errors import AttnlabError, InputError, SpecError
 from attnlab.exec import attention, init_params
 from attnlab.spec import Program, parse, zoo
 
+from attnlab import nn  # noqa: E402  (after exec: nn builds on it)
+
 __version__ = "0.1.0"
 __all__ = ["AttnlabError", "InputError", "Program", "SpecError", "attention", "init_params",
-           "parse", "zoo"]
+           "nn", "parse", "zoo"]

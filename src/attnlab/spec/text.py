@@ -135,13 +135,33 @@ class Parser:
         return score, mods
 
     def parse_mask(self) -> Mask:
-        return self.mask_or()
+        mask = self.mask_or()
+        if self.at("+"):
+            self.fail("masks combine with & (and) or | (or), not +", self.tok)
+        return mask
 
     def parse_normalizer(self) -> Part:
         return self.single("normalizer", "a program has one normalizer")
 
     def parse_approximation(self) -> Part:
+        if self.tokens[self.i + 1:] and self.at_after_term("+"):
+            self.fail(f"approximation '{self.tok.text}' replaces the score, so score mods cannot "
+                      "be added with '+'", self.tok)
         return self.single("approximation", "a program has one approximation")
+
+    def at_after_term(self, text: str) -> bool:
+        """Whether the token after the current term (name or name(...)) is `text`."""
+        j, depth = self.i + 1, 0
+        while self.tokens[j].kind != "end":
+            t = self.tokens[j]
+            if t.text == "(":
+                depth += 1
+            elif t.text == ")":
+                depth -= 1
+            elif depth == 0:
+                return t.kind == "op" and t.text == text
+            j += 1
+        return False
 
     def parse_options(self) -> list[Part]:
         options = [self.term("option")]
@@ -182,8 +202,6 @@ class Parser:
                 self.fail("this '(' is never closed", opener, self.tok)
             self.take()
             return inner
-        if self.at("+"):
-            self.fail("masks combine with & (and) or | (or), not +", self.tok)
         return self.term("mask")
 
     # -- one term: name or name(args) --------------------------------------------------------

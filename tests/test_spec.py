@@ -1,0 +1,154 @@
+"""The language: three spellings that round-trip, validation that teaches, the catalogue."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from strategies import programs
+
+import attnlab
+from attnlab import Program, SpecError, parse, zoo
+from attnlab import spec as S
+
+
+@settings(max_examples=300, deadline=None)
+@given(programs())
+def test_string_dict_string_round_trip(program: Program) -> None:
+    text = str(program)
+    again = parse(text)
+    assert again == program
+    via_dict = Program.from_dict(again.to_dict())
+    assert via_dict == program
+    assert str(via_dict) == text
+    assert Program.from_yaml(program.to_yaml()) == program
+    assert hash(via_dict) == hash(program)
+
+
+@pytest.mark.parametrize("text, canonical", [
+    ("causal", "scaled_dot ; causal ; softmax"),
+    ("entmax(1.5)", "scaled_dot ; entmax(1.5)"),
+    ("alibi ; causal", "scaled_dot + alibi ; causal ; softmax"),
+    ("linear(elu1) ; causal", "linear(elu1) ; causal"),
+    ("causal ; linear(elu1)", "linear(elu1) ; causal"),
+    ("scaled_dot + alibi ; causal & (window(256) | global_tokens(4)) ; softmax",
+     "scaled_dot + alibi ; causal & (window(256) | global_tokens(4)) ; softmax"),
+    ("softmax ; (causal)", "scaled_dot ; causal ; softmax"),
+    ("a_b" if False else "~(causal | prefix(2)) & window(3)",
+     "scaled_dot ; ~(causal | prefix(2)) & window(3) ; softmax"),
+    ("random_blocks(p=0.5, block=64, seed=0)", "scaled_dot ; random_blocks(0.5) ; softmax"),
+    ("sigmoid(bias=-2)", "scaled_dot ; sigmoid(bias=-2.0)"),
+    ("dropout(0.1) + heads(8) ; sparsemax", "scaled_dot ; sparsemax ; heads(8) + dropout(0.1)"),
+    ("", "scaled_dot ; softmax"),
+])
+def test_sections_are_recognised_by_kind(text: str, canonical: str) -> None:
+    assert str(parse(text)) == canonical
+
+
+def test_python_objects_equal_their_string() -> None:
+    built = Program(mods=(S.Alibi(),), mask=S.Causal() & (S.Window(256) | S.GlobalTokens(4)))
+    assert built == parse("alibi ; causal & (window(256) | global_tokens(4))")
+    assert (S.Causal() & S.Window(2)) & S.Prefix(1) == S.Causal() & (S.Window(2) & S.Prefix(1))
+    assert Program(mask="causal & window(8)", normalizer="entmax(1.5)") == parse(
+        "causal & window(8) ; entmax(1.5)")
+
+
+def test_programs_are_immutable_and_hashable() -> None:
+    p = parse("causal ; sparsemax")
+    with pytest.raises(AttributeError):
+        p.mask = None  # type: ignore[misc]
+    assert len({p, parse("scaled_dot ; causal ; sparsemax"), parse("causal")}) == 2
+
+
+def test_dict_accepts_strings_for_parts() -> None:
+    p = Program.from_dict({"mods": ["alibi"], "mask": "causal & window(8)",
+                           "normalizer": "entmax(1.5)", "layout": {"heads": 4}})
+    assert str(p) == "scaled_dot + alibi ; causal & window(8) ; entmax(1.5) ; heads(4)"
+
+
+def test_predicate_runs_but_has_no_text_form() -> None:
+    def even_keys(b, h, q, kv):
+        return kv % 2 == 0
+
+    p = Program(mask=S.Causal() & S.Predicate(even_keys))
+    assert str(p) == "scaled_dot ; causal & predicate(even_keys) ; softmax"
+    with pytest.raises(SpecError, match="Python function"):
+        p.to_dict()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("scaled_dot ; causl & window(256)", "did you mean 'causal'"),
+    ("window(0)", "w must be ≥ 1, got 0"),
+    ("heads(8) + kv_heads(3)", "kv_heads=3 must divide heads=8"),
+    ("entmax(0.5)", "alpha must be > 1"),
+    ("entmax(1)", "write 'softmax'"),
+    ("causal ; softmax ; sparsemax", "a second normalizer section"),
+    ("causal ; window(2)", "combine masks with & and |"),
+    ("alibi + additive", "the score comes first"),
+    ("linear(elu1) ; topk(3)", "replaces the normalizer"),
+    ("favor(16) + alibi", "replaces the score, so score mods cannot be added"),
+    ("lowrank(8) ; causal", "only padding can apply"),
+    ("window(2.5)", "whole number"),
+    ("window(w=3, x=2)", "no argument 'x'"),
+    ("window(3, w=3)", "given twice"),
+    ("window", "window needs w"),
+    ("causal & (window(3)", "never closed"),
+    ("softmax + causal", "one normalizer"),
+    ("zoo:bigbrd", "did you mean 'bigbird'"),
+    ("causal ;", "empty section"),
+    ("causal $ window(2)", "unexpected character"),
+    ("sofmax", "did you mean 'softmax'"),
+    ("window(3) + causal", "masks combine with & (and) or | (or)"),
+    ("relative_bias(buckets=2)", "buckets"),
+    ("linear(elu_1)", "did you mean 'elu1'"),
+    ("dropout(1.5)", "p must be in [0, 1)"),
+])
+def test_bad_programs_teach(bad: str, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse(bad)
+
+
+def test_errors_point_at_the_offending_text() -> None:
+    with pytest.raises(SpecError) as err:
+        parse("scaled_dot ; causl & window(256)")
+    lines = str(err.value).splitlines()
+    assert lines[1] == "  scaled_dot ; causl & window(256)"
+    assert lines[2] == "  " + " " * 13 + "^^^^^"
+
+
+def test_spec_error_is_a_value_error() -> None:
+    assert issubclass(SpecError, ValueError)
+    with pytest.raises(ValueError):
+        S.Window(0)
+    with pytest.raises(SpecError, match="must be a mask"):
+        Program(mask=S.Softmax())  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match="unknown program key 'normaliser'.*'normalizer'"):
+        Program.from_dict({"normaliser": "softmax"})
+
+
+def test_zoo() -> None:
+    required = {"vanilla", "causal", "alibi-causal", "sliding-window", "longformer", "bigbird",
+                "prefix-lm", "sparsemax", "entmax15", "hard-top8", "linear", "performer",
+                "linformer"}
+    assert required <= set(zoo)
+    for name in zoo:
+        program = zoo[name]
+        assert parse(f"zoo:{name}") == program
+        assert parse(str(program)) == program
+        assert zoo.description(name)
+    assert attnlab.parse("zoo:bigbird").mask is not None
+    with pytest.raises(SpecError, match="did you mean 'longformer'"):
+        zoo["longformr"]
+
+
+def test_learnable_parts_and_requirements() -> None:
+    p = parse("additive + relative_bias + bias ; document & padding ; softmax")
+    assert p.learnable
+    assert p.parameter_shapes(heads=4, head_dim=8) == {
+        "score.w_q": (4, 8, 8), "score.w_k": (4, 8, 8), "score.v": (4, 8),
+        "mods.0.table": (32, 4)}
+    assert p.requires() == {"bias", "segments", "key_padding"}
+    assert not parse("cosine(10.0)").learnable and parse("cosine").learnable
+    assert parse("lowrank(16, max_len=128)").parameter_shapes(2, 4) == {
+        "approximation.e": (16, 128), "approximation.f": (16, 128)}
