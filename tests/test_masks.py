@@ -9,10 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import mask_leaves, masks
 
 from attnlab import spec as S
 from attnlab.spec.masks import EMPTY, FULL, PARTIAL, MaskInputs
+from strategies import mask_leaves, masks
 
 
 def random_inputs(batch: int, heads: int, n: int, m: int, seed: int) -> MaskInputs:

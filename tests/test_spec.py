@@ -6,11 +6,11 @@ import re
 
 import pytest
 from hypothesis import given, settings
-from strategies import programs
 
 import attnlab
 from attnlab import Program, SpecError, parse, zoo
 from attnlab import spec as S
+from strategies import programs
 
 
 @settings(max_examples=300, deadline=None)
@@ -123,7 +123,7 @@ def test_spec_error_is_a_value_error() -> None:
         S.Window(0)
     with pytest.raises(SpecError, match="must be a mask"):
         Program(mask=S.Softmax())  # type: ignore[arg-type]
-    with pytest.raises(SpecError, match="unknown program key 'normaliser'.*'normalizer'"):
+    with pytest.raises(SpecError, match=r"unknown program key 'normaliser'.*'normalizer'"):
         Program.from_dict({"normaliser": "softmax"})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnlab.spec.base import Part, require
+from attnlab.spec.base import Part, at_least, require
 
 FEATURE_MAPS = ("elu1", "relu")
 
@@ -42,8 +42,8 @@ class Favor(Approximation):
     seed: int = 0
 
     def validate(self) -> None:
-        require(self.m >= 1, self.name, f"m must be ≥ 1, got {self.m}")
-        require(self.seed >= 0, self.name, f"seed must be ≥ 0, got {self.seed}")
+        at_least(self, 1, "m")
+        at_least(self, 0, "seed")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class LowRank(Approximation):
     max_len: int = 4096
 
     def validate(self) -> None:
-        require(self.k >= 1, self.name, f"k must be ≥ 1, got {self.k}")
+        at_least(self, 1, "k")
         require(self.max_len >= self.k, self.name,
                 f"max_len must be ≥ k ({self.k}), got {self.max_len}")
 

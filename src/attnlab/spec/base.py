@@ -8,6 +8,7 @@ table of names.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -54,7 +55,7 @@ class Part:
             _REGISTRY[cls.name] = cls
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = _hints(type(self))
         for f in dataclasses.fields(self):
             value = _coerce(self.name, f.name, hints[f.name], getattr(self, f.name))
             object.__setattr__(self, f.name, value)
@@ -169,3 +170,22 @@ def require(ok: bool, part: str, message: str) -> None:
     """Raise SpecError('part: message') unless ok: the one-line validation idiom."""
     if not ok:
         raise SpecError(f"{part}: {message}")
+
+
+def at_least(part: Part, low: float, *fields: str) -> None:
+    """Each named argument (when given) must be ≥ low."""
+    for f in fields:
+        value = getattr(part, f)
+        require(value is None or value >= low, part.name, f"{f} must be ≥ {low}, got {value}")
+
+
+def positive(part: Part, *fields: str) -> None:
+    """Each named argument (when given) must be > 0."""
+    for f in fields:
+        value = getattr(part, f)
+        require(value is None or value > 0, part.name, f"{f} must be > 0, got {value}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from attnlab.spec.base import Part, require
+from attnlab.spec.base import Part, at_least, require
 
 
 class Option(Part):
@@ -26,7 +26,7 @@ class Heads(Option):
     n: int
 
     def validate(self) -> None:
-        require(self.n >= 1, self.name, f"n must be ≥ 1, got {self.n}")
+        at_least(self, 1, "n")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class KvHeads(Option):
     n: int
 
     def validate(self) -> None:
-        require(self.n >= 1, self.name, f"n must be ≥ 1, got {self.n}")
+        at_least(self, 1, "n")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class HeadDim(Option):
     d: int
 
     def validate(self) -> None:
-        require(self.d >= 1, self.name, f"d must be ≥ 1, got {self.d}")
+        at_least(self, 1, "d")
 
 
 @dataclass(frozen=True)

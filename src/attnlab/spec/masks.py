@@ -10,15 +10,17 @@ When N ≠ M, queries are aligned bottom-right: query i sits at position i + M �
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from attnlab.errors import InputError, SpecError
-from attnlab.spec.base import Part, require
+from attnlab.spec.base import Part, at_least, require
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
 _REFINE_CHUNK = 4096  # undecided blocks evaluated per batch during refinement
@@ -35,7 +37,7 @@ class MaskInputs:
     heads: int
     n: int
     m: int
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     q_segments: Tensor | None = None  # (B, N)
     kv_segments: Tensor | None = None  # (B, M)
     key_keep: Tensor | None = None  # (B, M) bool, True = a real key
@@ -279,6 +281,9 @@ class _Junction(Mask):
         for c in self.children:
             yield from c.leaves()
 
+    def visible(self, b, h, q, kv, inp):
+        return functools.reduce(self.op, (c.visible(b, h, q, kv, inp) for c in self.children))
+
     def to_dict(self) -> dict:
         return {self.key: [c.to_dict() for c in self.children]}
 
@@ -294,12 +299,7 @@ class _Junction(Mask):
 class And(_Junction):
     symbol = "&"
     key = "and"
-
-    def visible(self, b, h, q, kv, inp):
-        out = self.children[0].visible(b, h, q, kv, inp)
-        for c in self.children[1:]:
-            out = out & c.visible(b, h, q, kv, inp)
-        return out
+    op = staticmethod(operator.and_)
 
     def _combine(self, stack: Tensor) -> tuple[Tensor, Tensor]:
         empty, full = (stack == EMPTY).any(0), (stack == FULL).all(0)
@@ -313,12 +313,7 @@ class And(_Junction):
 class Or(_Junction):
     symbol = "|"
     key = "or"
-
-    def visible(self, b, h, q, kv, inp):
-        out = self.children[0].visible(b, h, q, kv, inp)
-        for c in self.children[1:]:
-            out = out | c.visible(b, h, q, kv, inp)
-        return out
+    op = staticmethod(operator.or_)
 
     def _combine(self, stack: Tensor) -> tuple[Tensor, Tensor]:
         full, empty = (stack == FULL).any(0), (stack == EMPTY).all(0)
@@ -394,7 +389,7 @@ class Prefix(Mask):
     n: int
 
     def validate(self) -> None:
-        require(self.n >= 1, self.name, f"n must be ≥ 1, got {self.n}")
+        at_least(self, 1, "n")
 
     def visible(self, b, h, q, kv, inp):
         return kv < self.n
@@ -411,7 +406,7 @@ class GlobalTokens(Mask):
     k: int
 
     def validate(self) -> None:
-        require(self.k >= 1, self.name, f"k must be ≥ 1, got {self.k}")
+        at_least(self, 1, "k")
 
     def visible(self, b, h, q, kv, inp):
         return (q + inp.offset < self.k) | (kv < self.k)
@@ -430,8 +425,7 @@ class Dilated(Mask):
     d: int
 
     def validate(self) -> None:
-        require(self.w >= 1, self.name, f"w must be ≥ 1, got {self.w}")
-        require(self.d >= 1, self.name, f"d must be ≥ 1, got {self.d}")
+        at_least(self, 1, "w", "d")
 
     def visible(self, b, h, q, kv, inp):
         diff = q + inp.offset - kv
@@ -463,8 +457,8 @@ class RandomBlocks(Mask):
 
     def validate(self) -> None:
         require(0 <= self.p <= 1, self.name, f"p must be in [0, 1], got {self.p}")
-        require(self.block >= 1, self.name, f"block must be ≥ 1, got {self.block}")
-        require(self.seed >= 0, self.name, f"seed must be ≥ 0, got {self.seed}")
+        at_least(self, 1, "block")
+        at_least(self, 0, "seed")
 
     def tile_visible(self, row: Tensor, col: Tensor) -> Tensor:
         return _uniform_hash(self.seed, row, col) < self.p

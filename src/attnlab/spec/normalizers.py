@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnlab.spec.base import Part, require
+from attnlab.spec.base import Part, at_least, positive, require
 
 
 class Normalizer(Part):
@@ -44,7 +44,7 @@ class TopK(Normalizer):
     k: int
 
     def validate(self) -> None:
-        require(self.k >= 1, self.name, f"k must be ≥ 1, got {self.k}")
+        at_least(self, 1, "k")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Gumbel(Normalizer):
     hard: bool = False
 
     def validate(self) -> None:
-        require(self.tau > 0, self.name, f"tau must be > 0, got {self.tau}")
+        positive(self, "tau")
 
 
 @dataclass(frozen=True)

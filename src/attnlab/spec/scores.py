@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from attnlab.spec.base import Part, require
+from attnlab.spec.base import Part, at_least, positive, require
 
 
 class Score(Part):
@@ -34,7 +34,7 @@ class ScaledDot(Score):
     scale: float | None = None
 
     def validate(self) -> None:
-        require(self.scale is None or self.scale > 0, self.name, f"scale must be > 0, got {self.scale}")
+        positive(self, "scale")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Additive(Score):
     dim: int | None = None
 
     def validate(self) -> None:
-        require(self.dim is None or self.dim >= 1, self.name, f"dim must be ≥ 1, got {self.dim}")
+        at_least(self, 1, "dim")
 
     def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
         a = self.dim or head_dim
@@ -77,7 +77,7 @@ class Cosine(Score):
         return self.tau is None
 
     def validate(self) -> None:
-        require(self.tau is None or self.tau > 0, self.name, f"tau must be > 0, got {self.tau}")
+        positive(self, "tau")
 
     def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
         return {"log_tau": (heads,)} if self.tau is None else {}
@@ -119,7 +119,7 @@ class Softcap(ScoreMod):
     c: float
 
     def validate(self) -> None:
-        require(self.c > 0, self.name, f"c must be > 0, got {self.c}")
+        positive(self, "c")
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class Temperature(ScoreMod):
     t: float
 
     def validate(self) -> None:
-        require(self.t > 0, self.name, f"t must be > 0, got {self.t}")
+        positive(self, "t")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ may be left out. Errors show the text with a caret under the offending part.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,18 +179,17 @@ class Parser:
 
     # -- masks: | binds loosest, then &, then ~ ----------------------------------------------
     def mask_or(self) -> Mask:
-        parts = [self.mask_and()]
-        while self.at("|"):
-            self.take()
-            parts.append(self.mask_and())
-        return parts[0] if len(parts) == 1 else Or(tuple(parts))
+        return self.junction("|", Or, self.mask_and)
 
     def mask_and(self) -> Mask:
-        parts = [self.mask_not()]
-        while self.at("&"):
+        return self.junction("&", And, self.mask_not)
+
+    def junction(self, symbol: str, cls: type[Mask], operand: Callable[[], Mask]) -> Mask:
+        parts = [operand()]
+        while self.at(symbol):
             self.take()
-            parts.append(self.mask_not())
-        return parts[0] if len(parts) == 1 else And(tuple(parts))
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else cls(tuple(parts))
 
     def mask_not(self) -> Mask:
         if self.at("~"):
