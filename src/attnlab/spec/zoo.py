@@ -49,6 +49,8 @@ _ENTRIES = [
           "(Martins & Astudillo, 2016)"),
     Entry("entmax15", "scaled_dot ; entmax(1.5)",
           "1.5-entmax: sparse yet smooth weights (Peters et al., 2019; Correia et al., 2019)"),
+    Entry("entmax-local", "scaled_dot ; causal & window(32) ; entmax(1.5)",
+          "1.5-entmax inside a causal window of 32: sparse by the mask and by the normalizer"),
     Entry("hard-top8", "scaled_dot ; topk(8)",
           "hard attention to the 8 highest-scoring keys, straight-through gradient"),
     Entry("sigmoid", "scaled_dot ; sigmoid",
