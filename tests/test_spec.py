@@ -152,3 +152,13 @@ def test_learnable_parts_and_requirements() -> None:
     assert not parse("cosine(10.0)").learnable and parse("cosine").learnable
     assert parse("lowrank(16, max_len=128)").parameter_shapes(2, 4) == {
         "approximation.e": (16, 128), "approximation.f": (16, 128)}
+
+
+def test_mods_may_be_written_as_strings() -> None:
+    want = parse("alibi + softcap(30.0)")
+    assert Program(mods="alibi + softcap(30)") == want
+    assert Program.from_dict({"mods": ["alibi", "softcap(30)"]}) == want
+    with pytest.raises(SpecError, match="the score has its own field"):
+        Program(mods="additive + alibi")
+    with pytest.raises(SpecError, match="must be a mod, got the mask 'causal'"):
+        Program(mods=["causal"])

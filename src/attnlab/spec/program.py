@@ -40,9 +40,9 @@ class Program:
         # Strings are welcome anywhere a part goes: Program(mask="causal & window(8)").
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 — frozen dataclass
         set_("score", _coerce_part(self.score, "score", Score))
-        mods = self.mods
-        if isinstance(mods, str):
-            mods = parse_sections(mods).get("score", (None, []))[1] if mods.strip() else []
+        mods: list[Any] = []
+        for m in [self.mods] if isinstance(self.mods, str) else self.mods:
+            mods.extend(parse_part(m, "mod") if isinstance(m, str) else [m])  # 'a + b' is two
         set_("mods", tuple(_coerce_part(m, f"mods[{i}]", ScoreMod) for i, m in enumerate(mods)))
         if self.mask is not None:
             set_("mask", _coerce_part(self.mask, "mask", Mask))
@@ -157,11 +157,12 @@ class Program:
                 raise SpecError(f"unknown program key '{key}'{did_you_mean(key, _FIELDS)} "
                                 f"(keys: {', '.join(_FIELDS)})")
         mods = d.get("mods") or []
-        if isinstance(mods, dict | str):
+        if isinstance(mods, dict):
             mods = [mods]
         return cls(
             score=_part_or_default(d.get("score"), "score", ScaledDot()),
-            mods=tuple(part_from_dict(m, "mod") if isinstance(m, dict) else m for m in mods),
+            mods=mods if isinstance(mods, str) else tuple(
+                part_from_dict(m, "mod") if isinstance(m, dict) else m for m in mods),
             mask=None if d.get("mask") is None else mask_from_dict(d["mask"]),
             normalizer=_part_or_default(d.get("normalizer"), "normalizer", Softmax()),
             approximation=_part_or_default(d.get("approximation"), "approximation", None),

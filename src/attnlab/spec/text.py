@@ -258,7 +258,8 @@ def parse_sections(text: str) -> dict[str, Any]:
 
 
 def parse_part(text: str, kind: str) -> Any:
-    """One section of `kind` from its text: a mask expression, a score, a normalizer, …"""
+    """One section of `kind` from its text: a mask expression, a score, a normalizer, a list of
+    score mods ('alibi + softcap(30.0)'), a list of options."""
     parser = Parser(text)
     start = parser.tok
     section = _SECTION_OF_KIND[kind]
@@ -272,6 +273,7 @@ def parse_part(text: str, kind: str) -> Any:
         return score
     if kind == "mod":
         score, mods = value
-        return mods[0] if len(mods) == 1 and score is None else parser.fail(
-            "expected one score mod here", start)
+        if score is not None:
+            parser.fail("expected score mods here; the score has its own field", start)
+        return mods
     return value
