@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import attnlab
 from attnlab import InputError, attention, init_params, parse
 from attnlab.exec.scores import alibi_slopes, t5_bucket
+from strategies import programs
 
 # Press et al.'s slopes, written out: 8 heads are 2^-1 … 2^-8; 6 heads take the 4-head
 # slopes, then every other slope of the 8-head list.
@@ -220,3 +221,46 @@ def test_bad_calls_say_what_to_do(call, message) -> None:
 
 def test_public_names() -> None:
     assert attnlab.attention is attention and callable(attnlab.init_params)
+
+
+def call_inputs(program, batch: int, n: int, m: int, g: torch.Generator) -> dict:
+    """Random call-time inputs for whatever the program reads; batch row 0 has no real keys."""
+    needs, out = program.requires(), {}
+    if "key_padding" in needs:
+        out["key_lengths"] = torch.cat([torch.zeros(1, dtype=torch.long),
+                                        torch.randint(1, m + 1, (batch - 1,), generator=g)])
+    if "segments" in needs:
+        out["segments"] = torch.sort(torch.randint(0, 2, (batch, m), generator=g), 1).values
+    if "graph" in needs:
+        out["graph"] = torch.rand(batch, n, m, generator=g) < 0.5
+    if "bias" in needs:
+        out["bias"] = torch.randn(batch, 1, n, m, generator=g, dtype=torch.float64)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(programs(), st.integers(1, 6), st.integers(0, 3), st.integers(0, 10**6))
+def test_random_programs_with_an_empty_row_give_zeros_never_nan(program, n, extra, seed) -> None:
+    """Property (d) over random programs: padding hides every key of batch row 0."""
+    from attnlab.spec import Layout, LowRank, Padding
+
+    if isinstance(program.approximation, LowRank):  # long enough for any drawn sequence
+        program = program.replace(approximation=LowRank(program.approximation.k, 8192))
+    mask = Padding() if program.mask is None or program.approximation else program.mask & Padding()
+    program = program.replace(mask=mask, layout=Layout())
+    g = torch.Generator().manual_seed(seed)
+    m = n + extra
+    q = torch.randn(2, 2, n, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, 1, m, 4, generator=g, dtype=torch.float64, requires_grad=True)
+            for _ in range(2))
+    params = {name: t.requires_grad_() for name, t in
+              init_params(program, 2, 4, dtype=torch.float64).items()}
+    for training in (False, True):
+        out, w = attention(q, k, v, program, params=params, return_weights=True,
+                           training=training, generator=g, **call_inputs(program, 2, n, m, g))
+        assert torch.equal(out[0], torch.zeros_like(out[0]))
+        assert torch.equal(w[0], torch.zeros_like(w[0]))
+        assert torch.isfinite(out).all() and torch.isfinite(w).all()
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v, *params.values()),
+                                    allow_unused=True)
+        assert all(gr is None or torch.isfinite(gr).all() for gr in grads)
