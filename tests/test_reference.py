@@ -264,3 +264,13 @@ def test_random_programs_with_an_empty_row_give_zeros_never_nan(program, n, extr
         grads = torch.autograd.grad(out.square().sum(), (q, k, v, *params.values()),
                                     allow_unused=True)
         assert all(gr is None or torch.isfinite(gr).all() for gr in grads)
+
+
+def test_favor_program_approaches_softmax_as_m_grows() -> None:
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(2, 2, 32, 16, generator=g, dtype=torch.float64) * s
+               for s in (0.4, 0.4, 1.0))
+    exact = attention(q, k, v, "causal ; softmax")
+    errors = [sum((attention(q, k, v, f"favor({m}, seed={seed}) ; causal") - exact).abs().mean()
+                  for seed in range(8)) / 8 for m in (16, 256, 4096)]
+    assert errors[0] > 3 * errors[1] > 9 * errors[2]  # ~ m^-1/2: 4x per 16x features
