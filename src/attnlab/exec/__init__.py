@@ -1,7 +1,8 @@
-"""Backends that run a program: the reference backend and the functional entry point."""
+"""Backends that run a program — reference, sdpa, flex, tiled, linear — and the planner."""
 
-from attnlab.exec.api import BACKENDS, attention
+from attnlab.exec.api import attention
 from attnlab.exec.params import init_params
+from attnlab.exec.planner import BACKENDS, Plan, explain, plan
 from attnlab.exec.reference import reference_attention
 
-__all__ = ["BACKENDS", "attention", "init_params", "reference_attention"]
+__all__ = ["BACKENDS", "Plan", "attention", "explain", "init_params", "plan", "reference_attention"]

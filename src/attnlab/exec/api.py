@@ -6,11 +6,11 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import InputError, did_you_mean
+from attnlab.exec.backend import Call
+from attnlab.exec.planner import BACKENDS, plan, remember
 from attnlab.exec.reference import reference_attention
 from attnlab.spec.masks import MaskInputs
 from attnlab.spec.program import Program, parse
-
-BACKENDS = {"reference": reference_attention}
 
 # call-time argument -> the program part that reads it
 _READERS = {"bias": ("bias", "the score mod 'bias'"), "segments": ("segments", "the mask 'document'"),
@@ -33,17 +33,39 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
     `params` holds the program's trainable tensors (see `attnlab.init_params`).
     `training` turns on dropout and Gumbel noise. Returns the output (B, H, N, Dv), and the
     weights (B, H, N, M) too with `return_weights=True`.
+
+    The planner picks the fastest backend that computes exactly this program
+    (`attnlab.explain` says which and why); `backend=` forces one.
     """
     program = parse(program)
+    params = params or {}
     inp = check_call(q, k, v, program, bias=bias, segments=segments, key_lengths=key_lengths,
                      key_padding_mask=key_padding_mask, graph=graph, params=params)
-    name = backend or "reference"
+    if backend is None:
+        chosen = plan(program, q, k, v, return_weights=return_weights, training=training,
+                      params=params, inputs=inp, seeded=generator is not None)
+        name = chosen.backend
+        remember(chosen.call)
+    else:
+        name = _forced(backend, program, q, k, v, return_weights, training, params,
+                       generator is not None)
+    run = dict(bias=bias, params=params, training=training, generator=generator)
+    if name == "reference":
+        out, weights = reference_attention(q, k, v, program, inp, **run)
+        return (out, weights) if return_weights else out
+    return BACKENDS[name].run(q, k, v, program, inp, **run)
+
+
+def _forced(name, program, q, k, v, return_weights, training, params, seeded) -> str:
     if name not in BACKENDS:
         raise InputError(f"unknown backend '{name}'{did_you_mean(name, BACKENDS)} "
                          f"(available: {', '.join(BACKENDS)})")
-    out, weights = BACKENDS[name](q, k, v, program, inp, bias=bias, params=params,
-                                  training=training, generator=generator)
-    return (out, weights) if return_weights else out
+    call = Call.of(program, q, k, v, return_weights=return_weights, training=training,
+                   params=params, seeded=seeded)
+    reason = BACKENDS[name].refuse(call)
+    if reason:
+        raise InputError(f"backend '{name}' cannot run this call: {reason}")
+    return name
 
 
 def check_call(q: Tensor, k: Tensor, v: Tensor, program: Program, *, params, **given) -> MaskInputs:

@@ -11,7 +11,8 @@ from torch import Tensor
 
 from attnlab.exec import normalizers as F
 from attnlab.exec.approximations import approximate_weights
-from attnlab.exec.scores import compute_scores, score_mod
+from attnlab.exec.backend import Backend, Call
+from attnlab.exec.scores import compose_mods, compute_scores
 from attnlab.spec import normalizers as N
 from attnlab.spec.masks import MaskInputs
 from attnlab.spec.program import Program
@@ -35,10 +36,9 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
         weights = approximate_weights(program.approximation, q, k, visible, inp, params)
     else:
         scores = compute_scores(program.score, q, k, params)
-        if program.mods:
-            idx = _index_grid(inp)
-            for i, mod in enumerate(program.mods):
-                scores = score_mod(mod, inp, params, f"mods.{i}", bias)(scores, *idx)
+        mods = compose_mods(program.mods, inp, params, bias)
+        if mods is not None:
+            scores = mods(scores, *index_grid(inp))
         weights = normalize(program.normalizer, scores, visible, training, generator)
 
     used = weights
@@ -73,10 +73,23 @@ def normalize(norm: N.Normalizer, scores: Tensor, visible: Tensor | None, traini
     raise NotImplementedError(f"normalizer {norm} has no implementation")
 
 
-def _index_grid(inp: MaskInputs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def index_grid(inp: MaskInputs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Broadcastable (b, h, q_idx, kv_idx) index tensors of shape (B,1,1,1) … (1,1,1,M)."""
     dev = inp.device
     return (torch.arange(inp.batch, device=dev).view(-1, 1, 1, 1),
             torch.arange(inp.heads, device=dev).view(1, -1, 1, 1),
             torch.arange(inp.n, device=dev).view(1, 1, -1, 1),
             torch.arange(inp.m, device=dev).view(1, 1, 1, -1))
+
+
+class ReferenceBackend(Backend):
+    """The ground truth: runs every program, slowly, and is the one that returns weights."""
+
+    name = "reference"
+
+    def refuse(self, call: Call) -> str | None:
+        return None
+
+    def run(self, q, k, v, program, inp, *, bias, params, training, generator):
+        return reference_attention(q, k, v, program, inp, bias=bias, params=params,
+                                   training=training, generator=generator)[0]

@@ -98,3 +98,47 @@ def _broadcast_bias(bias: Tensor | None, inp: MaskInputs) -> Tensor:
     except RuntimeError:
         raise InputError(f"bias of shape {tuple(bias.shape)} does not broadcast to {shape} "
                          "(batch, heads, queries, keys)") from None
+
+
+DOT_FORM = (S.Dot, S.ScaledDot, S.General, S.Cosine)  # scores some backend can fuse
+AFFINE_MODS = (S.Alibi, S.RelativeBias, S.Bias, S.Temperature)  # s -> a·s + g(b, h, q, kv)
+
+
+def dot_form(score: S.Score, q: Tensor, k: Tensor, params: dict[str, Tensor],
+             ) -> tuple[Tensor, Tensor, float]:
+    """(q̃, k̃, scale) with score(q, k) == scale · q̃·k̃, so fused kernels can run any dot-form
+    score; q (B, H, N, D), k (B, H_kv, M, D)."""
+    d = q.shape[-1]
+    if isinstance(score, S.Dot):
+        return q, k, 1.0
+    if isinstance(score, S.ScaledDot):
+        return q, k, score.scale or d**-0.5
+    if isinstance(score, S.General):
+        return torch.einsum("bhnd,hde->bhne", q, params["score.w"]), k, 1.0
+    if isinstance(score, S.Cosine):
+        tau = score.tau if score.tau is not None else params["score.log_tau"].exp().view(1, -1, 1, 1)
+        qn, kn = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1)
+        return qn * tau, kn, 1.0
+    raise NotImplementedError(f"score {score} has no dot form")
+
+
+def affine_factor(mods: tuple[S.ScoreMod, ...]) -> float | None:
+    """The slope a of mods composed as s -> a·s + g; None when a mod is not affine."""
+    if not all(isinstance(m, AFFINE_MODS) for m in mods):
+        return None
+    return math.prod(1 / m.t for m in mods if isinstance(m, S.Temperature))
+
+
+def compose_mods(mods: tuple[S.ScoreMod, ...], inp: MaskInputs, params: dict[str, Tensor],
+                 bias: Tensor | None) -> ScoreMod | None:
+    """All the program's mods as one score_mod closure, in program order (None: no mods)."""
+    if not mods:
+        return None
+    fns = [score_mod(m, inp, params, f"mods.{i}", bias) for i, m in enumerate(mods)]
+
+    def composed(s, b, h, q, kv):
+        for fn in fns:
+            s = fn(s, b, h, q, kv)
+        return s
+
+    return composed

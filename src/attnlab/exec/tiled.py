@@ -1,0 +1,224 @@
+"""The tiled backend: attnlab's block-sparse kernel in PyTorch, for any normalizer and for training.
+
+Queries are cut into blocks; the mask's exact block summary says which key blocks each query
+block can see. Query blocks that see the same number of key blocks are gathered into one
+batched call. Softmax with affine score mods runs on SDPA over the tiles, so its fused CPU
+backward does the work; every other normalizer sees exactly the visible keys of each row,
+so sparsemax and entmax thresholds are exact. Memory grows with the visible pairs, not N².
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from attnlab.exec.backend import Backend, Call
+from attnlab.exec.reference import normalize
+from attnlab.exec.scores import DOT_FORM, affine_factor, compose_mods, dot_form
+from attnlab.spec import normalizers as N
+from attnlab.spec.masks import EMPTY, FULL, MaskInputs
+from attnlab.spec.program import Program
+
+TILE_ELEMENTS = 1 << 23  # score elements per batched call: bounds peak memory
+
+
+@dataclass
+class _Rows:
+    """Query-block rows of one group: pattern index, query block, and c visible key blocks."""
+
+    pattern: Tensor  # (g,)
+    qblock: Tensor  # (g,)
+    kblocks: Tensor  # (g, c)
+
+
+class TiledBackend(Backend):
+    name = "tiled"
+
+    def __init__(self, block: int = 128) -> None:
+        self.block = block
+
+    def refuse(self, call: Call) -> str | None:
+        p = call.program
+        if p.approximation is not None:
+            return f"'{p.approximation}' has no score matrix to tile (linear runs it in O(N))"
+        if not isinstance(p.score, DOT_FORM):
+            return f"score '{p.score}' is not a dot product, so tiles cannot batch it"
+        if call.return_weights:
+            return "only reference returns weights"
+        return None
+
+    def run(self, q, k, v, program, inp, *, bias, params, training, generator):
+        b, h, n, _ = q.shape
+        if q.dtype in (torch.float16, torch.bfloat16) and not isinstance(program.normalizer,
+                                                                           N.Softmax):
+            # sorting normalizers and their thresholds want fp32 range and precision
+            params = {name: p.float() for name, p in params.items()}
+            out = self.run(q.float(), k.float(), v.float(), program, inp, bias=bias,
+                           params=params, training=training, generator=generator)
+            return out.to(q.dtype)
+        qd, kd, scale = dot_form(program.score, q, k, params)
+        group = h // k.shape[1]
+        if group > 1:  # GQA: one kv row per query head keeps the tile gathers uniform
+            kd, v = kd.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+        bq, bk = min(self.block, n), min(self.block, inp.m)
+        state = self.summary(program, inp, bq, bk)
+        if not bool((state != EMPTY).any()):  # every key hidden from every query
+            # zeros that stay in the graph, so backward() sees every input (with zero grads)
+            anchor = sum(t.sum() for t in (q, k, v, *params.values())) * 0
+            return q.new_zeros(b, h, n, v.shape[-1]) + anchor
+        patterns, rest = state.shape[0] * state.shape[1], b * h // (state.shape[0] * state.shape[1])
+        # (P, L, R, D): one pattern per distinct mask layout, R (batch·head) rows sharing it;
+        # tiles gathered from this layout are (g, L, R, D) views SDPA reads through strides.
+        qr, kr, vr = (_by_pattern(t, patterns, rest, blk) for t, blk in ((qd, bq), (kd, bk), (v, bk)))
+        run = _Run(program, inp, bias, params, training, generator, scale, (bq, bk), state, rest)
+        outputs, order = [], []
+        qblocks = state.shape[2]
+        for rows in _groups(state):
+            step = max(1, TILE_ELEMENTS // (rest * bq * rows.kblocks.shape[1] * bk))
+            for i in range(0, rows.pattern.shape[0], step):
+                part = _Rows(rows.pattern[i:i + step], rows.qblock[i:i + step],
+                             rows.kblocks[i:i + step])
+                outputs.append(run.tiles(part, qr, kr, vr))
+                order.append(part.pattern * qblocks + part.qblock)
+        return _assemble(outputs, order, patterns * qblocks, rest, bq, v.shape[-1], q, n)
+
+    def summary(self, program: Program, inp: MaskInputs, bq: int, bk: int) -> Tensor:
+        """Block states (B', H', QB, KB); with no mask every block is full."""
+        if program.mask is None:
+            return torch.full((1, 1, -(-inp.n // bq), -(-inp.m // bk)), FULL, dtype=torch.int8,
+                              device=inp.device)
+        state = program.mask.block_summary(inp, (bq, bk)).state
+        if state.shape[0] == 1 and state.shape[1] > 1 and inp.batch > 1:
+            state = state.expand(inp.batch, -1, -1, -1)  # patterns must follow (batch, head) order
+        return state
+
+
+def _by_pattern(t: Tensor, patterns: int, rest: int, block: int) -> Tensor:
+    """(B, H, L, D) padded to whole blocks, as (P, L, R, D)."""
+    length = t.shape[2]
+    t = F.pad(t, (0, 0, 0, -length % block))
+    return t.reshape(patterns, rest, t.shape[2], t.shape[3]).transpose(1, 2)
+
+
+def _groups(state: Tensor):
+    """Rows (pattern, query block) grouped by their number of visible key blocks."""
+    visible = (state != EMPTY).flatten(0, 1)  # (P, QB, KB)
+    counts = visible.sum(-1)
+    for c in counts.unique().tolist():
+        if c == 0:
+            continue
+        pattern, qblock = (counts == c).nonzero(as_tuple=True)
+        # stable sort keeps each row's key blocks in ascending order
+        kblocks = visible[pattern, qblock].to(torch.int8).sort(dim=-1, descending=True, stable=True)
+        yield _Rows(pattern, qblock, kblocks.indices[:, :c])
+
+
+@dataclass
+class _Run:
+    """One call's fixed facts, and how to compute a batch of tiles."""
+
+    program: Program
+    inp: MaskInputs
+    bias: Tensor | None
+    params: dict[str, Tensor]
+    training: bool
+    generator: torch.Generator | None
+    scale: float
+    block: tuple[int, int]
+    state: Tensor  # (B', H', QB, KB) block states
+    rest: int
+
+    def tiles(self, rows: _Rows, qr: Tensor, kr: Tensor, vr: Tensor) -> Tensor:
+        """Outputs (g, R, bq, Dv) for these rows."""
+        bq, bk = self.block
+        dev = qr.device
+        q_idx = rows.qblock[:, None] * bq + torch.arange(bq, device=dev)  # (g, bq)
+        kv_idx = (rows.kblocks[:, :, None] * bk + torch.arange(bk, device=dev)).flatten(1)
+        qt = qr[rows.pattern[:, None], q_idx].transpose(1, 2)  # (g, R, bq, D)
+        kt = kr[rows.pattern[:, None], kv_idx].transpose(1, 2)  # (g, R, S, D)
+        vt = vr[rows.pattern[:, None], kv_idx].transpose(1, 2)
+        visible = self.visible(rows, q_idx, kv_idx)  # (g, 1, bq, S) or None
+        b, h = self.batch_head(rows)
+        # padding positions past N or M are hidden; clamped, they index mods safely
+        qpos = q_idx.clamp(max=self.inp.n - 1)[:, None, :, None]
+        kpos = kv_idx.clamp(max=self.inp.m - 1)[:, None, None, :]
+        mods = compose_mods(self.program.mods, self.inp, self.params, self.bias)
+        norm = self.program.normalizer
+        dropout = self.program.dropout if self.training else 0.0
+        fused = dropout == 0 or self.generator is None  # SDPA's dropout ignores our generator
+        if fused and isinstance(norm, N.Softmax) and affine_factor(self.program.mods) is not None:
+            mask = visible
+            if mods is not None:  # affine mods: a·s + g, with a folded into the scale
+                g = mods(qt.new_zeros(()), b, h, qpos, kpos)
+                g = g.expand(torch.broadcast_shapes(g.shape, (qt.shape[0], 1, bq, kt.shape[2])))
+                mask = g if visible is None else torch.where(visible, g, -math.inf)
+            scale = self.scale * affine_factor(self.program.mods)
+            return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale,
+                                                  dropout_p=dropout)
+        explicit = _Explicit(self, mods, (b, h, qpos, kpos), visible, dropout)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (qt, kt, vt)):
+            # Recompute scores in backward instead of keeping them: memory stays with the tiles.
+            return checkpoint(explicit, qt, kt, vt, use_reentrant=False)
+        return explicit(qt, kt, vt)
+
+    def visible(self, rows: _Rows, q_idx: Tensor, kv_idx: Tensor) -> Tensor | None:
+        """The tile mask, or None when every block is full and inside the sequence."""
+        inp = self.inp
+        inside = (q_idx < inp.n)[:, :, None] & (kv_idx < inp.m)[:, None, :]
+        b_, h_ = self.state.shape[:2]
+        states = self.state.flatten(0, 1)[rows.pattern[:, None], rows.qblock[:, None], rows.kblocks]
+        if bool((states == FULL).all()):
+            return None if bool(inside.all()) else inside[:, None]
+        b = (rows.pattern // h_ if b_ > 1 else torch.zeros_like(rows.pattern)).view(-1, 1, 1)
+        h = (rows.pattern % h_ if h_ > 1 else torch.zeros_like(rows.pattern)).view(-1, 1, 1)
+        q = q_idx.clamp(max=inp.n - 1)[:, :, None]
+        kv = kv_idx.clamp(max=inp.m - 1)[:, None, :]
+        return (self.program.mask.visible(b, h, q, kv, inp) & inside)[:, None]
+
+    def batch_head(self, rows: _Rows) -> tuple[Tensor, Tensor]:
+        """(batch, head) index of every (row, R) pair, shaped (g, R, 1, 1)."""
+        flat = rows.pattern[:, None] * self.rest + torch.arange(self.rest, device=rows.pattern.device)
+        heads = self.inp.heads
+        return (flat // heads)[:, :, None, None], (flat % heads)[:, :, None, None]
+
+
+class _Explicit:
+    """Scores, mods and any normalizer over one batch of tiles (checkpointable)."""
+
+    def __init__(self, run: _Run, mods, index, visible, dropout: float) -> None:
+        self.run, self.mods, self.index, self.visible, self.dropout = run, mods, index, visible, dropout
+
+    def __call__(self, qt: Tensor, kt: Tensor, vt: Tensor) -> Tensor:
+        run = self.run
+        scores = (qt @ kt.transpose(-1, -2)) * run.scale
+        if self.mods is not None:
+            scores = self.mods(scores, *self.index)
+        norm = run.program.normalizer
+        if isinstance(norm, N.Sigmoid) and norm.bias is None:  # −log(keys) of the whole row
+            norm = N.Sigmoid(-math.log(run.inp.m))
+        weights = normalize(norm, scores, self.visible, run.training, run.generator)
+        if self.dropout:
+            keep = torch.rand(weights.shape, generator=run.generator, device=weights.device)
+            weights = weights * (keep >= self.dropout) / (1 - self.dropout)
+        return weights @ vt
+
+
+def _assemble(outputs: list[Tensor], order: list[Tensor], rows: int, rest: int, bq: int,
+              dv: int, q: Tensor, n: int) -> Tensor:
+    """Put every row's (R, bq, Dv) tile back in place; rows that see nothing are zeros."""
+    b, h = q.shape[:2]
+    done = torch.cat(order) if order else torch.zeros(0, dtype=torch.long, device=q.device)
+    missing = torch.ones(rows, dtype=torch.bool, device=q.device)
+    missing[done] = False
+    zeros = q.new_zeros(int(missing.sum()), rest, bq, dv)
+    stacked = torch.cat([*outputs, zeros]).to(q.dtype)
+    position = torch.cat([done, missing.nonzero(as_tuple=True)[0]])
+    tiles = stacked[position.argsort()]  # (P·QB, R, bq, Dv) in row order
+    qblocks = rows // (b * h // rest)
+    out = tiles.view(-1, qblocks, rest, bq, dv).permute(0, 2, 1, 3, 4)
+    return out.reshape(b, h, qblocks * bq, dv)[:, :, :n]
