@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 import attnlab
 from attnlab.cli import demo
+from attnlab.cli.bench import bench_app
 from attnlab.errors import AttnlabError, InputError
 from attnlab.spec import EMPTY, FULL, PARTIAL, And, Mask, Not, Or, Program
 
@@ -64,6 +65,7 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
                   help="The attention programming workshop.")
 spec_app = typer.Typer(no_args_is_help=True, help="Explain and draw one attention program.")
 app.add_typer(spec_app, name="spec")
+app.add_typer(bench_app, name="bench")
 
 
 def _version(value: bool) -> None:
@@ -278,13 +280,21 @@ def explain_command(
     head_dim: HeadDim = None,
     seq: Annotated[int, typer.Option(min=1, help="Sequence length for density.")] = 1024,
     block: Annotated[int, typer.Option(min=1, help="Block size for the block summary.")] = 128,
+    train: Annotated[bool, typer.Option("--train", help="Plan for training (gradients needed) "
+                                        "rather than inference.")] = False,
 ) -> None:
-    """Parse a program and say what it computes, how sparse it is and what it needs."""
+    """Parse a program and say what it computes, how sparse it is, what it needs, and which
+    backend the planner would run it on."""
     parsed = attnlab.parse(program)
     h, kv, d = resolve_layout(parsed, heads, kv_heads, head_dim, default_heads=8,
                               default_head_dim=64)
     ex = explain_program(parsed, heads=h, kv_heads=kv, head_dim=d, seq=seq, block=block)
-    render_explanation(ex, _stdout())
+    console = _stdout()
+    render_explanation(ex, console)
+    # torch.empty never touches its pages: planning a long sequence costs no memory.
+    q, k = torch.empty(1, h, seq, d), torch.empty(1, kv, seq, d)
+    console.print(f"\n[bold]plan ({'training' if train else 'inference'})[/]")
+    console.print(escape(attnlab.explain(parsed, q, k, needs_grad=train)), soft_wrap=True)
 
 
 # -- spec show -----------------------------------------------------------------------------------
