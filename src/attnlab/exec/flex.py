@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from attnlab.exec.backend import Backend, Call
-from attnlab.exec.scores import ScoreMod, score_mod
+from attnlab.exec.scores import compose_mods, dot_form
 from attnlab.spec import scores as S
 from attnlab.spec.masks import FULL, PARTIAL, Mask, MaskInputs, Predicate
 from attnlab.spec.normalizers import Softmax
@@ -106,18 +106,15 @@ class FlexBackend(Backend):
         key = KernelKey.of(program, shapes, q.dtype, q.device)
         kernel = self._kernels.get(key)
         if kernel is None:
-            # Its own recompile region: other shapes' kernels neither evict it nor count
-            # against its recompile limit.
-            compiled = torch.compile(flex_attention, dynamic=False, fullgraph=True,
-                                     isolate_recompiles=True)
-            kernel = self._kernels[key] = _Kernel(compiled, key.program)
+            kernel = self._kernels[key] = _Kernel(_compile_flex(), key.program)
         # Closures are made from the key's first program, not the equal one just passed in:
         # dynamo guards on the parts they capture, and the same objects pass those guards.
         program = kernel.program
-        q, k, scale, mods = _apply_score(program.score, q, k, params or {})
-        mods += [score_mod(m, inp, params or {}, f"mods.{i}", bias) for i, m in enumerate(program.mods)]
+        params = params or {}
+        score_params = {n: p.to(q.dtype) for n, p in params.items() if n.startswith("score.")}
+        q, k, scale = dot_form(program.score, q, k, score_params)
         # No fix-up for queries that see no key: FlexAttention already returns 0 for them.
-        options = {"score_mod": _compose(mods) if mods else None, "scale": scale,
+        options = {"score_mod": compose_mods(program.mods, inp, params, bias), "scale": scale,
                    "block_mask": self._block_mask(program, inp), "enable_gqa": k.shape[1] != q.shape[1]}
         if key in self._warm:
             return kernel.compiled(q, k, v, **options)
@@ -174,31 +171,11 @@ def _ordered(tiles: Tensor) -> tuple[Tensor, Tensor]:
     return tiles.sum(-1).to(torch.int32).contiguous(), indices.to(torch.int32).contiguous()
 
 
-def _apply_score(score: S.Score, q: Tensor, k: Tensor,
-                 params: dict[str, Tensor]) -> tuple[Tensor, Tensor, float, list[ScoreMod]]:
-    """(q, k, scale, leading mods) such that scale · q·k, then the mods, is the program's score."""
-    if isinstance(score, S.Dot):
-        return q, k, 1.0, []
-    if isinstance(score, S.ScaledDot):
-        return q, k, score.scale or q.shape[-1] ** -0.5, []
-    if isinstance(score, S.General):  # qᵀ W k = (qᵀ W) · k
-        return q @ params["score.w"].to(q.dtype), k, 1.0, []
-    if isinstance(score, S.Cosine):
-        q, k = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(k, dim=-1)
-        if score.tau is not None:
-            return q, k, score.tau, []
-        tau = params["score.log_tau"].exp()
-        return q, k, 1.0, [lambda s, b, h, q_idx, kv_idx: s * tau[h].to(s.dtype)]
-    raise NotImplementedError(f"the flex backend has no form for the score '{score}'")
-
-
-def _compose(mods: list[ScoreMod]) -> ScoreMod:
-    """One score_mod applying `mods` in order."""
-    def composed(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
-        for mod in mods:
-            score = mod(score, b, h, q_idx, kv_idx)
-        return score
-    return composed
+def _compile_flex() -> Callable[..., Tensor]:
+    try:  # its own recompile region: other shapes' kernels neither evict it nor use up its limit
+        return torch.compile(flex_attention, dynamic=False, fullgraph=True, isolate_recompiles=True)
+    except TypeError:  # torch before isolate_recompiles: one region shared by every kernel
+        return torch.compile(flex_attention, dynamic=False, fullgraph=True)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ so sparsemax and entmax thresholds are exact. Memory grows with the visible pair
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -36,11 +37,33 @@ class _Rows:
     kblocks: Tensor  # (g, c)
 
 
+@dataclass
+class _Part:
+    """One batched call: its rows, their query and key positions, and the tile mask."""
+
+    rows: _Rows
+    q_idx: Tensor  # (g, bq)
+    kv_idx: Tensor  # (g, S)
+    visible: Tensor | None  # (g, 1, bq, S); None when every block is full and in range
+    order: Tensor  # (g,) row number pattern · QB + query block
+
+
+@dataclass
+class _Layout:
+    """Which tiles a call computes: everything that depends on the mask, not on q, k, v."""
+
+    state: Tensor  # (B', H', QB, KB) block states
+    parts: list[_Part]
+    rest: int  # (batch, head) rows sharing each mask pattern
+
+
 class TiledBackend(Backend):
     name = "tiled"
+    CACHE = 32  # layouts kept: a training loop reuses one per shape
 
     def __init__(self, block: int = 128) -> None:
         self.block = block
+        self._layouts: OrderedDict[tuple, _Layout] = OrderedDict()
 
     def refuse(self, call: Call) -> str | None:
         p = call.program
@@ -66,26 +89,43 @@ class TiledBackend(Backend):
         if group > 1:  # GQA: one kv row per query head keeps the tile gathers uniform
             kd, v = kd.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
         bq, bk = min(self.block, n), min(self.block, inp.m)
-        state = self.summary(program, inp, bq, bk)
-        if not bool((state != EMPTY).any()):  # every key hidden from every query
+        layout = self.layout(program, inp, bq, bk)
+        if not layout.parts:  # every key hidden from every query
             # zeros that stay in the graph, so backward() sees every input (with zero grads)
             anchor = sum(t.sum() for t in (q, k, v, *params.values())) * 0
             return q.new_zeros(b, h, n, v.shape[-1]) + anchor
-        patterns, rest = state.shape[0] * state.shape[1], b * h // (state.shape[0] * state.shape[1])
+        patterns, rest = b * h // layout.rest, layout.rest
         # (P, L, R, D): one pattern per distinct mask layout, R (batch·head) rows sharing it;
         # tiles gathered from this layout are (g, L, R, D) views SDPA reads through strides.
         qr, kr, vr = (_by_pattern(t, patterns, rest, blk) for t, blk in ((qd, bq), (kd, bk), (v, bk)))
-        run = _Run(program, inp, bias, params, training, generator, scale, (bq, bk), state, rest)
-        outputs, order = [], []
-        qblocks = state.shape[2]
+        run = _Run(program, inp, bias, params, training, generator, scale, (bq, bk), rest)
+        outputs = [run.tiles(part, qr, kr, vr) for part in layout.parts]
+        order = [part.order for part in layout.parts]
+        return _assemble(outputs, order, patterns * layout.state.shape[2], rest, bq, v.shape[-1],
+                         q, n)
+
+    def layout(self, program: Program, inp: MaskInputs, bq: int, bk: int) -> _Layout:
+        """The tiles to compute; cached when the mask reads no call-time data."""
+        cacheable = program.mask is None or not program.mask.requires()
+        key = (program.mask, inp.batch, inp.heads, inp.n, inp.m, bq, bk, str(inp.device))
+        if cacheable and key in self._layouts:
+            self._layouts.move_to_end(key)
+            return self._layouts[key]
+        state = self.summary(program, inp, bq, bk)
+        rest = inp.batch * inp.heads // (state.shape[0] * state.shape[1])
+        parts = []
         for rows in _groups(state):
             step = max(1, TILE_ELEMENTS // (rest * bq * rows.kblocks.shape[1] * bk))
             for i in range(0, rows.pattern.shape[0], step):
-                part = _Rows(rows.pattern[i:i + step], rows.qblock[i:i + step],
-                             rows.kblocks[i:i + step])
-                outputs.append(run.tiles(part, qr, kr, vr))
-                order.append(part.pattern * qblocks + part.qblock)
-        return _assemble(outputs, order, patterns * qblocks, rest, bq, v.shape[-1], q, n)
+                chunk = _Rows(rows.pattern[i:i + step], rows.qblock[i:i + step],
+                              rows.kblocks[i:i + step])
+                parts.append(_part(chunk, program, inp, state, bq, bk))
+        result = _Layout(state, parts, rest)
+        if cacheable:
+            self._layouts[key] = result
+            if len(self._layouts) > self.CACHE:
+                self._layouts.popitem(last=False)
+        return result
 
     def summary(self, program: Program, inp: MaskInputs, bq: int, bk: int) -> Tensor:
         """Block states (B', H', QB, KB); with no mask every block is full."""
@@ -118,6 +158,27 @@ def _groups(state: Tensor):
         yield _Rows(pattern, qblock, kblocks.indices[:, :c])
 
 
+def _part(rows: _Rows, program: Program, inp: MaskInputs, state: Tensor, bq: int,
+          bk: int) -> _Part:
+    """Positions and tile mask of one batch of rows (mask=None when all full and in range)."""
+    dev = state.device
+    q_idx = rows.qblock[:, None] * bq + torch.arange(bq, device=dev)  # (g, bq)
+    kv_idx = (rows.kblocks[:, :, None] * bk + torch.arange(bk, device=dev)).flatten(1)
+    order = rows.pattern * state.shape[2] + rows.qblock
+    inside = (q_idx < inp.n)[:, :, None] & (kv_idx < inp.m)[:, None, :]
+    b_, h_ = state.shape[:2]
+    states = state.flatten(0, 1)[rows.pattern[:, None], rows.qblock[:, None], rows.kblocks]
+    if bool((states == FULL).all()):
+        visible = None if bool(inside.all()) else inside[:, None]
+        return _Part(rows, q_idx, kv_idx, visible, order)
+    b = (rows.pattern // h_ if b_ > 1 else torch.zeros_like(rows.pattern)).view(-1, 1, 1)
+    h = (rows.pattern % h_ if h_ > 1 else torch.zeros_like(rows.pattern)).view(-1, 1, 1)
+    q = q_idx.clamp(max=inp.n - 1)[:, :, None]
+    kv = kv_idx.clamp(max=inp.m - 1)[:, None, :]
+    visible = program.mask.visible(b, h, q, kv, inp) & inside
+    return _Part(rows, q_idx, kv_idx, visible[:, None], order)
+
+
 @dataclass
 class _Run:
     """One call's fixed facts, and how to compute a batch of tiles."""
@@ -130,19 +191,15 @@ class _Run:
     generator: torch.Generator | None
     scale: float
     block: tuple[int, int]
-    state: Tensor  # (B', H', QB, KB) block states
     rest: int
 
-    def tiles(self, rows: _Rows, qr: Tensor, kr: Tensor, vr: Tensor) -> Tensor:
-        """Outputs (g, R, bq, Dv) for these rows."""
-        bq, bk = self.block
-        dev = qr.device
-        q_idx = rows.qblock[:, None] * bq + torch.arange(bq, device=dev)  # (g, bq)
-        kv_idx = (rows.kblocks[:, :, None] * bk + torch.arange(bk, device=dev)).flatten(1)
+    def tiles(self, part: _Part, qr: Tensor, kr: Tensor, vr: Tensor) -> Tensor:
+        """Outputs (g, R, bq, Dv) for one part's rows."""
+        bq, _ = self.block
+        rows, q_idx, kv_idx, visible = part.rows, part.q_idx, part.kv_idx, part.visible
         qt = qr[rows.pattern[:, None], q_idx].transpose(1, 2)  # (g, R, bq, D)
         kt = kr[rows.pattern[:, None], kv_idx].transpose(1, 2)  # (g, R, S, D)
         vt = vr[rows.pattern[:, None], kv_idx].transpose(1, 2)
-        visible = self.visible(rows, q_idx, kv_idx)  # (g, 1, bq, S) or None
         b, h = self.batch_head(rows)
         # padding positions past N or M are hidden; clamped, they index mods safely
         qpos = q_idx.clamp(max=self.inp.n - 1)[:, None, :, None]
@@ -165,20 +222,6 @@ class _Run:
             # Recompute scores in backward instead of keeping them: memory stays with the tiles.
             return checkpoint(explicit, qt, kt, vt, use_reentrant=False)
         return explicit(qt, kt, vt)
-
-    def visible(self, rows: _Rows, q_idx: Tensor, kv_idx: Tensor) -> Tensor | None:
-        """The tile mask, or None when every block is full and inside the sequence."""
-        inp = self.inp
-        inside = (q_idx < inp.n)[:, :, None] & (kv_idx < inp.m)[:, None, :]
-        b_, h_ = self.state.shape[:2]
-        states = self.state.flatten(0, 1)[rows.pattern[:, None], rows.qblock[:, None], rows.kblocks]
-        if bool((states == FULL).all()):
-            return None if bool(inside.all()) else inside[:, None]
-        b = (rows.pattern // h_ if b_ > 1 else torch.zeros_like(rows.pattern)).view(-1, 1, 1)
-        h = (rows.pattern % h_ if h_ > 1 else torch.zeros_like(rows.pattern)).view(-1, 1, 1)
-        q = q_idx.clamp(max=inp.n - 1)[:, :, None]
-        kv = kv_idx.clamp(max=inp.m - 1)[:, None, :]
-        return (self.program.mask.visible(b, h, q, kv, inp) & inside)[:, None]
 
     def batch_head(self, rows: _Rows) -> tuple[Tensor, Tensor]:
         """(batch, head) index of every (row, R) pair, shaped (g, R, 1, 1)."""
