@@ -25,7 +25,9 @@ from attnlab.spec import normalizers as N
 from attnlab.spec.masks import EMPTY, FULL, MaskInputs
 from attnlab.spec.program import Program
 
-TILE_ELEMENTS = 1 << 23  # score elements per batched call: bounds peak memory
+# Score elements per batched call, which bounds peak memory. Sorting normalizers keep several
+# tensors per element (values, int64 order, cumulative sums), so their calls are smaller.
+TILE_ELEMENTS = {"fused": 1 << 23, "explicit": 1 << 21}
 
 
 @dataclass
@@ -114,8 +116,9 @@ class TiledBackend(Backend):
         state = self.summary(program, inp, bq, bk)
         rest = inp.batch * inp.heads // (state.shape[0] * state.shape[1])
         parts = []
+        budget = TILE_ELEMENTS["fused" if _fusable(program) else "explicit"]
         for rows in _groups(state):
-            step = max(1, TILE_ELEMENTS // (rest * bq * rows.kblocks.shape[1] * bk))
+            step = max(1, budget // (rest * bq * rows.kblocks.shape[1] * bk))
             for i in range(0, rows.pattern.shape[0], step):
                 chunk = _Rows(rows.pattern[i:i + step], rows.qblock[i:i + step],
                               rows.kblocks[i:i + step])
@@ -156,6 +159,11 @@ def _groups(state: Tensor):
         # stable sort keeps each row's key blocks in ascending order
         kblocks = visible[pattern, qblock].to(torch.int8).sort(dim=-1, descending=True, stable=True)
         yield _Rows(pattern, qblock, kblocks.indices[:, :c])
+
+
+def _fusable(program: Program) -> bool:
+    """Softmax with affine mods: SDPA runs the tiles."""
+    return isinstance(program.normalizer, N.Softmax) and affine_factor(program.mods) is not None
 
 
 def _part(rows: _Rows, program: Program, inp: MaskInputs, state: Tensor, bq: int,
@@ -205,10 +213,9 @@ class _Run:
         qpos = q_idx.clamp(max=self.inp.n - 1)[:, None, :, None]
         kpos = kv_idx.clamp(max=self.inp.m - 1)[:, None, None, :]
         mods = compose_mods(self.program.mods, self.inp, self.params, self.bias)
-        norm = self.program.normalizer
         dropout = self.program.dropout if self.training else 0.0
-        fused = dropout == 0 or self.generator is None  # SDPA's dropout ignores our generator
-        if fused and isinstance(norm, N.Softmax) and affine_factor(self.program.mods) is not None:
+        seeded_dropout = dropout > 0 and self.generator is not None  # SDPA ignores our generator
+        if _fusable(self.program) and not seeded_dropout:
             mask = visible
             if mods is not None:  # affine mods: a·s + g, with a folded into the scale
                 g = mods(qt.new_zeros(()), b, h, qpos, kpos)
