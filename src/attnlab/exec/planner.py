@@ -7,6 +7,7 @@ or the same call has come back (a one-off call never waits for a compile).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -49,14 +50,17 @@ class Plan:
 def plan(program: Program | str, q: Tensor, k: Tensor, v: Tensor | None = None, *,
          needs_grad: bool | None = None, return_weights: bool = False, training: bool = False,
          params: dict[str, Tensor] | None = None, inputs: MaskInputs | None = None,
-         seeded: bool = False) -> Plan:
-    """Choose the backend for attention of q (B, H, N, D) over k (B, H_kv, M, D)."""
+         seeded: bool = False, detail: bool = False) -> Plan:
+    """Choose the backend for attention of q (B, H, N, D) over k (B, H_kv, M, D).
+
+    `detail=True` also counts the exact mask density (what `explain` prints).
+    """
     program = parse(program)
     v = k if v is None else v
     call = Call.of(program, q, k, v, needs_grad=needs_grad, return_weights=return_weights,
                    training=training, params=params, seeded=seeded)
     refused = {name: reason for name, b in BACKENDS.items() if (reason := b.refuse(call))}
-    block_density, density = _densities(program, call, inputs)
+    block_density, density = _densities(program, call, inputs, detail)
     name, why = _choose(call, refused, block_density)
     for other in BACKENDS:
         if other != name and other not in refused:
@@ -103,18 +107,33 @@ def _passed_over(other: str, chosen: str, call: Call, block_density: float | Non
     return f"{chosen} is faster for this call"
 
 
-def _densities(program: Program, call: Call, inputs: MaskInputs | None,
+def _densities(program: Program, call: Call, inputs: MaskInputs | None, detail: bool,
                ) -> tuple[float | None, float | None]:
-    if program.mask is None:
+    """(share of non-empty blocks, exact share of visible pairs if detail) of the mask."""
+    mask = program.mask
+    if mask is None:
         return 1.0, 1.0
-    if program.mask.requires() and inputs is None:
+    if mask.requires() and inputs is None:
         return None, None  # the mask reads data we were not given
     inp = inputs or MaskInputs.build(call.batch, call.heads, call.n, call.m)
     block = BACKENDS["tiled"].block
-    state = program.mask.block_summary(inp, (min(block, call.n), min(block, call.m))).state
-    block_density = float((state != EMPTY).float().mean())
-    density = program.mask.density(inp, block) if call.n * call.m <= 1 << 26 else None
+    if mask.requires():
+        block_density = _block_density(mask, inp, block)
+    else:
+        block_density = _cached_block_density(mask, call.batch, call.heads, call.n, call.m, block)
+    density = mask.density(inp, block) if detail and call.n * call.m <= 1 << 26 else None
     return block_density, density
+
+
+def _block_density(mask, inp: MaskInputs, block: int) -> float:
+    state = mask.block_summary(inp, (min(block, inp.n), min(block, inp.m))).state
+    return float((state != EMPTY).float().mean())
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_block_density(mask, batch: int, heads: int, n: int, m: int, block: int) -> float:
+    """Masks that read no call-time data depend only on the shape: plan them once."""
+    return _block_density(mask, MaskInputs.build(batch, heads, n, m), block)
 
 
 def estimate_cost(backend: str, call: Call, block_density: float | None) -> tuple[float, float]:
@@ -178,4 +197,4 @@ def _si(x: float) -> str:
 def explain(program: Program | str, q: Tensor, k: Tensor, v: Tensor | None = None, *,
             needs_grad: bool | None = None, **kwargs) -> str:
     """`plan(...)` as readable text."""
-    return explain_plan(plan(program, q, k, v, needs_grad=needs_grad, **kwargs))
+    return explain_plan(plan(program, q, k, v, needs_grad=needs_grad, detail=True, **kwargs))

@@ -25,9 +25,11 @@ from attnlab.spec import normalizers as N
 from attnlab.spec.masks import EMPTY, FULL, MaskInputs
 from attnlab.spec.program import Program
 
-# Score elements per batched call, which bounds peak memory. Sorting normalizers keep several
+# Elements per batched call, which bounds peak memory. Sorting normalizers keep several
 # tensors per element (values, int64 order, cumulative sums), so their calls are smaller.
-TILE_ELEMENTS = {"fused": 1 << 23, "explicit": 1 << 21}
+# Fused SDPA calls run fastest forward in cache-sized batches, backward in few large ones
+# (measured on 2 CPU cores).
+TILE_ELEMENTS = {"fused": 1 << 20, "fused_backward": 1 << 22, "explicit": 1 << 21}
 
 
 @dataclass
@@ -91,14 +93,15 @@ class TiledBackend(Backend):
         if group > 1:  # GQA: one kv row per query head keeps the tile gathers uniform
             kd, v = kd.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
         bq, bk = min(self.block, n), min(self.block, inp.m)
-        layout = self.layout(program, inp, bq, bk)
+        grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (q, k, v, *params.values()))
+        layout = self.layout(program, inp, bq, bk, grad)
         if not layout.parts:  # every key hidden from every query
             # zeros that stay in the graph, so backward() sees every input (with zero grads)
             anchor = sum(t.sum() for t in (q, k, v, *params.values())) * 0
             return q.new_zeros(b, h, n, v.shape[-1]) + anchor
         patterns, rest = b * h // layout.rest, layout.rest
-        # (P, L, R, D): one pattern per distinct mask layout, R (batch·head) rows sharing it;
-        # tiles gathered from this layout are (g, L, R, D) views SDPA reads through strides.
+        # One pattern per distinct mask layout, R (batch·head) rows sharing it.
         qr, kr, vr = (_by_pattern(t, patterns, rest, blk) for t, blk in ((qd, bq), (kd, bk), (v, bk)))
         run = _Run(program, inp, bias, params, training, generator, scale, (bq, bk), rest)
         outputs = [run.tiles(part, qr, kr, vr) for part in layout.parts]
@@ -106,19 +109,25 @@ class TiledBackend(Backend):
         return _assemble(outputs, order, patterns * layout.state.shape[2], rest, bq, v.shape[-1],
                          q, n)
 
-    def layout(self, program: Program, inp: MaskInputs, bq: int, bk: int) -> _Layout:
+    def layout(self, program: Program, inp: MaskInputs, bq: int, bk: int,
+               grad: bool = False) -> _Layout:
         """The tiles to compute; cached when the mask reads no call-time data."""
         cacheable = program.mask is None or not program.mask.requires()
-        key = (program.mask, inp.batch, inp.heads, inp.n, inp.m, bq, bk, str(inp.device))
+        fused = _fusable(program)
+        budget = TILE_ELEMENTS[("fused_backward" if grad else "fused") if fused else "explicit"]
+        key = (program.mask, inp.batch, inp.heads, inp.n, inp.m, bq, bk, str(inp.device),
+               budget, bool(program.mods))
         if cacheable and key in self._layouts:
             self._layouts.move_to_end(key)
             return self._layouts[key]
         state = self.summary(program, inp, bq, bk)
         rest = inp.batch * inp.heads // (state.shape[0] * state.shape[1])
         parts = []
-        budget = TILE_ELEMENTS["fused" if _fusable(program) else "explicit"]
+        # fused SDPA materialises only the tile mask: per row, not per (batch, head), unless
+        # mods make it a float mask per head
+        per_row = bq * bk * (rest if program.mods or not fused else 1)
         for rows in _groups(state):
-            step = max(1, budget // (rest * bq * rows.kblocks.shape[1] * bk))
+            step = max(1, budget // (per_row * rows.kblocks.shape[1]))
             for i in range(0, rows.pattern.shape[0], step):
                 chunk = _Rows(rows.pattern[i:i + step], rows.qblock[i:i + step],
                               rows.kblocks[i:i + step])
@@ -142,23 +151,52 @@ class TiledBackend(Backend):
 
 
 def _by_pattern(t: Tensor, patterns: int, rest: int, block: int) -> Tensor:
-    """(B, H, L, D) padded to whole blocks, as (P, L, R, D)."""
-    length = t.shape[2]
-    t = F.pad(t, (0, 0, 0, -length % block))
-    return t.reshape(patterns, rest, t.shape[2], t.shape[3]).transpose(1, 2)
+    """(B, H, L, D) padded to whole blocks, as (P, R, blocks, block, D) — a view when possible."""
+    if t.shape[2] % block:
+        t = F.pad(t, (0, 0, 0, -t.shape[2] % block))
+    return t.reshape(patterns, rest, -1, block, t.shape[3])
+
+
+def _take(blocks: Tensor, pattern: Tensor, index: Tensor) -> Tensor:
+    """blocks[pattern, :, index] for (P, R, NB, blk, D) blocks, as (*index.shape, R, blk, D).
+
+    Whole blocks through index_select: its backward is one index_add_, far cheaper on CPU
+    than the index_put_ of advanced indexing. With one mask pattern (the usual case) no
+    full copy of q, k or v is made.
+    """
+    p, r, nb, blk, d = blocks.shape
+    if p == 1:
+        picked = blocks[0].index_select(1, index.flatten()).view(r, *index.shape, blk, d)
+        return picked.movedim(0, index.dim())
+    flat = blocks.transpose(1, 2).reshape(p * nb, r, blk, d)
+    return flat.index_select(0, (pattern * nb + index).flatten()).view(*index.shape, r, blk, d)
+
+
+PAD_WASTE = 1.25  # rows may be padded with hidden blocks if it adds at most this much work
 
 
 def _groups(state: Tensor):
-    """Rows (pattern, query block) grouped by their number of visible key blocks."""
+    """Rows (pattern, query block) grouped by their number of visible key blocks.
+
+    Groups with fewer blocks join a larger one, padded with hidden blocks (index −1), while
+    the padding costs under PAD_WASTE: one gather and one call beat several small ones.
+    """
     visible = (state != EMPTY).flatten(0, 1)  # (P, QB, KB)
     counts = visible.sum(-1)
-    for c in counts.unique().tolist():
-        if c == 0:
-            continue
-        pattern, qblock = (counts == c).nonzero(as_tuple=True)
-        # stable sort keeps each row's key blocks in ascending order
-        kblocks = visible[pattern, qblock].to(torch.int8).sort(dim=-1, descending=True, stable=True)
-        yield _Rows(pattern, qblock, kblocks.indices[:, :c])
+    sizes = sorted((c, int((counts == c).sum())) for c in counts.unique().tolist() if c > 0)
+    while sizes:
+        width, members, work, rows = sizes[-1][0], [], 0, 0
+        while sizes and (rows + sizes[-1][1]) * width <= PAD_WASTE * (work + sizes[-1][0] *
+                                                                      sizes[-1][1]):
+            c, count = sizes.pop()
+            members.append(c)
+            work, rows = work + c * count, rows + count
+        pattern, qblock = torch.isin(counts, torch.tensor(members, device=counts.device)).nonzero(
+            as_tuple=True)
+        # stable sort keeps each row's visible key blocks first and in ascending order
+        ordered = visible[pattern, qblock].to(torch.int8).sort(dim=-1, descending=True, stable=True)
+        kblocks = torch.where(ordered.values[:, :width] > 0, ordered.indices[:, :width], -1)
+        yield _Rows(pattern, qblock, kblocks)
 
 
 def _fusable(program: Program) -> bool:
@@ -170,12 +208,15 @@ def _part(rows: _Rows, program: Program, inp: MaskInputs, state: Tensor, bq: int
           bk: int) -> _Part:
     """Positions and tile mask of one batch of rows (mask=None when all full and in range)."""
     dev = state.device
+    real = (rows.kblocks >= 0)[:, :, None].expand(-1, -1, bk).flatten(1)  # padding blocks: −1
+    kblocks = rows.kblocks.clamp(min=0)
     q_idx = rows.qblock[:, None] * bq + torch.arange(bq, device=dev)  # (g, bq)
-    kv_idx = (rows.kblocks[:, :, None] * bk + torch.arange(bk, device=dev)).flatten(1)
+    kv_idx = (kblocks[:, :, None] * bk + torch.arange(bk, device=dev)).flatten(1)
     order = rows.pattern * state.shape[2] + rows.qblock
-    inside = (q_idx < inp.n)[:, :, None] & (kv_idx < inp.m)[:, None, :]
+    inside = (q_idx < inp.n)[:, :, None] & ((kv_idx < inp.m) & real)[:, None, :]
     b_, h_ = state.shape[:2]
-    states = state.flatten(0, 1)[rows.pattern[:, None], rows.qblock[:, None], rows.kblocks]
+    states = state.flatten(0, 1)[rows.pattern[:, None], rows.qblock[:, None], kblocks]
+    states = torch.where(rows.kblocks >= 0, states, EMPTY)
     if bool((states == FULL).all()):
         visible = None if bool(inside.all()) else inside[:, None]
         return _Part(rows, q_idx, kv_idx, visible, order)
@@ -205,9 +246,10 @@ class _Run:
         """Outputs (g, R, bq, Dv) for one part's rows."""
         bq, _ = self.block
         rows, q_idx, kv_idx, visible = part.rows, part.q_idx, part.kv_idx, part.visible
-        qt = qr[rows.pattern[:, None], q_idx].transpose(1, 2)  # (g, R, bq, D)
-        kt = kr[rows.pattern[:, None], kv_idx].transpose(1, 2)  # (g, R, S, D)
-        vt = vr[rows.pattern[:, None], kv_idx].transpose(1, 2)
+        kblocks = rows.kblocks.clamp(min=0)  # padding blocks are hidden by the tile mask
+        qt = _take(qr, rows.pattern, rows.qblock)  # (g, R, bq, D)
+        kt = _take(kr, rows.pattern[:, None], kblocks).transpose(1, 2).flatten(2, 3)  # (g, R, S, D)
+        vt = _take(vr, rows.pattern[:, None], kblocks).transpose(1, 2).flatten(2, 3)
         b, h = self.batch_head(rows)
         # padding positions past N or M are hidden; clamped, they index mods safely
         qpos = q_idx.clamp(max=self.inp.n - 1)[:, None, :, None]
@@ -268,7 +310,7 @@ def _assemble(outputs: list[Tensor], order: list[Tensor], rows: int, rest: int, 
     zeros = q.new_zeros(int(missing.sum()), rest, bq, dv)
     stacked = torch.cat([*outputs, zeros]).to(q.dtype)
     position = torch.cat([done, missing.nonzero(as_tuple=True)[0]])
-    tiles = stacked[position.argsort()]  # (P·QB, R, bq, Dv) in row order
+    tiles = stacked.index_select(0, position.argsort())  # (P·QB, R, bq, Dv) in row order
     qblocks = rows // (b * h // rest)
     out = tiles.view(-1, qblocks, rest, bq, dv).permute(0, 2, 1, 3, 4)
     return out.reshape(b, h, qblocks * bq, dv)[:, :, :n]
