@@ -13,7 +13,8 @@ from attnlab import init_params, parse
 from attnlab.exec.api import check_call
 from attnlab.exec.backend import Call
 from attnlab.exec.linear import LinearBackend
-from attnlab.exec.reference import reference_attention
+from attnlab.exec.reference import index_grid, reference_attention
+from attnlab.exec.scores import compose_mods, compute_scores
 from attnlab.exec.sdpa import SdpaBackend
 from attnlab.exec.tiled import TiledBackend
 from attnlab.spec import Entmax, Layout, LowRank
@@ -24,33 +25,70 @@ FAST = [SdpaBackend(), TiledBackend(block=8), TiledBackend(block=5), LinearBacke
 
 
 def compare(program, backend, b, h, hk, n, m, d, seed, dtype, atol):
-    """Run `backend` and the reference on the same random call; compare values and grads."""
+    """Run `backend` and the reference on the same random call; compare values and grads.
+
+    float64: backend == reference within atol. float32: both are measured against the
+    reference in float64; the backend's error may be 4× the reference's own float32 error
+    plus atol·max(1, |scores|/8): fused kernels lose accuracy as scores grow (PyTorch's CPU
+    SDPA errs by ~2e-5 in gradients at |score| ≈ 100), so the bound follows the scores.
+    """
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(b, h, n, d, generator=g, dtype=dtype, requires_grad=True)
-    k, v = (torch.randn(b, hk, m, d, generator=g, dtype=dtype, requires_grad=True) for _ in "kv")
-    params = {name: t.requires_grad_() for name, t in
-              init_params(program, h, d, dtype=dtype, seed=seed).items()}
+    q = torch.randn(b, h, n, d, generator=g, dtype=dtype)
+    k, v = (torch.randn(b, hk, m, d, generator=g, dtype=dtype) for _ in "kv")
+    params = init_params(program, h, d, dtype=dtype, seed=seed)
     extra = call_inputs(program, b, n, m, g)
     if "bias" in extra:
         extra["bias"] = extra["bias"].to(dtype)
     inp = check_call(q, k, v, program, params=params, **extra)
-    call = Call.of(program, q, k, v, params=params)
-    if backend.refuse(call):
+    if backend.refuse(Call.of(program, q, k, v, params=params, needs_grad=True)):
         return False
-    bias = extra.get("bias")
-    got = backend.run(q, k, v, program, inp, bias=bias, params=params, training=False,
-                      generator=None)
-    want = reference_attention(q, k, v, program, inp, bias=bias, params=params)[0]
-    close(got, want, atol, "out")
-    up = torch.randn(got.shape, generator=g, dtype=dtype)
-    leaves = (q, k, v, *params.values())
-    got_grads = torch.autograd.grad((got * up).sum(), leaves, allow_unused=True)
-    want_grads = torch.autograd.grad((want * up).sum(), leaves, allow_unused=True)
-    names = ["q", "k", "v", *params]
-    for name, leaf, a, w in zip(names, leaves, got_grads, want_grads, strict=True):
-        a, w = (torch.zeros_like(leaf) if t is None else t for t in (a, w))  # unused: zero grad
-        close(a, w, atol, name)
+    up = torch.randn(b, h, n, d, generator=g, dtype=dtype)
+    got = _run(backend.run, q, k, v, params, program, inp, extra.get("bias"), up)
+    want = _run(_reference, q, k, v, params, program, inp, extra.get("bias"), up)
+    if dtype == torch.float64:
+        for name, a, w in zip(got, got.values(), want.values(), strict=True):
+            close(a, w, atol, name)
+        return True
+    truth = _run(_reference, q.double(), k.double(), v.double(),
+                 {n_: t.double() for n_, t in params.items()}, program, inp,
+                 None if "bias" not in extra else extra["bias"].double(), up.double())
+    slack = atol * max(1.0, _score_magnitude(program, q.double(), k.double(), params, inp,
+                                             extra.get("bias")) / 8)
+    for name in got:
+        own = float((want[name].double() - truth[name]).abs().max()) if truth[name].numel() else 0
+        err = float((got[name].double() - truth[name]).abs().max()) if truth[name].numel() else 0
+        assert err <= 4 * own + slack, f"{name}: error {err:.3g} vs reference's own {own:.3g}"
     return True
+
+
+def _score_magnitude(program, q, k, params, inp, bias) -> float:
+    """max |score| after mods: how hard the call is for float32 softmax kernels."""
+    if program.approximation is not None:
+        return 0.0
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
+    params = {n: t.double() for n, t in params.items()}
+    scores = compute_scores(program.score, q, k, params)
+    mods = compose_mods(program.mods, inp, params, None if bias is None else bias.double())
+    if mods is not None:
+        scores = mods(scores, *index_grid(inp))
+    return float(scores.abs().max())
+
+
+def _reference(q, k, v, program, inp, **kw):
+    return reference_attention(q, k, v, program, inp, **kw)[0]
+
+
+def _run(fn, q, k, v, params, program, inp, bias, up) -> dict:
+    """Output and gradients (of sum(out · up)) of q, k, v and params, None grads as zeros."""
+    leaves = [t.detach().requires_grad_() for t in (q, k, v, *params.values())]
+    q, k, v, *values = leaves
+    ps = dict(zip(params, values, strict=True))
+    out = fn(q, k, v, program, inp, bias=bias, params=ps, training=False, generator=None)
+    grads = torch.autograd.grad((out * up).sum(), leaves, allow_unused=True)
+    result = {"out": out.detach()}
+    for name, leaf, grad in zip(["q", "k", "v", *params], leaves, grads, strict=True):
+        result[name] = torch.zeros_like(leaf) if grad is None else grad
+    return result
 
 
 def close(got, want, atol: float, name: str) -> None:

@@ -274,3 +274,16 @@ def test_favor_program_approaches_softmax_as_m_grows() -> None:
     errors = [sum((attention(q, k, v, f"favor({m}, seed={seed}) ; causal") - exact).abs().mean()
                   for seed in range(8)) / 8 for m in (16, 256, 4096)]
     assert errors[0] > 3 * errors[1] > 9 * errors[2]  # ~ m^-1/2: 4x per 16x features
+
+
+def test_favor_padding_keys_cannot_change_real_outputs() -> None:
+    """The key stabiliser ignores padding: a huge padding key must not underflow real keys."""
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(1, 1, 4, 8, generator=g)
+    k, v = torch.randn(1, 1, 5, 8, generator=g), torch.randn(1, 1, 5, 8, generator=g)
+    lengths = torch.tensor([4])
+    calm = attention(q, k, v, "favor(16) ; padding", key_lengths=lengths)
+    k[0, 0, 4] = 1e3  # padding key with an enormous projection
+    for backend in ("reference", "linear"):
+        loud = attention(q, k, v, "favor(16) ; padding", key_lengths=lengths, backend=backend)
+        torch.testing.assert_close(loud, calm)

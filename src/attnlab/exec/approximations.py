@@ -27,7 +27,8 @@ def approximate_weights(approx: A.Approximation, q: Tensor, k: Tensor, visible: 
                                           seed=approx.seed, device=q.device, dtype=q.dtype)
         scale = d**-0.25  # so that φ(q)·φ(k) estimates exp(q·k / √d)
         phi_q = features.favor_features(q * scale, omega, is_query=True)
-        phi_k = features.favor_features(k * scale, omega, is_query=False)
+        keep = None if inp.key_keep is None else inp.key_keep[:, None, :]
+        phi_k = features.favor_features(k * scale, omega, is_query=False, keep=keep)
         return normalise_kernel(phi_q @ phi_k.transpose(-1, -2), visible)
     if isinstance(approx, A.LowRank):
         return lowrank_weights(approx, q, k, inp, params)

@@ -66,7 +66,8 @@ def favor_projection(
     return omega.to(device=device, dtype=dtype, copy=True)
 
 
-def favor_features(x: Tensor, omega: Tensor, *, is_query: bool) -> Tensor:
+def favor_features(x: Tensor, omega: Tensor, *, is_query: bool,
+                   keep: Tensor | None = None) -> Tensor:
     """Positive random features exp(omega x - |x|^2 / 2) / sqrt(m): (..., L, d) -> (..., L, m).
 
     The caller scales x by d**-0.25 first, so that phi(q) . phi(k) estimates exp(q . k / sqrt(d)).
@@ -75,6 +76,9 @@ def favor_features(x: Tensor, omega: Tensor, *, is_query: bool) -> Tensor:
     one per leading index (shared by all keys and features). These constants are NOT the features
     of the paper; they cancel only once attention rows are normalised by their sums, so use these
     features only in normalised attention, never as an unnormalised kernel estimate.
+
+    `keep` (broadcastable to x's (..., L)) marks real keys: the key constant is taken over them
+    only, so padding keys can never push real keys' features into underflow.
     """
     omega = omega.to(device=x.device, dtype=x.dtype)
     logits = x @ omega.T - 0.5 * (x * x).sum(dim=-1, keepdim=True)
@@ -83,5 +87,7 @@ def favor_features(x: Tensor, omega: Tensor, *, is_query: bool) -> Tensor:
     if is_query:
         shift = logits.amax(dim=-1, keepdim=True).detach()
     else:
-        shift = logits.amax(dim=(-2, -1), keepdim=True).detach()
+        real = logits if keep is None else logits.masked_fill(~keep[..., None], -math.inf)
+        shift = real.amax(dim=(-2, -1), keepdim=True).detach()
+        shift = torch.where(torch.isfinite(shift), shift, 0.0)  # no real key at all
     return torch.exp(logits - shift) / math.sqrt(omega.shape[0])

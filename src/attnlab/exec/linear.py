@@ -58,7 +58,8 @@ class LinearBackend(Backend):
         if isinstance(approx, A.LowRank):
             out = _lowrank(approx, q, k, v, inp, params)
         else:
-            phi_q, phi_k = _features(approx, q, k)
+            keep = None if inp.key_keep is None else inp.key_keep[:, None, :]
+            phi_q, phi_k = _features(approx, q, k, keep)
             parts = _mask_parts(program.mask)
             if any(isinstance(p, Padding) for p in parts):
                 phi_k = phi_k.masked_fill(~inp.key_keep[:, None, :, None], 0)
@@ -81,7 +82,8 @@ def _causal_or_padding(mask: Mask | None) -> bool:
     return all(isinstance(p, Causal | Padding) for p in _mask_parts(mask))
 
 
-def _features(approx: A.Approximation, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+def _features(approx: A.Approximation, q: Tensor, k: Tensor,
+              keep: Tensor | None) -> tuple[Tensor, Tensor]:
     """φ(q) (B, H_kv, G, N, m) and φ(k) (B, H_kv, M, m), exactly as `approximations.py` forms them."""
     if isinstance(approx, A.Linear):
         phi = features.elu1 if approx.feature_map == "elu1" else features.relu_features
@@ -90,10 +92,10 @@ def _features(approx: A.Approximation, q: Tensor, k: Tensor) -> tuple[Tensor, Te
     omega = features.favor_projection(approx.m, d, orthogonal=approx.orthogonal, seed=approx.seed,
                                       device=q.device, dtype=q.dtype)
     scale = d**-0.25
-    # The key stabiliser is one constant per (batch, head) over all M keys, padding included, as in
-    # the reference; computing it per chunk would change which rows underflow.
+    # The key stabiliser is one constant per (batch, head) over all real keys, as in the
+    # reference; computing it per chunk would change which rows underflow.
     return (features.favor_features(q * scale, omega, is_query=True),
-            features.favor_features(k * scale, omega, is_query=False))
+            features.favor_features(k * scale, omega, is_query=False, keep=keep))
 
 
 def _divide(num: Tensor, den: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ or the same call has come back (a one-off call never waits for a compile).
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -27,6 +28,9 @@ from attnlab.spec.program import Program, parse
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     ReferenceBackend(), SdpaBackend(), FlexBackend(), TiledBackend(), LinearBackend())}
 SPARSE = 0.5  # below this fraction of non-empty blocks, skipping blocks beats dense SDPA
+# A cold FlexAttention compile costs seconds; a call must repeat and carry at least this much
+# work (FLOPs of its visible blocks, ~10 ms on 2 CPU cores) before one is worth starting.
+COMPILE_WORTH_FLOPS = 1e9
 _seen: Counter = Counter()  # how often each call shape came by: repeated calls earn a compile
 
 
@@ -78,7 +82,8 @@ def _choose(call: Call, refused: dict[str, str], block_density: float | None) ->
         how = "is_causal" if p.mask is not None else "no mask"
         return "sdpa", f"PyTorch's fused attention ({how}) computes exactly this program"
     sparse = block_density is not None and block_density < SPARSE
-    if "flex" in ok and sparse and (BACKENDS["flex"].is_warm(call) or _seen[_key(call)] >= 1):
+    if "flex" in ok and sparse and (BACKENDS["flex"].is_warm(call) or _worth_compiling(call,
+                                                                                       block_density)):
         return "flex", "a compiled FlexAttention kernel skips the empty blocks"
     if "sdpa" in ok and not sparse:
         return "sdpa", "the mask is dense enough that one fused SDPA call with it is fastest"
@@ -92,13 +97,22 @@ def _choose(call: Call, refused: dict[str, str], block_density: float | None) ->
     return "reference", "no fast backend computes this program, so the reference materialises it"
 
 
+def _worth_compiling(call: Call, block_density: float) -> bool:
+    """The same call came back, is big enough, and compiling is allowed (ATTNLAB_COMPILE)."""
+    if os.environ.get("ATTNLAB_COMPILE", "1") == "0":
+        return False
+    work = 4.0 * call.batch * call.heads * call.n * call.m * call.head_dim * block_density
+    return _seen[_key(call)] >= 1 and work >= COMPILE_WORTH_FLOPS
+
+
 def _passed_over(other: str, chosen: str, call: Call, block_density: float | None) -> str:
     """Why a backend that could run the call was not chosen."""
     if other == "reference":
         return "materialises every score and weight: kept for checking and for returned weights"
     if other == "flex":
-        return ("needs a compile (~10 s cold on CPU); chosen once the same call comes back"
-                if not BACKENDS["flex"].is_warm(call) else "slower than the chosen backend here")
+        return ("needs a compile (~10 s cold on CPU); chosen once the same call comes back "
+                "with enough work to repay it" if not BACKENDS["flex"].is_warm(call)
+                else "slower than the chosen backend here")
     if other == "sdpa" and block_density is not None:
         return (f"would compute every block densely; only {block_density:.1%} of blocks "
                 "hold visible keys")
