@@ -20,8 +20,7 @@ from attnlab.exec.flex import FlexBackend
 from attnlab.exec.linear import LinearBackend
 from attnlab.exec.reference import ReferenceBackend
 from attnlab.exec.sdpa import SdpaBackend, dense_mask_elements, fused_causal
-from attnlab.exec.tiled import TiledBackend
-from attnlab.spec import normalizers as N
+from attnlab.exec.tiled import TiledBackend, runs_on_sdpa
 from attnlab.spec.masks import EMPTY, MaskInputs
 from attnlab.spec.program import Program, parse
 
@@ -88,9 +87,9 @@ def _choose(call: Call, refused: dict[str, str], block_density: float | None) ->
     if "sdpa" in ok and not sparse:
         return "sdpa", "the mask is dense enough that one fused SDPA call with it is fastest"
     if "tiled" in ok:
-        what = ("softmax on SDPA over the visible tiles, fused backward"
-                if isinstance(p.normalizer, N.Softmax) else
-                f"{p.normalizer} over exactly the visible keys of each tile")
+        what = ("softmax on SDPA over the visible tiles, fused backward" if runs_on_sdpa(p) else
+                f"{p.normalizer} over exactly the visible keys of each tile, with "
+                f"{', '.join(map(str, p.mods)) or 'no mods'}")
         return "tiled", what
     if "sdpa" in ok:
         return "sdpa", "SDPA with a dense mask"

@@ -113,7 +113,7 @@ class TiledBackend(Backend):
                grad: bool = False) -> _Layout:
         """The tiles to compute; cached when the mask reads no call-time data."""
         cacheable = program.mask is None or not program.mask.requires()
-        fused = _fusable(program)
+        fused = runs_on_sdpa(program)
         budget = TILE_ELEMENTS[("fused_backward" if grad else "fused") if fused else "explicit"]
         key = (program.mask, inp.batch, inp.heads, inp.n, inp.m, bq, bk, str(inp.device),
                budget, bool(program.mods))
@@ -199,7 +199,7 @@ def _groups(state: Tensor):
         yield _Rows(pattern, qblock, kblocks)
 
 
-def _fusable(program: Program) -> bool:
+def runs_on_sdpa(program: Program) -> bool:
     """Softmax with affine mods: SDPA runs the tiles."""
     return isinstance(program.normalizer, N.Softmax) and affine_factor(program.mods) is not None
 
@@ -257,7 +257,7 @@ class _Run:
         mods = compose_mods(self.program.mods, self.inp, self.params, self.bias)
         dropout = self.program.dropout if self.training else 0.0
         seeded_dropout = dropout > 0 and self.generator is not None  # SDPA ignores our generator
-        if _fusable(self.program) and not seeded_dropout:
+        if runs_on_sdpa(self.program) and not seeded_dropout:
             mask = visible
             if mods is not None:  # affine mods: a·s + g, with a folded into the scale
                 g = mods(qt.new_zeros(()), b, h, qpos, kpos)
