@@ -170,3 +170,12 @@ def test_demo_writes_its_pictures(tmp_path):
         assert is_png(tmp_path / name), name
     assert "entmax-local" in result.output
     assert "fwd+bwd" in result.output
+
+
+def test_explain_shows_the_plan_for_training():
+    result = invoke("spec", "explain", "alibi ; causal & window(64) ; entmax(1.5)", "--seq", "2048",
+                    "--train")
+    assert result.exit_code == 0, result.output
+    assert "plan (training)" in result.output
+    assert "backend   tiled" in result.output
+    assert "FlexAttention computes softmax only" in result.output
