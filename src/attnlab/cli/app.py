@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 import attnlab
 from attnlab.cli import demo
 from attnlab.cli.bench import bench_app
+from attnlab.cli.train import train_command
 from attnlab.errors import AttnlabError, InputError
 from attnlab.spec import EMPTY, FULL, PARTIAL, And, Mask, Not, Or, Program
 
@@ -66,6 +67,7 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
 spec_app = typer.Typer(no_args_is_help=True, help="Explain and draw one attention program.")
 app.add_typer(spec_app, name="spec")
 app.add_typer(bench_app, name="bench")
+app.command("train")(train_command)
 
 
 def _version(value: bool) -> None:

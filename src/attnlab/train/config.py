@@ -1,0 +1,181 @@
+"""Experiment files: one YAML document says the task, the model, the attention programs and
+how to train. Validated by pydantic; every mistake becomes a SpecError that names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from attnlab.errors import SpecError, did_you_mean
+from attnlab.spec.program import parse
+
+Programs = str | list[str | list[tuple[str, int]]]  # one program, or per layer (head groups)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskConfig(_Strict):
+    """Which generated task, its generator parameters, and how many examples per split."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    train_examples: int = Field(10_000, ge=1)
+    val_examples: int = Field(1_000, ge=1)
+    test_examples: int = Field(1_000, ge=1)
+
+
+class ModelConfig(_Strict):
+    """Model size and shape; `kind` defaults to what the task needs."""
+
+    kind: Literal["decoder_lm", "encoder_classifier"] | None = None
+    d_model: int = Field(64, ge=1)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    kv_heads: int | None = Field(None, ge=1)
+    positions: Literal["learned", "sinusoidal", "rotary", "none"] = "learned"
+    max_len: int | None = Field(None, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    pooling: Literal["mean", "cls", "first"] = "mean"
+
+
+class EarlyStopping(_Strict):
+    monitor: str = "val_accuracy"
+    patience: int = Field(3, ge=1)
+    mode: Literal["max", "min"] = "max"
+
+
+class TrainConfig(_Strict):
+    """How to optimise: budget, batch, learning rate and schedule, regularisation, seed."""
+
+    epochs: int | None = Field(None, ge=1)
+    steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    precision: Literal["32", "bf16"] = "32"
+    accumulate: int = Field(1, ge=1)
+    clip: float | None = Field(1.0, gt=0)
+    early_stopping: EarlyStopping | None = None
+    seed: int = 0
+    devices: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _budget(self) -> TrainConfig:
+        if self.epochs is None and self.steps is None:
+            raise ValueError("give train.epochs or train.steps")
+        return self
+
+
+class Experiment(_Strict):
+    """The whole experiment file."""
+
+    name: str
+    task: TaskConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    attention: Programs = "scaled_dot ; softmax"
+    train: TrainConfig
+
+    @field_validator("attention")
+    @classmethod
+    def _programs_parse(cls, value: Programs) -> Programs:
+        for text in _program_texts(value):
+            parse(text)  # SpecError with a caret, re-raised by load_experiment with the key
+        return value
+
+    def programs(self) -> Programs:
+        """The attention programs in the form the models take (tuples for head groups)."""
+        a = self.attention
+        if isinstance(a, str):
+            return a
+        return [p if isinstance(p, str) else [tuple(g) for g in p] for p in a]
+
+
+def _program_texts(value: Programs) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [t for item in value for t in ([item] if isinstance(item, str) else [g[0] for g in item])]
+
+
+def load_experiment(source: str | Path | dict, overrides: list[str] = ()) -> Experiment:
+    """An Experiment from a YAML file (or dict), with `key.path=value` overrides applied."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise SpecError(f"no experiment file at {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SpecError(f"{path} is not valid YAML: {e}") from None
+    data = _copy(data)
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(explain_validation(e)) from None
+    except SpecError as e:
+        raise SpecError(f"attention: {e}") from None
+
+
+def apply_override(data: dict, item: str) -> None:
+    """`train.lr=3e-4` sets data['train']['lr'] (the value read as YAML: numbers, lists, …)."""
+    if "=" not in item:
+        raise SpecError(f"--set takes key.path=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"--set {key}: '{part}' is not a section")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    node[parts[-1]] = value
+
+
+def explain_validation(error: ValidationError) -> str:
+    """pydantic's errors as lines a person can act on, with the nearest valid key."""
+    lines = []
+    for err in error.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(err["loc"][:-1])
+            known = list(parent.model_fields) if parent else []
+            hint = did_you_mean(str(err["loc"][-1]), known)
+            lines.append(f"unknown key '{path}'{hint}" + (f" (keys: {', '.join(known)})"
+                                                          if not hint and known else ""))
+        elif err["type"] == "missing":
+            lines.append(f"missing key '{path}'")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {message}" if path else message)
+    return "experiment: " + "\n  ".join(lines)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Experiment
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                     None)
+        if model is None:
+            return None
+    return model
+
+
+def _copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_copy(v) for v in data]
+    return data

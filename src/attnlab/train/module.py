@@ -1,0 +1,72 @@
+"""The Lightning module: a model, its task's loss and accuracy, AdamW with a schedule."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.train.config import TrainConfig
+
+
+class TaskModule(L.LightningModule):
+    """Trains any attnlab model on an 'lm' task (per-token labels, −100 ignored) or a
+    'classify' task (one label per sequence)."""
+
+    def __init__(self, model: nn.Module, kind: str, train: TrainConfig, total_steps: int) -> None:
+        super().__init__()
+        self.model, self.kind, self.cfg, self.total_steps = model, kind, train, total_steps
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.model(tokens)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        tokens, labels = batch
+        logits = self.model(tokens)
+        if self.kind == "lm":
+            logits, labels = logits.flatten(0, 1), labels.flatten()
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
+        scored = labels != -100
+        correct = (logits.argmax(-1) == labels) & scored
+        accuracy = correct.sum() / scored.sum().clamp(min=1)
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True,
+                 sync_dist=True)
+        self.log(f"{stage}_accuracy", accuracy, prog_bar=stage != "train", on_step=on_step,
+                 on_epoch=True, sync_dist=True)
+        return loss
+
+    def training_step(self, batch, _):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, _):
+        self._step(batch, "val")
+
+    def test_step(self, batch, _):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        decay = [p for n, p in self.named_parameters() if p.dim() >= 2]
+        keep = [p for n, p in self.named_parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                 {"params": keep, "weight_decay": 0.0}], lr=self.cfg.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(self.cfg, self.total_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _schedule(cfg: TrainConfig, total: int):
+    """Learning-rate multiplier per optimiser step: linear warm-up, then the schedule."""
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        done = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+        if cfg.schedule == "linear":
+            return max(0.0, 1 - done)
+        return 1.0
+
+    return factor

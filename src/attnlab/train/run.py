@@ -1,0 +1,164 @@
+"""`train(experiment)`: data, model, Lightning trainer, MLflow tracking, metrics.json.
+
+An output folder holds everything needed to resume and to reload: experiment.yaml,
+best.ckpt, last.ckpt and metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from attnlab.data import TaskData, make
+from attnlab.errors import SpecError
+from attnlab.spec.program import parse
+from attnlab.train.checkpoints import AtomicCheckpointIO
+from attnlab.train.config import Experiment, load_experiment
+from attnlab.train.module import TaskModule
+
+DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
+
+
+@dataclass
+class Splits:
+    train: TaskData
+    val: TaskData
+    test: TaskData
+
+
+def load_splits(exp: Experiment) -> Splits:
+    t = exp.task
+    sizes = {"train": t.train_examples, "val": t.val_examples, "test": t.test_examples}
+    return Splits(**{s: make(t.name, s, num_examples=n, seed=exp.train.seed, **t.params)
+                     for s, n in sizes.items()})
+
+
+def build_model(exp: Experiment, data: TaskData) -> torch.nn.Module:
+    """The model the task needs (decoder LM for 'lm' tasks, classifier otherwise)."""
+    from attnlab import models
+
+    m = exp.model
+    kind = m.kind or ("decoder_lm" if data.kind == "lm" else "encoder_classifier")
+    common = dict(d_model=m.d_model, layers=m.layers, heads=m.heads, kv_heads=m.kv_heads,
+                  programs=exp.programs(), positions=m.positions, dropout=m.dropout,
+                  max_len=m.max_len or data.inputs.shape[1])
+    if kind == "decoder_lm":
+        return models.DecoderLM(data.vocab_size, **common)
+    if data.num_classes is None:
+        raise SpecError(f"model.kind {kind} needs a classification task; '{exp.task.name}' "
+                        "gives per-token labels")
+    return models.EncoderClassifier(data.vocab_size, data.num_classes, pooling=m.pooling,
+                                    pad_id=data.pad_id, **common)
+
+
+def _loader(data: TaskData, batch: int, shuffle: bool, seed: int) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(data.inputs, data.labels), batch_size=batch, shuffle=shuffle,
+                      generator=gen)
+
+
+def train(exp: Experiment | str | Path, out: str | Path | None = None, *, resume: bool = False,
+          tracking_uri: str | None = None, devices: int | None = None,
+          progress: bool = True, overrides: list[str] = ()) -> dict:
+    """Train one experiment; returns the metrics also written to OUT/metrics.json."""
+    exp = exp if isinstance(exp, Experiment) else load_experiment(exp, overrides)
+    out = Path(out or Path("runs") / exp.name)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.ckpt"
+    if resume and not last.exists():
+        raise SpecError(f"--resume: no checkpoint to resume from in {out} (no last.ckpt)")
+    (out / "experiment.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"),
+                                                        sort_keys=False))
+    L.seed_everything(exp.train.seed, workers=True, verbose=False)
+    splits = load_splits(exp)
+    model = build_model(exp, splits.train)
+    cfg = exp.train
+    batches = math.ceil(len(splits.train) / cfg.batch_size)
+    total = cfg.steps or (cfg.epochs * math.ceil(batches / cfg.accumulate))
+    module = TaskModule(model, splits.train.kind, cfg, total)
+    best = ModelCheckpoint(dirpath=out, filename="best", monitor="val_accuracy", mode="max",
+                           save_last=True, enable_version_counter=False)
+    callbacks = [best]
+    if cfg.early_stopping:
+        es = cfg.early_stopping
+        callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode))
+    logger = _mlflow_logger(exp, tracking_uri)
+    n_devices = devices or cfg.devices
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs or -1, max_steps=cfg.steps or -1, accelerator="auto",
+        devices=n_devices, strategy="ddp" if n_devices > 1 else "auto",
+        precision="bf16-mixed" if cfg.precision == "bf16" else "32-true",
+        accumulate_grad_batches=cfg.accumulate, gradient_clip_val=cfg.clip,
+        callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
+        num_sanity_val_steps=0)
+    started = time.perf_counter()
+    trainer.fit(module, _loader(splits.train, cfg.batch_size, True, cfg.seed),
+                _loader(splits.val, cfg.batch_size, False, cfg.seed),
+                ckpt_path=str(last) if resume else None)
+    seconds = time.perf_counter() - started
+    tested = trainer.test(module, _loader(splits.test, cfg.batch_size, False, cfg.seed),
+                          ckpt_path="best", verbose=False)[0]
+    metrics = {"test_accuracy": tested["test_accuracy"], "test_loss": tested["test_loss"],
+               "train_seconds": round(seconds, 2),
+               "params": sum(p.numel() for p in model.parameters()),
+               "program": _program_text(exp), "epochs": trainer.current_epoch,
+               "steps": trainer.global_step, "seed": cfg.seed}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _log_run(logger, exp, out, metrics)
+    return metrics
+
+
+def _program_text(exp: Experiment) -> str:
+    a = exp.attention
+    if isinstance(a, str):
+        return str(parse(a))
+    return " | ".join(str(parse(p)) if isinstance(p, str) else
+                      "[" + ", ".join(f"{parse(t)} ×{h}" for t, h in p) + "]" for p in a)
+
+
+def _mlflow_logger(exp: Experiment, tracking_uri: str | None):
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    uri = tracking_uri or DEFAULT_TRACKING
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MLFlowLogger(experiment_name=exp.name, tracking_uri=uri,
+                        artifact_location=str(Path("runs/artifacts").resolve()) if uri ==
+                        DEFAULT_TRACKING else None)
+
+
+def _log_run(logger, exp: Experiment, out: Path, metrics: dict) -> None:
+    """Parameters (the program's canonical string among them), the experiment file, finals."""
+    flat = {"program": metrics["program"], "seed": exp.train.seed, "task": exp.task.name,
+            **{f"task.{k}": v for k, v in exp.task.params.items()},
+            **{f"model.{k}": v for k, v in exp.model.model_dump().items()},
+            **{f"train.{k}": v for k, v in exp.train.model_dump().items()}}
+    logger.log_hyperparams(flat)
+    logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    logger.experiment.log_artifact(logger.run_id, str(out / "experiment.yaml"))
+    logger.experiment.log_artifact(logger.run_id, str(out / "metrics.json"))
+    logger.finalize("FINISHED")
+
+
+def load(out: str | Path) -> torch.nn.Module:
+    """The trained model from an output folder, in eval mode (best checkpoint)."""
+    out = Path(out)
+    if not (out / "experiment.yaml").exists():
+        raise SpecError(f"{out} holds no trained run (no experiment.yaml)")
+    exp = load_experiment(out / "experiment.yaml")
+    ckpt = out / "best.ckpt" if (out / "best.ckpt").exists() else out / "last.ckpt"
+    data = make(exp.task.name, "val", num_examples=1, seed=exp.train.seed, **exp.task.params)
+    model = build_model(exp, data)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    return model.eval()

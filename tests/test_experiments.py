@@ -1,0 +1,69 @@
+"""Experiment files: validation that names the key, overrides, atomic checkpoints."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnlab import SpecError
+from attnlab.train.checkpoints import AtomicCheckpointIO
+from attnlab.train.config import load_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {"name": "t", "task": {"name": "mqar"}, "attention": "causal", "train": {"epochs": 1}}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_experiments_validate(path: Path) -> None:
+    exp = load_experiment(path)
+    assert exp.name and exp.task.name
+
+
+def test_mqar_experiment_is_zoologys_setting() -> None:
+    exp = load_experiment(ROOT / "experiments/mqar.yaml")
+    assert exp.task.params == {"vocab_size": 8192, "seq_len": 64, "num_kv_pairs": 4}
+    assert (exp.model.d_model, exp.model.layers) == (64, 2)
+    assert exp.attention == "causal ; softmax"
+
+
+@pytest.mark.parametrize("data, overrides, message", [
+    ({**BASE, "train": {"epochs": 1, "batchsize": 8}}, [], "unknown key 'train.batchsize' — did "
+     "you mean 'batch_size'?"),
+    (BASE, ["model.d_modle=32"], "unknown key 'model.d_modle' — did you mean 'd_model'?"),
+    ({**BASE, "attention": "causl"}, [], "did you mean 'causal'?"),
+    ({**BASE, "train": {}}, [], "give train.epochs or train.steps"),
+    (BASE, ["train.lr=-1"], "train.lr: Input should be greater than 0"),
+    ({**BASE, "tsk": 1}, [], "unknown key 'tsk' — did you mean 'task'?"),
+    (BASE, ["train.lr"], "--set takes key.path=value"),
+    ({k: v for k, v in BASE.items() if k != "task"}, [], "missing key 'task'"),
+])
+def test_mistakes_name_the_key(data, overrides, message) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_experiment(data, overrides)
+
+
+def test_overrides_reach_any_key() -> None:
+    exp = load_experiment(BASE, ["train.lr=3e-4", "model.layers=3", "task.params.seq_len=128",
+                                 "attention=[causal, [['causal', 2], ['causal & window(4)', 2]]]"])
+    assert exp.train.lr == 3e-4 and exp.model.layers == 3 and exp.task.params["seq_len"] == 128
+    assert exp.programs() == ["causal", [("causal", 2), ("causal & window(4)", 2)]]
+
+
+def test_checkpoints_are_replaced_whole(tmp_path, monkeypatch) -> None:
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, target)
+
+    def crash(obj, f):  # dies half-way through writing the new checkpoint
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target)["step"] == 1  # the old checkpoint, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
