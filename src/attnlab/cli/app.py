@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 import attnlab
 from attnlab.cli import demo
 from attnlab.cli.bench import bench_app
-from attnlab.cli.train import train_command
+from attnlab.cli.train import compare_command, eval_command, runs_command, train_command
 from attnlab.errors import AttnlabError, InputError
 from attnlab.spec import EMPTY, FULL, PARTIAL, And, Mask, Not, Or, Program
 
@@ -68,6 +68,9 @@ spec_app = typer.Typer(no_args_is_help=True, help="Explain and draw one attentio
 app.add_typer(spec_app, name="spec")
 app.add_typer(bench_app, name="bench")
 app.command("train")(train_command)
+app.command("eval")(eval_command)
+app.command("runs")(runs_command)
+app.command("compare")(compare_command)
 
 
 def _version(value: bool) -> None:

@@ -27,3 +27,65 @@ def train_command(
     exp = load_experiment(experiment, set_ or [])
     metrics = train(exp, out, resume=resume, tracking_uri=tracking_uri, devices=devices)
     Console(highlight=False).print_json(json.dumps(metrics))
+
+
+def eval_command(
+    out: Annotated[Path, typer.Argument(help="A run's output folder.")],
+    task: Annotated[str | None, typer.Option(help="Evaluate on another task's test split "
+                                             "(same parameters).")] = None,
+) -> None:
+    """Accuracy of a trained run on its test split (or another task's)."""
+    from attnlab.train.run import evaluate
+
+    Console(highlight=False).print_json(json.dumps(evaluate(out, task=task)))
+
+
+def runs_command(
+    experiment: Annotated[str | None, typer.Option(help="Only runs of this experiment.")] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """The tracked runs: program, main metric, time."""
+    from rich.table import Table
+
+    from attnlab.train.tracking import list_runs
+
+    rows = list_runs(experiment, tracking_uri)
+    columns = ["experiment", "run", "program", "test_accuracy", "train_seconds", "params",
+               "started"]
+    if csv:
+        print(",".join(columns))
+        for r in rows:
+            print(",".join(_csv_cell(r.get(c)) for c in columns))
+        return
+    table = Table(title=f"{len(rows)} runs", title_justify="left")
+    for c in columns:
+        table.add_column(c, justify="right" if c in ("test_accuracy", "train_seconds", "params")
+                         else "left")
+    for r in rows:
+        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    Console(highlight=False).print(table)
+
+
+def compare_command(
+    experiment: Annotated[Path, typer.Argument(help="An experiment YAML file.")],
+    programs: Annotated[list[str], typer.Option("--programs", help="Programs to compare.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for runs, table and chart.")] = Path(
+        "out/compare"),
+) -> None:
+    """Train one experiment once per program; print a table and write a bar chart PNG."""
+    from attnlab.train.compare import compare
+
+    compare(experiment, programs, out, overrides=set_ or [], console=Console(highlight=False))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value < 10 else f"{value:.1f}"
+    return "" if value is None else str(value)
+
+
+def _csv_cell(value) -> str:
+    text = _fmt(value)
+    return f'"{text}"' if "," in text or ";" in text else text

@@ -162,3 +162,21 @@ def load(out: str | Path) -> torch.nn.Module:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
     return model.eval()
+
+
+def evaluate(out: str | Path, task: str | None = None) -> dict:
+    """Test accuracy of a trained run, on its own task's test split or on `task`'s."""
+    out = Path(out)
+    model = load(out)
+    exp = load_experiment(out / "experiment.yaml")
+    name = task or exp.task.name
+    data = make(name, "test", num_examples=exp.task.test_examples, seed=exp.train.seed,
+                **exp.task.params)
+    correct = scored = 0
+    with torch.no_grad():
+        for tokens, labels in _loader(data, exp.train.batch_size, False, exp.train.seed):
+            logits = model(tokens)
+            mask = labels != -100
+            correct += int(((logits.argmax(-1) == labels) & mask).sum())
+            scored += int(mask.sum())
+    return {"task": name, "test_accuracy": correct / max(scored, 1), "examples": len(data)}
