@@ -1,0 +1,80 @@
+"""The shared shape of every generated task, and how a (seed, split) pair becomes one generator seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from attnlab.errors import SpecError, did_you_mean
+
+IGNORE_INDEX = -100
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A generated data set: token ids, targets and what a model needs to know to read them.
+
+    For ``kind == "lm"`` the labels are per position: ``labels[n, t]`` is what the model's output at
+    position ``t`` (having seen ``inputs[n, :t + 1]``) is scored against, ``-100`` where nothing is.
+    For ``kind == "classify"`` the labels are one class id per example.
+    """
+
+    inputs: torch.LongTensor
+    labels: torch.LongTensor
+    kind: str
+    vocab_size: int
+    num_classes: int | None = None
+    pad_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lm", "classify"):
+            raise SpecError(f"TaskData.kind must be 'lm' or 'classify', not {self.kind!r}")
+        expected = self.inputs.shape if self.kind == "lm" else self.inputs.shape[:1]
+        if self.inputs.dim() != 2 or self.labels.shape != expected:
+            raise SpecError(f"{self.kind} task needs inputs (N, L) and labels {tuple(expected)}, "
+                            f"got {tuple(self.inputs.shape)} and {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def label_distribution(self) -> dict[int, float]:
+        """Fraction of examples per class (classify), or of scored positions per target token (lm)."""
+        scored = self.labels[self.labels != IGNORE_INDEX]
+        if scored.numel() == 0:
+            return {}
+        size = self.num_classes if self.kind == "classify" and self.num_classes else self.vocab_size
+        counts = torch.bincount(scored, minlength=size).double() / scored.numel()
+        if self.kind == "lm":  # a vocabulary is large; list only targets that occur
+            return {i: float(c) for i, c in enumerate(counts.tolist()) if c > 0}
+        return {i: float(c) for i, c in enumerate(counts.tolist())}
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The generator seed for one split: ``3 * seed + {train: 0, val: 1, test: 2}[split]``.
+
+    The map is one-to-one, so no two (seed, split) pairs, within or across base seeds, ever share a
+    generator seed: train, val and test of any seed draw from disjoint seed sets.
+    """
+    if split not in SPLITS:
+        raise SpecError(f"unknown split '{split}'{did_you_mean(split, SPLITS)}; "
+                        f"splits are {', '.join(SPLITS)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SpecError(f"seed must be a non-negative int, got {seed!r}")
+    return len(SPLITS) * seed + SPLITS.index(split)
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``, or a SpecError naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise SpecError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a SpecError with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise SpecError(message)
