@@ -1,18 +1,52 @@
 """`Attention`: a multi-head attention module that runs any attnlab program.
 
-Projections, grouped-query heads, optional rotary positions, self- or cross-attention;
-the program's learnable parts (learned scores, relative biases, temperatures, low-rank
-projections) are parameters of the module, so they train and save with it.
+Projections, grouped-query heads, optional rotary positions, self- or cross-attention, and a
+`KVCache` for step-by-step decoding; the program's learnable parts (learned scores, relative
+biases, temperatures, low-rank projections) are parameters of the module, so they train and
+save with it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 from torch import Tensor, nn
 
 from attnlab.errors import InputError, SpecError
 from attnlab.exec import attention, init_params
 from attnlab.nn.rotary import Rotary
 from attnlab.spec.program import Program, parse
+
+
+@dataclass
+class KVCache:
+    """Keys and values one self-attention layer has seen so far, for step-by-step decoding.
+
+    Each call appends the new keys and values; the new queries then attend over past + new keys,
+    and attnlab aligns them bottom-right (query i sits at key position i + past), so `causal`,
+    `window` and `alibi` mean the same as when the whole sequence is recomputed. Keys are stored
+    after rotary, so a cached key keeps the position it had when it was computed.
+    """
+
+    k: Tensor | None = None  # (B, H_kv, past, head_dim)
+    v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append k, v (B, H_kv, N, head_dim); return all keys and values so far."""
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
+        self.k, self.v = k, v
+        return k, v
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (in that order), as beam search does when beams are re-ranked."""
+        if self.k is not None:
+            self.k, self.v = self.k[index], self.v[index]
 
 
 class Attention(nn.Module):
@@ -49,18 +83,18 @@ class Attention(nn.Module):
                 segments: Tensor | tuple[Tensor, Tensor] | None = None,
                 graph: Tensor | None = None, bias: Tensor | None = None,
                 return_weights: bool = False, backend: str | None = None,
+                cache: KVCache | None = None, positions: Tensor | None = None,
                 ) -> Tensor | tuple[Tensor, Tensor]:
         """Attend from x (B, N, dim) to itself or to context (B, M, kv_dim).
 
         key_padding_mask is (B, M) with True at padding keys, as in nn.MultiheadAttention.
+        With `cache`, x holds only the new tokens: their keys and values are appended to the
+        cache, the queries attend over all of them, and key_padding_mask (if any) must cover
+        past + new keys. `positions` (N,) or (B, N) are the rotary positions of x; they default
+        to 0 .. N - 1, or to past .. past + N - 1 with a cache.
         """
         self._check_kind(context)
-        source = x if context is None else context
-        q = self._split(self.to_q(x), self.heads)
-        k = self._split(self.to_k(source), self.kv_heads)
-        v = self._split(self.to_v(source), self.kv_heads)
-        if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+        q, k, v = qkv(self, x, context, cache, positions)
         params = {key.replace("__", "."): p for key, p in self.program_params.items()}
         out = attention(q, k, v, self.program, bias=bias, segments=segments,
                         key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
@@ -91,6 +125,28 @@ class Attention(nn.Module):
                 f"head_dim={self.head_dim}, rotary={self.rotary is not None}")
 
 
+def qkv(m: nn.Module, x: Tensor, context: Tensor | None, cache: KVCache | None,
+        positions: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Project, split into heads, rotate and cache: the part Attention and MixedAttention share."""
+    if cache is not None and context is not None:
+        raise InputError("cache= is for self-attention decoding; cross-attention keys come from "
+                         "the context, which does not grow")
+    if positions is not None and m.rotary is None:
+        raise InputError("positions= is read by rotary positions only: build the module with "
+                         "rotary=True, or add positions to the inputs instead")
+    source = x if context is None else context
+    q = m._split(m.to_q(x), m.heads)
+    k = m._split(m.to_k(source), m.kv_heads)
+    v = m._split(m.to_v(source), m.kv_heads)
+    if m.rotary is not None:
+        if positions is None and cache is not None and cache.length:
+            positions = torch.arange(cache.length, cache.length + x.shape[1], device=x.device)
+        q, k = m.rotary(q, positions), m.rotary(k, positions)
+    if cache is not None:
+        k, v = cache.update(k, v)
+    return q, k, v
+
+
 def _agree(name: str, given: int | None, in_program: int | None, default: int) -> int:
     if given is not None and in_program is not None and given != in_program:
         raise SpecError(f"{name}={given} disagrees with the program's {name}({in_program})")
@@ -100,4 +156,4 @@ def _agree(name: str, given: int | None, in_program: int | None, default: int) -
     return value
 
 
-__all__ = ["Attention"]
+__all__ = ["Attention", "KVCache"]

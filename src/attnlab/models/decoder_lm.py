@@ -1,0 +1,86 @@
+"""`DecoderLM`: a GPT-style language model whose attention is any causal attnlab program.
+
+Tokens → embeddings (+ positions) → pre-norm blocks → LayerNorm → logits over the vocabulary.
+`generate` decodes with a KV cache: each step feeds only the newest token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from attnlab.errors import InputError
+from attnlab.models.base import Model
+from attnlab.nn.attention import KVCache
+from attnlab.nn.blocks import Block, Positions, attention_layers, programs_config, require_causal
+
+
+class DecoderLM(Model):
+    """Next-token language model. Every program must mask the future (`causal` in its mask);
+    `positions='none'` suits programs that carry their own positions, such as `alibi`."""
+
+    def __init__(self, vocab_size: int, *, d_model: int = 128, layers: int = 2, heads: int = 4,
+                 programs: Any = "causal", positions: str = "learned", max_len: int = 512,
+                 dropout: float = 0.0, kv_heads: int | None = None, tie_weights: bool = True,
+                 mlp_ratio: int = 4) -> None:
+        super().__init__()
+        self.config = dict(vocab_size=vocab_size, d_model=d_model, layers=layers, heads=heads,
+                           programs=programs_config(programs), positions=positions,
+                           max_len=max_len, dropout=dropout, kv_heads=kv_heads,
+                           tie_weights=tie_weights, mlp_ratio=mlp_ratio)
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.positions = Positions(positions, d_model, max_len)
+        self.drop = nn.Dropout(dropout)
+        attn = attention_layers(d_model, programs, layers=layers, heads=heads, kv_heads=kv_heads,
+                                rotary=self.positions.rotary,
+                                adapt=lambda p: require_causal(p, "DecoderLM"))
+        self.blocks = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in attn)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        self.init_weights()
+        if tie_weights:  # input and output embeddings share one matrix (Press & Wolf, 2017)
+            self.head.weight = self.embed.weight
+
+    def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None) -> Tensor:
+        """Logits (B, L, vocab) for tokens (B, L). With `caches` (one KVCache per layer), tokens
+        are the continuation of what the caches hold and attend to it too."""
+        if caches is not None and len(caches) != len(self.blocks):
+            raise InputError(f"caches must hold one KVCache per layer ({len(self.blocks)}), "
+                             f"got {len(caches)}")
+        past = 0 if caches is None else caches[0].length
+        x = self.drop(self.positions(self.embed(tokens), offset=past))
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache=None if caches is None else caches[i])
+        return self.head(self.norm(x))
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, greedy: bool = False,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """prompt (B, L0) followed by max_new_tokens sampled tokens, (B, L0 + max_new_tokens).
+
+        The prompt runs once to fill the KV caches; each later step runs only the new token.
+        Call `model.eval()` first so dropout does not perturb the samples.
+        """
+        caches = [KVCache() for _ in self.blocks]
+        tokens, logits = prompt, self(prompt, caches=caches)[:, -1]
+        for step in range(max_new_tokens):
+            nxt = self._pick(logits, temperature, top_k, greedy, generator)
+            tokens = torch.cat([tokens, nxt], dim=1)
+            if step + 1 < max_new_tokens:
+                logits = self(nxt, caches=caches)[:, -1]
+        return tokens
+
+    @staticmethod
+    def _pick(logits: Tensor, temperature: float, top_k: int | None, greedy: bool,
+              generator: torch.Generator | None) -> Tensor:
+        if greedy:
+            return logits.argmax(-1, keepdim=True)
+        logits = logits / temperature
+        if top_k is not None:
+            kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return torch.multinomial(F.softmax(logits.float(), dim=-1), 1, generator=generator)

@@ -1,0 +1,62 @@
+"""`SequentialRecommender`: SASRec (Kang & McAuley, 2018) — self-attentive next-item prediction.
+
+A user's item history (0 = padding) → item embeddings + learned positions → causal blocks →
+scores of every item as the next one, at every position (shared item embeddings score them).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import Tensor, nn
+
+from attnlab.models.base import Model
+from attnlab.nn.blocks import (
+    Block,
+    Positions,
+    attention_layers,
+    programs_config,
+    require_causal,
+    with_padding,
+)
+
+PAD = 0
+
+
+class SequentialRecommender(Model):
+    """Logits (B, L, num_items + 1) for histories (B, L) of item ids in 1..num_items, 0 = padding.
+
+    Every program must be causal (position t predicts item t + 1) and gets `& padding`, so padded
+    slots are never attended to; column 0 (padding) is never recommended: its logit is -inf.
+    Histories are usually left-padded; a padded slot that sees no keys outputs zeros, not NaN.
+    """
+
+    def __init__(self, num_items: int, *, d_model: int = 64, layers: int = 2, heads: int = 1,
+                 programs: Any = "causal", max_len: int = 50, dropout: float = 0.2,
+                 positions: str = "learned", mlp_ratio: int = 1) -> None:
+        super().__init__()
+        self.config = dict(num_items=num_items, d_model=d_model, layers=layers, heads=heads,
+                           programs=programs_config(programs), max_len=max_len, dropout=dropout,
+                           positions=positions, mlp_ratio=mlp_ratio)
+        self.items = nn.Embedding(num_items + 1, d_model, padding_idx=PAD)
+        self.positions = Positions(positions, d_model, max_len)
+        self.drop = nn.Dropout(dropout)
+        attn = attention_layers(
+            d_model, programs, layers=layers, heads=heads, rotary=self.positions.rotary,
+            adapt=lambda p: with_padding(require_causal(p, "SequentialRecommender")))
+        self.blocks = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in attn)
+        self.norm = nn.LayerNorm(d_model)
+        self.init_weights()
+
+    def forward(self, items: Tensor) -> Tensor:
+        pad = items == PAD
+        keep = (~pad).unsqueeze(-1)
+        # As in SASRec: embeddings scaled by √d, and padded slots zeroed after adding positions.
+        x = self.positions(self.items(items) * math.sqrt(self.items.embedding_dim))
+        x = self.drop(x) * keep
+        for block in self.blocks:
+            x = block(x, key_padding_mask=pad) * keep
+        logits = self.norm(x) @ self.items.weight.T
+        logits[..., PAD] = float("-inf")
+        return logits

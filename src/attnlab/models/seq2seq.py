@@ -1,0 +1,155 @@
+"""`Seq2Seq`: an encoder–decoder transformer (Vaswani et al., 2017) with attnlab programs for the
+encoder, the decoder's self-attention and the cross-attention; greedy and beam-search decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from attnlab.models.base import Model
+from attnlab.nn.attention import KVCache
+from attnlab.nn.blocks import (
+    Block,
+    Positions,
+    attention_layers,
+    programs_config,
+    require_causal,
+    with_padding,
+)
+
+
+class Seq2Seq(Model):
+    """Source tokens → encoder memory; target tokens (teacher-forced) → decoder → logits.
+
+    Decoder self-attention must be causal. With `pad_id`, encoder and cross-attention programs get
+    `& padding` over the source. The decoder's self-attention does not: targets are padded only at
+    the end, and `causal` already keeps every real position from seeing the padding after it.
+    """
+
+    def __init__(self, src_vocab: int, tgt_vocab: int, *, d_model: int = 128, layers: int = 2,
+                 heads: int = 4, encoder_programs: Any = "scaled_dot ; softmax",
+                 decoder_programs: Any = "causal", cross_programs: Any = "scaled_dot ; softmax",
+                 positions: str = "learned", max_len: int = 512, pad_id: int | None = 0,
+                 bos_id: int = 1, eos_id: int = 2, dropout: float = 0.0, mlp_ratio: int = 4,
+                 tie_weights: bool = True) -> None:
+        super().__init__()
+        self.config = dict(src_vocab=src_vocab, tgt_vocab=tgt_vocab, d_model=d_model,
+                           layers=layers, heads=heads,
+                           encoder_programs=programs_config(encoder_programs),
+                           decoder_programs=programs_config(decoder_programs),
+                           cross_programs=programs_config(cross_programs), positions=positions,
+                           max_len=max_len, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id,
+                           dropout=dropout, mlp_ratio=mlp_ratio, tie_weights=tie_weights)
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        pad = with_padding if pad_id is not None else lambda p: p
+        self.src_embed = nn.Embedding(src_vocab, d_model, padding_idx=pad_id)
+        self.tgt_embed = nn.Embedding(tgt_vocab, d_model, padding_idx=pad_id)
+        self.src_positions = Positions(positions, d_model, max_len)
+        self.tgt_positions = Positions(positions, d_model, max_len)
+        self.drop = nn.Dropout(dropout)
+        rotary = self.src_positions.rotary
+        enc = attention_layers(d_model, encoder_programs, layers=layers, heads=heads,
+                               rotary=rotary, adapt=pad, name="encoder_programs")
+        dec = attention_layers(d_model, decoder_programs, layers=layers, heads=heads,
+                               rotary=rotary, name="decoder_programs",
+                               adapt=lambda p: require_causal(p, "Seq2Seq's decoder"))
+        # Queries and keys of cross-attention live on different sequences: no rotary there.
+        cross = attention_layers(d_model, cross_programs, layers=layers, heads=heads, adapt=pad,
+                                 name="cross_programs")
+        self.encoder = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in enc)
+        self.decoder = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout, cross_attention=c)
+                                     for a, c in zip(dec, cross, strict=True))
+        self.enc_norm, self.dec_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, tgt_vocab, bias=False)
+        self.init_weights()
+        if tie_weights:
+            self.head.weight = self.tgt_embed.weight
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Logits (B, T, tgt_vocab) for src (B, S) and the shifted target tgt_in (B, T)."""
+        memory, src_pad = self.encode(src)
+        return self.decode(tgt_in, memory, src_pad)
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Encoder memory (B, S, d_model) and the source padding mask (True = padding)."""
+        pad = src == self.pad_id if self.pad_id is not None else None
+        x = self.drop(self.src_positions(self.src_embed(src)))
+        for block in self.encoder:
+            x = block(x, key_padding_mask=pad)
+        return self.enc_norm(x), pad
+
+    def decode(self, tgt: Tensor, memory: Tensor, src_pad: Tensor | None, *,
+               caches: list[KVCache] | None = None) -> Tensor:
+        """Logits for tgt (B, T); with `caches`, tgt continues what the caches hold."""
+        past = 0 if caches is None else caches[0].length
+        x = self.drop(self.tgt_positions(self.tgt_embed(tgt), offset=past))
+        for i, block in enumerate(self.decoder):
+            x = block(x, memory=memory, memory_padding_mask=src_pad,
+                      cache=None if caches is None else caches[i])
+        return self.head(self.dec_norm(x))
+
+    @torch.no_grad()
+    def greedy(self, src: Tensor, max_len: int = 64) -> Tensor:
+        """Most likely next token at each step: (B, ≤ 1 + max_len), starting with bos; rows
+        that reached eos are filled with pad (eos when there is no pad_id)."""
+        fill = self.eos_id if self.pad_id is None else self.pad_id
+        memory, src_pad = self.encode(src)
+        caches = [KVCache() for _ in self.decoder]
+        tokens = torch.full((src.shape[0], 1), self.bos_id, dtype=torch.long, device=src.device)
+        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+        for _ in range(max_len):
+            # Only the newest token goes in; the caches hold the decoder's view of the rest.
+            logits = self.decode(tokens[:, -1:], memory, src_pad, caches=caches)[:, -1]
+            token = torch.where(done, fill, logits.argmax(-1))
+            tokens = torch.cat([tokens, token[:, None]], dim=1)
+            done |= token == self.eos_id
+            if done.all():
+                break
+        return tokens
+
+    @torch.no_grad()
+    def beam(self, src: Tensor, beam_size: int = 4, max_len: int = 64,
+             length_penalty: float = 1.0) -> Tensor:
+        """Beam search; the best finished hypothesis per row by log-probability / length^penalty.
+
+        Returns (B, ≤ 1 + max_len) token ids starting with bos, filled after eos as in greedy.
+        """
+        b, k = src.shape[0], beam_size
+        fill = self.eos_id if self.pad_id is None else self.pad_id
+        memory, src_pad = self.encode(src)
+        # Every beam of a row reads the same memory: rows are laid out (B·K) as b0k0, b0k1, …
+        memory = memory.repeat_interleave(k, dim=0)
+        src_pad = None if src_pad is None else src_pad.repeat_interleave(k, dim=0)
+        caches = [KVCache() for _ in self.decoder]
+        tokens = torch.full((b * k, 1), self.bos_id, dtype=torch.long, device=src.device)
+        # Only beam 0 is alive at first, so the first step does not pick K copies of one token.
+        score = torch.full((b, k), float("-inf"), device=src.device)
+        score[:, 0] = 0.0
+        done = torch.zeros(b * k, dtype=torch.bool, device=src.device)
+        length = torch.zeros(b * k, device=src.device)  # generated tokens, eos included
+        for _ in range(max_len):
+            logp = F.log_softmax(self.decode(tokens[:, -1:], memory, src_pad, caches=caches)[:, -1]
+                                 .float(), dim=-1)
+            # A finished hypothesis continues only with `fill`, at no cost, keeping its score.
+            logp[done] = float("-inf")
+            logp[done, fill] = 0.0
+            vocab = logp.shape[-1]
+            total = (score.view(-1, 1) + logp).view(b, k * vocab)
+            score, flat = total.topk(k, dim=-1)
+            beam = flat // vocab + torch.arange(b, device=src.device)[:, None] * k
+            beam, token = beam.view(-1), (flat % vocab).view(-1)
+            for cache in caches:
+                cache.reorder(beam)
+            tokens = torch.cat([tokens[beam], token[:, None]], dim=1)
+            length = length[beam] + (~done[beam]).float()
+            done = done[beam] | (token == self.eos_id)
+            if done.all():
+                break
+        final = score.view(-1) / length.clamp(min=1) ** length_penalty
+        best = final.view(b, k).argmax(-1) + torch.arange(b, device=src.device) * k
+        # Drop columns that only other (losing) beams needed, so the width matches greedy's.
+        return tokens[best][:, : 1 + int(length[best].max())]

@@ -1,0 +1,68 @@
+"""`ViT`: a Vision Transformer (Dosovitskiy et al., 2021) — image patches are the sequence.
+
+Image → Conv2d patch stem (one token per patch) → [CLS] + positions → pre-norm blocks →
+LayerNorm → pooling → linear head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.errors import InputError, SpecError
+from attnlab.models.base import Model
+from attnlab.nn.blocks import Block, Positions, attention_layers, programs_config
+
+
+class ViT(Model):
+    """Image classifier: logits (B, num_classes) for images (B, channels, H, W).
+
+    pooling: 'cls' (a learned [CLS] token's output) or 'mean' (average over patches).
+    Masks index the patch sequence row by row, so `window(w)` sees nearby patches of the same
+    and neighbouring rows.
+    """
+
+    def __init__(self, image_size: int = 32, patch_size: int = 4, channels: int = 3,
+                 num_classes: int = 10, *, d_model: int = 128, layers: int = 2, heads: int = 4,
+                 programs: Any = "scaled_dot ; softmax", positions: str = "learned",
+                 pooling: str = "cls", dropout: float = 0.0, kv_heads: int | None = None,
+                 mlp_ratio: int = 4) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise SpecError(f"image_size={image_size} is not a multiple of "
+                            f"patch_size={patch_size}")
+        if pooling not in ("cls", "mean"):
+            raise SpecError(f"pooling='{pooling}' is not one of cls, mean")
+        self.config = dict(image_size=image_size, patch_size=patch_size, channels=channels,
+                           num_classes=num_classes, d_model=d_model, layers=layers, heads=heads,
+                           programs=programs_config(programs), positions=positions,
+                           pooling=pooling, dropout=dropout, kv_heads=kv_heads,
+                           mlp_ratio=mlp_ratio)
+        self.image_size, self.pooling = image_size, pooling
+        self.num_patches = (image_size // patch_size) ** 2
+        # A convolution with stride = kernel = patch is a linear map of each flattened patch.
+        self.patches = nn.Conv2d(channels, d_model, kernel_size=patch_size, stride=patch_size)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
+        self.positions = Positions(positions, d_model, self.num_patches + (pooling == "cls"))
+        self.drop = nn.Dropout(dropout)
+        attn = attention_layers(d_model, programs, layers=layers, heads=heads, kv_heads=kv_heads,
+                                rotary=self.positions.rotary)
+        self.blocks = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in attn)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+        self.init_weights()
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dim() != 4 or tuple(images.shape[-2:]) != (self.image_size,) * 2:
+            raise InputError(f"ViT expects images (B, C, {self.image_size}, {self.image_size}), "
+                             f"got {tuple(images.shape)}")
+        x = self.patches(images).flatten(2).transpose(1, 2)  # (B, patches, d_model)
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        x = self.drop(self.positions(x))
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        return self.head(x[:, 0] if self.cls is not None else x.mean(dim=1))
