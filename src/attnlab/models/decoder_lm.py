@@ -44,9 +44,12 @@ class DecoderLM(Model):
         if tie_weights:  # input and output embeddings share one matrix (Press & Wolf, 2017)
             self.head.weight = self.embed.weight
 
-    def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None,
+                select: Tensor | None = None) -> Tensor:
         """Logits (B, L, vocab) for tokens (B, L). With `caches` (one KVCache per layer), tokens
-        are the continuation of what the caches hold and attend to it too."""
+        are the continuation of what the caches hold and attend to it too. With `select`, a
+        (B, L) bool, only those positions' logits come back, as (K, vocab): training on sparse
+        targets (MQAR scores 4 of 64) then skips the vocabulary projection elsewhere."""
         if caches is not None and len(caches) != len(self.blocks):
             raise InputError(f"caches must hold one KVCache per layer ({len(self.blocks)}), "
                              f"got {len(caches)}")
@@ -54,7 +57,8 @@ class DecoderLM(Model):
         x = self.drop(self.positions(self.embed(tokens), offset=past))
         for i, block in enumerate(self.blocks):
             x = block(x, cache=None if caches is None else caches[i])
-        return self.head(self.norm(x))
+        x = self.norm(x)
+        return self.head(x if select is None else x[select])
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, max_new_tokens: int, *, temperature: float = 1.0,

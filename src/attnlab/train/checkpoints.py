@@ -24,6 +24,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary output
             os.replace(tmp, path)  # atomic on POSIX within one file system
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import lightning as L
@@ -25,9 +26,13 @@ class TaskModule(L.LightningModule):
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         tokens, labels = batch
-        logits = self.model(tokens)
-        if self.kind == "lm":
-            logits, labels = logits.flatten(0, 1), labels.flatten()
+        if self.kind == "lm" and _selects(self.model):
+            scored = labels != -100  # the vocabulary projection only where a target is
+            logits, labels = self.model(tokens, select=scored), labels[scored]
+        else:
+            logits = self.model(tokens)
+            if self.kind == "lm":
+                logits, labels = logits.flatten(0, 1), labels.flatten()
         loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
         scored = labels != -100
         correct = (logits.argmax(-1) == labels) & scored
@@ -55,6 +60,10 @@ class TaskModule(L.LightningModule):
                                  {"params": keep, "weight_decay": 0.0}], lr=self.cfg.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(self.cfg, self.total_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _selects(model: nn.Module) -> bool:
+    return "select" in inspect.signature(model.forward).parameters
 
 
 def _schedule(cfg: TrainConfig, total: int):
