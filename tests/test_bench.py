@@ -154,3 +154,11 @@ def test_peak_memory_sees_an_allocation():
 def test_a_spread_over_twice_the_fastest_run_is_noisy():
     assert Result("a", runs_ms=[10, 11, 25]).noisy
     assert not Result("a", runs_ms=[10, 11, 19]).noisy and not Result("a").noisy
+
+
+def test_train_bench_compares_equal_sized_models():
+    from attnlab.bench.train import TrainBench, run
+
+    result = run(TrainBench(seq=16, batch=2, d_model=32, layers=1, heads=2, repeats=1, warmup=1))
+    assert result["params"]["attnlab"] == result["params"]["torch"]
+    assert result["ratio"] > 0 and set(result["tokens_per_s"]) == {"attnlab", "torch"}

@@ -151,3 +151,33 @@ def summary(verdicts: list[Verdict]) -> str:
     met = sum(v.met is True for v in verdicts)
     missing = sum(v.met is None for v in verdicts)
     return f"targets met: {met} of {len(verdicts)}" + (f" ({missing} n/a)" if missing else "")
+
+
+@bench_app.command("train")
+def train_command(
+    seq: Annotated[int, typer.Option(min=1)] = 512,
+    batch: Annotated[int, typer.Option(min=1)] = 16,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 2,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """A training step of EncoderClassifier (vanilla) vs torch.nn.TransformerEncoder."""
+    import json
+
+    from attnlab.bench.train import TrainBench, run
+
+    torch.set_num_threads(threads)
+    result = run(TrainBench(seq=seq, batch=batch))
+    console = table_console()
+    table = Table(title=f"training step, seq {seq}, batch {batch}, {threads} threads, "
+                        "median of 21 (3 alternating rounds of 7)", title_justify="left")
+    for column in ("model", "params", "step", "tokens/s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in ("attnlab", "torch"):
+        table.add_row(name, f"{result['params'][name]:,}",
+                      f"{result['median_step_s'][name] * 1000:.0f} ms",
+                      f"{result['tokens_per_s'][name]:,.0f}")
+    console.print(table)
+    verdict = "met" if result["ratio"] >= 0.95 else "NOT met"
+    console.print(f"attnlab / torch throughput = {result['ratio']:.3f}× ({verdict}: ≥ 0.95×)")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))

@@ -1,0 +1,82 @@
+"""`attnlab bench train`: a training step of EncoderClassifier (vanilla program) against an
+equally sized torch.nn.TransformerEncoder (SDPA inside), measured side by side."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from attnlab.models import EncoderClassifier
+
+
+@dataclass(frozen=True)
+class TrainBench:
+    seq: int = 512
+    batch: int = 16
+    d_model: int = 256
+    layers: int = 4
+    heads: int = 8
+    vocab: int = 1000
+    classes: int = 10
+    repeats: int = 7
+    warmup: int = 2
+
+
+class TorchEncoderClassifier(nn.Module):
+    """The baseline a user would write: embeddings, nn.TransformerEncoder (pre-norm), mean pool."""
+
+    def __init__(self, b: TrainBench) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(b.vocab, b.d_model)
+        self.pos = nn.Embedding(b.seq, b.d_model)
+        layer = nn.TransformerEncoderLayer(b.d_model, b.heads, 4 * b.d_model, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, b.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(b.d_model)
+        self.head = nn.Linear(b.d_model, b.classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens) + self.pos(torch.arange(tokens.shape[1]))
+        return self.head(self.norm(self.encoder(x)).mean(1))
+
+
+def attnlab_model(b: TrainBench) -> nn.Module:
+    return EncoderClassifier(b.vocab, b.classes, d_model=b.d_model, layers=b.layers,
+                             heads=b.heads, programs="zoo:vanilla", max_len=b.seq)
+
+
+def step_times(model: nn.Module, b: TrainBench, seed: int = 0) -> list[float]:
+    """Seconds per training step (forward, backward, AdamW) after warm-up."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, b.vocab, (b.batch, b.seq), generator=g)
+    labels = torch.randint(0, b.classes, (b.batch,), generator=g)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times = []
+    for i in range(b.warmup + b.repeats):
+        start = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(tokens), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= b.warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def run(b: TrainBench) -> dict:
+    """Both models, alternating runs so machine noise hits both alike; medians and the ratio."""
+    torch.manual_seed(0)
+    models = {"attnlab": attnlab_model(b), "torch": TorchEncoderClassifier(b)}
+    params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(3):
+        for name, model in models.items():
+            times[name] += step_times(model, b)
+    median = {k: statistics.median(v) for k, v in times.items()}
+    throughput = {k: b.batch * b.seq / median[k] for k in models}
+    return {"config": b.__dict__, "params": params, "median_step_s": median,
+            "tokens_per_s": throughput, "ratio": throughput["attnlab"] / throughput["torch"]}
