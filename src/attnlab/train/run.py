@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,12 @@ from attnlab.train.config import Experiment, load_experiment
 from attnlab.train.module import TaskModule
 
 DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
+
+# Noise a person cannot act on: the run folder holds experiment.yaml on purpose, the
+# LitLogger advert, and a deprecation inside Lightning itself.
+for _message in (r"Checkpoint directory .* exists and is not empty", r".*litlogger.*",
+                 r".*isinstance\(treespec, LeafSpec\).*"):
+    warnings.filterwarnings("ignore", message=_message)
 
 
 @dataclass
