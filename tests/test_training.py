@@ -63,3 +63,23 @@ def test_resume_without_a_checkpoint_says_so(tmp_path) -> None:
 
     with pytest.raises(SpecError, match="no checkpoint to resume from"):
         attnlab.train.train(load_experiment(TINY), tmp_path / "none", resume=True)
+
+
+def test_compare_cli_trains_each_program_and_draws_the_chart(tmp_path, monkeypatch) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from attnlab.cli.app import app
+
+    monkeypatch.chdir(tmp_path)  # the default MLflow store lands under tmp_path/runs
+    exp = tmp_path / "tiny.yaml"
+    exp.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "epochs": 1}}))
+    result = CliRunner().invoke(app, ["compare", str(exp), "--programs", "causal",
+                                      "causal & window(2)", "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["program"] for r in rows] == ["scaled_dot ; causal ; softmax",
+                                            "scaled_dot ; causal & window(2) ; softmax"]
+    assert (tmp_path / "cmp" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = CliRunner().invoke(app, ["compare", str(exp)])
+    assert missing.exit_code == 2 and "give the programs to compare" in missing.output

@@ -22,7 +22,13 @@ from typer.core import TyperGroup
 import attnlab
 from attnlab.cli import demo
 from attnlab.cli.bench import bench_app
-from attnlab.cli.train import compare_command, eval_command, runs_command, train_command
+from attnlab.cli.train import (
+    COMPARE_SETTINGS,
+    compare_command,
+    eval_command,
+    runs_command,
+    train_command,
+)
 from attnlab.errors import AttnlabError, InputError
 from attnlab.spec import EMPTY, FULL, PARTIAL, And, Mask, Not, Or, Program
 
@@ -70,7 +76,7 @@ app.add_typer(bench_app, name="bench")
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("runs")(runs_command)
-app.command("compare")(compare_command)
+app.command("compare", context_settings=COMPARE_SETTINGS)(compare_command)
 
 
 def _version(value: bool) -> None:

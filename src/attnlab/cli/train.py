@@ -67,17 +67,27 @@ def runs_command(
     Console(highlight=False).print(table)
 
 
+COMPARE_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
 def compare_command(
+    ctx: typer.Context,
     experiment: Annotated[Path, typer.Argument(help="An experiment YAML file.")],
-    programs: Annotated[list[str], typer.Option("--programs", help="Programs to compare.")],
+    programs: Annotated[bool, typer.Option("--programs", help='Followed by the programs: '
+                                           '--programs "causal" "causal & window(8)" …')] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for runs, table and chart.")] = Path(
         "out/compare"),
 ) -> None:
     """Train one experiment once per program; print a table and write a bar chart PNG."""
+    from attnlab.errors import InputError
     from attnlab.train.compare import compare
 
-    compare(experiment, programs, out, overrides=set_ or [], console=Console(highlight=False))
+    # click options take a fixed number of values; the programs are the words after --programs
+    texts = list(ctx.args)
+    if not programs or not texts:
+        raise InputError('give the programs to compare: --programs "causal" "causal & window(8)"')
+    compare(experiment, texts, out, overrides=set_ or [], console=Console(highlight=False))
 
 
 def _fmt(value) -> str:
