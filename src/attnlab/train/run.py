@@ -137,11 +137,13 @@ def _mlflow_logger(exp: Experiment, tracking_uri: str | None):
     from lightning.pytorch.loggers import MLFlowLogger
 
     uri = tracking_uri or DEFAULT_TRACKING
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MLFlowLogger(experiment_name=exp.name, tracking_uri=uri,
-                        artifact_location=str(Path("runs/artifacts").resolve()) if uri ==
-                        DEFAULT_TRACKING else None)
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        # artifacts beside the database, never in ./mlruns of whatever folder we run from
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        artifacts = str((db.parent / "artifacts").resolve())
+    return MLFlowLogger(experiment_name=exp.name, tracking_uri=uri, artifact_location=artifacts)
 
 
 def _log_run(logger, exp: Experiment, out: Path, metrics: dict) -> None:
