@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import attnlab
 import attnlab.train
 from attnlab.train.config import load_experiment
 from attnlab.train.tracking import list_runs
@@ -33,7 +34,7 @@ def test_train_writes_metrics_and_loads(tmp_path, tracking) -> None:
     assert set(metrics) >= {"test_accuracy", "train_seconds", "params", "program"}
     assert metrics["program"] == "scaled_dot ; causal ; softmax"
     assert (out / "best.ckpt").exists() and (out / "last.ckpt").exists()
-    model = attnlab.train.load(out)
+    model = attnlab.load(out)
     assert not model.training
     logits = model(torch.randint(0, 64, (3, 16)))
     assert logits.shape == (3, 16, 64)

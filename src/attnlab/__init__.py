@@ -6,5 +6,18 @@ from attnlab.exec import Plan, attention, explain, init_params, plan
 from attnlab.spec import Program, parse, zoo
 
 __version__ = "0.1.0"
-__all__ = ["AttnlabError", "InputError", "Plan", "Program", "SpecError", "attention", "explain",
-           "init_params", "nn", "parse", "plan", "zoo"]
+__all__ = ["AttnlabError", "InputError", "Plan", "Program", "SpecError", "attention", "data",
+           "explain", "init_params", "load", "models", "nn", "parse", "plan", "zoo"]
+
+
+def __getattr__(name: str):
+    # Models, tasks and training load on first use: `import attnlab` stays light (no Lightning).
+    if name in ("models", "data", "train"):
+        import importlib
+
+        return importlib.import_module(f"attnlab.{name}")
+    if name == "load":
+        from attnlab.train.run import load
+
+        return load
+    raise AttributeError(f"module 'attnlab' has no attribute '{name}'")
