@@ -101,3 +101,21 @@ def test_planned_calls_equal_the_reference(program) -> None:
     want = torch.autograd.grad(reference.sum(), (q, k, v))
     for a, b in zip(grads, want, strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+
+
+def test_structural_masks_are_counted_once_for_sdpa() -> None:
+    """A structural mask broadcasts over batch and heads, so a large batch is no reason to
+    refuse SDPA; per-head mods and per-row call-time data do multiply the mask."""
+    from attnlab.exec.backend import Call
+    from attnlab.exec.sdpa import dense_mask_elements
+
+    def elements(text, batch=64, heads=8):
+        return dense_mask_elements(Call(attnlab.parse(text), batch, heads, heads, 1024, 1024, 64,
+                                        64, torch.float32, torch.device("cpu"), False))
+
+    assert elements("window(400)") == 1024 * 1024
+    assert elements("alibi ; window(400)") == 1024 * 1024 * 8
+    assert elements("padding") == 1024 * 1024 * 64
+    assert elements("causal") == 0
+    q, k = torch.empty(64, 8, 1024, 64), torch.empty(64, 8, 1024, 64)
+    assert attnlab.plan("window(400)", q, k, needs_grad=False).backend == "sdpa"

@@ -17,7 +17,6 @@ from attnlab.spec.program import Program
 from attnlab.spec.scores import ScaledDot
 
 Forward = Callable[[Tensor, Tensor, Tensor], Tensor]
-MODES = ("fwd", "fwdbwd", "first_call")
 # Far enough below any scaled score that entmax15 gives exact zeros, yet finite, so that even a
 # row with every key hidden stays free of NaN.
 ENTMAX_HIDDEN = -1e4

@@ -91,8 +91,6 @@ def _choose(call: Call, refused: dict[str, str], block_density: float | None) ->
                 f"{p.normalizer} over exactly the visible keys of each tile, with "
                 f"{', '.join(map(str, p.mods)) or 'no mods'}")
         return "tiled", what
-    if "sdpa" in ok:
-        return "sdpa", "SDPA with a dense mask"
     return "reference", "no fast backend computes this program, so the reference materialises it"
 
 

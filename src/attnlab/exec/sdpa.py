@@ -73,5 +73,7 @@ def dense_mask_elements(call: Call) -> int:
     p = call.program
     if (p.mask is None or fused_causal(p, call.n, call.m)) and not p.mods:
         return 0
-    per_head = p.mods or (p.mask is not None and "graph" in p.mask.requires())
-    return call.n * call.m * (call.heads if per_head else 1) * call.batch
+    # Structural masks broadcast over batch and heads; mods (ALiBi slopes, per-head tables)
+    # vary by head; call-time data (segments, padding, graph, bias) varies by batch row.
+    per_batch = bool(p.requires())
+    return call.n * call.m * (call.heads if p.mods else 1) * (call.batch if per_batch else 1)

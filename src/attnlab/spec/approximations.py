@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from attnlab.errors import did_you_mean
 from attnlab.spec.base import Part, at_least, require
 
 FEATURE_MAPS = ("elu1", "relu")
@@ -24,8 +25,6 @@ class Linear(Approximation):
     feature_map: str = "elu1"
 
     def validate(self) -> None:
-        from attnlab.errors import did_you_mean
-
         require(self.feature_map in FEATURE_MAPS, self.name,
                 f"unknown feature map '{self.feature_map}'{did_you_mean(self.feature_map, FEATURE_MAPS)}"
                 f" (choose from {', '.join(FEATURE_MAPS)})")

@@ -16,8 +16,6 @@ from typing import Any, ClassVar
 
 from attnlab.errors import SpecError, did_you_mean
 
-KINDS = ("score", "mod", "mask", "normalizer", "approximation", "option")
-
 _REGISTRY: dict[str, type[Part]] = {}
 
 

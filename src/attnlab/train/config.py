@@ -3,6 +3,7 @@ how to train. Validated by pydantic; every mistake becomes a SpecError that name
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,7 +116,7 @@ def load_experiment(source: str | Path | dict, overrides: list[str] = ()) -> Exp
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise SpecError(f"{path} is not valid YAML: {e}") from None
-    data = _copy(data)
+    data = copy.deepcopy(data)
     for item in overrides:
         apply_override(data, item)
     try:
@@ -171,11 +172,3 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         if model is None:
             return None
     return model
-
-
-def _copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_copy(v) for v in data]
-    return data
