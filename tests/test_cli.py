@@ -1,4 +1,4 @@
-"""The `attnlab` command line: explain, show, zoo, demo, and how it reports bad programs."""
+"""The `attnlab` command line: explain, show, zoo, showcase, and how it reports bad programs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import attnlab
 from attnlab.cli.app import app
-from attnlab.cli.demo import head_group_panels
+from attnlab.cli.showcase import head_group_panels
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BAD_PROGRAMS = ["scaled_dot ; causl", "window(0)", "heads(8) + kv_heads(3)"]
@@ -157,11 +157,11 @@ def test_version():
     assert attnlab.__version__ in result.output
 
 
-# -- demo ----------------------------------------------------------------------------------------
+# -- showcase ------------------------------------------------------------------------------------
 
 
-def test_demo_writes_its_pictures(tmp_path):
-    result = invoke("demo", "--out", str(tmp_path))
+def test_showcase_writes_its_pictures(tmp_path):
+    result = invoke("showcase", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     names = ["masks.png"] + [f"{stem}-{kind}.png"
                              for stem in ("longformer", "bigbird", "entmax-local")

@@ -1,4 +1,4 @@
-"""The `attnlab` command line: explain and draw attention programs, browse the zoo, run the demo.
+"""The `attnlab` command line: explain and draw attention programs, browse the zoo, run the showcase and the demo.
 
 attnlab's own errors print as one red `error:` message and exit 2; `--debug` shows the traceback.
 """
@@ -20,7 +20,7 @@ from rich.tree import Tree
 from typer.core import TyperGroup
 
 import attnlab
-from attnlab.cli import demo
+from attnlab.cli import showcase
 from attnlab.cli.bench import bench_app
 from attnlab.cli.train import (
     COMPARE_SETTINGS,
@@ -169,7 +169,7 @@ def explain_program(program: Program, *, heads: int, kv_heads: int, head_dim: in
     if mask is None:
         density = 1.0
     elif not mask_needs:
-        inp = demo.mask_inputs(heads, seq)
+        inp = showcase.mask_inputs(heads, seq)
         density = mask.density(inp)
         summary = mask.block_summary(inp, block)
         blocks = BlockCounts(summary.count(FULL), summary.count(PARTIAL), summary.count(EMPTY),
@@ -235,7 +235,7 @@ def program_tree(program: Program) -> Tree:
 
 
 def _needs_text(needs: frozenset[str]) -> str:
-    return ", ".join(demo.CALL_ARGS.get(n, n) for n in sorted(needs))
+    return ", ".join(showcase.CALL_ARGS.get(n, n) for n in sorted(needs))
 
 
 def facts_table(ex: Explanation) -> Table:
@@ -328,23 +328,23 @@ def show_command(
     parsed = attnlab.parse(program)
     h, kv, d = resolve_layout(parsed, heads, None, head_dim, default_heads=4, default_head_dim=16)
     console = _stdout()
-    call_inputs, notes = demo.demo_call_inputs(parsed, seq, seed)
+    call_inputs, notes = showcase.demo_call_inputs(parsed, seq, seed)
     for note in notes:
         console.print(f"demo input  {escape(note)}")
-    visible = demo.visible_mask(parsed, demo.mask_inputs(h, seq, call_inputs))
-    written = [draw_mask(visible, out, title=demo.wrap_program(str(parsed), 60))]
+    visible = showcase.visible_mask(parsed, showcase.mask_inputs(h, seq, call_inputs))
+    written = [draw_mask(visible, out, title=showcase.wrap_program(str(parsed), 60))]
     if weights:
-        q, k, v = demo.random_qkv(h, kv, seq, d, seed)
+        q, k, v = showcase.random_qkv(h, kv, seq, d, seed)
         params = attnlab.init_params(parsed, h, d, seed=seed)
         with torch.no_grad():
             _, w = attnlab.attention(q, k, v, parsed, params=params, backend="reference",
                                      return_weights=True, **call_inputs)
-        panels, titles = demo.head_group_panels(w[0], kv)
+        panels, titles = showcase.head_group_panels(w[0], kv)
         if kv > len(titles):
             console.print(f"showing the first {len(titles)} of {kv} head groups")
         path = out.with_name(f"{out.stem}-weights.png")
         written.append(draw_weights(panels, path, titles=titles, mask=visible,
-                                    suptitle=f"{demo.wrap_program(str(parsed), 64)}\n"
+                                    suptitle=f"{showcase.wrap_program(str(parsed), 64)}\n"
                                              f"seq {seq}, seed {seed}"))
     for path in written:
         console.print(f"wrote {escape(str(path))}", soft_wrap=True)
@@ -377,14 +377,27 @@ def zoo_command(
     console.print(f"  canonical   {escape(str(entry.program))}", soft_wrap=True)
 
 
-@app.command("demo")
-def demo_command(
-    out: Annotated[Path, typer.Option(help="Folder for the pictures.")] = Path("out/demo"),
+@app.command("showcase")
+def showcase_command(
+    out: Annotated[Path, typer.Option(help="Folder for the pictures.")] = Path("out/showcase"),
     seq: Annotated[int, typer.Option(min=16, help="Sequence length for masks and the run.")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed for q, k, v.")] = 0,
 ) -> None:
-    """Explain, run and draw three showcase programs (what `make demo` runs)."""
-    demo.run_demo(out, _stdout(), seq=seq, seed=seed)
+    """Explain, run and draw three catalogue programs: longformer, bigbird, entmax-local."""
+    showcase.run_showcase(out, _stdout(), seq=seq, seed=seed)
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Folder for the runs and report.html.")] = Path(
+        "out/demo"),
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default "
+                                                     "sqlite:///runs/mlflow.db).")] = None,
+) -> None:
+    """Train MQAR with three programs side by side; write OUT/report.html (what `make demo` runs)."""
+    from attnlab.train.demo import run_demo
+
+    run_demo(out, _stdout(), tracking_uri=tracking_uri)
 
 
 if __name__ == "__main__":

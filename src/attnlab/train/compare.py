@@ -14,9 +14,11 @@ from attnlab.train.config import load_experiment
 from attnlab.train.run import train
 
 
-def compare(experiment: str | Path, programs: list[str], out: str | Path, *,
-            overrides: list[str] = (), console: Console | None = None) -> list[dict]:
-    """Train `experiment` once per program (runs under OUT/<slug>); returns the rows."""
+def compare(experiment: str | Path | dict, programs: list[str], out: str | Path, *,
+            overrides: list[str] = (), console: Console | None = None,
+            tracking_uri: str | None = None) -> list[dict]:
+    """Train `experiment` (a YAML file or its dict) once per program, each run under
+    OUT/<slug>; print a table, write OUT/compare.png and OUT/compare.json; return the rows."""
     console = console or Console(highlight=False)
     out = Path(out)
     rows = []
@@ -24,10 +26,10 @@ def compare(experiment: str | Path, programs: list[str], out: str | Path, *,
         canonical = str(parse(text))
         console.print(f"[bold]({i}/{len(programs)})[/] {canonical}")
         exp = load_experiment(experiment, [*overrides, f"attention={json.dumps(text)}"])
-        metrics = train(exp, out / _slug(canonical))
+        metrics = train(exp, out / _slug(canonical), tracking_uri=tracking_uri)
         rows.append({"program": canonical, **metrics})
     console.print(_table(rows))
-    chart = bar_chart(rows, out / "compare.png", title=f"{Path(experiment).stem}: test accuracy")
+    chart = bar_chart(rows, out / "compare.png", title=f"{exp.name}: test accuracy")
     (out / "compare.json").write_text(json.dumps(rows, indent=2))
     console.print(f"wrote {chart} and {out / 'compare.json'}")
     return rows

@@ -1,4 +1,4 @@
-"""The `attnlab demo` showcase, and the demo tensors and inputs the CLI feeds programs.
+"""The `attnlab showcase` (three catalogue programs run and drawn), and the demo tensors and inputs the CLI feeds programs.
 
 Everything here is seeded, so two runs print the same numbers (timings aside) and draw the
 same pictures.
@@ -104,7 +104,7 @@ def head_group_panels(weights: Tensor, kv_heads: int,
 
 
 @dataclass(frozen=True)
-class DemoProgram:
+class ShowcaseProgram:
     stem: str  # file names
     title: str
     program: Program
@@ -112,7 +112,7 @@ class DemoProgram:
 
 
 @dataclass(frozen=True)
-class DemoRun:
+class ShowcaseRun:
     """What running one program told us."""
 
     density: float
@@ -124,16 +124,16 @@ class DemoRun:
     max_error: float  # max |out - weights @ v|
 
 
-DEMO_PROGRAMS = ("longformer", "bigbird", "entmax-local")
+SHOWCASE_PROGRAMS = ("longformer", "bigbird", "entmax-local")
 
 
-def demo_programs() -> list[DemoProgram]:
-    return [DemoProgram(name, name, attnlab.zoo[name], attnlab.zoo.description(name))
-            for name in DEMO_PROGRAMS]
+def showcase_programs() -> list[ShowcaseProgram]:
+    return [ShowcaseProgram(name, name, attnlab.zoo[name], attnlab.zoo.description(name))
+            for name in SHOWCASE_PROGRAMS]
 
 
 def run_program(program: Program, *, seq: int, heads: int, head_dim: int, block: int,
-                seed: int) -> DemoRun:
+                seed: int) -> ShowcaseRun:
     """Mask facts, then one timed forward + backward pass on the reference backend."""
     inp = mask_inputs(heads, seq)
     if program.mask is None:
@@ -153,11 +153,11 @@ def run_program(program: Program, *, seq: int, heads: int, head_dim: int, block:
         visible = visible_mask(program, inp).expand_as(weights)
         inside = zeros[visible].float().mean().item() if visible.any() else 0.0
         error = (out - weights @ v).abs().max().item()
-    return DemoRun(density, skippable, tuple(out.shape), seconds, zeros.float().mean().item(),
+    return ShowcaseRun(density, skippable, tuple(out.shape), seconds, zeros.float().mean().item(),
                    inside, error)
 
 
-def draw_program(item: DemoProgram, out_dir: Path, *, seq: int, weights_seq: int, heads: int,
+def draw_program(item: ShowcaseProgram, out_dir: Path, *, seq: int, weights_seq: int, heads: int,
                  head_dim: int, seed: int) -> list[Path]:
     """`<stem>-mask.png` at seq and `<stem>-weights.png` at the small weights_seq."""
     from attnlab.inspect.pictures import draw_mask, draw_weights
@@ -178,13 +178,13 @@ def draw_program(item: DemoProgram, out_dir: Path, *, seq: int, weights_seq: int
     return [mask_path, weights_path]
 
 
-def run_demo(out_dir: Path, console: Console, *, seq: int = 1024, weights_seq: int = 64,
+def run_showcase(out_dir: Path, console: Console, *, seq: int = 1024, weights_seq: int = 64,
              heads: int = 4, head_dim: int = 32, block: int = 32, seed: int = 0) -> list[Path]:
     """Explain, run and draw the three showcase programs; return the files written."""
     from attnlab.inspect.pictures import draw_masks
 
-    items = demo_programs()
-    console.print(f"[bold]attnlab demo[/]: {len(items)} programs at seq {seq}, reference backend, "
+    items = showcase_programs()
+    console.print(f"[bold]attnlab showcase[/]: {len(items)} programs at seq {seq}, reference backend, "
                   f"B=1 H={heads} D={head_dim}, seed {seed}\n", soft_wrap=True)
     _warm_up()
     runs = []
@@ -214,14 +214,14 @@ def _warm_up() -> None:
     attnlab.attention(q, k, v, "scaled_dot ; causal ; softmax").sum().backward()
 
 
-def _print_brief(console: Console, item: DemoProgram, run: DemoRun, block: int) -> None:
+def _print_brief(console: Console, item: ShowcaseProgram, run: ShowcaseRun, block: int) -> None:
     console.print(f"[bold cyan]{escape(item.title)}[/]  {escape(item.description)}", soft_wrap=True)
     console.print(f"  {escape(str(item.program))}", soft_wrap=True, highlight=False)
     console.print(f"  mask density {run.density:.4f} · {run.skippable:.1%} of {block}×{block} "
                   f"blocks skippable\n")
 
 
-def _summary_table(items: list[DemoProgram], runs: list[DemoRun], seq: int) -> Table:
+def _summary_table(items: list[ShowcaseProgram], runs: list[ShowcaseRun], seq: int) -> Table:
     shape = "×".join(map(str, runs[0].out_shape))
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0),
                   title_justify="left", caption_justify="left",
