@@ -97,8 +97,9 @@ def test_demo_trains_each_program_and_writes_a_self_contained_report(tmp_path, t
 
     tiny = {**TINY, "train": {**TINY["train"], "epochs": 1}}
     programs = ("causal ; softmax", "causal & window(2) ; softmax", "linear(elu1) ; causal")
-    report = run_demo(tmp_path, Console(file=open(tmp_path / "log.txt", "w")),
-                      tracking_uri=tracking, experiment=tiny, programs=programs)
+    with open(tmp_path / "log.txt", "w") as log:
+        report = run_demo(tmp_path, Console(file=log), tracking_uri=tracking, experiment=tiny,
+                          programs=programs)
     page = report.read_text()
     for text in ("scaled_dot ; causal ; softmax", "scaled_dot ; causal &amp; window(2) ; softmax",
                  "linear(elu1) ; causal"):

@@ -1,4 +1,4 @@
-"""The `attnlab` command line: explain and draw attention programs, browse the zoo, run the showcase and the demo.
+"""The `attnlab` command line: explain and draw programs, browse the zoo, the showcase, the demo.
 
 attnlab's own errors print as one red `error:` message and exit 2; `--debug` shows the traceback.
 """

@@ -1,4 +1,5 @@
-"""The `attnlab showcase` (three catalogue programs run and drawn), and the demo tensors and inputs the CLI feeds programs.
+"""`attnlab showcase` (three catalogue programs run and drawn), and the demo tensors and
+inputs the CLI feeds programs.
 
 Everything here is seeded, so two runs print the same numbers (timings aside) and draw the
 same pictures.
