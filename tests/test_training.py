@@ -135,3 +135,32 @@ def test_a_classification_run_reports_the_majority_rate_beside_accuracy(tmp_path
 
 def model_kind(out) -> str:
     return type(attnlab.load(out)).__name__
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, tracking) -> None:
+    exp = load_experiment(TINY, ["train.precision=bf16", "train.epochs=1"])
+    metrics = attnlab.train.train(exp, tmp_path / "run", tracking_uri=tracking, progress=False)
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] == metrics["test_loss"]
+    state = torch.load(tmp_path / "run" / "best.ckpt", weights_only=False)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+
+def test_ddp_on_two_cpu_processes(tmp_path) -> None:
+    """`--devices 2`: Lightning launches a second process (gloo); each sees half the batches."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    exp = tmp_path / "tiny.yaml"
+    exp.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "epochs": 1}}))
+    attnlab_cli = Path(sys.executable).parent / "attnlab"
+    done = subprocess.run([str(attnlab_cli), "train", str(exp), "--devices", "2", "--out",
+                           str(tmp_path / "run"), "--tracking-uri",
+                           f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 4  # 256 examples, batch 32, two processes: 4 steps each
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr + done.stdout

@@ -7,6 +7,7 @@ best.ckpt, last.ckpt and metrics.json.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import warnings
@@ -28,11 +29,13 @@ from attnlab.train.module import TaskModule
 
 DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
 
-# Noise a person cannot act on: the run folder holds experiment.yaml on purpose, the
-# LitLogger advert, and a deprecation inside Lightning itself.
-for _message in (r"Checkpoint directory .* exists and is not empty", r".*litlogger.*",
+# Noise a person cannot act on: the run folder holds experiment.yaml on purpose, a
+# deprecation inside Lightning itself, and Lightning's advert for its cloud logger.
+for _message in (r"Checkpoint directory .* exists and is not empty",
                  r".*isinstance\(treespec, LeafSpec\).*"):
     warnings.filterwarnings("ignore", message=_message)
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage())
 
 
 @dataclass
@@ -122,8 +125,9 @@ def train(exp: Experiment | str | Path, out: str | Path | None = None, *, resume
                "steps": trainer.global_step, "seed": cfg.seed}
     if splits.test.kind == "classify":  # the bar a classifier must clear: always guess the mode
         metrics["test_majority_rate"] = max(splits.test.label_distribution().values())
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _log_run(logger, exp, out, metrics)
+    if trainer.is_global_zero:  # under DDP every process gets here; one writes and logs
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        _log_run(logger, exp, out, metrics)
     return metrics
 
 
