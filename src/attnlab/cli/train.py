@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -51,20 +52,27 @@ def runs_command(
     from attnlab.train.tracking import list_runs
 
     rows = list_runs(experiment, tracking_uri)
-    columns = ["experiment", "run", "program", "test_accuracy", "train_seconds", "params",
-               "started"]
+    columns = ["experiment", "run", "status", "program", "test_accuracy", "train_seconds",
+               "params", "started"]
     if csv:
         print(",".join(columns))
         for r in rows:
             print(",".join(_csv_cell(r.get(c)) for c in columns))
         return
     table = Table(title=f"{len(rows)} runs", title_justify="left")
+    headers = {"test_accuracy": "accuracy", "train_seconds": "seconds"}
     for c in columns:
-        table.add_column(c, justify="right" if c in ("test_accuracy", "train_seconds", "params")
-                         else "left")
+        if c == "program":  # what a person compares: it folds, never loses its end
+            table.add_column(c, overflow="fold", ratio=1, min_width=24)
+        else:
+            table.add_column(headers.get(c, c), no_wrap=True, justify="right" if c in (
+                "test_accuracy", "train_seconds", "params") else "left")
     for r in rows:
-        table.add_row(*(_fmt(r.get(c)) for c in columns))
-    Console(highlight=False).print(table)
+        cells = {**r, "status": "finished" if r["status"] == "FINISHED" else "unfinished",
+                 "started": r["started"][5:]}  # month-day hour:minute
+        table.add_row(*(_fmt(cells.get(c)) for c in columns))
+    # piped output is not squeezed to rich's 80-column default
+    Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
 
 
 COMPARE_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}

@@ -102,6 +102,7 @@ def train(exp: Experiment | str | Path, out: str | Path | None = None, *, resume
         es = cfg.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode))
     logger = _mlflow_logger(exp, tracking_uri)
+    _log_params(logger, exp)
     n_devices = devices or cfg.devices
     trainer = L.Trainer(**_validation_cadence(cfg, batches),
         max_epochs=cfg.epochs or -1, max_steps=cfg.steps or -1, accelerator="auto",
@@ -127,7 +128,7 @@ def train(exp: Experiment | str | Path, out: str | Path | None = None, *, resume
         metrics["test_majority_rate"] = max(splits.test.label_distribution().values())
     if trainer.is_global_zero:  # under DDP every process gets here; one writes and logs
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        _log_run(logger, exp, out, metrics)
+        _log_run(logger, out, metrics)
     return metrics
 
 
@@ -162,13 +163,18 @@ def _mlflow_logger(exp: Experiment, tracking_uri: str | None):
     return MLFlowLogger(experiment_name=exp.name, tracking_uri=uri, artifact_location=artifacts)
 
 
-def _log_run(logger, exp: Experiment, out: Path, metrics: dict) -> None:
-    """Parameters (the program's canonical string among them), the experiment file, finals."""
-    flat = {"program": metrics["program"], "seed": exp.train.seed, "task": exp.task.name,
-            **{f"task.{k}": v for k, v in exp.task.params.items()},
-            **{f"model.{k}": v for k, v in exp.model.model_dump().items()},
-            **{f"train.{k}": v for k, v in exp.train.model_dump().items()}}
-    logger.log_hyperparams(flat)
+def _log_params(logger, exp: Experiment) -> None:
+    """Every parameter, the program's canonical string among them: logged before training, so
+    an interrupted run still says what it was."""
+    logger.log_hyperparams({"program": _program_text(exp), "seed": exp.train.seed,
+                            "task": exp.task.name,
+                            **{f"task.{k}": v for k, v in exp.task.params.items()},
+                            **{f"model.{k}": v for k, v in exp.model.model_dump().items()},
+                            **{f"train.{k}": v for k, v in exp.train.model_dump().items()}})
+
+
+def _log_run(logger, out: Path, metrics: dict) -> None:
+    """The experiment file and the final metrics; the run is marked finished."""
     logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
     logger.experiment.log_artifact(logger.run_id, str(out / "experiment.yaml"))
     logger.experiment.log_artifact(logger.run_id, str(out / "metrics.json"))

@@ -6,7 +6,8 @@ from datetime import datetime
 
 
 def list_runs(experiment: str | None = None, tracking_uri: str | None = None) -> list[dict]:
-    """One dict per run: experiment, run, program, final metrics, start time; newest first."""
+    """One dict per run: experiment, run, status, program, final metrics, start time; newest
+    first. A run killed before it finished stays 'RUNNING' in MLflow."""
     import mlflow
 
     from attnlab.train.run import DEFAULT_TRACKING
@@ -20,7 +21,8 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
     for run in client.search_runs(list(experiments), order_by=["attributes.start_time DESC"]):
         m, p = run.data.metrics, run.data.params
         rows.append({"experiment": experiments[run.info.experiment_id],
-                     "run": run.info.run_id[:8], "program": p.get("program"),
+                     "run": run.info.run_id[:8], "status": run.info.status,
+                     "program": p.get("program"),
                      "test_accuracy": m.get("test_accuracy"),
                      "train_seconds": m.get("train_seconds"),
                      "params": int(m["params"]) if "params" in m else None,
