@@ -27,6 +27,7 @@ from attnlab.cli.train import (
     COMPARE_SETTINGS,
     compare_command,
     eval_command,
+    predict_command,
     runs_command,
     train_command,
 )
@@ -77,6 +78,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 app.command("eval")(eval_command)
+app.command("predict")(predict_command)
 app.command("runs")(runs_command)
 app.command("compare", context_settings=COMPARE_SETTINGS)(compare_command)
 

@@ -41,6 +41,25 @@ def eval_command(
     Console(highlight=False).print_json(json.dumps(evaluate(out, task=task)))
 
 
+def predict_command(
+    out: Annotated[Path, typer.Argument(help="A run's output folder (trained on real text).")],
+    texts: Annotated[list[str], typer.Argument(help="One or more texts to classify.")],
+) -> None:
+    """Classify texts with a trained run: each text's label and its probability."""
+    from attnlab.errors import InputError
+    from attnlab.train.run import load
+
+    model = load(out)
+    if not hasattr(model, "predict_proba"):
+        raise InputError(f"{out} was trained on a generated task, which has no text to read; "
+                         "predict needs a run on a real text data set (attnlab data list)")
+    probs = model.predict_proba(texts)
+    console = Console(highlight=False)
+    for text, row in zip(texts, probs, strict=True):
+        best = int(row.argmax())
+        console.print(f"{model.label_names[best]}\t{row[best]:.3f}\t{text}", soft_wrap=True)
+
+
 def runs_command(
     experiment: Annotated[str | None, typer.Option(help="Only runs of this experiment.")] = None,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -27,6 +27,7 @@ class TaskData:
     vocab_size: int
     num_classes: int | None = None
     pad_id: int | None = None
+    label_names: tuple[str, ...] | None = None  # class id → the data set's name for it
 
     def __post_init__(self) -> None:
         if self.kind not in ("lm", "classify"):
@@ -38,6 +39,10 @@ class TaskData:
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
+
+    def head(self, n: int) -> TaskData:
+        """The first n examples."""
+        return replace(self, inputs=self.inputs[:n], labels=self.labels[:n])
 
     def label_distribution(self) -> dict[int, float]:
         """Fraction of examples per class (classify), or of scored positions per target token (lm)."""

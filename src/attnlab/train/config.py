@@ -25,9 +25,12 @@ class TaskConfig(_Strict):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    train_examples: int = Field(10_000, ge=1)
-    val_examples: int = Field(1_000, ge=1)
-    test_examples: int = Field(1_000, ge=1)
+    # generated tasks: how many to generate (default 10,000 / 1,000 / 1,000); real data sets:
+    # the whole split unless a number caps it
+    train_examples: int | None = Field(None, ge=1)
+    val_examples: int | None = Field(None, ge=1)
+    test_examples: int | None = Field(None, ge=1)
+    positive: str | None = None  # classification: the class whose F1 is reported (test_f1)
 
 
 class ModelConfig(_Strict):

@@ -21,6 +21,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data import TaskData, make
+from attnlab.data.datasets import DATASETS
+from attnlab.data.text_tasks import TEXT_MAX_LEN, TextEncoder, text_task
 from attnlab.errors import SpecError
 from attnlab.spec.program import parse
 from attnlab.train.checkpoints import AtomicCheckpointIO
@@ -38,18 +40,32 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage())
 
 
+GENERATED_SIZES = {"train": 10_000, "val": 1_000, "test": 1_000}
+
+
 @dataclass
 class Splits:
     train: TaskData
     val: TaskData
     test: TaskData
+    encoder: TextEncoder | None = None  # real text: the tokenizer that made the token ids
 
 
 def load_splits(exp: Experiment) -> Splits:
-    t = exp.task
+    """The experiment's three splits: generated from the seed, or read from a real data set."""
+    t, seed = exp.task, exp.train.seed
     sizes = {"train": t.train_examples, "val": t.val_examples, "test": t.test_examples}
-    return Splits(**{s: make(t.name, s, num_examples=n, seed=exp.train.seed, **t.params)
-                     for s, n in sizes.items()})
+    if t.name not in DATASETS:
+        return Splits(**{s: make(t.name, s, num_examples=n or GENERATED_SIZES[s], seed=seed,
+                                 **t.params) for s, n in sizes.items()})
+    made = {s: text_task(t.name, s, seed=seed, **t.params) for s in sizes}
+    splits = Splits(**{s: data if sizes[s] is None else data.head(sizes[s])
+                       for s, (data, _) in made.items()}, encoder=made["train"][1])
+    names = splits.train.label_names
+    if t.positive is not None and t.positive not in names:
+        raise SpecError(f"task.positive: '{t.positive}' is not a label of {t.name}; its labels "
+                        f"are {', '.join(names)}")
+    return splits
 
 
 def build_model(exp: Experiment, data: TaskData) -> torch.nn.Module:
@@ -124,12 +140,28 @@ def train(exp: Experiment | str | Path, out: str | Path | None = None, *, resume
                "params": sum(p.numel() for p in model.parameters()),
                "program": _program_text(exp), "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seed": cfg.seed}
-    if splits.test.kind == "classify":  # the bar a classifier must clear: always guess the mode
-        metrics["test_majority_rate"] = max(splits.test.label_distribution().values())
+    if splits.test.kind == "classify":
+        metrics.update(_classification_scores(exp, model, splits.test))
+    if splits.encoder is not None:  # what predict() needs to read text: tokenizer, label names
+        splits.encoder.tokenizer.save(str(out / "tokenizer.json"))
+        (out / "labels.json").write_text(json.dumps(list(splits.train.label_names)))
     if trainer.is_global_zero:  # under DDP every process gets here; one writes and logs
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         _log_run(logger, out, metrics)
     return metrics
+
+
+def _classification_scores(exp: Experiment, model: torch.nn.Module, test: TaskData) -> dict:
+    """Majority rate (the bar: always guess the commonest class), macro F1, and the F1 of
+    `task.positive` as test_f1."""
+    from attnlab.train.predict import f1_scores, predictions
+
+    f1 = f1_scores(predictions(model, test, exp.train.batch_size), test.labels, test.num_classes)
+    scores = {"test_majority_rate": max(test.label_distribution().values()),
+              "test_macro_f1": sum(f1) / len(f1)}
+    if exp.task.positive is not None:
+        scores["test_f1"] = f1[test.label_names.index(exp.task.positive)]
+    return scores
 
 
 def _validation_cadence(cfg, batches: int) -> dict:
@@ -182,17 +214,39 @@ def _log_run(logger, out: Path, metrics: dict) -> None:
 
 
 def load(out: str | Path) -> torch.nn.Module:
-    """The trained model from an output folder, in eval mode (best checkpoint)."""
+    """The trained model from an output folder, in eval mode (best checkpoint). A model trained
+    on real text comes with its tokenizer: `model.predict(["some text"])` gives label names."""
     out = Path(out)
     if not (out / "experiment.yaml").exists():
         raise SpecError(f"{out} holds no trained run (no experiment.yaml)")
     exp = load_experiment(out / "experiment.yaml")
     ckpt = out / "best.ckpt" if (out / "best.ckpt").exists() else out / "last.ckpt"
-    data = make(exp.task.name, "val", num_examples=1, seed=exp.train.seed, **exp.task.params)
+    encoder = _saved_encoder(out, exp)
+    if encoder is None:
+        data = make(exp.task.name, "val", num_examples=1, seed=exp.train.seed, **exp.task.params)
+    else:  # the model's shape, without reading the data set again
+        names = tuple(json.loads((out / "labels.json").read_text()))
+        data = TaskData(torch.zeros(0, encoder.max_len, dtype=torch.long),
+                        torch.zeros(0, dtype=torch.long), kind="classify",
+                        vocab_size=encoder.vocab_size, num_classes=len(names), pad_id=0,
+                        label_names=names)
     model = build_model(exp, data)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    if encoder is not None:
+        from attnlab.train.predict import TextClassifier
+
+        model = TextClassifier(model, encoder, data.label_names)
     return model.eval()
+
+
+def _saved_encoder(out: Path, exp: Experiment) -> TextEncoder | None:
+    if not (out / "tokenizer.json").exists():
+        return None
+    from tokenizers import Tokenizer
+
+    max_len = exp.task.params.get("max_len", TEXT_MAX_LEN)
+    return TextEncoder(Tokenizer.from_file(str(out / "tokenizer.json")), max_len)
 
 
 def evaluate(out: str | Path, task: str | None = None) -> dict:
@@ -200,9 +254,11 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
     out = Path(out)
     model = load(out)
     exp = load_experiment(out / "experiment.yaml")
-    name = task or exp.task.name
-    data = make(name, "test", num_examples=exp.task.test_examples, seed=exp.train.seed,
-                **exp.task.params)
+    if task is not None and task != exp.task.name:
+        exp = exp.model_copy(update={"task": exp.task.model_copy(update={"name": task})})
+    data = load_splits(exp).test if exp.task.name in DATASETS else make(
+        exp.task.name, "test", num_examples=exp.task.test_examples or GENERATED_SIZES["test"],
+        seed=exp.train.seed, **exp.task.params)
     correct = scored = 0
     with torch.no_grad():
         for tokens, labels in _loader(data, exp.train.batch_size, False, exp.train.seed):
@@ -210,4 +266,4 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
             mask = labels != -100
             correct += int(((logits.argmax(-1) == labels) & mask).sum())
             scored += int(mask.sum())
-    return {"task": name, "test_accuracy": correct / max(scored, 1), "examples": len(data)}
+    return {"task": exp.task.name, "test_accuracy": correct / max(scored, 1), "examples": len(data)}
