@@ -33,9 +33,15 @@ class TaskData:
         if self.kind not in ("lm", "classify"):
             raise SpecError(f"TaskData.kind must be 'lm' or 'classify', not {self.kind!r}")
         expected = self.inputs.shape if self.kind == "lm" else self.inputs.shape[:1]
-        if self.inputs.dim() != 2 or self.labels.shape != expected:
-            raise SpecError(f"{self.kind} task needs inputs (N, L) and labels {tuple(expected)}, "
-                            f"got {tuple(self.inputs.shape)} and {tuple(self.labels.shape)}")
+        images = self.kind == "classify" and self.inputs.dim() == 4  # (N, C, H, W)
+        if (self.inputs.dim() != 2 and not images) or self.labels.shape != expected:
+            raise SpecError(f"{self.kind} task needs inputs (N, L) (or images (N, C, H, W) to "
+                            f"classify) and labels {tuple(expected)}, got "
+                            f"{tuple(self.inputs.shape)} and {tuple(self.labels.shape)}")
+
+    @property
+    def images(self) -> bool:
+        return self.inputs.dim() == 4
 
     def __len__(self) -> int:
         return self.inputs.shape[0]

@@ -35,13 +35,18 @@ def compare(experiment: str | Path | dict, programs: list[str], out: str | Path,
     return rows
 
 
+OPTIONAL = {"test_f1": "test f1", "test_macro_f1": "macro f1"}  # shown when the runs report them
+
+
 def _table(rows: list[dict]) -> Table:
+    extra = [k for k in OPTIONAL if all(k in r for r in rows)]
     table = Table(title="comparison", title_justify="left")
-    for column in ("program", "test accuracy", "train seconds", "params"):
+    for column in ("program", "test accuracy", *(OPTIONAL[k] for k in extra), "train seconds",
+                   "params"):
         table.add_column(column, justify="left" if column == "program" else "right")
     for r in rows:
-        table.add_row(r["program"], f"{r['test_accuracy']:.4f}", f"{r['train_seconds']:.0f}",
-                      f"{r['params']:,}")
+        table.add_row(r["program"], f"{r['test_accuracy']:.4f}", *(f"{r[k]:.4f}" for k in extra),
+                      f"{r['train_seconds']:.0f}", f"{r['params']:,}")
     return table
 
 

@@ -36,7 +36,7 @@ class TaskConfig(_Strict):
 class ModelConfig(_Strict):
     """Model size and shape; `kind` defaults to what the task needs."""
 
-    kind: Literal["decoder_lm", "encoder_classifier"] | None = None
+    kind: Literal["decoder_lm", "encoder_classifier", "vit"] | None = None
     d_model: int = Field(64, ge=1)
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
@@ -45,6 +45,7 @@ class ModelConfig(_Strict):
     max_len: int | None = Field(None, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     pooling: Literal["mean", "cls", "first"] = "mean"
+    patch_size: int = Field(4, ge=1)  # ViT: image patches of patch_size × patch_size pixels
 
 
 class EarlyStopping(_Strict):

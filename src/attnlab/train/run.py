@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data import TaskData, make
 from attnlab.data.datasets import DATASETS
+from attnlab.data.image_tasks import image_task
 from attnlab.data.text_tasks import TEXT_MAX_LEN, TextEncoder, text_task
 from attnlab.errors import SpecError
 from attnlab.spec.program import parse
@@ -58,7 +59,10 @@ def load_splits(exp: Experiment) -> Splits:
     if t.name not in DATASETS:
         return Splits(**{s: make(t.name, s, num_examples=n or GENERATED_SIZES[s], seed=seed,
                                  **t.params) for s, n in sizes.items()})
-    made = {s: text_task(t.name, s, seed=seed, **t.params) for s in sizes}
+    if DATASETS[t.name].kind == "image-classification":
+        made = {s: (image_task(t.name, s, seed=seed, **t.params), None) for s in sizes}
+    else:
+        made = {s: text_task(t.name, s, seed=seed, **t.params) for s in sizes}
     splits = Splits(**{s: data if sizes[s] is None else data.head(sizes[s])
                        for s, (data, _) in made.items()}, encoder=made["train"][1])
     names = splits.train.label_names
@@ -73,6 +77,17 @@ def build_model(exp: Experiment, data: TaskData) -> torch.nn.Module:
     from attnlab import models
 
     m = exp.model
+    if data.images or m.kind == "vit":
+        if not data.images or m.kind not in (None, "vit"):
+            raise SpecError(f"model.kind {m.kind} does not fit {exp.task.name}: images take "
+                            "'vit', token sequences 'decoder_lm' or 'encoder_classifier'")
+        _, channels, height, width = data.inputs.shape
+        if height != width:
+            raise SpecError(f"ViT takes square images; {exp.task.name} has {height}×{width}")
+        return models.ViT(height, m.patch_size, channels, data.num_classes, d_model=m.d_model,
+                          layers=m.layers, heads=m.heads, kv_heads=m.kv_heads,
+                          programs=exp.programs(), positions=m.positions, dropout=m.dropout,
+                          pooling="cls" if m.pooling == "cls" else "mean")
     kind = m.kind or ("decoder_lm" if data.kind == "lm" else "encoder_classifier")
     common = dict(d_model=m.d_model, layers=m.layers, heads=m.heads, kv_heads=m.kv_heads,
                   programs=exp.programs(), positions=m.positions, dropout=m.dropout,
@@ -92,7 +107,7 @@ def _loader(data: TaskData, batch: int, shuffle: bool, seed: int) -> DataLoader:
                       generator=gen)
 
 
-def train(exp: Experiment | str | Path, out: str | Path | None = None, *, resume: bool = False,
+def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *, resume: bool = False,
           tracking_uri: str | None = None, devices: int | None = None,
           progress: bool = True, overrides: list[str] = ()) -> dict:
     """Train one experiment; returns the metrics also written to OUT/metrics.json."""
@@ -222,7 +237,9 @@ def load(out: str | Path) -> torch.nn.Module:
     exp = load_experiment(out / "experiment.yaml")
     ckpt = out / "best.ckpt" if (out / "best.ckpt").exists() else out / "last.ckpt"
     encoder = _saved_encoder(out, exp)
-    if encoder is None:
+    if encoder is None and exp.task.name in DATASETS:  # real images: small, read them again
+        data = load_splits(exp).val
+    elif encoder is None:
         data = make(exp.task.name, "val", num_examples=1, seed=exp.train.seed, **exp.task.params)
     else:  # the model's shape, without reading the data set again
         names = tuple(json.loads((out / "labels.json").read_text()))
