@@ -66,6 +66,9 @@ def test_training_on_real_text_reports_f1_and_predicts_label_names(tmp_path) -> 
     assert {"test_f1", "test_macro_f1", "test_majority_rate"} <= set(metrics)
     assert 0 <= metrics["test_f1"] <= 1
     assert json.loads((out / "labels.json").read_text()) == ["ham", "spam"]
+    from attnlab.train.run import evaluate
+
+    assert evaluate(out)["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     model = attnlab.load(out)
     assert not model.training
     texts = ["WINNER!! Claim your free prize now, call 09061701461", "ok see you at home later"]
