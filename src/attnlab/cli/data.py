@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -25,9 +27,8 @@ from attnlab.data.datasets import (
     dataset,
     installed_location,
     read,
-    split,
 )
-from attnlab.data.datasets.base import missing_message
+from attnlab.data.datasets.base import DebianSource, missing_message, sha256
 from attnlab.errors import DataError
 
 data_app = typer.Typer(no_args_is_help=True, help="Real data sets, read from files that packages ship.")
@@ -58,13 +59,16 @@ def list_command() -> None:
 @data_app.command("get")
 def get_command(
     name: Annotated[str, typer.Argument(help="A data set from `attnlab data list`.")],
-    seed: Annotated[int, typer.Option(min=0, help="Seed for the 80/10/10 split shown.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the train/validation/test split shown.")] = 0,
 ) -> None:
     """Install a data set's source package if it is missing, check its files' sha256 and its counts,
     and summarise it: split sizes, labels per split, one example."""
     info = dataset(name)
     console = table_console()
-    folder = installed_location(info.source) or install(info, console)
+    folder = installed_location(info.source)
+    if folder is None:
+        debian = isinstance(info.source, DebianSource)
+        folder = install_deb(info, console) if debian else install(info, console)
     problems = checksum_problems(info, folder)
     if problems:
         raise DataError(f"{name}: the installed files are not the pinned version's; reinstall with "
@@ -78,8 +82,8 @@ def get_command(
     for file in info.source.files:
         console.print(f"         {escape(str(folder / file))}  [green]sha256 ok[/]", soft_wrap=True)
     console.print(f"counts   {info.size:,} examples, {len(info.labels)} labels: as expected")
-    splits = split(examples, seed)
-    console.print(label_table(splits, seed, order=list(info.labels)))
+    splits = info.split(examples, seed)
+    console.print(label_table(splits, seed, order=list(info.labels), rule=info.split_rule))
     console.print("example  " + describe_example(splits["train"][0]), soft_wrap=True)
 
 
@@ -96,11 +100,50 @@ def install(info: DatasetInfo, console: Console) -> Path:
     return folder
 
 
-def label_table(splits: dict[str, list[Example]], seed: int, order: list[str]) -> Table:
+def install_deb(info: DatasetInfo, console: Console) -> Path:
+    """Download the pinned Debian package, check its sha256 and extract it (no root) into attnlab's
+    cache; the folder holding the files."""
+    source = info.source
+    target = source.roots()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        command = ["apt-get", "download", source.requirement]
+        console.print(f"downloading {escape(source.requirement)}: {escape(' '.join(command))}",
+                      soft_wrap=True)
+        _run(command, cwd=tmp)
+        debs = list(Path(tmp).glob("*.deb"))
+        if len(debs) != 1:
+            raise DataError(f"`{' '.join(command)}` left {len(debs)} .deb files, expected 1")
+        if sha256(debs[0]) != source.deb_sha256:
+            raise DataError(f"{debs[0].name}: sha256 {sha256(debs[0])}, expected {source.deb_sha256}")
+        tree = Path(tmp) / "tree"
+        _run(["dpkg", "-x", str(debs[0]), str(tree)])
+        # moved into place only once complete, so an interrupted get leaves no half-extracted tree
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(tree, target)
+    console.print(f"extracted into {escape(str(target))}", soft_wrap=True)
+    folder = installed_location(source)
+    if folder is None:
+        raise DataError(missing_message(source, info.name))
+    return folder
+
+
+def _run(command: list[str], **options) -> None:
+    """Run a command; DataError naming it if it cannot start or fails."""
+    try:
+        done = subprocess.run(command, check=False, **options)
+    except FileNotFoundError as err:  # no apt-get or dpkg: not a Debian-based system
+        raise DataError(f"`{' '.join(command)}` cannot run: {err}") from err
+    if done.returncode != 0:
+        raise DataError(f"`{' '.join(command)}` failed with exit status {done.returncode}")
+
+
+def label_table(splits: dict[str, list[Example]], seed: int, order: list[str],
+                rule: str = "80/10/10") -> Table:
     """Examples per label in each split, labels in ``order`` (others after it), split sizes last."""
     counts = {name: Counter(ex["label"] for ex in examples) for name, examples in splits.items()}
     total = sum(counts.values(), Counter())
-    table = Table(title=f"splits (seed {seed}): 80/10/10", title_justify="left")
+    table = Table(title=f"splits (seed {seed}): {rule}", title_justify="left")
     table.add_column("label", style="bold")
     for name in SPLITS:
         table.add_column(name, justify="right")

