@@ -7,7 +7,7 @@ import torch
 
 import attnlab
 import attnlab.train
-from attnlab.data.image_tasks import image_task
+from attnlab.data.real_tasks import image_splits
 from attnlab.errors import SpecError
 from attnlab.train.config import load_experiment
 
@@ -17,7 +17,8 @@ DIGITS = {"name": "tiny-digits", "task": {"name": "digits"},
 
 
 def test_images_are_standardised_with_training_statistics() -> None:
-    train, test = (image_task("digits", s, seed=0) for s in ("train", "test"))
+    made = image_splits("digits", seed=0)
+    train, test = made["train"], made["test"]
     assert train.inputs.shape == (1437, 1, 8, 8) and test.inputs.shape == (180, 1, 8, 8)
     assert train.inputs.mean().abs() < 1e-4 and (train.inputs.std() - 1).abs() < 1e-3
     assert train.label_names == tuple(str(d) for d in range(10)) and train.num_classes == 10
@@ -38,7 +39,7 @@ def test_a_vit_trains_on_digits_and_loads(tmp_path) -> None:
     assert metrics["test_accuracy"] > metrics["test_majority_rate"]  # it learned something
     model = attnlab.load(out)
     assert type(model).__name__ == "ViT" and not model.training
-    assert model(image_task("digits", "test", seed=0).inputs[:5]).shape == (5, 10)
+    assert model(image_splits("digits", seed=0)["test"].inputs[:5]).shape == (5, 10)
 
 
 def test_a_text_model_kind_for_images_is_refused(tmp_path) -> None:

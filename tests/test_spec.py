@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 from hypothesis import given, settings
 
 import attnlab
@@ -162,3 +163,13 @@ def test_mods_may_be_written_as_strings() -> None:
         Program(mods="additive + alibi")
     with pytest.raises(SpecError, match="must be a mod, got the mask 'causal'"):
         Program(mods=["causal"])
+
+
+def test_visible_is_the_dense_mask_and_all_true_without_one() -> None:
+    from attnlab.spec import MaskInputs
+
+    inp = MaskInputs(2, 3, 5, 7)
+    assert attnlab.parse("softmax").visible(inp).shape == (1, 1, 5, 7)
+    assert attnlab.parse("softmax").visible(inp).all()
+    program = attnlab.parse("causal & window(2)")
+    assert torch.equal(program.visible(inp), program.mask.dense(inp))

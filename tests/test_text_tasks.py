@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import attnlab
 import attnlab.cli.app
 import attnlab.train
-from attnlab.data.text_tasks import text_task
+from attnlab.data.real_tasks import text_splits
 from attnlab.errors import SpecError
 from attnlab.train.config import load_experiment
 from attnlab.train.predict import f1_scores
@@ -32,7 +32,8 @@ SPAM = {"name": "tiny-spam",
 
 
 def test_text_splits_become_padded_ids_with_cls_first_and_named_labels(cache) -> None:
-    data, encoder = text_task("sms-spam", "test", seed=0, vocab_size=500, max_len=24)
+    splits, encoder = text_splits("sms-spam", seed=0, vocab_size=500, max_len=24)
+    data = splits["test"]
     full = attnlab.data.load("sms-spam", seed=0)["test"]
     assert data.inputs.shape == (len(full), 24) and data.kind == "classify"
     assert data.label_names == ("ham", "spam") and data.pad_id == 0
@@ -45,8 +46,8 @@ def test_text_splits_become_padded_ids_with_cls_first_and_named_labels(cache) ->
     # learned from the training split once, then read from the cache
     files = list((cache / "tokenizers").glob("sms-spam-500-*.json"))
     assert len(files) == 1
-    again, _ = text_task("sms-spam", "test", seed=0, vocab_size=500, max_len=24)
-    assert torch.equal(again.inputs, data.inputs)
+    again, _ = text_splits("sms-spam", seed=0, vocab_size=500, max_len=24)
+    assert torch.equal(again["test"].inputs, data.inputs)
 
 
 def test_f1_matches_scikit_learn() -> None:

@@ -69,10 +69,8 @@ def mask_inputs(heads: int, seq: int, call_inputs: dict[str, Tensor] | None = No
 
 
 def visible_mask(program: Program, inp: MaskInputs) -> Tensor:
-    """The (N, M) mask of batch row 0, head 0; all True when the program has no mask."""
-    if program.mask is None:
-        return torch.ones(inp.n, inp.m, dtype=torch.bool)
-    return program.mask.dense(inp)[0, 0]
+    """The (N, M) mask of batch row 0, head 0."""
+    return program.visible(inp)[0, 0]
 
 
 def wrap_program(text: str, width: int = 48) -> str:

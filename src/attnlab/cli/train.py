@@ -47,10 +47,11 @@ def predict_command(
 ) -> None:
     """Classify texts with a trained run: each text's label and its probability."""
     from attnlab.errors import InputError
+    from attnlab.train.predict import TextClassifier
     from attnlab.train.run import load
 
     model = load(out)
-    if not hasattr(model, "predict_proba"):
+    if not isinstance(model, TextClassifier):
         raise InputError(f"{out} was trained on a generated task, which has no text to read; "
                          "predict needs a run on a real text data set (attnlab data list)")
     probs = model.predict_proba(texts)

@@ -33,7 +33,7 @@ class TaskData:
         if self.kind not in ("lm", "classify"):
             raise SpecError(f"TaskData.kind must be 'lm' or 'classify', not {self.kind!r}")
         expected = self.inputs.shape if self.kind == "lm" else self.inputs.shape[:1]
-        images = self.kind == "classify" and self.inputs.dim() == 4  # (N, C, H, W)
+        images = self.kind == "classify" and self.images
         if (self.inputs.dim() != 2 and not images) or self.labels.shape != expected:
             raise SpecError(f"{self.kind} task needs inputs (N, L) (or images (N, C, H, W) to "
                             f"classify) and labels {tuple(expected)}, got "
@@ -41,6 +41,7 @@ class TaskData:
 
     @property
     def images(self) -> bool:
+        """Inputs are images (N, C, H, W), not token ids (N, L)."""
         return self.inputs.dim() == 4
 
     def __len__(self) -> int:

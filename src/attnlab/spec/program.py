@@ -10,13 +10,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import yaml
+from torch import Tensor
 
 from attnlab.errors import SpecError, did_you_mean
 from attnlab.spec.approximations import Approximation
 from attnlab.spec.base import Part, part_from_dict
 from attnlab.spec.layout import Dropout, Layout
-from attnlab.spec.masks import And, Mask, Not, Or
+from attnlab.spec.masks import And, Mask, MaskInputs, Not, Or
 from attnlab.spec.normalizers import Normalizer, Softmax
 from attnlab.spec.scores import ScaledDot, Score, ScoreMod
 from attnlab.spec.text import caret_error, parse_part, parse_sections
@@ -103,6 +105,13 @@ class Program:
         """Call-time inputs the program reads: bias, segments, key_padding, graph."""
         mask_needs = self.mask.requires() if self.mask is not None else frozenset()
         return mask_needs.union(*(m.needs for m in self.mods))
+
+    def visible(self, inp: MaskInputs) -> Tensor:
+        """Which keys each query may see, bool (B', H', N, M) with B', H' 1 where it does not
+        vary; all True when the program has no mask."""
+        if self.mask is None:
+            return torch.ones(1, 1, inp.n, inp.m, dtype=torch.bool, device=inp.device)
+        return self.mask.dense(inp)
 
     def replace(self, **changes: Any) -> Program:
         return dataclasses.replace(self, **changes)

@@ -55,7 +55,7 @@ def run_demo(out: str | Path, console: Console, *, tracking_uri: str | None = No
     seq = task["params"]["seq_len"]
     entries = []
     for row in rows:
-        visible = _visible(row["program"], seq)
+        visible = parse(row["program"]).visible(MaskInputs(1, 1, seq, seq))[0, 0]
         png = draw_mask(visible, out / f"mask-{len(entries) + 1}.png", title=row["program"])
         entries.append(ReportEntry(row["program"], row, png, visible.float().mean().item()))
     seconds = time.perf_counter() - started
@@ -69,16 +69,6 @@ def run_demo(out: str | Path, console: Console, *, tracking_uri: str | None = No
     console.print(f"\nfinished in {seconds:.0f} s · report: [bold]{escape(str(report))}[/]",
                   soft_wrap=True)
     return report
-
-
-def _visible(program: str, seq: int):
-    """The (seq, seq) mask a program applies to one sequence."""
-    import torch
-
-    mask = parse(program).mask
-    if mask is None:
-        return torch.ones(seq, seq, dtype=torch.bool)
-    return mask.dense(MaskInputs(1, 1, seq, seq))[0, 0]
 
 
 def _lede(experiment: dict, rows: list[dict]) -> str:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.base import TaskData
-from attnlab.data.text_tasks import TextEncoder
+from attnlab.data.real_tasks import TextEncoder
 
 
 class TextClassifier(nn.Module):

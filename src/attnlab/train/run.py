@@ -22,8 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data import TaskData, make
 from attnlab.data.datasets import DATASETS
-from attnlab.data.image_tasks import image_task
-from attnlab.data.text_tasks import TEXT_MAX_LEN, TextEncoder, text_task
+from attnlab.data.real_tasks import TEXT_MAX_LEN, TextEncoder, image_splits, text_splits
 from attnlab.errors import SpecError
 from attnlab.spec.program import parse
 from attnlab.train.checkpoints import AtomicCheckpointIO
@@ -60,11 +59,11 @@ def load_splits(exp: Experiment) -> Splits:
         return Splits(**{s: make(t.name, s, num_examples=n or GENERATED_SIZES[s], seed=seed,
                                  **t.params) for s, n in sizes.items()})
     if DATASETS[t.name].kind == "image-classification":
-        made = {s: (image_task(t.name, s, seed=seed, **t.params), None) for s in sizes}
+        made, encoder = image_splits(t.name, seed=seed, **t.params), None
     else:
-        made = {s: text_task(t.name, s, seed=seed, **t.params) for s in sizes}
+        made, encoder = text_splits(t.name, seed=seed, **t.params)
     splits = Splits(**{s: data if sizes[s] is None else data.head(sizes[s])
-                       for s, (data, _) in made.items()}, encoder=made["train"][1])
+                       for s, data in made.items()}, encoder=encoder)
     names = splits.train.label_names
     if t.positive is not None and t.positive not in names:
         raise SpecError(f"task.positive: '{t.positive}' is not a label of {t.name}; its labels "
@@ -157,10 +156,10 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
                "steps": trainer.global_step, "seed": cfg.seed}
     if splits.test.kind == "classify":
         metrics.update(_classification_scores(exp, model, splits.test))
-    if splits.encoder is not None:  # what predict() needs to read text: tokenizer, label names
-        splits.encoder.tokenizer.save(str(out / "tokenizer.json"))
-        (out / "labels.json").write_text(json.dumps(list(splits.train.label_names)))
     if trainer.is_global_zero:  # under DDP every process gets here; one writes and logs
+        if splits.encoder is not None:  # what predict() needs to read text
+            splits.encoder.tokenizer.save(str(out / "tokenizer.json"))
+            (out / "labels.json").write_text(json.dumps(list(splits.train.label_names)))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         _log_run(logger, out, metrics)
     return metrics
