@@ -42,23 +42,32 @@ def eval_command(
 
 
 def predict_command(
-    out: Annotated[Path, typer.Argument(help="A run's output folder (trained on real text).")],
-    texts: Annotated[list[str], typer.Argument(help="One or more texts to classify.")],
+    out: Annotated[Path, typer.Argument(help="A run's output folder (trained on a real data set).")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="Texts to classify or translate; for a recommender, a user's item ids, oldest first.")],
+    k: Annotated[int, typer.Option(min=1, help="Recommendations to list.")] = 10,
 ) -> None:
-    """Classify texts with a trained run: each text's label and its probability."""
+    """Run a trained model on new input: each text's label and its probability, each text's
+    translation, or the items to recommend after a history."""
     from attnlab.errors import InputError
-    from attnlab.train.predict import TextClassifier
+    from attnlab.train.predict import Recommender, TextClassifier, Translator
     from attnlab.train.run import load
 
     model = load(out)
-    if not isinstance(model, TextClassifier):
-        raise InputError(f"{out} was trained on a generated task, which has no text to read; "
-                         "predict needs a run on a real text data set (attnlab data list)")
-    probs = model.predict_proba(texts)
     console = Console(highlight=False)
-    for text, row in zip(texts, probs, strict=True):
-        best = int(row.argmax())
-        console.print(f"{model.label_names[best]}\t{row[best]:.3f}\t{text}", soft_wrap=True)
+    if isinstance(model, TextClassifier):
+        for text, row in zip(inputs, model.predict_proba(inputs), strict=True):
+            best = int(row.argmax())
+            console.print(f"{model.label_names[best]}\t{row[best]:.3f}\t{text}", soft_wrap=True)
+    elif isinstance(model, Translator):
+        for text, translation in zip(inputs, model.predict(inputs), strict=True):
+            console.print(f"{text}\n  → {translation}", soft_wrap=True)
+    elif isinstance(model, Recommender):
+        for rank, item in enumerate(model.recommend(inputs, k), 1):
+            console.print(f"{rank:>3}  {item}", soft_wrap=True)
+    else:
+        raise InputError(f"{out} was trained on a generated task, which has no text to read; "
+                         "predict needs a run on a real data set (attnlab data list)")
 
 
 def runs_command(
@@ -72,15 +81,15 @@ def runs_command(
     from attnlab.train.tracking import list_runs
 
     rows = list_runs(experiment, tracking_uri)
-    columns = ["experiment", "run", "status", "program", "test_accuracy", "train_seconds",
-               "params", "started"]
+    columns = ["experiment", "run", "status", "program", "score", "test_accuracy",
+               "train_seconds", "params", "started"]
     if csv:
         print(",".join(columns))
         for r in rows:
             print(",".join(_csv_cell(r.get(c)) for c in columns))
         return
     table = Table(title=f"{len(rows)} runs", title_justify="left")
-    headers = {"test_accuracy": "accuracy", "train_seconds": "seconds"}
+    headers = {"score": "main metric", "test_accuracy": "accuracy", "train_seconds": "seconds"}
     for c in columns:
         if c == "program":  # what a person compares: it folds, never loses its end
             table.add_column(c, overflow="fold", ratio=1, min_width=24)

@@ -10,6 +10,7 @@ from attnlab.errors import SpecError, did_you_mean
 
 IGNORE_INDEX = -100
 SPLITS = ("train", "val", "test")
+KINDS = ("lm", "classify", "translate", "rank")
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,10 @@ class TaskData:
     For ``kind == "lm"`` the labels are per position: ``labels[n, t]`` is what the model's output at
     position ``t`` (having seen ``inputs[n, :t + 1]``) is scored against, ``-100`` where nothing is.
     For ``kind == "classify"`` the labels are one class id per example.
+    For ``kind == "translate"`` inputs are source ids and labels the target ids, ``[BOS] … [EOS]``.
+    For ``kind == "rank"`` (next-item recommendation) labels are per position as for "lm"; with
+    ``candidates`` (N, C), an example is also scored by where its last position ranks the items
+    ``candidates[n]``, of which column 0 is the true next item.
     """
 
     inputs: torch.LongTensor
@@ -28,16 +33,23 @@ class TaskData:
     num_classes: int | None = None
     pad_id: int | None = None
     label_names: tuple[str, ...] | None = None  # class id → the data set's name for it
+    target_vocab_size: int | None = None  # translate: the target side's vocabulary
+    candidates: torch.LongTensor | None = None  # rank: items to rank per example, the true one first
 
     def __post_init__(self) -> None:
-        if self.kind not in ("lm", "classify"):
-            raise SpecError(f"TaskData.kind must be 'lm' or 'classify', not {self.kind!r}")
-        expected = self.inputs.shape if self.kind == "lm" else self.inputs.shape[:1]
+        if self.kind not in KINDS:
+            raise SpecError(f"TaskData.kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        n = self.inputs.shape[:1]
+        expected = {"classify": n, "translate": (*n, self.labels.shape[-1])}.get(
+            self.kind, self.inputs.shape)
         images = self.kind == "classify" and self.images
         if (self.inputs.dim() != 2 and not images) or self.labels.shape != expected:
             raise SpecError(f"{self.kind} task needs inputs (N, L) (or images (N, C, H, W) to "
                             f"classify) and labels {tuple(expected)}, got "
                             f"{tuple(self.inputs.shape)} and {tuple(self.labels.shape)}")
+        if self.candidates is not None and (self.kind != "rank" or self.candidates.shape[:1] != n):
+            raise SpecError(f"candidates {tuple(self.candidates.shape)} belong to a rank task "
+                            "with one row per example")
 
     @property
     def images(self) -> bool:
@@ -49,7 +61,8 @@ class TaskData:
 
     def head(self, n: int) -> TaskData:
         """The first n examples."""
-        return replace(self, inputs=self.inputs[:n], labels=self.labels[:n])
+        candidates = None if self.candidates is None else self.candidates[:n]
+        return replace(self, inputs=self.inputs[:n], labels=self.labels[:n], candidates=candidates)
 
     def label_distribution(self) -> dict[int, float]:
         """Fraction of examples per class (classify), or of scored positions per target token (lm)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +63,10 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return tok
 
 
-def cached_tokenizer(dataset: str, options: dict, seed: int, vocab_size: int, texts: list[str]):
-    """The tokenizer for (dataset, options, seed, vocab_size), trained once and kept on disk
-    (training it again would give the same file; the cache only saves the seconds)."""
+def stored_tokenizer(dataset: str, options: dict, seed: int, vocab_size: int, texts: list[str],
+                     make: Callable[[list[str], int], Any] = train_tokenizer):
+    """The tokenizer `make(texts, vocab_size)` for (dataset, options, seed, vocab_size), trained
+    once and kept on disk (training it again would give the same file; the cache saves the time)."""
     from tokenizers import Tokenizer
 
     key = json.dumps({"dataset": dataset, "options": options, "seed": seed, "vocab": vocab_size},
@@ -73,7 +75,7 @@ def cached_tokenizer(dataset: str, options: dict, seed: int, vocab_size: int, te
     path = cache_dir() / "tokenizers" / name
     if path.exists():
         return Tokenizer.from_file(str(path))
-    tok = train_tokenizer(texts, vocab_size)
+    tok = make(texts, vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     tok.save(str(partial))
@@ -84,9 +86,9 @@ def cached_tokenizer(dataset: str, options: dict, seed: int, vocab_size: int, te
 def text_splits(name: str, *, seed: int, vocab_size: int = TEXT_VOCAB, max_len: int = TEXT_MAX_LEN,
                 **options: Any) -> tuple[dict[str, TaskData], TextEncoder]:
     """train / val / test of a real text-classification set, and the encoder that made them."""
-    splits = _read(name, "text-classification", seed, options)
+    splits = read_splits(name, "text-classification", seed, options)
     texts = [ex["text"] for ex in splits["train"]]
-    encoder = TextEncoder(cached_tokenizer(name, options, seed, vocab_size, texts), max_len)
+    encoder = TextEncoder(stored_tokenizer(name, options, seed, vocab_size, texts), max_len)
     names, labels = _class_ids(name, splits)
     data = {s: TaskData(encoder([ex["text"] for ex in examples]), labels[s], kind="classify",
                         vocab_size=encoder.vocab_size, num_classes=len(names), pad_id=0,
@@ -97,7 +99,7 @@ def text_splits(name: str, *, seed: int, vocab_size: int = TEXT_VOCAB, max_len: 
 def image_splits(name: str, *, seed: int, **options: Any) -> dict[str, TaskData]:
     """train / val / test of a real image-classification set: inputs (N, 1, H, W) float32,
     standardised with the training split's mean and spread."""
-    splits = _read(name, "image-classification", seed, options)
+    splits = read_splits(name, "image-classification", seed, options)
     pixels = {s: np.stack([ex["image"] for ex in examples]).astype(np.float32)
               for s, examples in splits.items()}
     mean, std = float(pixels["train"].mean()), float(pixels["train"].std())
@@ -107,7 +109,7 @@ def image_splits(name: str, *, seed: int, **options: Any) -> dict[str, TaskData]
             for s, p in pixels.items()}
 
 
-def _read(name: str, kind: str, seed: int, options: dict) -> dict[str, list[Example]]:
+def read_splits(name: str, kind: str, seed: int, options: dict) -> dict[str, list[Example]]:
     """The data set's splits under our split names, once it is known to be of `kind`."""
     from attnlab.data.datasets import dataset, load
 

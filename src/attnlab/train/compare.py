@@ -1,4 +1,5 @@
-"""One experiment, several attention programs: a table and a bar chart of the main metric."""
+"""One experiment, several attention programs: a table and a bar chart of the main metric
+(accuracy; BLEU for translation; NDCG@10 for recommendation)."""
 
 from __future__ import annotations
 
@@ -29,42 +30,62 @@ def compare(experiment: str | Path | dict, programs: list[str], out: str | Path,
         metrics = train(exp, out / _slug(canonical), tracking_uri=tracking_uri)
         rows.append({"program": canonical, **metrics})
     console.print(_table(rows))
-    chart = bar_chart(rows, out / "compare.png", title=f"{exp.name}: test accuracy")
+    name, label = main_metric(rows[0])
+    chart = bar_chart(rows, out / "compare.png", title=f"{exp.name}: {label}", metric=name)
     (out / "compare.json").write_text(json.dumps(rows, indent=2))
     console.print(f"wrote {chart} and {out / 'compare.json'}")
     return rows
 
 
-OPTIONAL = {"test_f1": "test f1", "test_macro_f1": "macro f1"}  # shown when the runs report them
+# What a comparison shows, in this order, when every run reports it; the first of MAIN that a run
+# reports is its main metric (a translation's token accuracy is teacher-forced: BLEU says more).
+COLUMNS = {"test_bleu": "BLEU", "test_chrf": "chrF", "test_copy_bleu": "copy BLEU",
+           "test_copy_chrf": "copy chrF", "test_ndcg10": "NDCG@10", "test_hr10": "HR@10",
+           "test_popular_ndcg10": "popular NDCG@10", "test_popular_hr10": "popular HR@10",
+           "test_accuracy": "test accuracy", "test_f1": "test f1", "test_macro_f1": "macro f1",
+           "test_majority_rate": "majority"}
+MAIN = ("test_bleu", "test_ndcg10", "test_accuracy")
+PERCENT = ("test_bleu", "test_chrf", "test_copy_bleu", "test_copy_chrf")  # sacreBLEU's 0–100 scale
+
+
+def main_metric(metrics: dict) -> tuple[str, str]:
+    """The key of a run's main metric and its label."""
+    name = next(k for k in MAIN if k in metrics)
+    return name, COLUMNS[name]
 
 
 def _table(rows: list[dict]) -> Table:
-    extra = [k for k in OPTIONAL if all(k in r for r in rows)]
+    main = main_metric(rows[0])[0]
+    shown = [k for k in COLUMNS if all(k in r for r in rows)
+             and not (k == "test_accuracy" and main != k)]
     table = Table(title="comparison", title_justify="left")
-    for column in ("program", "test accuracy", *(OPTIONAL[k] for k in extra), "train seconds",
-                   "params"):
+    for column in ("program", *(COLUMNS[k] for k in shown), "train seconds", "params"):
         table.add_column(column, justify="left" if column == "program" else "right")
     for r in rows:
-        table.add_row(r["program"], f"{r['test_accuracy']:.4f}", *(f"{r[k]:.4f}" for k in extra),
+        table.add_row(r["program"], *(format_metric(k, r[k]) for k in shown),
                       f"{r['train_seconds']:.0f}", f"{r['params']:,}")
     return table
 
 
-def bar_chart(rows: list[dict], path: Path, *, title: str) -> Path:
-    """Test accuracy per program as a horizontal bar chart PNG."""
+def format_metric(name: str, value: float) -> str:
+    return f"{value:.2f}" if name in PERCENT else f"{value:.4f}"
+
+
+def bar_chart(rows: list[dict], path: Path, *, title: str, metric: str = "test_accuracy") -> Path:
+    """One metric per program as a horizontal bar chart PNG."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 0.6 * len(rows) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     labels = [r["program"] for r in rows]
-    values = [r["test_accuracy"] for r in rows]
+    values = [r[metric] for r in rows]
     bars = ax.barh(range(len(rows)), values, color="#3b6ea5")
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.05)
-    ax.set_xlabel("test accuracy")
+    ax.set_xlim(0, max(values) * 1.2 + 1 if metric in PERCENT else 1.05)  # room for the labels
+    ax.set_xlabel(COLUMNS[metric])
     ax.set_title(title)
-    ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=8)
+    ax.bar_label(bars, fmt="%.2f" if metric in PERCENT else "%.3f", padding=3, fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     return path

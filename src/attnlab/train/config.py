@@ -36,7 +36,7 @@ class TaskConfig(_Strict):
 class ModelConfig(_Strict):
     """Model size and shape; `kind` defaults to what the task needs."""
 
-    kind: Literal["decoder_lm", "encoder_classifier", "vit"] | None = None
+    kind: Literal["decoder_lm", "encoder_classifier", "vit", "seq2seq", "recommender"] | None = None
     d_model: int = Field(64, ge=1)
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
@@ -46,6 +46,14 @@ class ModelConfig(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     pooling: Literal["mean", "cls", "first"] = "mean"
     patch_size: int = Field(4, ge=1)  # ViT: image patches of patch_size × patch_size pixels
+
+
+class DecodeConfig(_Strict):
+    """How a translation run decodes its test split (and `predict`)."""
+
+    beam_size: int = Field(4, ge=1)  # 1 is greedy
+    length_penalty: float = Field(1.0, ge=0)
+    max_len: int | None = Field(None, ge=1)  # new tokens at most; default the task's max_len
 
 
 class EarlyStopping(_Strict):
@@ -85,19 +93,25 @@ class Experiment(_Strict):
     task: TaskConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     attention: Programs = "scaled_dot ; softmax"
+    # seq2seq only: the decoder's self-attention (default: `attention` with `causal` added to its
+    # mask, so one program is compared throughout) and the cross-attention (default softmax)
+    decoder_attention: Programs | None = None
+    cross_attention: Programs | None = None
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
     train: TrainConfig
 
-    @field_validator("attention")
+    @field_validator("attention", "decoder_attention", "cross_attention")
     @classmethod
-    def _programs_parse(cls, value: Programs) -> Programs:
-        for text in _program_texts(value):
-            parse(text)  # SpecError with a caret, re-raised by load_experiment with the key
+    def _programs_parse(cls, value: Programs | None) -> Programs | None:
+        for text in _program_texts(value) if value is not None else ():
+            parse(text)  # a SpecError (a ValueError) with a caret: pydantic names the key
         return value
 
-    def programs(self) -> Programs:
-        """The attention programs in the form the models take (tuples for head groups)."""
-        a = self.attention
-        if isinstance(a, str):
+    def programs(self, which: str = "attention") -> Programs | None:
+        """The programs of `which` (attention, decoder_attention, cross_attention) in the form
+        the models take (tuples for head groups)."""
+        a = getattr(self, which)
+        if a is None or isinstance(a, str):
             return a
         return [p if isinstance(p, str) else [tuple(g) for g in p] for p in a]
 
@@ -127,8 +141,6 @@ def load_experiment(source: str | Path | dict, overrides: list[str] = ()) -> Exp
         return Experiment.model_validate(data)
     except ValidationError as e:
         raise SpecError(explain_validation(e)) from None
-    except SpecError as e:
-        raise SpecError(f"attention: {e}") from None
 
 
 def apply_override(data: dict, item: str) -> None:

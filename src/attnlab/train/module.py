@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.train.config import TrainConfig
+from attnlab.train.scores import ranking_scores
 
 
 class TaskModule(L.LightningModule):
-    """Trains any attnlab model on an 'lm' task (per-token labels, −100 ignored) or a
-    'classify' task (one label per sequence)."""
+    """Trains any attnlab model on its kind of task (`TaskData.kind`): 'lm' and 'rank' (a target
+    per position, −100 ignored), 'classify' (one label per sequence) or 'translate' (source and
+    target ids, teacher-forced). Rank batches with candidates also log HR@10 and NDCG@10."""
 
     def __init__(self, model: nn.Module, kind: str, train: TrainConfig, total_steps: int) -> None:
         super().__init__()
@@ -24,15 +26,27 @@ class TaskModule(L.LightningModule):
     def forward(self, tokens: Tensor) -> Tensor:
         return self.model(tokens)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        tokens, labels = batch
+    def _logits(self, batch: tuple[Tensor, ...], stage: str) -> tuple[Tensor, Tensor]:
+        """Logits and the labels they are scored against, flattened to (N, classes) and (N,)."""
+        tokens, labels, *candidates = batch
+        if self.kind == "translate":
+            src, tgt = _trim(tokens), _trim(labels)  # padding every row has costs time, not loss
+            target = tgt[:, 1:].masked_fill(tgt[:, 1:] == 0, -100)
+            return self.model(src, tgt[:, :-1]).flatten(0, 1), target.flatten()
         if self.kind == "lm" and _selects(self.model):
             scored = labels != -100  # the vocabulary projection only where a target is
-            logits, labels = self.model(tokens, select=scored), labels[scored]
-        else:
-            logits = self.model(tokens)
-            if self.kind == "lm":
-                logits, labels = logits.flatten(0, 1), labels.flatten()
+            return self.model(tokens, select=scored), labels[scored]
+        logits = self.model(tokens)
+        if candidates:  # rank the held-out item among its candidates, at the last position
+            hit, ndcg = ranking_scores(logits[:, -1].gather(1, candidates[0]))
+            self.log(f"{stage}_hr10", hit.mean(), on_epoch=True, sync_dist=True)
+            self.log(f"{stage}_ndcg10", ndcg.mean(), prog_bar=True, on_epoch=True, sync_dist=True)
+        if self.kind == "classify":
+            return logits, labels
+        return logits.flatten(0, 1), labels.flatten()
+
+    def _step(self, batch: tuple[Tensor, ...], stage: str) -> Tensor:
+        logits, labels = self._logits(batch, stage)
         loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
         scored = labels != -100
         correct = (logits.argmax(-1) == labels) & scored
@@ -60,6 +74,12 @@ class TaskModule(L.LightningModule):
                                  {"params": keep, "weight_decay": 0.0}], lr=self.cfg.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(self.cfg, self.total_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _trim(ids: Tensor) -> Tensor:
+    """Right-padded ids without the trailing columns that are padding (0) in every row."""
+    used = ids.ne(0).any(0).nonzero()
+    return ids[:, : int(used.max()) + 1] if used.numel() else ids[:, :1]
 
 
 def _selects(model: nn.Module) -> bool:

@@ -22,12 +22,16 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data import TaskData, make
 from attnlab.data.datasets import DATASETS
-from attnlab.data.real_tasks import TEXT_MAX_LEN, TextEncoder, image_splits, text_splits
+from attnlab.data.real_tasks import TextEncoder, image_splits, text_splits
+from attnlab.data.recommendation import ItemIndex, recommendation_splits
+from attnlab.data.translation import TranslationEncoder, translation_splits
 from attnlab.errors import SpecError
+from attnlab.spec.masks import Causal
 from attnlab.spec.program import parse
 from attnlab.train.checkpoints import AtomicCheckpointIO
 from attnlab.train.config import Experiment, load_experiment
 from attnlab.train.module import TaskModule
+from attnlab.train.predict import ReadsRealData, load_encoder, save_encoder, wrap
 
 DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
 
@@ -48,7 +52,9 @@ class Splits:
     train: TaskData
     val: TaskData
     test: TaskData
-    encoder: TextEncoder | None = None  # real text: the tokenizer that made the token ids
+    # real data: what made the ids (a tokenizer, or the item catalogue), saved with the run
+    encoder: TextEncoder | TranslationEncoder | ItemIndex | None = None
+    test_examples: list[dict] | None = None  # translation: the test pairs, BLEU's references
 
 
 def load_splits(exp: Experiment) -> Splits:
@@ -58,21 +64,33 @@ def load_splits(exp: Experiment) -> Splits:
     if t.name not in DATASETS:
         return Splits(**{s: make(t.name, s, num_examples=n or GENERATED_SIZES[s], seed=seed,
                                  **t.params) for s, n in sizes.items()})
-    if DATASETS[t.name].kind == "image-classification":
+    kind, examples = DATASETS[t.name].kind, None
+    if kind == "image-classification":
         made, encoder = image_splits(t.name, seed=seed, **t.params), None
+    elif kind == "translation":
+        made, encoder, examples = translation_splits(t.name, seed=seed, **t.params)
+        examples = examples["test"][: sizes["test"]]
+    elif kind == "recommendation":
+        made, encoder = recommendation_splits(t.name, seed=seed, **t.params)
     else:
         made, encoder = text_splits(t.name, seed=seed, **t.params)
     splits = Splits(**{s: data if sizes[s] is None else data.head(sizes[s])
-                       for s, data in made.items()}, encoder=encoder)
-    names = splits.train.label_names
+                       for s, data in made.items()}, encoder=encoder, test_examples=examples)
+    names = splits.train.label_names or ()
     if t.positive is not None and t.positive not in names:
         raise SpecError(f"task.positive: '{t.positive}' is not a label of {t.name}; its labels "
                         f"are {', '.join(names)}")
     return splits
 
 
+DEFAULT_MODELS = {"lm": "decoder_lm", "classify": "encoder_classifier", "translate": "seq2seq",
+                  "rank": "recommender"}
+FITS = {"decoder_lm": ("lm",), "encoder_classifier": ("classify",), "seq2seq": ("translate",),
+        "recommender": ("rank", "lm")}
+
+
 def build_model(exp: Experiment, data: TaskData) -> torch.nn.Module:
-    """The model the task needs (decoder LM for 'lm' tasks, classifier otherwise)."""
+    """The model the task needs: `model.kind`, by default the one for the task's kind."""
     from attnlab import models
 
     m = exp.model
@@ -87,23 +105,75 @@ def build_model(exp: Experiment, data: TaskData) -> torch.nn.Module:
                           layers=m.layers, heads=m.heads, kv_heads=m.kv_heads,
                           programs=exp.programs(), positions=m.positions, dropout=m.dropout,
                           pooling="cls" if m.pooling == "cls" else "mean")
-    kind = m.kind or ("decoder_lm" if data.kind == "lm" else "encoder_classifier")
-    common = dict(d_model=m.d_model, layers=m.layers, heads=m.heads, kv_heads=m.kv_heads,
-                  programs=exp.programs(), positions=m.positions, dropout=m.dropout,
-                  max_len=m.max_len or data.inputs.shape[1])
+    kind = m.kind or DEFAULT_MODELS[data.kind]
+    if data.kind not in FITS[kind]:
+        takes = " or ".join(k for k, fits in FITS.items() if data.kind in fits)
+        raise SpecError(f"model.kind {kind} does not fit {exp.task.name}, a '{data.kind}' task; "
+                        f"it takes model.kind {takes}")
+    max_len = m.max_len or data.inputs.shape[1]
+    shape = dict(d_model=m.d_model, layers=m.layers, heads=m.heads, positions=m.positions,
+                 dropout=m.dropout, max_len=max_len)
+    if kind == "seq2seq":
+        return models.Seq2Seq(data.vocab_size, data.target_vocab_size, pad_id=data.pad_id,
+                              encoder_programs=exp.programs(),
+                              decoder_programs=exp.programs("decoder_attention")
+                              or with_causal(exp.programs()),
+                              cross_programs=exp.programs("cross_attention") or "scaled_dot ; softmax",
+                              **shape)
+    if kind == "recommender":
+        return models.SequentialRecommender(data.vocab_size - 1, programs=exp.programs(), **shape)
+    common = dict(kv_heads=m.kv_heads, programs=exp.programs(), **shape)
     if kind == "decoder_lm":
         return models.DecoderLM(data.vocab_size, **common)
-    if data.num_classes is None:
-        raise SpecError(f"model.kind {kind} needs a classification task; '{exp.task.name}' "
-                        "gives per-token labels")
     return models.EncoderClassifier(data.vocab_size, data.num_classes, pooling=m.pooling,
                                     pad_id=data.pad_id, **common)
 
 
+def with_causal(programs):
+    """The same programs with `causal` added to each mask: the encoder's attention, made fit for
+    a decoder (head groups keep their sizes)."""
+    if isinstance(programs, str):
+        program = parse(programs)
+        mask = program.mask
+        return str(program.replace(mask=Causal() if mask is None else mask & Causal()))
+    return [with_causal(p) if isinstance(p, str) else [(with_causal(t), h) for t, h in p]
+            for p in programs]
+
+
 def _loader(data: TaskData, batch: int, shuffle: bool, seed: int) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(data.inputs, data.labels), batch_size=batch, shuffle=shuffle,
-                      generator=gen)
+    extra = () if data.candidates is None else (data.candidates,)
+    dataset = TensorDataset(data.inputs, data.labels, *extra)
+    if data.kind == "translate" and shuffle:  # batches of like lengths: little time on padding
+        lengths = data.inputs.ne(0).sum(-1) + data.labels.ne(0).sum(-1)
+        return DataLoader(dataset, batch_sampler=LengthBatches(lengths, batch, gen))
+    return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=gen)
+
+
+class LengthBatches(torch.utils.data.Sampler):
+    """Random batches of examples of similar length: shuffle, sort each pool of 50 batches by
+    length, cut it into batches, and shuffle the batches (a new order every epoch)."""
+
+    POOL = 50
+
+    def __init__(self, lengths: torch.Tensor, batch: int, generator: torch.Generator) -> None:
+        self.lengths, self.batch, self.generator = lengths, batch, generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        batches = []
+        for pool in order.split(self.batch * self.POOL):
+            pool = pool[self.lengths[pool].argsort(stable=True)]
+            batches += pool.split(self.batch)
+        for i in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[i].tolist()
+
+
+# The validation score the best checkpoint is chosen by (accuracy unless said here)
+MONITOR = {"rank": "val_ndcg10"}
 
 
 def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *, resume: bool = False,
@@ -125,7 +195,8 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
     batches = math.ceil(len(splits.train) / cfg.batch_size)
     total = cfg.steps or (cfg.epochs * math.ceil(batches / cfg.accumulate))
     module = TaskModule(model, splits.train.kind, cfg, total)
-    best = ModelCheckpoint(dirpath=out, filename="best", monitor="val_accuracy", mode="max",
+    monitor = MONITOR.get(splits.train.kind, "val_accuracy")
+    best = ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode="max",
                            save_last=True, enable_version_counter=False)
     callbacks = [best]
     if cfg.early_stopping:
@@ -141,6 +212,7 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
         accumulate_grad_batches=cfg.accumulate, gradient_clip_val=cfg.clip,
         callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
+        log_every_n_steps=min(50, batches),
         num_sanity_val_steps=0)
     started = time.perf_counter()
     trainer.fit(module, _loader(splits.train, cfg.batch_size, True, cfg.seed),
@@ -154,28 +226,32 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
                "params": sum(p.numel() for p in model.parameters()),
                "program": _program_text(exp), "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seed": cfg.seed}
-    if splits.test.kind == "classify":
-        metrics.update(_classification_scores(exp, model, splits.test))
+    metrics.update(_task_scores(exp, module.model, splits, progress))
     if trainer.is_global_zero:  # under DDP every process gets here; one writes and logs
-        if splits.encoder is not None:  # what predict() needs to read text
-            splits.encoder.tokenizer.save(str(out / "tokenizer.json"))
-            (out / "labels.json").write_text(json.dumps(list(splits.train.label_names)))
+        if splits.encoder is not None:  # what load() and predict() need to read real data
+            save_encoder(splits.encoder, out, splits.train.label_names)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         _log_run(logger, out, metrics)
     return metrics
 
 
-def _classification_scores(exp: Experiment, model: torch.nn.Module, test: TaskData) -> dict:
-    """Majority rate (the bar: always guess the commonest class), macro F1, and the F1 of
-    `task.positive` as test_f1."""
-    from attnlab.train.predict import f1_scores, predictions
+def _task_scores(exp: Experiment, model: torch.nn.Module, splits: Splits, progress: bool) -> dict:
+    """What the task's kind reports beyond accuracy, each beside its baseline."""
+    from attnlab.train import scores
 
-    f1 = f1_scores(predictions(model, test, exp.train.batch_size), test.labels, test.num_classes)
-    scores = {"test_majority_rate": max(test.label_distribution().values()),
-              "test_macro_f1": sum(f1) / len(f1)}
-    if exp.task.positive is not None:
-        scores["test_f1"] = f1[test.label_names.index(exp.task.positive)]
-    return scores
+    test, batch = splits.test, exp.train.batch_size
+    if test.kind == "classify":
+        return scores.classification_scores(model, test, batch, exp.task.positive)
+    if test.kind == "rank" and test.candidates is not None:
+        return {**scores.model_ranking_scores(model, test, batch),
+                **scores.popularity_scores(splits.encoder.popularity, test)}
+    if test.kind == "translate":
+        from attnlab.train.predict import Translator
+
+        translator = Translator(model, splits.encoder, exp.decode).eval()
+        outputs = translator.translate_ids(test.inputs, progress=progress)
+        return scores.translation_scores(outputs, splits.test_examples)
+    return {}
 
 
 def _validation_cadence(cfg, batches: int) -> dict:
@@ -235,51 +311,44 @@ def load(out: str | Path) -> torch.nn.Module:
         raise SpecError(f"{out} holds no trained run (no experiment.yaml)")
     exp = load_experiment(out / "experiment.yaml")
     ckpt = out / "best.ckpt" if (out / "best.ckpt").exists() else out / "last.ckpt"
-    encoder = _saved_encoder(out, exp)
-    if encoder is None and exp.task.name in DATASETS:  # real images: small, read them again
+    saved = load_encoder(out, exp)
+    if saved is None and exp.task.name in DATASETS:  # real images: small, read them again
         data = load_splits(exp).val
-    elif encoder is None:
+    elif saved is None:
         data = make(exp.task.name, "val", num_examples=1, seed=exp.train.seed, **exp.task.params)
     else:  # the model's shape, without reading the data set again
-        names = tuple(json.loads((out / "labels.json").read_text()))
-        data = TaskData(torch.zeros(0, encoder.max_len, dtype=torch.long),
-                        torch.zeros(0, dtype=torch.long), kind="classify",
-                        vocab_size=encoder.vocab_size, num_classes=len(names), pad_id=0,
-                        label_names=names)
+        encoder, data = saved
     model = build_model(exp, data)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    if encoder is not None:
-        from attnlab.train.predict import TextClassifier
-
-        model = TextClassifier(model, encoder, data.label_names)
+    if saved is not None:
+        model = wrap(model, encoder, data, exp)
     return model.eval()
 
 
-def _saved_encoder(out: Path, exp: Experiment) -> TextEncoder | None:
-    if not (out / "tokenizer.json").exists():
-        return None
-    from tokenizers import Tokenizer
-
-    max_len = exp.task.params.get("max_len", TEXT_MAX_LEN)
-    return TextEncoder(Tokenizer.from_file(str(out / "tokenizer.json")), max_len)
-
-
 def evaluate(out: str | Path, task: str | None = None) -> dict:
-    """Test accuracy of a trained run, on its own task's test split or on `task`'s."""
+    """Test scores of a trained run, on its own task's test split or on `task`'s: accuracy, and
+    for real data sets what training reported beside it (F1, BLEU, HR@10, …)."""
     out = Path(out)
     model = load(out)
+    model = model.model if isinstance(model, ReadsRealData) else model  # scored on ids
     exp = load_experiment(out / "experiment.yaml")
     if task is not None and task != exp.task.name:
         exp = exp.model_copy(update={"task": exp.task.model_copy(update={"name": task})})
-    data = load_splits(exp).test if exp.task.name in DATASETS else make(
+    splits = load_splits(exp) if exp.task.name in DATASETS else None
+    data = splits.test if splits else make(
         exp.task.name, "test", num_examples=exp.task.test_examples or GENERATED_SIZES["test"],
         seed=exp.train.seed, **exp.task.params)
-    correct = scored = 0
-    with torch.no_grad():
-        for tokens, labels in _loader(data, exp.train.batch_size, False, exp.train.seed):
-            logits = model(tokens)
-            mask = labels != -100
-            correct += int(((logits.argmax(-1) == labels) & mask).sum())
-            scored += int(mask.sum())
-    return {"task": exp.task.name, "test_accuracy": correct / max(scored, 1), "examples": len(data)}
+    result = {"task": exp.task.name, "examples": len(data)}
+    if data.kind in ("lm", "classify"):
+        correct = scored = 0
+        with torch.no_grad():
+            for tokens, labels in _loader(data, exp.train.batch_size, False, exp.train.seed):
+                logits = model(tokens)
+                mask = labels != -100
+                correct += int(((logits.argmax(-1) == labels) & mask).sum())
+                scored += int(mask.sum())
+        result["test_accuracy"] = correct / max(scored, 1)
+    if splits is not None:
+        result.update(_task_scores(exp, model, splits, progress=False))
+    return result

@@ -24,8 +24,17 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
                      "run": run.info.run_id[:8], "status": run.info.status,
                      "program": p.get("program"),
                      "test_accuracy": m.get("test_accuracy"),
+                     "score": _main_score(m),
                      "train_seconds": m.get("train_seconds"),
                      "params": int(m["params"]) if "params" in m else None,
                      "started": datetime.fromtimestamp(run.info.start_time / 1000).strftime(
                          "%Y-%m-%d %H:%M")})
     return rows
+
+
+def _main_score(metrics: dict) -> str | None:
+    """A run's main metric as 'BLEU 12.34' (None for a run that never finished)."""
+    from attnlab.train.compare import COLUMNS, MAIN, format_metric
+
+    name = next((k for k in MAIN if k in metrics), None)
+    return None if name is None else f"{COLUMNS[name]} {format_metric(name, metrics[name])}"
