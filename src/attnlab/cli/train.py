@@ -63,11 +63,28 @@ def predict_command(
         for text, translation in zip(inputs, model.predict(inputs), strict=True):
             console.print(f"{text}\n  → {translation}", soft_wrap=True)
     elif isinstance(model, Recommender):
+        titles = _item_titles(out)
         for rank, item in enumerate(model.recommend(inputs, k), 1):
-            console.print(f"{rank:>3}  {item}", soft_wrap=True)
+            console.print(f"{rank:>3}  {item:>6}  {titles.get(item, '')}".rstrip(), soft_wrap=True)
     else:
         raise InputError(f"{out} was trained on a generated task, which has no text to read; "
                          "predict needs a run on a real data set (attnlab data list)")
+
+
+def _item_titles(out: Path) -> dict[str, str]:
+    """Item id → title for a recommender's data set, when the set has titles and they are here."""
+    from attnlab.data.datasets import DATASETS
+    from attnlab.data.datasets.base import location
+    from attnlab.errors import DataError
+    from attnlab.train.config import load_experiment
+
+    info = DATASETS.get(load_experiment(out / "experiment.yaml").task.name)
+    if info is None or info.titles is None:
+        return {}
+    try:
+        return info.titles(location(info.source, None, info.name))
+    except DataError:  # the model still recommends; only the names are missing
+        return {}
 
 
 def runs_command(
