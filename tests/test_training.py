@@ -44,6 +44,7 @@ def test_train_writes_metrics_and_loads(tmp_path, tracking) -> None:
     rows = list_runs("tiny-mqar", tracking)
     assert len(rows) == 1 and rows[0]["program"] == metrics["program"]
     assert rows[0]["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert rows[0]["score"] == f"test accuracy {metrics['test_accuracy']:.4f}"
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, tracking) -> None:
@@ -164,3 +165,28 @@ def test_ddp_on_two_cpu_processes(tmp_path) -> None:
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 4  # 256 examples, batch 32, two processes: 4 steps each
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr + done.stdout
+
+
+def test_a_comparison_shows_each_kind_of_task_by_its_main_metric(tmp_path) -> None:
+    from rich.console import Console
+
+    from attnlab.train.compare import _table, bar_chart, main_metric
+
+    base = {"program": "scaled_dot ; softmax", "train_seconds": 12.0, "params": 1000,
+            "test_accuracy": 0.41}
+    translation = {**base, "test_bleu": 12.345, "test_chrf": 40.1, "test_copy_bleu": 0.4,
+                   "test_copy_chrf": 18.6}
+    ranking = {**base, "test_ndcg10": 0.4374, "test_hr10": 0.7116, "test_popular_ndcg10": 0.2236,
+               "test_popular_hr10": 0.3913}
+    assert main_metric(translation) == ("test_bleu", "BLEU")
+    assert main_metric(ranking) == ("test_ndcg10", "NDCG@10")
+    assert main_metric(base) == ("test_accuracy", "test accuracy")
+    console = Console(width=200, record=True)
+    console.print(_table([translation]))
+    console.print(_table([ranking]))
+    text = console.export_text()
+    assert "BLEU" in text and "12.35" in text and "copy chrF" in text and "18.60" in text
+    assert "NDCG@10" in text and "0.4374" in text and "popular HR@10" in text
+    assert "test accuracy" not in text  # a translation's token accuracy is not what it is judged by
+    chart = bar_chart([translation], tmp_path / "c.png", title="t", metric="test_bleu")
+    assert chart.read_bytes()[:4] == b"\x89PNG"

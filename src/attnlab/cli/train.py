@@ -35,7 +35,8 @@ def eval_command(
     task: Annotated[str | None, typer.Option(help="Evaluate on another task's test split "
                                              "(same parameters).")] = None,
 ) -> None:
-    """Accuracy of a trained run on its test split (or another task's)."""
+    """Test scores of a trained run on its test split (or another task's): accuracy, and F1,
+    BLEU or HR@10 where the task reports them."""
     from attnlab.train.run import evaluate
 
     Console(highlight=False).print_json(json.dumps(evaluate(out, task=task)))
