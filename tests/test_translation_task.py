@@ -16,8 +16,9 @@ from attnlab.data.translation import translation_splits
 from attnlab.errors import SpecError
 from attnlab.models import Seq2Seq
 from attnlab.train.config import load_experiment
+from attnlab.train.loaders import LengthBatches
 from attnlab.train.predict import Translator
-from attnlab.train.run import LengthBatches, build_model, evaluate, with_causal
+from attnlab.train.run import build_model, evaluate, with_causal
 from attnlab.train.scores import translation_scores
 
 TINY = {"name": "tiny-translate",

@@ -18,7 +18,6 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data import TaskData, make
 from attnlab.data.datasets import DATASETS
@@ -30,6 +29,7 @@ from attnlab.spec.masks import Causal
 from attnlab.spec.program import parse
 from attnlab.train.checkpoints import AtomicCheckpointIO
 from attnlab.train.config import Experiment, load_experiment
+from attnlab.train.loaders import loader
 from attnlab.train.module import TaskModule
 from attnlab.train.predict import ReadsRealData, load_encoder, save_encoder, wrap
 
@@ -140,38 +140,6 @@ def with_causal(programs):
             for p in programs]
 
 
-def _loader(data: TaskData, batch: int, shuffle: bool, seed: int) -> DataLoader:
-    gen = torch.Generator().manual_seed(seed)
-    extra = () if data.candidates is None else (data.candidates,)
-    dataset = TensorDataset(data.inputs, data.labels, *extra)
-    if data.kind == "translate" and shuffle:  # batches of like lengths: little time on padding
-        lengths = data.inputs.ne(0).sum(-1) + data.labels.ne(0).sum(-1)
-        return DataLoader(dataset, batch_sampler=LengthBatches(lengths, batch, gen))
-    return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=gen)
-
-
-class LengthBatches(torch.utils.data.Sampler):
-    """Random batches of examples of similar length: shuffle, sort each pool of 50 batches by
-    length, cut it into batches, and shuffle the batches (a new order every epoch)."""
-
-    POOL = 50
-
-    def __init__(self, lengths: torch.Tensor, batch: int, generator: torch.Generator) -> None:
-        self.lengths, self.batch, self.generator = lengths, batch, generator
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch)
-
-    def __iter__(self):
-        order = torch.randperm(len(self.lengths), generator=self.generator)
-        batches = []
-        for pool in order.split(self.batch * self.POOL):
-            pool = pool[self.lengths[pool].argsort(stable=True)]
-            batches += pool.split(self.batch)
-        for i in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[i].tolist()
-
-
 # The validation score the best checkpoint is chosen by (accuracy unless said here)
 MONITOR = {"rank": "val_ndcg10"}
 
@@ -215,11 +183,11 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
         log_every_n_steps=min(50, batches),
         num_sanity_val_steps=0)
     started = time.perf_counter()
-    trainer.fit(module, _loader(splits.train, cfg.batch_size, True, cfg.seed),
-                _loader(splits.val, cfg.batch_size, False, cfg.seed),
+    trainer.fit(module, loader(splits.train, cfg.batch_size, True, cfg.seed),
+                loader(splits.val, cfg.batch_size, False, cfg.seed),
                 ckpt_path=str(last) if resume else None)
     seconds = time.perf_counter() - started
-    tested = trainer.test(module, _loader(splits.test, cfg.batch_size, False, cfg.seed),
+    tested = trainer.test(module, loader(splits.test, cfg.batch_size, False, cfg.seed),
                           ckpt_path="best", verbose=False)[0]
     metrics = {"test_accuracy": tested["test_accuracy"], "test_loss": tested["test_loss"],
                "train_seconds": round(seconds, 2),
@@ -343,7 +311,7 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
     if data.kind in ("lm", "classify"):
         correct = scored = 0
         with torch.no_grad():
-            for tokens, labels in _loader(data, exp.train.batch_size, False, exp.train.seed):
+            for tokens, labels in loader(data, exp.train.batch_size, False, exp.train.seed):
                 logits = model(tokens)
                 mask = labels != -100
                 correct += int(((logits.argmax(-1) == labels) & mask).sum())
