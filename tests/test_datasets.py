@@ -647,7 +647,15 @@ def test_cli_get_fetches_several_debian_packages_into_one_tree(monkeypatch, tmp_
     assert (tmp_path / "cache" / SWORD_CACHE / "spaRV1909eb" / "nt.bzz").is_file()
 
 
-def test_cli_get_checks_every_downloaded_deb(monkeypatch, tmp_path):
+@pytest.mark.parametrize(("name", "deb", "debs", "messages"), [
+    # one package: its .deb is there but is not the pinned one
+    ("fashion-mnist", "dataset-fashion-mnist_all.deb", [FASHION_DEB], ("sha256", "39e172fe32dd318e")),
+    # two packages: the second one's .deb never came
+    ("kjv-spanish", "sword-text-kjv_14.3-1_all.deb", SWORD_DEBS,
+     ("left 0 .deb files of sword-text-sparv, expected 1",)),
+])
+def test_cli_get_checks_every_downloaded_deb_before_extracting(monkeypatch, tmp_path, name, deb, debs,
+                                                                 messages):
     monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path / "root")
     monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
     calls = []
@@ -657,35 +665,14 @@ def test_cli_get_checks_every_downloaded_deb(monkeypatch, tmp_path):
 
     def fake_run(command, check, cwd=None):
         calls.append(command)
-        (Path(cwd) / "sword-text-kjv_14.3-1_all.deb").write_bytes(b"not the pinned package")
+        (Path(cwd) / deb).write_bytes(b"not the pinned package")
         return Done()
 
     monkeypatch.setattr("attnlab.cli.data.subprocess.run", fake_run)
-    result = runner.invoke(app, ["data", "get", "kjv-spanish"])
+    result = runner.invoke(app, ["data", "get", name])
     assert result.exit_code == 2
-    assert calls == [["apt-get", "download", *SWORD_DEBS]]  # never extracted
-    assert "left 0 .deb files of sword-text-sparv, expected 1" in result.output
-    assert not (tmp_path / "cache").exists()
-
-
-def test_cli_get_checks_the_downloaded_deb(monkeypatch, tmp_path):
-    monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path / "root")
-    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
-    calls = []
-
-    class Done:
-        returncode = 0
-
-    def fake_run(command, check, cwd=None):
-        calls.append(command)
-        (Path(cwd) / "dataset-fashion-mnist_all.deb").write_bytes(b"not the pinned package")
-        return Done()
-
-    monkeypatch.setattr("attnlab.cli.data.subprocess.run", fake_run)
-    result = runner.invoke(app, ["data", "get", "fashion-mnist"])
-    assert result.exit_code == 2
-    assert calls == [["apt-get", "download", FASHION_DEB]]  # never extracted
-    assert "sha256" in result.output and "39e172fe32dd318e" in result.output
+    assert calls == [["apt-get", "download", *debs]]  # never extracted
+    assert all(message in result.output for message in messages)
     assert not (tmp_path / "cache").exists()
 
 
