@@ -14,7 +14,7 @@ import attnlab.train
 from attnlab.data.real_tasks import text_splits
 from attnlab.errors import SpecError
 from attnlab.train.config import load_experiment
-from attnlab.train.predict import f1_scores
+from attnlab.train.scores import f1_scores
 
 
 @pytest.fixture(autouse=True)

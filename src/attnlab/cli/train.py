@@ -74,16 +74,13 @@ def predict_command(
 
 def _item_titles(out: Path) -> dict[str, str]:
     """Item id → title for a recommender's data set, when the set has titles and they are here."""
-    from attnlab.data.datasets import DATASETS
-    from attnlab.data.datasets.base import location
+    from attnlab.data.datasets import DATASETS, item_titles
     from attnlab.errors import DataError
     from attnlab.train.config import load_experiment
 
-    info = DATASETS.get(load_experiment(out / "experiment.yaml").task.name)
-    if info is None or info.titles is None:
-        return {}
+    name = load_experiment(out / "experiment.yaml").task.name
     try:
-        return info.titles(location(info.source, None, info.name))
+        return item_titles(name) if name in DATASETS else {}
     except DataError:  # the model still recommends; only the names are missing
         return {}
 

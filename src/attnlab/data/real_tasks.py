@@ -40,11 +40,16 @@ class TextEncoder:
         return self.tokenizer.get_vocab_size()
 
     def __call__(self, texts: list[str]) -> torch.LongTensor:
-        ids = torch.zeros(len(texts), self.max_len, dtype=torch.long)  # [PAD] is id 0
-        for i, encoding in enumerate(self.tokenizer.encode_batch(list(texts))):
-            row = encoding.ids[: self.max_len]
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return ids
+        return pad_rows([e.ids for e in self.tokenizer.encode_batch(list(texts))], self.max_len)
+
+
+def pad_rows(rows: list[list[int]], max_len: int) -> torch.LongTensor:
+    """Token id rows as (N, max_len): cut to max_len, padded with id 0 ([PAD]) after."""
+    ids = torch.zeros(len(rows), max_len, dtype=torch.long)
+    for i, row in enumerate(rows):
+        row = row[:max_len]
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return ids
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):

@@ -10,6 +10,7 @@ target; training reads the rest. Each validation and test example ranks its true
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,13 @@ class ItemIndex:
     items: tuple[str, ...]  # items[i - 1] is the data set's id of model id i
     popularity: torch.Tensor  # (n + 1,) interactions per model id in the training split
 
+    @cached_property
+    def _ids(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self.items, 1)}
+
     def ids(self, items: list[str]) -> list[int]:
-        index = {item: i for i, item in enumerate(self.items, 1)}
-        return [index[item] for item in items]
+        """Model ids of the data set's item ids."""
+        return [self._ids[item] for item in items]
 
 
 def recommendation_splits(name: str, *, seed: int, max_len: int = MAX_LEN,

@@ -15,9 +15,10 @@ import torch
 
 from attnlab.data.base import TaskData
 from attnlab.data.datasets.base import Example
-from attnlab.data.real_tasks import read_splits, stored_tokenizer
+from attnlab.data.real_tasks import pad_rows, read_splits, stored_tokenizer
 
-PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"  # ids 0, 1, 2, 3
+PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"  # ids 0, 1, 2, 3: Seq2Seq's defaults
+BOS_ID, EOS_ID = 1, 2
 MAX_LEN, VOCAB = 96, 8000  # defaults: tokens per side (longer texts are cut), vocabulary per language
 
 
@@ -44,28 +45,20 @@ class TranslationEncoder:
 
     def encode_source(self, texts: list[str]) -> torch.LongTensor:
         """(N, max_len) ids, padded with 0."""
-        return _pad([e.ids for e in self.source.encode_batch(list(texts))], self.max_len)
+        return pad_rows([e.ids for e in self.source.encode_batch(list(texts))], self.max_len)
 
     def encode_target(self, texts: list[str]) -> torch.LongTensor:
         """(N, max_len) ids framed [BOS] … [EOS]; a text that is too long loses its end, not [EOS]."""
-        rows = [[1, *e.ids[: self.max_len - 2], 2] for e in self.target.encode_batch(list(texts))]
-        return _pad(rows, self.max_len)
+        rows = [[BOS_ID, *e.ids[: self.max_len - 2], EOS_ID] for e in self.target.encode_batch(list(texts))]
+        return pad_rows(rows, self.max_len)
 
     def decode_target(self, ids: torch.Tensor) -> list[str]:
         """Generated rows (starting with [BOS]) → texts, cut at the first [EOS]."""
         rows = []
         for row in ids.tolist():
             row = row[1:]  # [BOS]
-            rows.append(row[: row.index(2)] if 2 in row else row)
+            rows.append(row[: row.index(EOS_ID)] if EOS_ID in row else row)
         return self.target.decode_batch(rows, skip_special_tokens=True)
-
-
-def _pad(rows: list[list[int]], max_len: int) -> torch.LongTensor:
-    ids = torch.zeros(len(rows), max_len, dtype=torch.long)
-    for i, row in enumerate(rows):
-        row = row[:max_len]
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return ids
 
 
 def translation_splits(name: str, *, seed: int, vocab_size: int = VOCAB, max_len: int = MAX_LEN,

@@ -107,10 +107,10 @@ class Recommender(ReadsRealData):
         unknown = [item for item in history if item not in known]
         if unknown:
             raise InputError(f"items not in the catalogue: {', '.join(unknown[:5])}")
-        ids = self.items.ids(history)[-self.max_len:]
-        row = torch.tensor([[0] * (self.max_len - len(ids)) + ids])
-        scores = self.model(row)[0, -1]
-        scores[self.items.ids(history)] = float("-inf")
+        ids = self.items.ids(history)
+        recent = ids[-self.max_len:]
+        scores = self.model(torch.tensor([[0] * (self.max_len - len(recent)) + recent]))[0, -1]
+        scores[ids] = float("-inf")
         return [self.items.items[i - 1] for i in scores.topk(k).indices.tolist()]
 
 
@@ -166,24 +166,3 @@ def wrap(model: nn.Module, encoder, data: TaskData, exp) -> nn.Module:
     if isinstance(encoder, TranslationEncoder):
         return Translator(model, encoder, exp.decode)
     return Recommender(model, encoder, data.inputs.shape[1])
-
-
-@torch.no_grad()
-def predictions(model: nn.Module, data: TaskData, batch: int) -> Tensor:
-    """Predicted class ids for every example of a classification split."""
-    was_training = model.training
-    model.eval()
-    preds = torch.cat([model(data.inputs[i:i + batch]).argmax(-1)
-                       for i in range(0, len(data), batch)])
-    model.train(was_training)
-    return preds
-
-
-def f1_scores(preds: Tensor, labels: Tensor, num_classes: int) -> list[float]:
-    """F1 of each class (0 where a class is neither predicted nor present)."""
-    scores = []
-    for c in range(num_classes):
-        tp = int(((preds == c) & (labels == c)).sum())
-        predicted, actual = int((preds == c).sum()), int((labels == c).sum())
-        scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
-    return scores

@@ -15,13 +15,32 @@ def classification_scores(model: nn.Module, test: TaskData, batch: int,
                           positive: str | None) -> dict:
     """Majority rate (always guess the commonest class), macro F1, and the F1 of `positive`
     as test_f1."""
-    from attnlab.train.predict import f1_scores, predictions
-
     f1 = f1_scores(predictions(model, test, batch), test.labels, test.num_classes)
     scores = {"test_majority_rate": max(test.label_distribution().values()),
               "test_macro_f1": sum(f1) / len(f1)}
     if positive is not None:
         scores["test_f1"] = f1[test.label_names.index(positive)]
+    return scores
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, data: TaskData, batch: int) -> Tensor:
+    """Predicted class ids for every example of a classification split."""
+    was_training = model.training
+    model.eval()
+    preds = torch.cat([model(data.inputs[i:i + batch]).argmax(-1)
+                       for i in range(0, len(data), batch)])
+    model.train(was_training)
+    return preds
+
+
+def f1_scores(preds: Tensor, labels: Tensor, num_classes: int) -> list[float]:
+    """F1 of each class (0 where a class is neither predicted nor present)."""
+    scores = []
+    for c in range(num_classes):
+        tp = int(((preds == c) & (labels == c)).sum())
+        predicted, actual = int((preds == c).sum()), int((labels == c).sum())
+        scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
     return scores
 
 

@@ -18,11 +18,12 @@ from attnlab.data.datasets.registry import (
     checksum_problems,
     count_problems,
     dataset,
+    item_titles,
     load,
     movielens_titles,
     read,
 )
 
 __all__ = ["DATASETS", "PACKAGES", "SPLITS", "DatasetInfo", "DebianPackage", "DebianSource", "Example",
-           "Source", "checksum_problems", "count_problems", "dataset", "installed_location", "leave_one_out",
-           "load", "movielens_titles", "read", "split"]
+           "Source", "checksum_problems", "count_problems", "dataset", "installed_location", "item_titles",
+           "leave_one_out", "load", "movielens_titles", "read", "split"]

@@ -226,10 +226,16 @@ def load(name: str, *, path: str | Path | None = None, seed: int = 0,
     return dataset(name).split(read(name, path=path, **options), seed)
 
 
+def item_titles(name: str, path: str | Path | None = None) -> dict[str, str]:
+    """A recommendation set's item id → display name (empty for a set without titles); ``path`` as
+    in ``load``."""
+    info = dataset(name)
+    return {} if info.titles is None else info.titles(location(info.source, path, name))
+
+
 def movielens_titles(path: str | Path | None = None) -> dict[str, str]:
-    """movielens-100k's item id → ``"Title (year)"``, for showing recommendations; ``path`` as in ``load``."""
-    info = dataset("movielens-100k")
-    return info.titles(location(info.source, path, info.name))
+    """movielens-100k's item id → ``"Title (year)"``, for showing recommendations."""
+    return item_titles("movielens-100k", path)
 
 
 def checksum_problems(info: DatasetInfo, folder: Path) -> list[str]:
