@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from attnlab import spec as S
+from attnlab import lang as S
 
 floats = st.floats(0.05, 100.0, allow_nan=False, allow_infinity=False)
 

@@ -17,7 +17,7 @@ from attnlab.exec.reference import index_grid, reference_attention
 from attnlab.exec.scores import compose_mods, compute_scores
 from attnlab.exec.sdpa import SdpaBackend
 from attnlab.exec.tiled import TiledBackend
-from attnlab.spec import Entmax, Layout, LowRank
+from attnlab.lang import Entmax, Layout, LowRank
 from strategies import programs
 from test_reference import call_inputs
 

@@ -33,7 +33,7 @@ def brute_density(visible_fn, n: int) -> float:
     return visible_fn(q, k).float().mean().item()
 
 
-# -- spec explain --------------------------------------------------------------------------------
+# -- program explain --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("program", "seq", "expected"), [
@@ -44,7 +44,7 @@ def brute_density(visible_fn, n: int) -> float:
      brute_density(lambda q, k: (k <= q) & (q - k <= 256), 2048)),
 ])
 def test_explain_prints_canonical_string_and_density(program, seq, expected):
-    result = invoke("spec", "explain", program, "--seq", str(seq))
+    result = invoke("program", "explain", program, "--seq", str(seq))
     assert result.exit_code == 0, result.output
     assert str(attnlab.parse(program)) in result.output
     assert f"density (seq {seq})" in result.output
@@ -52,7 +52,7 @@ def test_explain_prints_canonical_string_and_density(program, seq, expected):
 
 
 def test_explain_reports_layout_parameters_and_call_time_inputs():
-    result = invoke("spec", "explain", "general ; document & causal ; softmax ; heads(8) + "
+    result = invoke("program", "explain", "general ; document & causal ; softmax ; heads(8) + "
                     "kv_heads(2)", "--head-dim", "16")
     assert result.exit_code == 0, result.output
     assert "GQA, groups of 4" in result.output
@@ -62,19 +62,19 @@ def test_explain_reports_layout_parameters_and_call_time_inputs():
 
 
 def test_explain_without_mask_and_block_counts():
-    vanilla = invoke("spec", "explain", "zoo:vanilla")
+    vanilla = invoke("program", "explain", "zoo:vanilla")
     assert "1.0000 (no mask)" in vanilla.output
     # causal at seq 256 in 128-blocks: one of the four blocks lies wholly above the diagonal
-    causal = invoke("spec", "explain", "causal", "--seq", "256", "--block", "128")
+    causal = invoke("program", "explain", "causal", "--seq", "256", "--block", "128")
     assert "1 empty of 4 → 25.0% skippable (1 full, 2 partial)" in causal.output
 
 
-# -- spec show -----------------------------------------------------------------------------------
+# -- program show -----------------------------------------------------------------------------------
 
 
 def test_show_writes_mask_png(tmp_path):
     out = tmp_path / "mask.png"
-    result = invoke("spec", "show", "causal & window(8)", "--seq", "32", "--out", str(out))
+    result = invoke("program", "show", "causal & window(8)", "--seq", "32", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert is_png(out)
     assert not (tmp_path / "mask-weights.png").exists()
@@ -82,7 +82,7 @@ def test_show_writes_mask_png(tmp_path):
 
 def test_show_weights_with_gqa_and_call_time_inputs(tmp_path):
     out = tmp_path / "doc.png"
-    result = invoke("spec", "show", "document & padding ; entmax(1.5) ; heads(4) + kv_heads(2)",
+    result = invoke("program", "show", "document & padding ; entmax(1.5) ; heads(4) + kv_heads(2)",
                     "--seq", "24", "--out", str(out), "--weights")
     assert result.exit_code == 0, result.output
     assert is_png(out) and is_png(tmp_path / "doc-weights.png")
@@ -121,7 +121,7 @@ def test_zoo_entry_shows_canonical_string():
 
 @pytest.mark.parametrize("program", BAD_PROGRAMS)
 def test_bad_program_exits_2_with_message(program):
-    result = invoke("spec", "explain", program)
+    result = invoke("program", "explain", program)
     assert result.exit_code == 2
     assert result.output.startswith("error: ")
     assert program in result.output  # the caret display shows the text
@@ -132,7 +132,7 @@ def test_bad_program_exits_2_with_message(program):
 
 
 def test_layout_option_conflicting_with_program_is_an_error():
-    result = invoke("spec", "explain", "causal ; softmax ; heads(8)", "--heads", "4")
+    result = invoke("program", "explain", "causal ; softmax ; heads(8)", "--heads", "4")
     assert result.exit_code == 2
     assert "the program says heads(8)" in result.output
 
@@ -140,15 +140,15 @@ def test_layout_option_conflicting_with_program_is_an_error():
 def test_installed_script_reports_errors_without_traceback_and_debug_shows_one():
     script = Path(sys.executable).with_name("attnlab")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "attnlab.cli.app"]
-    plain = subprocess.run([*command, "spec", "explain", BAD_PROGRAMS[0]], capture_output=True,
+    plain = subprocess.run([*command, "program", "explain", BAD_PROGRAMS[0]], capture_output=True,
                            text=True)
     assert plain.returncode == 2
     assert "error: unknown name 'causl' — did you mean 'causal'?" in plain.stderr
     assert "Traceback" not in plain.stderr + plain.stdout
-    debug = subprocess.run([*command, "--debug", "spec", "explain", BAD_PROGRAMS[0]],
+    debug = subprocess.run([*command, "--debug", "program", "explain", BAD_PROGRAMS[0]],
                            capture_output=True, text=True)
     assert debug.returncode != 0
-    assert "Traceback" in debug.stderr and "SpecError" in debug.stderr
+    assert "Traceback" in debug.stderr and "ProgramError" in debug.stderr
 
 
 def test_version():
@@ -173,7 +173,7 @@ def test_showcase_writes_its_pictures(tmp_path):
 
 
 def test_explain_shows_the_plan_for_training():
-    result = invoke("spec", "explain", "alibi ; causal & window(64) ; entmax(1.5)", "--seq", "2048",
+    result = invoke("program", "explain", "alibi ; causal & window(64) ; entmax(1.5)", "--seq", "2048",
                     "--train")
     assert result.exit_code == 0, result.output
     assert "plan (training)" in result.output

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attnlab.data import IGNORE_INDEX, LISTOPS_TOKENS, SPLITS, TASKS, make, split_seed
-from attnlab.errors import SpecError
+from attnlab.errors import ConfigError
 
 SMALL = {"mqar": {"vocab_size": 64, "seq_len": 32, "num_kv_pairs": 4},
          "listops": {"min_length": 20, "max_length": 80},
@@ -109,11 +109,11 @@ def test_mqar_query_slots_follow_the_power_law():
 
 
 def test_mqar_rejects_bad_parameters():
-    with pytest.raises(SpecError, match="even seq_len"):
+    with pytest.raises(ConfigError, match="even seq_len"):
         make("mqar", num_examples=2, seq_len=63)
-    with pytest.raises(SpecError, match="vocab_size > seq_len"):
+    with pytest.raises(ConfigError, match="vocab_size > seq_len"):
         make("mqar", num_examples=2, vocab_size=64, seq_len=64)
-    with pytest.raises(SpecError, match="4 \\* num_kv_pairs <= seq_len"):
+    with pytest.raises(ConfigError, match="4 \\* num_kv_pairs <= seq_len"):
         make("mqar", num_examples=2, seq_len=16, num_kv_pairs=5)
 
 
@@ -162,9 +162,9 @@ def test_listops_labels_lengths_and_padding():
 
 
 def test_listops_rejects_impossible_windows():
-    with pytest.raises(SpecError, match="strictly between"):
+    with pytest.raises(ConfigError, match="strictly between"):
         make("listops", num_examples=2, min_length=10, max_length=11)
-    with pytest.raises(SpecError, match="can never be met"):
+    with pytest.raises(ConfigError, match="can never be met"):
         make("listops", num_examples=2, max_depth=2, max_args=3, min_length=10, max_length=50)
 
 
@@ -215,18 +215,18 @@ def test_induction_head_label_is_what_followed_the_trigger(induction_len, num_tr
 # --- errors ------------------------------------------------------------------------------------------
 
 def test_unknown_task_suggests_the_nearest_name():
-    with pytest.raises(SpecError, match="did you mean 'mqar'"):
+    with pytest.raises(ConfigError, match="did you mean 'mqar'"):
         make("mqr", num_examples=2)
-    with pytest.raises(SpecError, match="did you mean 'selective_copy'"):
+    with pytest.raises(ConfigError, match="did you mean 'selective_copy'"):
         make("selectve_copy", num_examples=2)
 
 
 def test_unknown_parameter_and_split_are_spec_errors():
-    with pytest.raises(SpecError, match="did you mean 'num_kv_pairs'"):
+    with pytest.raises(ConfigError, match="did you mean 'num_kv_pairs'"):
         make("mqar", num_examples=2, num_kv_pair=4)
-    with pytest.raises(SpecError, match="did you mean 'test'"):
+    with pytest.raises(ConfigError, match="did you mean 'test'"):
         make("mqar", "tset", num_examples=2)
-    with pytest.raises(SpecError, match="num_examples"):
+    with pytest.raises(ConfigError, match="num_examples"):
         make("copy", num_examples=0)
-    with pytest.raises(SpecError, match="seed"):
+    with pytest.raises(ConfigError, match="seed"):
         make("copy", num_examples=2, seed=-1)

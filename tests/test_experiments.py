@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlab import SpecError
+from attnlab import ConfigError
 from attnlab.train.checkpoints import AtomicCheckpointIO
 from attnlab.train.config import load_experiment
 
@@ -41,7 +41,7 @@ def test_mqar_experiment_is_zoologys_setting() -> None:
     ({k: v for k, v in BASE.items() if k != "task"}, [], "missing key 'task'"),
 ])
 def test_mistakes_name_the_key(data, overrides, message) -> None:
-    with pytest.raises(SpecError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_experiment(data, overrides)
 
 

@@ -8,7 +8,7 @@ import torch
 import attnlab
 import attnlab.train
 from attnlab.data.real_tasks import image_splits
-from attnlab.errors import SpecError
+from attnlab.errors import ConfigError
 from attnlab.train.config import load_experiment
 
 DIGITS = {"name": "tiny-digits", "task": {"name": "digits"},
@@ -44,5 +44,5 @@ def test_a_vit_trains_on_digits_and_loads(tmp_path) -> None:
 
 def test_a_text_model_kind_for_images_is_refused(tmp_path) -> None:
     exp = load_experiment(DIGITS, ["model.kind=decoder_lm"])
-    with pytest.raises(SpecError, match="images take 'vit'"):
+    with pytest.raises(ConfigError, match="images take 'vit'"):
         attnlab.train.train(exp, tmp_path / "run", progress=False)

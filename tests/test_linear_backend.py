@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attnlab import InputError, init_params, parse
-from attnlab import spec as S
+from attnlab import lang as S
 from attnlab.exec.backend import Call
 from attnlab.exec.linear import LinearBackend
 from attnlab.exec.reference import reference_attention
-from attnlab.spec.masks import MaskInputs
+from attnlab.lang.masks import MaskInputs
 
 MASKS = [None, S.Causal(), S.Padding(), S.And((S.Causal(), S.Padding()))]
 

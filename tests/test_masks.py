@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnlab import spec as S
-from attnlab.spec.masks import EMPTY, FULL, PARTIAL, MaskInputs
+from attnlab import lang as S
+from attnlab.lang.masks import EMPTY, FULL, PARTIAL, MaskInputs
 from strategies import mask_leaves, masks
 
 

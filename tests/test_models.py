@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnlab import SpecError
+from attnlab import ConfigError, ProgramError
 from attnlab.models import MODELS, DecoderLM, EncoderClassifier, Seq2Seq, SequentialRecommender, ViT
 from attnlab.nn import KVCache, MixedAttention
 
@@ -80,20 +80,20 @@ def test_seq2seq_decoder_does_not_look_ahead() -> None:
 
 
 def test_decoder_refuses_a_program_that_sees_the_future() -> None:
-    with pytest.raises(SpecError, match="no 'causal'"):
+    with pytest.raises(ProgramError, match="no 'causal'"):
         DecoderLM(V, programs="alibi ; window(4)")
-    with pytest.raises(SpecError, match="later ones"):
+    with pytest.raises(ProgramError, match="later ones"):
         DecoderLM(V, programs="causal | global_tokens(2)")
-    with pytest.raises(SpecError, match="no 'causal'"):
+    with pytest.raises(ProgramError, match="no 'causal'"):
         SequentialRecommender(10, programs=["causal", "scaled_dot ; softmax"])
 
 
 def test_wrong_number_of_per_layer_programs_names_the_expected_length() -> None:
-    with pytest.raises(SpecError, match=r"lists 2 programs .* layers=3.*exactly 3"):
+    with pytest.raises(ConfigError, match=r"lists 2 programs .* layers=3.*exactly 3"):
         DecoderLM(V, layers=3, programs=["causal", "causal"])
-    with pytest.raises(SpecError, match="decoder_programs lists 1"):
+    with pytest.raises(ConfigError, match="decoder_programs lists 1"):
         Seq2Seq(V, V, layers=2, decoder_programs=["causal"])
-    with pytest.raises(SpecError, match="heads in all"):
+    with pytest.raises(ConfigError, match="heads in all"):
         DecoderLM(V, heads=4, programs=[("causal", 1), ("causal", 2)])
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import attnlab
-from attnlab import InputError, SpecError
+from attnlab import ConfigError, InputError
 from attnlab.nn import Attention
 
 
@@ -25,11 +25,11 @@ def test_layout_comes_from_the_program_or_the_module() -> None:
     m = Attention(32, "causal ; heads(2) + kv_heads(1) + head_dim(24)")
     assert (m.heads, m.kv_heads, m.head_dim) == (2, 1, 24)
     assert m(torch.randn(1, 5, 32)).shape == (1, 5, 32)
-    with pytest.raises(SpecError, match="disagrees"):
+    with pytest.raises(ConfigError, match="disagrees"):
         Attention(32, "heads(2)", heads=4)
-    with pytest.raises(SpecError, match="not divisible by heads=3"):
+    with pytest.raises(ConfigError, match="not divisible by heads=3"):
         Attention(32, heads=3)
-    with pytest.raises(SpecError, match="must divide"):
+    with pytest.raises(ConfigError, match="must divide"):
         Attention(32, heads=4, kv_heads=3)
 
 

@@ -14,11 +14,11 @@ import attnlab.cli.app
 import attnlab.train
 from attnlab.data import load
 from attnlab.data.recommendation import recommendation_splits
-from attnlab.errors import InputError, SpecError
+from attnlab.errors import InputError, ProgramError
 from attnlab.train.config import load_experiment
+from attnlab.train.metrics import popularity_scores, ranking_scores
 from attnlab.train.predict import Recommender
 from attnlab.train.run import build_model, evaluate
-from attnlab.train.scores import popularity_scores, ranking_scores
 
 TINY = {"name": "tiny-recsys",
         "task": {"name": "movielens-100k", "params": {"max_len": 20, "negatives": 100}},
@@ -114,5 +114,5 @@ def test_a_recommendation_run_reports_hr_and_ndcg_and_recommends(tmp_path, users
 
 def test_the_recommender_must_be_causal(splits) -> None:
     data = splits[0]["train"]
-    with pytest.raises(SpecError, match="must not see the future"):
+    with pytest.raises(ProgramError, match="must not see the future"):
         build_model(load_experiment({**TINY, "attention": "scaled_dot ; softmax"}), data)

@@ -242,7 +242,7 @@ def call_inputs(program, batch: int, n: int, m: int, g: torch.Generator) -> dict
 @given(programs(), st.integers(1, 6), st.integers(0, 3), st.integers(0, 10**6))
 def test_random_programs_with_an_empty_row_give_zeros_never_nan(program, n, extra, seed) -> None:
     """Property (d) over random programs: padding hides every key of batch row 0."""
-    from attnlab.spec import Layout, LowRank, Padding
+    from attnlab.lang import Layout, LowRank, Padding
 
     if isinstance(program.approximation, LowRank):  # long enough for any drawn sequence
         program = program.replace(approximation=LowRank(program.approximation.k, 8192))

@@ -12,9 +12,9 @@ import attnlab
 import attnlab.cli.app
 import attnlab.train
 from attnlab.data.real_tasks import text_splits
-from attnlab.errors import SpecError
+from attnlab.errors import ConfigError
 from attnlab.train.config import load_experiment
-from attnlab.train.scores import f1_scores
+from attnlab.train.metrics import f1_scores
 
 
 @pytest.fixture(autouse=True)
@@ -85,5 +85,5 @@ def test_training_on_real_text_reports_f1_and_predicts_label_names(tmp_path) -> 
 
 def test_an_unknown_positive_label_names_the_labels(tmp_path) -> None:
     exp = load_experiment(SPAM, ["task.positive=spma"])
-    with pytest.raises(SpecError, match="'spma' is not a label of sms-spam; its labels are ham, spam"):
+    with pytest.raises(ConfigError, match="'spma' is not a label of sms-spam; its labels are ham, spam"):
         attnlab.train.train(exp, tmp_path / "run", progress=False)

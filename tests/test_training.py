@@ -61,9 +61,9 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tracking) -> None:
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path) -> None:
-    from attnlab import SpecError
+    from attnlab import ConfigError
 
-    with pytest.raises(SpecError, match="no checkpoint to resume from"):
+    with pytest.raises(ConfigError, match="no checkpoint to resume from"):
         attnlab.train.train(load_experiment(TINY), tmp_path / "none", resume=True)
 
 

@@ -13,13 +13,13 @@ import attnlab
 import attnlab.cli.app
 import attnlab.train
 from attnlab.data.translation import translation_splits
-from attnlab.errors import SpecError
+from attnlab.errors import ConfigError, ProgramError
 from attnlab.models import Seq2Seq
 from attnlab.train.config import load_experiment
 from attnlab.train.loaders import LengthBatches
+from attnlab.train.metrics import translation_scores
 from attnlab.train.predict import Translator
 from attnlab.train.run import build_model, evaluate, with_causal
-from attnlab.train.scores import translation_scores
 
 TINY = {"name": "tiny-translate",
         "task": {"name": "kjv-spanish", "params": {"vocab_size": 300, "max_len": 24},
@@ -71,9 +71,9 @@ def test_the_decoder_gets_the_encoder_program_made_causal() -> None:
     given = load_experiment({**TINY, "decoder_attention": "scaled_dot ; causal ; entmax(1.5)",
                              "cross_attention": "scaled_dot ; entmax(1.5)"})
     assert build_model(given, data).config["cross_programs"] == "scaled_dot ; entmax(1.5)"
-    with pytest.raises(SpecError, match="must not see the future"):
+    with pytest.raises(ProgramError, match="must not see the future"):
         build_model(load_experiment({**TINY, "decoder_attention": "scaled_dot ; softmax"}), data)
-    with pytest.raises(SpecError, match=r"model\.kind encoder_classifier does not fit kjv-spanish"):
+    with pytest.raises(ConfigError, match=r"model\.kind encoder_classifier does not fit kjv-spanish"):
         build_model(load_experiment({**TINY, "model": {"kind": "encoder_classifier"}}), data)
 
 

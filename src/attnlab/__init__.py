@@ -1,13 +1,13 @@
 """attnlab: write an attention mechanism as a small program, run it, train it, look inside it."""
 
 from attnlab import nn
-from attnlab.errors import AttnlabError, DataError, InputError, SpecError
+from attnlab.errors import AttnlabError, ConfigError, DataError, InputError, ProgramError
 from attnlab.exec import Plan, attention, explain, init_params, plan
-from attnlab.spec import Program, parse, zoo
+from attnlab.lang import Program, parse, zoo
 
 __version__ = "0.1.0"
-__all__ = ["AttnlabError", "DataError", "InputError", "Plan", "Program", "SpecError", "attention", "data",
-           "explain", "init_params", "load", "models", "nn", "parse", "plan", "zoo"]
+__all__ = ["AttnlabError", "ConfigError", "DataError", "InputError", "Plan", "Program", "ProgramError",
+           "attention", "data", "explain", "init_params", "load", "models", "nn", "parse", "plan", "zoo"]
 
 
 def __getattr__(name: str):

@@ -10,8 +10,12 @@ class AttnlabError(Exception):
     """Base of every error attnlab raises on purpose."""
 
 
-class SpecError(AttnlabError, ValueError):
+class ProgramError(AttnlabError, ValueError):
     """An attention program is malformed: a bad name, argument, combination or string."""
+
+
+class ConfigError(AttnlabError, ValueError):
+    """An experiment, task or model setting is wrong: a bad key, value, name or combination."""
 
 
 class InputError(AttnlabError, ValueError):

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import attnlab
-from attnlab.spec import normalizers as N
-from attnlab.spec.masks import Causal, MaskInputs
-from attnlab.spec.program import Program
-from attnlab.spec.scores import ScaledDot
+from attnlab.lang import normalizers as N
+from attnlab.lang.masks import Causal, MaskInputs
+from attnlab.lang.program import Program
+from attnlab.lang.scores import ScaledDot
 
 Forward = Callable[[Tensor, Tensor, Tensor], Tensor]
 # Far enough below any scaled score that entmax15 gives exact zeros, yet finite, so that even a

@@ -20,7 +20,7 @@ import torch
 
 from attnlab.bench.impls import why_not
 from attnlab.bench.kernels import Case, Result, Verdict, evaluate
-from attnlab.spec.program import parse
+from attnlab.lang.program import parse
 
 WORKER = (sys.executable, "-m", "attnlab.bench.worker")
 Job = tuple[Case, str]

@@ -32,7 +32,7 @@ from attnlab.cli.train import (
     train_command,
 )
 from attnlab.errors import AttnlabError, InputError
-from attnlab.spec import EMPTY, FULL, PARTIAL, And, Mask, Not, Or, Program
+from attnlab.lang import EMPTY, FULL, PARTIAL, And, Mask, Not, Or, Program
 
 _DEBUG_KEY = "attnlab.debug"
 ERROR_EXIT = 2
@@ -72,8 +72,8 @@ class _Group(TyperGroup):
 app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
                   help="The attention programming workshop.")
-spec_app = typer.Typer(no_args_is_help=True, help="Explain and draw one attention program.")
-app.add_typer(spec_app, name="spec")
+program_app = typer.Typer(no_args_is_help=True, help="Explain and draw one attention program.")
+app.add_typer(program_app, name="program")
 app.add_typer(bench_app, name="bench")
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
@@ -129,7 +129,7 @@ def resolve_layout(program: Program, heads: int | None, kv_heads: int | None,
     return h, kv, d
 
 
-# -- spec explain --------------------------------------------------------------------------------
+# -- program explain --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class BlockCounts:
 
 @dataclass(frozen=True)
 class Explanation:
-    """Everything `spec explain` reports about a program at one size."""
+    """Everything `program explain` reports about a program at one size."""
 
     program: Program
     heads: int
@@ -166,7 +166,7 @@ class Explanation:
 
 def explain_program(program: Program, *, heads: int, kv_heads: int, head_dim: int, seq: int,
                     block: int) -> Explanation:
-    """Gather the facts `spec explain` shows; rendering is separate (`render_explanation`)."""
+    """Gather the facts `program explain` shows; rendering is separate (`render_explanation`)."""
     mask = program.mask
     mask_needs = mask.requires() if mask is not None else frozenset()
     density = blocks = None
@@ -287,7 +287,7 @@ HeadDim = Annotated[int | None, typer.Option(min=1, help="Head size (default: th
 ProgramArg = Annotated[str, typer.Argument(help="A program string, or zoo:NAME.")]
 
 
-@spec_app.command("explain")
+@program_app.command("explain")
 def explain_command(
     program: ProgramArg,
     heads: Heads = None,
@@ -312,10 +312,10 @@ def explain_command(
     console.print(escape(attnlab.explain(parsed, q, k, needs_grad=train)), soft_wrap=True)
 
 
-# -- spec show -----------------------------------------------------------------------------------
+# -- program show -----------------------------------------------------------------------------------
 
 
-@spec_app.command("show")
+@program_app.command("show")
 def show_command(
     program: ProgramArg,
     seq: Annotated[int, typer.Option(min=1, help="Queries and keys (N = M).")] = 64,

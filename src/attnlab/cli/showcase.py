@@ -19,7 +19,7 @@ from rich.table import Table
 from torch import Tensor
 
 import attnlab
-from attnlab.spec import MaskInputs, Program
+from attnlab.lang import MaskInputs, Program
 
 MAX_PANELS = 8
 # How each call-time need is spelt at the `attnlab.attention` call.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from attnlab.errors import SpecError, did_you_mean
+from attnlab.errors import ConfigError, did_you_mean
 
 IGNORE_INDEX = -100
 SPLITS = ("train", "val", "test")
@@ -38,17 +38,17 @@ class TaskData:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise SpecError(f"TaskData.kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+            raise ConfigError(f"TaskData.kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         n = self.inputs.shape[:1]
         expected = {"classify": n, "translate": (*n, self.labels.shape[-1])}.get(
             self.kind, self.inputs.shape)
         images = self.kind == "classify" and self.images
         if (self.inputs.dim() != 2 and not images) or self.labels.shape != expected:
-            raise SpecError(f"{self.kind} task needs inputs (N, L) (or images (N, C, H, W) to "
+            raise ConfigError(f"{self.kind} task needs inputs (N, L) (or images (N, C, H, W) to "
                             f"classify) and labels {tuple(expected)}, got "
                             f"{tuple(self.inputs.shape)} and {tuple(self.labels.shape)}")
         if self.candidates is not None and (self.kind != "rank" or self.candidates.shape[:1] != n):
-            raise SpecError(f"candidates {tuple(self.candidates.shape)} belong to a rank task "
+            raise ConfigError(f"candidates {tuple(self.candidates.shape)} belong to a rank task "
                             "with one row per example")
 
     @property
@@ -83,23 +83,23 @@ def split_seed(seed: int, split: str) -> int:
     generator seed: train, val and test of any seed draw from disjoint seed sets.
     """
     if split not in SPLITS:
-        raise SpecError(f"unknown split '{split}'{did_you_mean(split, SPLITS)}; "
+        raise ConfigError(f"unknown split '{split}'{did_you_mean(split, SPLITS)}; "
                         f"splits are {', '.join(SPLITS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise SpecError(f"seed must be a non-negative int, got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
     return len(SPLITS) * seed + SPLITS.index(split)
 
 
 def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` as an int of at least ``minimum``, or a SpecError naming the parameter."""
+    """``value`` as an int of at least ``minimum``, or a ConfigError naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{name} must be an int, got {value!r}")
+        raise ConfigError(f"{name} must be an int, got {value!r}")
     if value < minimum:
-        raise SpecError(f"{name} must be at least {minimum}, got {value}")
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
 
 
 def require(condition: bool, message: str) -> None:
-    """Raise a SpecError with ``message`` unless ``condition`` holds."""
+    """Raise a ConfigError with ``message`` unless ``condition`` holds."""
     if not condition:
-        raise SpecError(message)
+        raise ConfigError(message)

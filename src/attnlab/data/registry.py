@@ -12,7 +12,7 @@ from attnlab.data.base import TaskData, check_int, split_seed
 from attnlab.data.listops import listops
 from attnlab.data.mqar import mqar
 from attnlab.data.synthetic import copy, induction_head, selective_copy
-from attnlab.errors import SpecError, did_you_mean
+from attnlab.errors import ConfigError, did_you_mean
 
 # Parameters every generator takes that ``make`` supplies itself.
 _SUPPLIED = ("num_examples", "seed")
@@ -61,10 +61,10 @@ def make(name: str, split: str = "train", *, num_examples: int, seed: int = 0, *
     """
     info = TASKS.get(name)
     if info is None:
-        raise SpecError(f"unknown task '{name}'{did_you_mean(name, TASKS)}; tasks are {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task '{name}'{did_you_mean(name, TASKS)}; tasks are {', '.join(TASKS)}")
     for key in params:
         if key not in info.params:
-            raise SpecError(f"task '{name}' has no parameter '{key}'{did_you_mean(key, info.params)}; "
+            raise ConfigError(f"task '{name}' has no parameter '{key}'{did_you_mean(key, info.params)}; "
                             f"it takes {', '.join(info.params)}")
     check_int("num_examples", num_examples, 1)
     return info.generate(num_examples=num_examples, seed=split_seed(seed, split), **params)

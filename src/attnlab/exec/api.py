@@ -9,8 +9,8 @@ from attnlab.errors import InputError, did_you_mean
 from attnlab.exec.backend import Call
 from attnlab.exec.planner import BACKENDS, plan, remember
 from attnlab.exec.reference import reference_attention
-from attnlab.spec.masks import MaskInputs
-from attnlab.spec.program import Program, parse
+from attnlab.lang.masks import MaskInputs
+from attnlab.lang.program import Program, parse
 
 # call-time argument -> the program part that reads it
 _READERS = {"bias": ("bias", "the score mod 'bias'"), "segments": ("segments", "the mask 'document'"),

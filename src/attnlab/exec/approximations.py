@@ -11,8 +11,8 @@ from torch import Tensor
 
 from attnlab.errors import InputError
 from attnlab.exec import features
-from attnlab.spec import approximations as A
-from attnlab.spec.masks import MaskInputs
+from attnlab.lang import approximations as A
+from attnlab.lang.masks import MaskInputs
 
 
 def approximate_weights(approx: A.Approximation, q: Tensor, k: Tensor, visible: Tensor | None,

@@ -9,8 +9,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnlab.spec.masks import MaskInputs
-from attnlab.spec.program import Program
+from attnlab.lang.masks import MaskInputs
+from attnlab.lang.program import Program
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Call:
     @property
     def uses_randomness(self) -> bool:
         """Dropout or Gumbel noise is drawn on this call."""
-        from attnlab.spec.normalizers import Gumbel
+        from attnlab.lang.normalizers import Gumbel
 
         return self.training and (self.program.dropout > 0
                                   or isinstance(self.program.normalizer, Gumbel))

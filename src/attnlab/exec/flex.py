@@ -18,10 +18,10 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from attnlab.exec.backend import Backend, Call
 from attnlab.exec.scores import compose_mods, dot_form
-from attnlab.spec import scores as S
-from attnlab.spec.masks import FULL, PARTIAL, Mask, MaskInputs, Predicate
-from attnlab.spec.normalizers import Softmax
-from attnlab.spec.program import Program
+from attnlab.lang import scores as S
+from attnlab.lang.masks import FULL, PARTIAL, Mask, MaskInputs, Predicate
+from attnlab.lang.normalizers import Softmax
+from attnlab.lang.program import Program
 
 # Inductor's CPU template takes exactly these (float64 fails at compile time), as does Triton's.
 FLEX_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

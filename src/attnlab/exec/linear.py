@@ -9,9 +9,9 @@ from torch import Tensor
 from attnlab.errors import InputError
 from attnlab.exec import features
 from attnlab.exec.backend import Backend, Call
-from attnlab.spec import approximations as A
-from attnlab.spec.masks import And, Causal, Mask, MaskInputs, Padding
-from attnlab.spec.program import Program
+from attnlab.lang import approximations as A
+from attnlab.lang.masks import And, Causal, Mask, MaskInputs, Padding
+from attnlab.lang.program import Program
 
 
 class LinearBackend(Backend):

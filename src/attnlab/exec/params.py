@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from attnlab.spec.program import Program, parse
+from attnlab.lang.program import Program, parse
 
 
 def init_params(program: Program | str, heads: int, head_dim: int, *, seed: int = 0,

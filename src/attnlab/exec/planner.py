@@ -21,8 +21,8 @@ from attnlab.exec.linear import LinearBackend
 from attnlab.exec.reference import ReferenceBackend
 from attnlab.exec.sdpa import SdpaBackend, dense_mask_elements, fused_causal
 from attnlab.exec.tiled import TiledBackend, runs_on_sdpa
-from attnlab.spec.masks import EMPTY, MaskInputs
-from attnlab.spec.program import Program, parse
+from attnlab.lang.masks import EMPTY, MaskInputs
+from attnlab.lang.program import Program, parse
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     ReferenceBackend(), SdpaBackend(), FlexBackend(), TiledBackend(), LinearBackend())}

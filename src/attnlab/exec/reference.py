@@ -9,13 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attnlab.exec import normalizers as F
+from attnlab.exec import normalizers
 from attnlab.exec.approximations import approximate_weights
 from attnlab.exec.backend import Backend, Call
 from attnlab.exec.scores import compose_mods, compute_scores
-from attnlab.spec import normalizers as N
-from attnlab.spec.masks import MaskInputs
-from attnlab.spec.program import Program
+from attnlab.lang import normalizers as N
+from attnlab.lang.masks import MaskInputs
+from attnlab.lang.program import Program
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: MaskInputs, *,
@@ -52,24 +52,24 @@ def normalize(norm: N.Normalizer, scores: Tensor, visible: Tensor | None, traini
               generator: torch.Generator | None) -> Tensor:
     """Weights from scores with the program's normalizer, hidden keys exactly zero."""
     if isinstance(norm, N.Softmax):
-        return F.softmax(scores, visible)
+        return normalizers.softmax(scores, visible)
     if isinstance(norm, N.Sparsemax):
-        return F.sparsemax(scores, visible)
+        return normalizers.sparsemax(scores, visible)
     if isinstance(norm, N.Entmax):
         if norm.alpha == 1.5:
-            return F.entmax15(scores, visible)
+            return normalizers.entmax15(scores, visible)
         if norm.alpha == 2.0:
-            return F.sparsemax(scores, visible)
-        return F.entmax_bisect(scores, visible, alpha=norm.alpha)
+            return normalizers.sparsemax(scores, visible)
+        return normalizers.entmax_bisect(scores, visible, alpha=norm.alpha)
     if isinstance(norm, N.TopK):
-        return F.topk(scores, visible, k=norm.k)
+        return normalizers.topk(scores, visible, k=norm.k)
     if isinstance(norm, N.Gumbel):
-        return F.gumbel(scores, visible, tau=norm.tau, hard=norm.hard, training=training,
-                        generator=generator)
+        return normalizers.gumbel(scores, visible, tau=norm.tau, hard=norm.hard, training=training,
+                                   generator=generator)
     if isinstance(norm, N.Sigmoid):
-        return F.sigmoid(scores, visible, bias=norm.bias)
+        return normalizers.sigmoid(scores, visible, bias=norm.bias)
     if isinstance(norm, N.Relu):
-        return F.relu(scores, visible)
+        return normalizers.relu(scores, visible)
     raise NotImplementedError(f"normalizer {norm} has no implementation")
 
 

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import InputError
-from attnlab.spec import scores as S
-from attnlab.spec.masks import MaskInputs
+from attnlab.lang import scores as S
+from attnlab.lang.masks import MaskInputs
 
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from attnlab.exec.backend import Backend, Call
 from attnlab.exec.reference import index_grid
 from attnlab.exec.scores import DOT_FORM, affine_factor, compose_mods, dot_form
-from attnlab.spec import normalizers as N
-from attnlab.spec.masks import Causal
+from attnlab.lang import normalizers as N
+from attnlab.lang.masks import Causal
 
 DENSE_MASK_LIMIT = 1 << 25  # mask elements worth materialising (128 MiB as float32)
 

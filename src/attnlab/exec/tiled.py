@@ -21,9 +21,9 @@ from torch.utils.checkpoint import checkpoint
 from attnlab.exec.backend import Backend, Call
 from attnlab.exec.reference import normalize
 from attnlab.exec.scores import DOT_FORM, affine_factor, compose_mods, dot_form
-from attnlab.spec import normalizers as N
-from attnlab.spec.masks import EMPTY, FULL, MaskInputs
-from attnlab.spec.program import Program
+from attnlab.lang import normalizers as N
+from attnlab.lang.masks import EMPTY, FULL, MaskInputs
+from attnlab.lang.program import Program
 
 # Elements per batched call, which bounds peak memory. Sorting normalizers keep several
 # tensors per element (values, int64 order, cumulative sums), so their calls are smaller.

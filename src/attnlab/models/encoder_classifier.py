@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.errors import SpecError
+from attnlab.errors import ConfigError
 from attnlab.models.base import Model
 from attnlab.nn.blocks import Block, Positions, attention_layers, programs_config, with_padding
 
@@ -33,9 +33,9 @@ class EncoderClassifier(Model):
                  kv_heads: int | None = None, mlp_ratio: int = 4) -> None:
         super().__init__()
         if pooling not in POOLING:
-            raise SpecError(f"pooling='{pooling}' is not one of {', '.join(POOLING)}")
+            raise ConfigError(f"pooling='{pooling}' is not one of {', '.join(POOLING)}")
         if task not in TASKS:
-            raise SpecError(f"task='{task}' is not one of {', '.join(TASKS)}")
+            raise ConfigError(f"task='{task}' is not one of {', '.join(TASKS)}")
         self.config = dict(vocab_size=vocab_size, num_classes=num_classes, d_model=d_model,
                            layers=layers, heads=heads, programs=programs_config(programs),
                            positions=positions, max_len=max_len, pooling=pooling, task=task,

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.errors import InputError, SpecError
+from attnlab.errors import ConfigError, InputError
 from attnlab.models.base import Model
 from attnlab.nn.blocks import Block, Positions, attention_layers, programs_config
 
@@ -31,10 +31,10 @@ class ViT(Model):
                  mlp_ratio: int = 4) -> None:
         super().__init__()
         if image_size % patch_size:
-            raise SpecError(f"image_size={image_size} is not a multiple of "
+            raise ConfigError(f"image_size={image_size} is not a multiple of "
                             f"patch_size={patch_size}")
         if pooling not in ("cls", "mean"):
-            raise SpecError(f"pooling='{pooling}' is not one of cls, mean")
+            raise ConfigError(f"pooling='{pooling}' is not one of cls, mean")
         self.config = dict(image_size=image_size, patch_size=patch_size, channels=channels,
                            num_classes=num_classes, d_model=d_model, layers=layers, heads=heads,
                            programs=programs_config(programs), positions=positions,

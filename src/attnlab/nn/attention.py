@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnlab.errors import InputError, SpecError
+from attnlab.errors import ConfigError, InputError
 from attnlab.exec import attention, init_params
+from attnlab.lang.program import Program, parse
 from attnlab.nn.rotary import Rotary
-from attnlab.spec.program import Program, parse
 
 
 @dataclass
@@ -61,9 +61,9 @@ class Attention(nn.Module):
         self.heads = _agree("heads", heads, lay.heads, default=8)
         self.kv_heads = _agree("kv_heads", kv_heads, lay.kv_heads, default=self.heads)
         if self.heads % self.kv_heads:
-            raise SpecError(f"kv_heads={self.kv_heads} must divide heads={self.heads}")
+            raise ConfigError(f"kv_heads={self.kv_heads} must divide heads={self.heads}")
         if lay.head_dim is None and dim % self.heads:
-            raise SpecError(f"dim={dim} is not divisible by heads={self.heads}: choose heads that "
+            raise ConfigError(f"dim={dim} is not divisible by heads={self.heads}: choose heads that "
                             "divide dim, or give the program a head_dim(…) option")
         self.head_dim = lay.head_dim or dim // self.heads
         inner, kv_inner = self.heads * self.head_dim, self.kv_heads * self.head_dim
@@ -149,10 +149,10 @@ def qkv(m: nn.Module, x: Tensor, context: Tensor | None, cache: KVCache | None,
 
 def _agree(name: str, given: int | None, in_program: int | None, default: int) -> int:
     if given is not None and in_program is not None and given != in_program:
-        raise SpecError(f"{name}={given} disagrees with the program's {name}({in_program})")
+        raise ConfigError(f"{name}={given} disagrees with the program's {name}({in_program})")
     value = given if given is not None else in_program if in_program is not None else default
     if not isinstance(value, int) or value < 1:
-        raise SpecError(f"{name} must be a whole number ≥ 1, got {value!r}")
+        raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
     return value
 
 

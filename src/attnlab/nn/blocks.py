@@ -10,12 +10,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.errors import InputError, SpecError, did_you_mean
+from attnlab.errors import ConfigError, InputError, ProgramError, did_you_mean
 from attnlab.exec import attention, init_params
+from attnlab.lang.masks import Causal, MaskInputs, Padding
+from attnlab.lang.program import Program, parse
 from attnlab.nn.attention import Attention, KVCache, qkv
 from attnlab.nn.rotary import Rotary
-from attnlab.spec.masks import Causal, MaskInputs, Padding
-from attnlab.spec.program import Program, parse
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 
@@ -73,22 +73,22 @@ class MixedAttention(nn.Module):
                  kv_dim: int | None = None, rotary: bool = False, bias: bool = True) -> None:
         super().__init__()
         if not groups:
-            raise SpecError("MixedAttention needs at least one (program, heads) group")
+            raise ConfigError("MixedAttention needs at least one (program, heads) group")
         self.programs = [parse(p) for p, _ in groups]
         self.group_heads = [h for _, h in groups]
         if any(not isinstance(h, int) or h < 1 for h in self.group_heads):
-            raise SpecError(f"each head group needs a whole number ≥ 1 of heads, got "
+            raise ConfigError(f"each head group needs a whole number ≥ 1 of heads, got "
                             f"{self.group_heads}")
         self.heads = self.kv_heads = sum(self.group_heads)
         if dim % self.heads:
-            raise SpecError(f"dim={dim} is not divisible by the {self.heads} heads of the groups "
+            raise ConfigError(f"dim={dim} is not divisible by the {self.heads} heads of the groups "
                             f"{self.group_heads}")
         self.head_dim = dim // self.heads
         for i, (program, h) in enumerate(zip(self.programs, self.group_heads, strict=True)):
             lay = program.layout
             if lay.heads not in (None, h) or lay.kv_heads not in (None, h) \
                     or lay.head_dim not in (None, self.head_dim):
-                raise SpecError(f"head group {i} ('{program}') has {h} heads of size "
+                raise ProgramError(f"head group {i} ('{program}') has {h} heads of size "
                                 f"{self.head_dim}; its program's layout options disagree — "
                                 "remove heads/kv_heads/head_dim from it")
         self.to_q = nn.Linear(dim, dim, bias=bias)
@@ -174,7 +174,7 @@ def sinusoids(length: int, dim: int) -> Tensor:
 
 def check_positions(kind: str) -> None:
     if kind not in POSITIONS:
-        raise SpecError(f"positions='{kind}' is not one of {', '.join(POSITIONS)}"
+        raise ConfigError(f"positions='{kind}' is not one of {', '.join(POSITIONS)}"
                         f"{did_you_mean(str(kind), POSITIONS)}")
 
 
@@ -199,7 +199,7 @@ def attention_layers(dim: int, programs: ProgramsArg, *, layers: int, heads: int
             groups = [(adapt(parse(p)), h) for p, h in entry]
             total = sum(h for _, h in groups)
             if total != heads:
-                raise SpecError(f"{name}: layer {i}'s head groups have {total} heads in all, but "
+                raise ConfigError(f"{name}: layer {i}'s head groups have {total} heads in all, but "
                                 f"the model has heads={heads}")
             modules.append(MixedAttention(dim, groups, kv_dim=kv_dim, rotary=rotary))
         else:
@@ -213,10 +213,10 @@ def per_layer(programs: ProgramsArg, layers: int, name: str = "programs") -> lis
     if isinstance(programs, str | Program) or _is_groups(programs):
         return [programs] * layers
     if not isinstance(programs, list | tuple):
-        raise SpecError(f"{name} must be a program, a list of one program per layer, or head "
+        raise ConfigError(f"{name} must be a program, a list of one program per layer, or head "
                         f"groups [(program, heads), ...]; got {type(programs).__name__}")
     if len(programs) != layers:
-        raise SpecError(f"{name} lists {len(programs)} programs but the model has "
+        raise ConfigError(f"{name} lists {len(programs)} programs but the model has "
                         f"layers={layers}: give exactly {layers} (one per layer), or a single "
                         "program for every layer")
     return list(programs)
@@ -256,13 +256,13 @@ def require_causal(program: Program, model: str) -> Program:
     learn to copy the answer instead of predicting it."""
     mask = program.mask
     if mask is None or not any(isinstance(leaf, Causal) for leaf in mask.leaves()):
-        raise SpecError(f"{model} predicts the next token from the ones before it, so its "
+        raise ProgramError(f"{model} predicts the next token from the ones before it, so its "
                         f"attention must not see the future — program '{program}' has no "
                         "'causal' in its mask. Add it, e.g. '… ; causal ; …' or "
                         "'… ; causal & window(64) ; …'")
     if not mask.requires():  # masks that read call-time data cannot be evaluated here
         visible = mask.dense(MaskInputs(1, 1, 16, 16))
         if torch.triu(visible[0, 0], 1).any():
-            raise SpecError(f"{model}: the mask '{mask}' lets a position see later ones (an '|' "
+            raise ProgramError(f"{model}: the mask '{mask}' lets a position see later ones (an '|' "
                             "with a non-causal mask, or global tokens?); AND it with 'causal'")
     return program

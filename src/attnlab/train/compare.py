@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from attnlab.spec.program import parse
+from attnlab.lang.program import parse
 from attnlab.train.config import load_experiment
 from attnlab.train.run import train
 

@@ -1,5 +1,5 @@
 """Experiment files: one YAML document says the task, the model, the attention programs and
-how to train. Validated by pydantic; every mistake becomes a SpecError that names the key."""
+how to train. Validated by pydantic; every mistake becomes a ConfigError that names the key."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from attnlab.errors import SpecError, did_you_mean
-from attnlab.spec.program import parse
+from attnlab.errors import ConfigError, did_you_mean
+from attnlab.lang.program import parse
 
 Programs = str | list[str | list[tuple[str, int]]]  # one program, or per layer (head groups)
 
@@ -104,7 +104,7 @@ class Experiment(_Strict):
     @classmethod
     def _programs_parse(cls, value: Programs | None) -> Programs | None:
         for text in _program_texts(value) if value is not None else ():
-            parse(text)  # a SpecError (a ValueError) with a caret: pydantic names the key
+            parse(text)  # a ProgramError (a ValueError) with a caret: pydantic names the key
         return value
 
     def programs(self, which: str = "attention") -> Programs | None:
@@ -129,31 +129,31 @@ def load_experiment(source: str | Path | dict, overrides: list[str] = ()) -> Exp
     else:
         path = Path(source)
         if not path.exists():
-            raise SpecError(f"no experiment file at {path}")
+            raise ConfigError(f"no experiment file at {path}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise SpecError(f"{path} is not valid YAML: {e}") from None
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
     data = copy.deepcopy(data)
     for item in overrides:
         apply_override(data, item)
     try:
         return Experiment.model_validate(data)
     except ValidationError as e:
-        raise SpecError(explain_validation(e)) from None
+        raise ConfigError(explain_validation(e)) from None
 
 
 def apply_override(data: dict, item: str) -> None:
     """`train.lr=3e-4` sets data['train']['lr'] (the value read as YAML: numbers, lists, …)."""
     if "=" not in item:
-        raise SpecError(f"--set takes key.path=value, got {item!r}")
+        raise ConfigError(f"--set takes key.path=value, got {item!r}")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise SpecError(f"--set {key}: '{part}' is not a section")
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
     value = yaml.safe_load(raw) if raw.strip() else ""
     node[parts[-1]] = value
 

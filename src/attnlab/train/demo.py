@@ -16,8 +16,8 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from attnlab.spec import MaskInputs
-from attnlab.spec.program import parse
+from attnlab.lang import MaskInputs
+from attnlab.lang.program import parse
 from attnlab.train.compare import compare
 
 DEMO_PROGRAMS = ("causal ; softmax", "causal & window(8) ; softmax", "linear(elu1) ; causal")

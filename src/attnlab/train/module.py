@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.train.config import TrainConfig
-from attnlab.train.scores import ranking_scores
+from attnlab.train.metrics import ranking_scores
 
 
 class TaskModule(L.LightningModule):

@@ -24,9 +24,9 @@ from attnlab.data.datasets import DATASETS
 from attnlab.data.real_tasks import TextEncoder, image_splits, text_splits
 from attnlab.data.recommendation import ItemIndex, recommendation_splits
 from attnlab.data.translation import TranslationEncoder, translation_splits
-from attnlab.errors import SpecError
-from attnlab.spec.masks import Causal
-from attnlab.spec.program import parse
+from attnlab.errors import ConfigError
+from attnlab.lang.masks import Causal
+from attnlab.lang.program import parse
 from attnlab.train.checkpoints import AtomicCheckpointIO
 from attnlab.train.config import Experiment, load_experiment
 from attnlab.train.loaders import loader
@@ -78,7 +78,7 @@ def load_splits(exp: Experiment) -> Splits:
                        for s, data in made.items()}, encoder=encoder, test_examples=examples)
     names = splits.train.label_names or ()
     if t.positive is not None and t.positive not in names:
-        raise SpecError(f"task.positive: '{t.positive}' is not a label of {t.name}; its labels "
+        raise ConfigError(f"task.positive: '{t.positive}' is not a label of {t.name}; its labels "
                         f"are {', '.join(names)}")
     return splits
 
@@ -96,11 +96,11 @@ def build_model(exp: Experiment, data: TaskData) -> torch.nn.Module:
     m = exp.model
     if data.images or m.kind == "vit":
         if not data.images or m.kind not in (None, "vit"):
-            raise SpecError(f"model.kind {m.kind} does not fit {exp.task.name}: images take "
+            raise ConfigError(f"model.kind {m.kind} does not fit {exp.task.name}: images take "
                             "'vit', token sequences 'decoder_lm' or 'encoder_classifier'")
         _, channels, height, width = data.inputs.shape
         if height != width:
-            raise SpecError(f"ViT takes square images; {exp.task.name} has {height}×{width}")
+            raise ConfigError(f"ViT takes square images; {exp.task.name} has {height}×{width}")
         return models.ViT(height, m.patch_size, channels, data.num_classes, d_model=m.d_model,
                           layers=m.layers, heads=m.heads, kv_heads=m.kv_heads,
                           programs=exp.programs(), positions=m.positions, dropout=m.dropout,
@@ -108,7 +108,7 @@ def build_model(exp: Experiment, data: TaskData) -> torch.nn.Module:
     kind = m.kind or DEFAULT_MODELS[data.kind]
     if data.kind not in FITS[kind]:
         takes = " or ".join(k for k, fits in FITS.items() if data.kind in fits)
-        raise SpecError(f"model.kind {kind} does not fit {exp.task.name}, a '{data.kind}' task; "
+        raise ConfigError(f"model.kind {kind} does not fit {exp.task.name}, a '{data.kind}' task; "
                         f"it takes model.kind {takes}")
     max_len = m.max_len or data.inputs.shape[1]
     shape = dict(d_model=m.d_model, layers=m.layers, heads=m.heads, positions=m.positions,
@@ -153,7 +153,7 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.ckpt"
     if resume and not last.exists():
-        raise SpecError(f"--resume: no checkpoint to resume from in {out} (no last.ckpt)")
+        raise ConfigError(f"--resume: no checkpoint to resume from in {out} (no last.ckpt)")
     (out / "experiment.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"),
                                                         sort_keys=False))
     L.seed_everything(exp.train.seed, workers=True, verbose=False)
@@ -205,20 +205,20 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
 
 def _task_scores(exp: Experiment, model: torch.nn.Module, splits: Splits, progress: bool) -> dict:
     """What the task's kind reports beyond accuracy, each beside its baseline."""
-    from attnlab.train import scores
+    from attnlab.train import metrics
 
     test, batch = splits.test, exp.train.batch_size
     if test.kind == "classify":
-        return scores.classification_scores(model, test, batch, exp.task.positive)
+        return metrics.classification_scores(model, test, batch, exp.task.positive)
     if test.kind == "rank" and test.candidates is not None:
-        return {**scores.model_ranking_scores(model, test, batch),
-                **scores.popularity_scores(splits.encoder.popularity, test)}
+        return {**metrics.model_ranking_scores(model, test, batch),
+                **metrics.popularity_scores(splits.encoder.popularity, test)}
     if test.kind == "translate":
         from attnlab.train.predict import Translator
 
         translator = Translator(model, splits.encoder, exp.decode).eval()
         outputs = translator.translate_ids(test.inputs, progress=progress)
-        return scores.translation_scores(outputs, splits.test_examples)
+        return metrics.translation_scores(outputs, splits.test_examples)
     return {}
 
 
@@ -276,7 +276,7 @@ def load(out: str | Path) -> torch.nn.Module:
     on real text comes with its tokenizer: `model.predict(["some text"])` gives label names."""
     out = Path(out)
     if not (out / "experiment.yaml").exists():
-        raise SpecError(f"{out} holds no trained run (no experiment.yaml)")
+        raise ConfigError(f"{out} holds no trained run (no experiment.yaml)")
     exp = load_experiment(out / "experiment.yaml")
     ckpt = out / "best.ckpt" if (out / "best.ckpt").exists() else out / "last.ckpt"
     saved = load_encoder(out, exp)

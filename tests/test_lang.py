@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 
 import attnlab
-from attnlab import Program, SpecError, parse, zoo
-from attnlab import spec as S
+from attnlab import Program, ProgramError, parse, zoo
+from attnlab import lang as S
 from strategies import programs
 
 
@@ -74,7 +74,7 @@ def test_predicate_runs_but_has_no_text_form() -> None:
 
     p = Program(mask=S.Causal() & S.Predicate(even_keys))
     assert str(p) == "scaled_dot ; causal & predicate(even_keys) ; softmax"
-    with pytest.raises(SpecError, match="Python function"):
+    with pytest.raises(ProgramError, match="Python function"):
         p.to_dict()
 
 
@@ -106,12 +106,12 @@ def test_predicate_runs_but_has_no_text_form() -> None:
     ("dropout(1.5)", "p must be in [0, 1)"),
 ])
 def test_bad_programs_teach(bad: str, message: str) -> None:
-    with pytest.raises(SpecError, match=re.escape(message)):
+    with pytest.raises(ProgramError, match=re.escape(message)):
         parse(bad)
 
 
 def test_errors_point_at_the_offending_text() -> None:
-    with pytest.raises(SpecError) as err:
+    with pytest.raises(ProgramError) as err:
         parse("scaled_dot ; causl & window(256)")
     lines = str(err.value).splitlines()
     assert lines[1] == "  scaled_dot ; causl & window(256)"
@@ -119,12 +119,12 @@ def test_errors_point_at_the_offending_text() -> None:
 
 
 def test_spec_error_is_a_value_error() -> None:
-    assert issubclass(SpecError, ValueError)
+    assert issubclass(ProgramError, ValueError)
     with pytest.raises(ValueError):
         S.Window(0)
-    with pytest.raises(SpecError, match="must be a mask"):
+    with pytest.raises(ProgramError, match="must be a mask"):
         Program(mask=S.Softmax())  # type: ignore[arg-type]
-    with pytest.raises(SpecError, match=r"unknown program key 'normaliser'.*'normalizer'"):
+    with pytest.raises(ProgramError, match=r"unknown program key 'normaliser'.*'normalizer'"):
         Program.from_dict({"normaliser": "softmax"})
 
 
@@ -139,7 +139,7 @@ def test_zoo() -> None:
         assert parse(str(program)) == program
         assert zoo.description(name)
     assert attnlab.parse("zoo:bigbird").mask is not None
-    with pytest.raises(SpecError, match="did you mean 'longformer'"):
+    with pytest.raises(ProgramError, match="did you mean 'longformer'"):
         zoo["longformr"]
 
 
@@ -159,14 +159,14 @@ def test_mods_may_be_written_as_strings() -> None:
     want = parse("alibi + softcap(30.0)")
     assert Program(mods="alibi + softcap(30)") == want
     assert Program.from_dict({"mods": ["alibi", "softcap(30)"]}) == want
-    with pytest.raises(SpecError, match="the score has its own field"):
+    with pytest.raises(ProgramError, match="the score has its own field"):
         Program(mods="additive + alibi")
-    with pytest.raises(SpecError, match="must be a mod, got the mask 'causal'"):
+    with pytest.raises(ProgramError, match="must be a mod, got the mask 'causal'"):
         Program(mods=["causal"])
 
 
 def test_visible_is_the_dense_mask_and_all_true_without_one() -> None:
-    from attnlab.spec import MaskInputs
+    from attnlab.lang import MaskInputs
 
     inp = MaskInputs(2, 3, 5, 7)
     assert attnlab.parse("softmax").visible(inp).shape == (1, 1, 5, 7)

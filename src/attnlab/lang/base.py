@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, ClassVar
 
-from attnlab.errors import SpecError, did_you_mean
+from attnlab.errors import ProgramError, did_you_mean
 
 _REGISTRY: dict[str, type[Part]] = {}
 
@@ -25,15 +25,15 @@ def registry(kind: str | None = None) -> dict[str, type[Part]]:
 
 
 def lookup(name: str, kind: str | None = None) -> type[Part]:
-    """The part class called `name`; SpecError with the nearest name when unknown."""
+    """The part class called `name`; ProgramError with the nearest name when unknown."""
     table = registry(kind)
     if name in table:
         return table[name]
     what = f"{kind} " if kind else ""
     other = _REGISTRY.get(name)
     if other is not None:
-        raise SpecError(f"'{name}' is a {other.kind}, not a {kind}")
-    raise SpecError(f"unknown {what}'{name}'{did_you_mean(name, table)}")
+        raise ProgramError(f"'{name}' is a {other.kind}, not a {kind}")
+    raise ProgramError(f"unknown {what}'{name}'{did_you_mean(name, table)}")
 
 
 class Part:
@@ -60,7 +60,7 @@ class Part:
         self.validate()
 
     def validate(self) -> None:
-        """Raise SpecError when the arguments are out of range; subclasses override."""
+        """Raise ProgramError when the arguments are out of range; subclasses override."""
 
     # -- the three spellings -------------------------------------------------------------
     def __str__(self) -> str:
@@ -84,22 +84,22 @@ class Part:
         fields = [f.name for f in dataclasses.fields(cls)]
         if len(args) > len(fields):
             takes = f"takes at most {len(fields)}" if fields else "takes no"
-            raise SpecError(f"{cls.name} {takes} arguments ({signature(cls)}), got {len(args)}")
+            raise ProgramError(f"{cls.name} {takes} arguments ({signature(cls)}), got {len(args)}")
         for key in kwargs:
             if key not in fields:
                 hint = did_you_mean(key, fields) or f"; it takes {signature(cls)}"
-                raise SpecError(f"{cls.name} has no argument '{key}'{hint}")
+                raise ProgramError(f"{cls.name} has no argument '{key}'{hint}")
         bound = dict(zip(fields, args, strict=False))
         for key, value in kwargs.items():
             if key in bound:
-                raise SpecError(f"{cls.name}: argument '{key}' given twice")
+                raise ProgramError(f"{cls.name}: argument '{key}' given twice")
             bound[key] = value
         missing = [
             f.name for f in dataclasses.fields(cls)
             if f.name not in bound and f.default is dataclasses.MISSING
         ]
         if missing:
-            raise SpecError(f"{cls.name} needs {', '.join(missing)}: write {signature(cls)}")
+            raise ProgramError(f"{cls.name} needs {', '.join(missing)}: write {signature(cls)}")
         return cls(**bound)
 
     # -- learnable parts -------------------------------------------------------------------
@@ -111,7 +111,7 @@ class Part:
 def part_from_dict(d: Any, kind: str) -> Part:
     """A part of `kind` from its dict form `{"name": ..., arg: value, ...}`."""
     if not isinstance(d, dict) or "name" not in d:
-        raise SpecError(f"a {kind} must be written as a dict with a 'name' key, got {d!r}")
+        raise ProgramError(f"a {kind} must be written as a dict with a 'name' key, got {d!r}")
     args = {k: v for k, v in d.items() if k != "name"}
     return lookup(d["name"], kind).build([], args)
 
@@ -148,7 +148,7 @@ def _coerce(part: str, field: str, hint: Any, value: Any) -> Any:
         return value
     if float in allowed and isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise SpecError(f"{part}: {field} must be a finite number, got {value}")
+            raise ProgramError(f"{part}: {field} must be a finite number, got {value}")
         return float(value)
     if str in allowed and isinstance(value, str):
         return value
@@ -158,16 +158,16 @@ def _coerce(part: str, field: str, hint: Any, value: Any) -> Any:
                        for t in allowed)
     if int in allowed and isinstance(value, float) and value.is_integer():
         want += f" (write {int(value)}, not {value})"
-    raise SpecError(f"{part}: {field} must be {want}, got {format_value(value)!s}")
+    raise ProgramError(f"{part}: {field} must be {want}, got {format_value(value)!s}")
 
 
 _TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a name"}
 
 
 def require(ok: bool, part: str, message: str) -> None:
-    """Raise SpecError('part: message') unless ok: the one-line validation idiom."""
+    """Raise ProgramError('part: message') unless ok: the one-line validation idiom."""
     if not ok:
-        raise SpecError(f"{part}: {message}")
+        raise ProgramError(f"{part}: {message}")
 
 
 def at_least(part: Part, low: float, *fields: str) -> None:

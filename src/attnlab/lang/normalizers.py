@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnlab.spec.base import Part, at_least, positive, require
+from attnlab.lang.base import Part, at_least, positive, require
 
 
 class Normalizer(Part):

@@ -19,8 +19,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from attnlab.errors import InputError, SpecError
-from attnlab.spec.base import Part, at_least, require
+from attnlab.errors import InputError, ProgramError
+from attnlab.lang.base import Part, at_least, require
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
 _REFINE_CHUNK = 4096  # undecided blocks evaluated per batch during refinement
@@ -192,14 +192,14 @@ class Mask(Part):
         kv = torch.arange(inp.m, device=dev).view(1, 1, 1, -1)
         out = _as4d(torch.as_tensor(self.visible(b, h, q, kv, inp), device=dev))
         if out.dtype != torch.bool:
-            raise SpecError(f"mask {self} returned {out.dtype}; a mask must return booleans")
+            raise ProgramError(f"mask {self} returned {out.dtype}; a mask must return booleans")
         return out.expand(out.shape[0], out.shape[1], inp.n, inp.m)
 
     def block_summary(self, inp: MaskInputs, block: int | tuple[int, int] = 64) -> BlockSummary:
         """Exact EMPTY / PARTIAL / FULL state of every (query block, key block)."""
         bq, bk = (block, block) if isinstance(block, int) else block
         if bq < 1 or bk < 1:
-            raise SpecError(f"block sizes must be ≥ 1, got {(bq, bk)}")
+            raise ProgramError(f"block sizes must be ≥ 1, got {(bq, bk)}")
         return BlockSummary(self._summary(inp, bq, bk), (bq, bk), inp.n, inp.m)
 
     def _summary(self, inp: MaskInputs, bq: int, bk: int) -> Tensor:
@@ -228,7 +228,7 @@ class Mask(Part):
 
 def _mask_operand(other: object, op: str) -> Mask:
     if not isinstance(other, Mask):
-        raise SpecError(f"'{op}' combines masks, got {type(other).__name__} {other!r}")
+        raise ProgramError(f"'{op}' combines masks, got {type(other).__name__} {other!r}")
     return other
 
 
@@ -549,7 +549,7 @@ class Predicate(Mask):
         return f"predicate({getattr(self.fn, '__name__', 'fn')})"
 
     def to_dict(self) -> dict:
-        raise SpecError(f"{self} is a Python function: it has no dict or text form; "
+        raise ProgramError(f"{self} is a Python function: it has no dict or text form; "
                         "build this program in Python")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from attnlab.spec.base import Part, at_least, positive, require
+from attnlab.lang.base import Part, at_least, positive, require
 
 
 class Score(Part):

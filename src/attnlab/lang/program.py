@@ -14,14 +14,14 @@ import torch
 import yaml
 from torch import Tensor
 
-from attnlab.errors import SpecError, did_you_mean
-from attnlab.spec.approximations import Approximation
-from attnlab.spec.base import Part, part_from_dict
-from attnlab.spec.layout import Dropout, Layout
-from attnlab.spec.masks import And, Mask, MaskInputs, Not, Or
-from attnlab.spec.normalizers import Normalizer, Softmax
-from attnlab.spec.scores import ScaledDot, Score, ScoreMod
-from attnlab.spec.text import caret_error, parse_part, parse_sections
+from attnlab.errors import ProgramError, did_you_mean
+from attnlab.lang.approximations import Approximation
+from attnlab.lang.base import Part, part_from_dict
+from attnlab.lang.layout import Dropout, Layout
+from attnlab.lang.masks import And, Mask, MaskInputs, Not, Or
+from attnlab.lang.normalizers import Normalizer, Softmax
+from attnlab.lang.scores import ScaledDot, Score, ScoreMod
+from attnlab.lang.text import caret_error, parse_part, parse_sections
 
 _FIELDS = ("score", "mods", "mask", "normalizer", "approximation", "layout", "dropout")
 
@@ -54,9 +54,9 @@ class Program:
         if isinstance(self.layout, dict):
             set_("layout", _layout_from_dict(self.layout))
         if not isinstance(self.layout, Layout):
-            raise SpecError(f"program.layout must be a Layout, got {self.layout!r}")
+            raise ProgramError(f"program.layout must be a Layout, got {self.layout!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
-            raise SpecError(f"program.dropout must be a number in [0, 1), got {self.dropout!r}")
+            raise ProgramError(f"program.dropout must be a number in [0, 1), got {self.dropout!r}")
         set_("dropout", float(Dropout(self.dropout).p))
         self._check_approximation()
 
@@ -65,18 +65,18 @@ class Program:
         if a is None:
             return
         if self.score != ScaledDot():
-            raise SpecError(f"program.score: approximation '{a}' replaces the score; "
+            raise ProgramError(f"program.score: approximation '{a}' replaces the score; "
                             f"remove '{self.score}'")
         if self.mods:
-            raise SpecError(f"program.mods: approximation '{a}' replaces the score, so score mods "
+            raise ProgramError(f"program.mods: approximation '{a}' replaces the score, so score mods "
                             f"({', '.join(map(str, self.mods))}) cannot apply; remove them")
         if self.normalizer != Softmax():
-            raise SpecError(f"program.normalizer: approximation '{a}' replaces the normalizer; "
+            raise ProgramError(f"program.normalizer: approximation '{a}' replaces the normalizer; "
                             f"remove '{self.normalizer}'")
         if a.allowed_masks is not None and self.mask is not None:
             bad = sorted({leaf.name for leaf in self.mask.leaves()} - a.allowed_masks)
             if bad:
-                raise SpecError(f"program.mask: '{a}' mixes all keys into {a.name} summaries, so "
+                raise ProgramError(f"program.mask: '{a}' mixes all keys into {a.name} summaries, so "
                                 f"only {', '.join(sorted(a.allowed_masks))} can apply; "
                                 f"remove {', '.join(repr(b) for b in bad)}")
 
@@ -141,7 +141,7 @@ class Program:
             return cls(score=score or ScaledDot(), mods=tuple(mods), mask=found.get("mask"),
                        normalizer=found.get("normalizer", Softmax()),
                        approximation=found.get("approximation"), layout=layout, dropout=dropout)
-        except SpecError as e:
+        except ProgramError as e:
             raise caret_error(str(e), text, 0, len(text)) from None
 
     # -- dict / YAML -------------------------------------------------------------------------
@@ -160,10 +160,10 @@ class Program:
     def from_dict(cls, d: dict[str, Any]) -> Program:
         """Inverse of to_dict; parts may also be written as strings ('causal & window(8)')."""
         if not isinstance(d, dict):
-            raise SpecError(f"a program dict must be a mapping, got {type(d).__name__}")
+            raise ProgramError(f"a program dict must be a mapping, got {type(d).__name__}")
         for key in d:
             if key not in _FIELDS:
-                raise SpecError(f"unknown program key '{key}'{did_you_mean(key, _FIELDS)} "
+                raise ProgramError(f"unknown program key '{key}'{did_you_mean(key, _FIELDS)} "
                                 f"(keys: {', '.join(_FIELDS)})")
         mods = d.get("mods") or []
         if isinstance(mods, dict):
@@ -187,7 +187,7 @@ class Program:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise SpecError(f"not valid YAML: {e}") from None
+            raise ProgramError(f"not valid YAML: {e}") from None
         return cls.from_dict(data)
 
 
@@ -196,10 +196,10 @@ def parse(text: str | Program) -> Program:
     if isinstance(text, Program):
         return text
     if not isinstance(text, str):
-        raise SpecError(f"expected a program string, got {type(text).__name__}")
+        raise ProgramError(f"expected a program string, got {type(text).__name__}")
     stripped = text.strip()
     if stripped.startswith("zoo:"):
-        from attnlab.spec.zoo import zoo
+        from attnlab.lang.zoo import zoo
 
         return zoo[stripped[4:].strip()]
     if not stripped:
@@ -218,7 +218,7 @@ def mask_from_dict(d: Any) -> Mask:
         if key == "not":
             return Not(mask_from_dict(value))
         if not isinstance(value, list):
-            raise SpecError(f"mask '{key}' takes a list of masks, got {value!r}")
+            raise ProgramError(f"mask '{key}' takes a list of masks, got {value!r}")
         return (And if key == "and" else Or)(tuple(mask_from_dict(v) for v in value))
     return part_from_dict(d, "mask")
 
@@ -234,7 +234,7 @@ def _coerce_part(value: Any, where: str, cls: type) -> Any:
         value = parse_part(value, cls.kind)
     if not isinstance(value, cls):
         got = f"the {value.kind} '{value}'" if isinstance(value, Part) else repr(value)
-        raise SpecError(f"program.{where} must be a {cls.kind}, got {got}")
+        raise ProgramError(f"program.{where} must be a {cls.kind}, got {got}")
     return value
 
 
@@ -242,7 +242,7 @@ def _layout_from_dict(d: dict[str, Any]) -> Layout:
     fields = ("heads", "kv_heads", "head_dim", "cross")
     for key in d:
         if key not in fields:
-            raise SpecError(f"unknown layout key '{key}'{did_you_mean(key, fields)}")
+            raise ProgramError(f"unknown layout key '{key}'{did_you_mean(key, fields)}")
     return Layout(**d)
 
 
@@ -256,5 +256,5 @@ def _fold_options(options: list[Part], text: str) -> tuple[Layout, float]:
     dropout = values.pop("dropout", 0.0)
     try:
         return Layout(**values), dropout
-    except SpecError as e:
+    except ProgramError as e:
         raise caret_error(str(e), text, 0, len(text)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attnlab.errors import did_you_mean
-from attnlab.spec.base import Part, at_least, require
+from attnlab.lang.base import Part, at_least, require
 
 FEATURE_MAPS = ("elu1", "relu")
 

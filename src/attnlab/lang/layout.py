@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from attnlab.spec.base import Part, at_least, require
+from attnlab.lang.base import Part, at_least, require
 
 
 class Option(Part):

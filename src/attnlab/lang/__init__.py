@@ -1,9 +1,9 @@
 """The attention-program language: parts, mask expressions, parsing, validation, catalogue."""
 
-from attnlab.spec.approximations import Approximation, Favor, Linear, LowRank
-from attnlab.spec.base import Part, registry
-from attnlab.spec.layout import Layout
-from attnlab.spec.masks import (
+from attnlab.lang.approximations import Approximation, Favor, Linear, LowRank
+from attnlab.lang.base import Part, registry
+from attnlab.lang.layout import Layout
+from attnlab.lang.masks import (
     EMPTY,
     FULL,
     PARTIAL,
@@ -24,7 +24,7 @@ from attnlab.spec.masks import (
     RandomBlocks,
     Window,
 )
-from attnlab.spec.normalizers import (
+from attnlab.lang.normalizers import (
     Entmax,
     Gumbel,
     Normalizer,
@@ -34,8 +34,8 @@ from attnlab.spec.normalizers import (
     Sparsemax,
     TopK,
 )
-from attnlab.spec.program import Program, parse
-from attnlab.spec.scores import (
+from attnlab.lang.program import Program, parse
+from attnlab.lang.scores import (
     Additive,
     Alibi,
     Bias,
@@ -49,7 +49,7 @@ from attnlab.spec.scores import (
     Softcap,
     Temperature,
 )
-from attnlab.spec.zoo import zoo
+from attnlab.lang.zoo import zoo
 
 __all__ = [
     "EMPTY", "FULL", "PARTIAL", "Additive", "Alibi", "And", "Approximation", "Bias",

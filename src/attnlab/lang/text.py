@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from attnlab.errors import SpecError, did_you_mean
-from attnlab.spec.base import Part, registry
-from attnlab.spec.masks import And, Mask, Not, Or
+from attnlab.errors import ProgramError, did_you_mean
+from attnlab.lang.base import Part, registry
+from attnlab.lang.masks import And, Mask, Not, Or
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
@@ -51,10 +51,10 @@ def tokenize(text: str) -> list[Token]:
     return tokens
 
 
-def caret_error(message: str, text: str, start: int, end: int) -> SpecError:
-    """A SpecError that shows `text` with ^^^ under [start, end)."""
+def caret_error(message: str, text: str, start: int, end: int) -> ProgramError:
+    """A ProgramError that shows `text` with ^^^ under [start, end)."""
     marks = " " * start + "^" * max(end - start, 1)
-    return SpecError(f"{message}\n  {text}\n  {marks}")
+    return ProgramError(f"{message}\n  {text}\n  {marks}")
 
 
 class Parser:
@@ -233,7 +233,7 @@ class Parser:
             last = first
         try:
             return cls.build(args, kwargs)
-        except SpecError as e:
+        except ProgramError as e:
             self.fail(str(e), first, last)
             raise  # unreachable: fail raises
 

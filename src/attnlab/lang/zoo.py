@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from attnlab.errors import SpecError, did_you_mean
-from attnlab.spec.program import Program
+from attnlab.errors import ProgramError, did_you_mean
+from attnlab.lang.program import Program
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Catalogue(Mapping[str, Program]):
 
     def entry(self, name: str) -> Entry:
         if name not in self._entries:
-            raise SpecError(f"no program '{name}' in the zoo{did_you_mean(name, self._entries)} "
+            raise ProgramError(f"no program '{name}' in the zoo{did_you_mean(name, self._entries)} "
                             f"(see `attnlab zoo`)")
         return self._entries[name]
 
