@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+from attnlab.errors import ConfigError
 from attnlab.lang.base import Part, at_least, require
 
 
@@ -109,6 +110,40 @@ class Layout:
 
     def to_dict(self) -> dict[str, int | bool]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def resolve(self, *, heads: int | None = None, kv_heads: int | None = None,
+                head_dim: int | None = None, dim: int | None = None, default_heads: int = 8,
+                default_head_dim: int = 64) -> Layout:
+        """This layout with heads, kv_heads and head_dim all set: the program's value, else the
+        one given, else a default (kv_heads: as many as heads; head_dim: ``dim // heads`` when the
+        model width ``dim`` is given, else ``default_head_dim``).
+
+        ConfigError when a given value disagrees with the program's, is not a whole number ≥ 1,
+        or the heads do not split into kv_heads groups (or ``dim`` into heads).
+        """
+        h = _pick("heads", heads, self.heads, default_heads)
+        kv = _pick("kv_heads", kv_heads, self.kv_heads, h)
+        if h % kv:
+            raise ConfigError(f"kv_heads={kv} must divide heads={h} (each key/value head serves "
+                              f"heads/kv_heads query heads; try {', '.join(map(str, divisors(h)))})")
+        if self.head_dim is None and head_dim is None and dim is not None:
+            if dim % h:
+                raise ConfigError(f"dim={dim} is not divisible by heads={h}: choose heads that "
+                                  "divide dim, or give the program a head_dim(…) option")
+            default_head_dim = dim // h
+        d = _pick("head_dim", head_dim, self.head_dim, default_head_dim)
+        return replace(self, heads=h, kv_heads=kv, head_dim=d)
+
+
+def _pick(field: str, given: int | None, in_program: int | None, default: int) -> int:
+    """The program's value, else the given one, else the default; the given one checked."""
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+            raise ConfigError(f"{field} must be a whole number ≥ 1, got {given!r}")
+        if in_program is not None and given != in_program:
+            raise ConfigError(f"{field}={given} disagrees with the program, which says "
+                              f"{field}({in_program}); leave {field} out or change the program")
+    return in_program if in_program is not None else given if given is not None else default
 
 
 def divisors(n: int) -> list[int]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnlab.errors import ConfigError, InputError
+from attnlab.errors import InputError
 from attnlab.exec import attention, init_params
 from attnlab.lang.program import Program, parse
 from attnlab.nn.rotary import Rotary
@@ -57,15 +57,8 @@ class Attention(nn.Module):
                  rotary: bool = False, bias: bool = True) -> None:
         super().__init__()
         self.program = parse(program)
-        lay = self.program.layout
-        self.heads = _agree("heads", heads, lay.heads, default=8)
-        self.kv_heads = _agree("kv_heads", kv_heads, lay.kv_heads, default=self.heads)
-        if self.heads % self.kv_heads:
-            raise ConfigError(f"kv_heads={self.kv_heads} must divide heads={self.heads}")
-        if lay.head_dim is None and dim % self.heads:
-            raise ConfigError(f"dim={dim} is not divisible by heads={self.heads}: choose heads that "
-                            "divide dim, or give the program a head_dim(…) option")
-        self.head_dim = lay.head_dim or dim // self.heads
+        lay = self.program.layout.resolve(heads=heads, kv_heads=kv_heads, dim=dim)
+        self.heads, self.kv_heads, self.head_dim = lay.heads, lay.kv_heads, lay.head_dim
         inner, kv_inner = self.heads * self.head_dim, self.kv_heads * self.head_dim
         self.to_q = nn.Linear(dim, inner, bias=bias)
         self.to_k = nn.Linear(kv_dim or dim, kv_inner, bias=bias)
@@ -145,15 +138,6 @@ def qkv(m: nn.Module, x: Tensor, context: Tensor | None, cache: KVCache | None,
     if cache is not None:
         k, v = cache.update(k, v)
     return q, k, v
-
-
-def _agree(name: str, given: int | None, in_program: int | None, default: int) -> int:
-    if given is not None and in_program is not None and given != in_program:
-        raise ConfigError(f"{name}={given} disagrees with the program's {name}({in_program})")
-    value = given if given is not None else in_program if in_program is not None else default
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
-    return value
 
 
 __all__ = ["Attention", "KVCache"]

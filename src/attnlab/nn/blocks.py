@@ -85,12 +85,12 @@ class MixedAttention(nn.Module):
                             f"{self.group_heads}")
         self.head_dim = dim // self.heads
         for i, (program, h) in enumerate(zip(self.programs, self.group_heads, strict=True)):
-            lay = program.layout
-            if lay.heads not in (None, h) or lay.kv_heads not in (None, h) \
-                    or lay.head_dim not in (None, self.head_dim):
-                raise ProgramError(f"head group {i} ('{program}') has {h} heads of size "
-                                f"{self.head_dim}; its program's layout options disagree — "
-                                "remove heads/kv_heads/head_dim from it")
+            try:
+                program.layout.resolve(heads=h, kv_heads=h, head_dim=self.head_dim)
+            except ConfigError as err:
+                raise ConfigError(f"head group {i} ('{program}') has {h} heads of size "
+                                  f"{self.head_dim}; its program's layout options disagree ({err}) "
+                                  "— remove heads/kv_heads/head_dim from it") from None
         self.to_q = nn.Linear(dim, dim, bias=bias)
         self.to_k = nn.Linear(kv_dim or dim, dim, bias=bias)
         self.to_v = nn.Linear(kv_dim or dim, dim, bias=bias)
