@@ -1,4 +1,5 @@
-"""The `attnlab` command line: explain, show, zoo, showcase, and how it reports bad programs."""
+"""The `attnlab` command line (explain, show, zoo, showcase, how it reports bad programs) and the
+library it prints: attnlab.inspect.explain and attnlab.inspect.showcase."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typer.testing import CliRunner
 
 import attnlab
 from attnlab.cli.app import app
-from attnlab.cli.showcase import head_group_panels
+from attnlab.inspect.explain import explain_program, part_doc
+from attnlab.inspect.showcase import Showcase, draw_program, head_group_panels
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BAD_PROGRAMS = ["scaled_dot ; causl", "window(0)", "heads(8) + kv_heads(3)"]
@@ -90,6 +92,27 @@ def test_show_weights_with_gqa_and_call_time_inputs(tmp_path):
     assert "key_lengths: 18 real keys of 24" in result.output
 
 
+def test_explain_program_gives_the_facts_as_data():
+    ex = explain_program("alibi ; causal ; entmax(1.5) ; kv_heads(2)", seq=256, block=128)
+    assert (ex.heads, ex.kv_heads, ex.head_dim) == (8, 2, 64)  # kv_heads from the program, rest defaults
+    assert ex.head_sharing == "GQA, groups of 4"
+    assert (ex.blocks.full, ex.blocks.partial, ex.blocks.empty) == (1, 2, 1)
+    assert ex.density == pytest.approx(257 / 512)
+    assert ex.parameters == {} and ex.needs == frozenset() and not ex.training
+    assert "backend   tiled" in ex.plan
+    doc = explain_program("document ; heads(2) + head_dim(4)", seq=8)
+    assert doc.density is None and doc.blocks is None and doc.mask_needs == {"segments"}
+    assert part_doc(attnlab.parse("causal").mask) == "Key position ≤ query position"
+
+
+def test_draw_program_makes_up_call_time_inputs(tmp_path):
+    drawing = draw_program("padding ; heads(12)", tmp_path / "m.png", seq=16, weights=True)
+    assert drawing.files == [tmp_path / "m.png", tmp_path / "m-weights.png"]
+    assert all(map(is_png, drawing.files))
+    assert drawing.notes == ["key_lengths: 12 real keys of 16 (the rest is padding)"]
+    assert (drawing.groups_drawn, drawing.kv_heads) == (8, 12)
+
+
 def test_head_group_panels_average_the_heads_sharing_a_kv_head():
     weights = torch.arange(4.0).view(4, 1, 1).expand(4, 2, 3)  # head h has every weight = h
     panels, titles = head_group_panels(weights, kv_heads=2)
@@ -134,7 +157,10 @@ def test_bad_program_exits_2_with_message(program):
 def test_layout_option_conflicting_with_program_is_an_error():
     result = invoke("program", "explain", "causal ; softmax ; heads(8)", "--heads", "4")
     assert result.exit_code == 2
-    assert "the program says heads(8)" in result.output
+    assert "heads=4 disagrees with the program, which says heads(8)" in result.output
+    result = invoke("program", "explain", "causal", "--kv-heads", "3")
+    assert result.exit_code == 2
+    assert "kv_heads=3 must divide heads=8" in result.output
 
 
 def test_installed_script_reports_errors_without_traceback_and_debug_shows_one():
@@ -170,6 +196,20 @@ def test_showcase_writes_its_pictures(tmp_path):
         assert is_png(tmp_path / name), name
     assert "entmax-local" in result.output
     assert "fwd+bwd" in result.output
+
+
+def test_showcase_runs_as_a_library(tmp_path):
+    heard = []
+    showcase = Showcase(names=("vanilla", "sliding-window"), seq=64, weights_seq=16, block=16)
+    runs = showcase.run(on_run=heard.append)
+    assert heard == runs and [run.name for run in runs] == ["vanilla", "sliding-window"]
+    assert runs[0].density == 1.0 and runs[0].skippable == 0.0 and runs[0].zero_fraction == 0.0
+    assert runs[1].density < 1 and runs[1].out_shape == (1, 4, 64, 32) and runs[1].max_error < 1e-5
+    files = showcase.draw(tmp_path)
+    assert [f.name for f in files] == ["masks.png", "vanilla-mask.png", "vanilla-weights.png",
+                                       "sliding-window-mask.png", "sliding-window-weights.png"]
+    with pytest.raises(attnlab.InputError, match="seq must be ≥ 1"):
+        Showcase(seq=0)
 
 
 def test_explain_shows_the_plan_for_training():
