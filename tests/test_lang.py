@@ -110,6 +110,26 @@ def test_bad_programs_teach(bad: str, message: str) -> None:
         parse(bad)
 
 
+def test_layout_resolve_takes_the_program_then_the_given_then_the_default() -> None:
+    lay = parse("causal ; kv_heads(2) + head_dim(24)").layout
+    assert lay.resolve(heads=4) == S.Layout(heads=4, kv_heads=2, head_dim=24)
+    assert lay.resolve() == S.Layout(heads=8, kv_heads=2, head_dim=24)  # default heads
+    assert S.Layout().resolve(dim=96, default_heads=4) == S.Layout(4, 4, 24)  # head_dim: dim // heads
+    assert S.Layout().resolve(default_heads=4, default_head_dim=16) == S.Layout(4, 4, 16)
+    assert S.Layout(cross=True).resolve(heads=2, head_dim=8) == S.Layout(2, 2, 8, cross=True)
+    for options, message in [
+        ({"kv_heads": 4}, "kv_heads=4 disagrees with the program, which says kv_heads(2)"),
+        ({"heads": 3}, "kv_heads=2 must divide heads=3 (each key/value head serves heads/kv_heads "
+                       "query heads; try 1, 3)"),
+        ({"heads": 0}, "heads must be a whole number ≥ 1, got 0"),
+        ({"head_dim": 2.5}, "head_dim must be a whole number ≥ 1, got 2.5"),
+    ]:
+        with pytest.raises(attnlab.ConfigError, match=re.escape(message)):
+            lay.resolve(**options)
+    with pytest.raises(attnlab.ConfigError, match="dim=30 is not divisible by heads=4"):
+        S.Layout().resolve(heads=4, dim=30)
+
+
 def test_errors_point_at_the_offending_text() -> None:
     with pytest.raises(ProgramError) as err:
         parse("scaled_dot ; causl & window(256)")
