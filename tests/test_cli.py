@@ -208,7 +208,7 @@ def test_showcase_runs_as_a_library(tmp_path):
     files = showcase.draw(tmp_path)
     assert [f.name for f in files] == ["masks.png", "vanilla-mask.png", "vanilla-weights.png",
                                        "sliding-window-mask.png", "sliding-window-weights.png"]
-    with pytest.raises(attnlab.InputError, match="seq must be ≥ 1"):
+    with pytest.raises(attnlab.ConfigError, match="seq must be ≥ 1"):
         Showcase(seq=0)
 
 

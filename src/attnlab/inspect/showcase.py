@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from attnlab.errors import InputError
+from attnlab.errors import ConfigError
 from attnlab.exec import attention, init_params
 from attnlab.lang import MaskInputs, Program, parse, zoo
 
@@ -172,7 +172,7 @@ class Showcase:
     def __post_init__(self) -> None:
         for field in ("seq", "weights_seq", "heads", "head_dim", "block"):
             if getattr(self, field) < 1:
-                raise InputError(f"Showcase {field} must be ≥ 1, got {getattr(self, field)}")
+                raise ConfigError(f"Showcase {field} must be ≥ 1, got {getattr(self, field)}")
 
     def programs(self) -> dict[str, Program]:
         return {name: zoo[name] for name in self.names}
