@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.data import GENERATORS, LISTOPS_TOKENS, SPLITS, make, split_seed
 from attnlab import tasks
-from attnlab.ids import IGNORE_INDEX
+from attnlab.data import GENERATORS, LISTOPS_TOKENS, SPLITS, make, split_seed
 from attnlab.errors import ConfigError
+from attnlab.ids import IGNORE_INDEX
 
 SMALL = {"mqar": {"vocab_size": 64, "seq_len": 32, "num_kv_pairs": 4},
          "listops": {"min_length": 20, "max_length": 80},

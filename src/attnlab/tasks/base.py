@@ -89,7 +89,7 @@ class Task:
 
         kind = exp.model.kind or self.models[0]
         if kind not in self.models:
-            raise ConfigError(f"model.kind {kind} does not fit {exp.task.name}, a {self.kind} task; "
+            raise ConfigError(f"model.kind {kind} does not fit {exp.task.name}, {_article(self.kind)} {self.kind} task; "
                               f"it takes model.kind {' or '.join(self.models)}")
         given = {k: v for k, v in exp.model.model_dump().items() if v is not None and k != "kind"}
         return MODELS[kind].from_settings({**given, **self.model_settings(exp, data),
@@ -154,3 +154,7 @@ def _fields(data: TaskData) -> dict[str, Any]:
     return {"vocab_size": data.vocab_size, "num_classes": data.num_classes, "pad_id": data.pad_id,
             "label_names": list(data.label_names) if data.label_names else None,
             "target_vocab_size": data.target_vocab_size}
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
