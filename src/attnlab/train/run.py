@@ -40,9 +40,6 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage())
 
 
-GENERATED_SIZES = {"train": 10_000, "val": 1_000, "test": 1_000}
-
-
 def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *, resume: bool = False,
           tracking_uri: str | None = None, devices: int | None = None,
           progress: bool = True, overrides: list[str] = ()) -> dict:
