@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from attnlab import ConfigError
+from attnlab.lang import parse
 from attnlab.train.checkpoints import AtomicCheckpointIO
 from attnlab.train.config import load_experiment
 
@@ -26,7 +27,7 @@ def test_mqar_experiment_is_zoologys_setting() -> None:
     exp = load_experiment(ROOT / "experiments/mqar.yaml")
     assert exp.task.params == {"vocab_size": 8192, "seq_len": 64, "num_kv_pairs": 4}
     assert (exp.model.d_model, exp.model.layers) == (64, 2)
-    assert exp.attention == "causal ; softmax"
+    assert exp.attention == parse("causal ; softmax")  # parsed once, here
 
 
 @pytest.mark.parametrize("data, overrides, message", [
@@ -49,7 +50,10 @@ def test_overrides_reach_any_key() -> None:
     exp = load_experiment(BASE, ["train.lr=3e-4", "model.layers=3", "task.params.seq_len=128",
                                  "attention=[causal, [['causal', 2], ['causal & window(4)', 2]]]"])
     assert exp.train.lr == 3e-4 and exp.model.layers == 3 and exp.task.params["seq_len"] == 128
-    assert exp.programs() == ["causal", [("causal", 2), ("causal & window(4)", 2)]]
+    assert exp.attention == [parse("causal"), [(parse("causal"), 2), (parse("causal & window(4)"), 2)]]
+    assert exp.model_dump(mode="json")["attention"] == [
+        "scaled_dot ; causal ; softmax",
+        [["scaled_dot ; causal ; softmax", 2], ["scaled_dot ; causal & window(4) ; softmax", 2]]]
 
 
 def test_checkpoints_are_replaced_whole(tmp_path, monkeypatch) -> None:

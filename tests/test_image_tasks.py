@@ -7,7 +7,7 @@ import torch
 
 import attnlab
 import attnlab.train
-from attnlab.data.real_tasks import image_splits
+from attnlab import tasks
 from attnlab.errors import ConfigError
 from attnlab.train.config import load_experiment
 
@@ -16,9 +16,13 @@ DIGITS = {"name": "tiny-digits", "task": {"name": "digits"},
           "train": {"epochs": 3, "batch_size": 32, "lr": 0.003}}
 
 
+def prepare():
+    return tasks.kind("image-classification").prepare(load_experiment(DIGITS))
+
+
 def test_images_are_standardised_with_training_statistics() -> None:
-    made = image_splits("digits", seed=0)
-    train, test = made["train"], made["test"]
+    made = prepare()
+    train, test = made.train, made.test
     assert train.inputs.shape == (1437, 1, 8, 8) and test.inputs.shape == (180, 1, 8, 8)
     assert train.inputs.mean().abs() < 1e-4 and (train.inputs.std() - 1).abs() < 1e-3
     assert train.label_names == tuple(str(d) for d in range(10)) and train.num_classes == 10
@@ -38,11 +42,15 @@ def test_a_vit_trains_on_digits_and_loads(tmp_path) -> None:
                                   tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert metrics["test_accuracy"] > metrics["test_majority_rate"]  # it learned something
     model = attnlab.load(out)
-    assert type(model).__name__ == "ViT" and not model.training
-    assert model(image_splits("digits", seed=0)["test"].inputs[:5]).shape == (5, 10)
+    assert type(model.model).__name__ == "ViT" and not model.training
+    assert model(prepare().test.inputs[:5]).shape == (5, 10)
+    raw = attnlab.data.load("digits", seed=0)["test"][:5]
+    assert model.predict([ex["image"] for ex in raw]) == [
+        model.label_names[i] for i in model(prepare().test.inputs[:5]).argmax(-1).tolist()]
 
 
 def test_a_text_model_kind_for_images_is_refused(tmp_path) -> None:
     exp = load_experiment(DIGITS, ["model.kind=decoder_lm"])
-    with pytest.raises(ConfigError, match="images take 'vit'"):
+    with pytest.raises(ConfigError, match=r"model.kind decoder_lm does not fit digits, an? "
+                                          r"image-classification task; it takes model.kind vit"):
         attnlab.train.train(exp, tmp_path / "run", progress=False)

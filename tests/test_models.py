@@ -6,7 +6,21 @@ import pytest
 import torch
 
 from attnlab import ConfigError, ProgramError
-from attnlab.models import MODELS, DecoderLM, EncoderClassifier, Seq2Seq, SequentialRecommender, ViT
+from attnlab.models import (
+    MODELS,
+    DecoderLM,
+    DecoderLMConfig,
+    EncoderClassifier,
+    EncoderClassifierConfig,
+    Seq2Seq,
+    Seq2SeqConfig,
+    SequentialRecommender,
+    SequentialRecommenderConfig,
+    ViT,
+    ViTConfig,
+    load_model,
+    save_model,
+)
 from attnlab.nn import KVCache, MixedAttention
 
 V = 23
@@ -19,40 +33,64 @@ def _f64(model: torch.nn.Module) -> torch.nn.Module:
 def test_shapes_of_every_model() -> None:
     torch.manual_seed(0)
     tokens = torch.randint(1, V, (2, 9))
-    enc = EncoderClassifier(V, 3, d_model=32, heads=4, pad_id=0)
+    enc = EncoderClassifier(EncoderClassifierConfig(V, 3, d_model=32, heads=4, pad_id=0))
     assert enc(tokens).shape == (2, 3)
-    tok = EncoderClassifier(V, 5, d_model=32, heads=4, pooling="cls", task="token",
-                            positions="sinusoidal")
+    tok = EncoderClassifier(EncoderClassifierConfig(V, 5, d_model=32, heads=4, pooling="cls", per="token",
+                            positions="sinusoidal"))
     assert tok(tokens).shape == (2, 9, 5)
-    assert DecoderLM(V, d_model=32, kv_heads=2)(tokens).shape == (2, 9, V)
-    s2s = Seq2Seq(V, 17, d_model=32, heads=4, positions="rotary")
+    assert DecoderLM(DecoderLMConfig(V, d_model=32, kv_heads=2))(tokens).shape == (2, 9, V)
+    s2s = Seq2Seq(Seq2SeqConfig(V, 17, d_model=32, heads=4, positions="rotary"))
     assert s2s(tokens, torch.randint(3, 17, (2, 6))).shape == (2, 6, 17)
-    vit = ViT(16, 4, 3, 7, d_model=32, heads=4, pooling="mean", programs="window(3)")
+    vit = ViT(ViTConfig(16, 4, 3, 7, d_model=32, heads=4, pooling="mean", programs="window(3)"))
     assert vit(torch.randn(2, 3, 16, 16)).shape == (2, 7)
-    rec = SequentialRecommender(30, d_model=32, heads=2, max_len=9)
+    rec = SequentialRecommender(SequentialRecommenderConfig(30, d_model=32, heads=2, max_len=9))
     assert rec(tokens).shape == (2, 9, 31)
 
 
-@pytest.mark.parametrize("model", [
-    lambda: EncoderClassifier(V, 3, d_model=16, heads=2, programs=["causal", "alibi"],
-                              positions="none"),
-    lambda: DecoderLM(V, d_model=16, heads=2,
-                      programs=["causal", [("causal", 1), ("causal & window(2)", 1)]]),
-    lambda: Seq2Seq(V, V, d_model=16, heads=2, layers=1, pad_id=None),
-    lambda: ViT(8, 4, 1, 2, d_model=16, heads=2),
-    lambda: SequentialRecommender(10, d_model=16, heads=2),
+@pytest.mark.parametrize("model, inputs", [
+    (lambda: EncoderClassifier(EncoderClassifierConfig(
+        V, 3, d_model=16, heads=2, programs=["causal", "alibi + relative_bias"], positions="none")),
+     lambda: (torch.randint(0, V, (2, 9)),)),
+    (lambda: DecoderLM(DecoderLMConfig(
+        V, d_model=16, heads=2, programs=["causal", [("causal", 1), ("cosine ; causal & window(2)", 1)]])),
+     lambda: (torch.randint(0, V, (2, 9)),)),
+    (lambda: Seq2Seq(Seq2SeqConfig(V, V, d_model=16, heads=2, layers=1, pad_id=None,
+                                   cross_programs="scaled_dot ; entmax(1.5)")),
+     lambda: (torch.randint(0, V, (2, 7)), torch.randint(0, V, (2, 5)))),
+    (lambda: ViT(ViTConfig(8, 4, 1, 2, d_model=16, heads=2, programs="general ; window(1)")),
+     lambda: (torch.randn(2, 1, 8, 8),)),
+    (lambda: SequentialRecommender(SequentialRecommenderConfig(10, d_model=16, heads=2,
+                                                               programs="causal & window(3)")),
+     lambda: (torch.randint(0, 11, (2, 9)),)),
 ])
-def test_config_rebuilds_the_model(model) -> None:
-    m = model()
-    name = type(m).__name__
-    rebuilt = MODELS[name](**m.config)
-    rebuilt.load_state_dict(m.state_dict())
-    assert rebuilt.num_parameters() == m.num_parameters() > 0
+def test_a_saved_model_rebuilds_from_kind_config_and_tensors(model, inputs, tmp_path) -> None:
+    """Outputs, not parameter counts: a rebuild that dropped a program (or its learned parts)
+    would have the same count and different outputs."""
+    torch.manual_seed(0)
+    m = model().eval()
+    for p in m.parameters():  # learned program parts start at fixed values: move them
+        p.data.add_(0.1 * torch.randn_like(p))
+    save_model(m, tmp_path)
+    rebuilt = load_model(tmp_path)
+    assert type(rebuilt) is type(m) and MODELS[m.kind] is type(m)
+    assert rebuilt.config_dict() == m.config_dict()
+    args = inputs()
+    assert torch.equal(rebuilt(*args), m(*args))
+    assert rebuilt.programs() == m.programs()
+
+
+def test_a_rebuild_that_drops_a_program_is_caught(tmp_path) -> None:
+    m = DecoderLM(DecoderLMConfig(V, d_model=16, heads=2, programs="causal & window(2)")).eval()
+    save_model(m, tmp_path)
+    config = (tmp_path / "model.json").read_text().replace("causal & window(2)", "causal")
+    (tmp_path / "model.json").write_text(config)
+    tokens = torch.randint(0, V, (2, 9))
+    assert not torch.allclose(load_model(tmp_path)(tokens), m(tokens))
 
 
 def test_tied_weights_are_counted_once() -> None:
-    tied, untied = DecoderLM(V, d_model=16, heads=2), DecoderLM(V, d_model=16, heads=2,
-                                                                tie_weights=False)
+    tied = DecoderLM(DecoderLMConfig(V, d_model=16, heads=2))
+    untied = DecoderLM(DecoderLMConfig(V, d_model=16, heads=2, tie_weights=False))
     assert untied.num_parameters() - tied.num_parameters() == V * 16
 
 
@@ -62,7 +100,7 @@ def test_tied_weights_are_counted_once() -> None:
 ])
 def test_decoder_does_not_look_ahead(programs, positions) -> None:
     torch.manual_seed(1)
-    m = _f64(DecoderLM(V, d_model=32, heads=4, programs=programs, positions=positions))
+    m = _f64(DecoderLM(DecoderLMConfig(V, d_model=32, heads=4, programs=programs, positions=positions)))
     x = torch.randint(0, V, (2, 10))
     y = x.clone()
     y[:, 6:] = torch.randint(0, V, (2, 4))
@@ -71,7 +109,7 @@ def test_decoder_does_not_look_ahead(programs, positions) -> None:
 
 def test_seq2seq_decoder_does_not_look_ahead() -> None:
     torch.manual_seed(2)
-    m = _f64(Seq2Seq(V, V, d_model=32, heads=4))
+    m = _f64(Seq2Seq(Seq2SeqConfig(V, V, d_model=32, heads=4)))
     src, tgt = torch.randint(3, V, (2, 7)), torch.randint(3, V, (2, 8))
     src[0, 5:] = 0  # padded source
     other = tgt.clone()
@@ -81,27 +119,27 @@ def test_seq2seq_decoder_does_not_look_ahead() -> None:
 
 def test_decoder_refuses_a_program_that_sees_the_future() -> None:
     with pytest.raises(ProgramError, match="no 'causal'"):
-        DecoderLM(V, programs="alibi ; window(4)")
+        DecoderLM(DecoderLMConfig(V, programs="alibi ; window(4)"))
     with pytest.raises(ProgramError, match="later ones"):
-        DecoderLM(V, programs="causal | global_tokens(2)")
+        DecoderLM(DecoderLMConfig(V, programs="causal | global_tokens(2)"))
     with pytest.raises(ProgramError, match="no 'causal'"):
-        SequentialRecommender(10, programs=["causal", "scaled_dot ; softmax"])
+        SequentialRecommender(SequentialRecommenderConfig(10, programs=["causal", "scaled_dot ; softmax"]))
 
 
 def test_wrong_number_of_per_layer_programs_names_the_expected_length() -> None:
     with pytest.raises(ConfigError, match=r"lists 2 programs .* layers=3.*exactly 3"):
-        DecoderLM(V, layers=3, programs=["causal", "causal"])
+        DecoderLM(DecoderLMConfig(V, layers=3, programs=["causal", "causal"]))
     with pytest.raises(ConfigError, match="decoder_programs lists 1"):
-        Seq2Seq(V, V, layers=2, decoder_programs=["causal"])
+        Seq2Seq(Seq2SeqConfig(V, V, layers=2, decoder_programs=["causal"]))
     with pytest.raises(ConfigError, match="heads in all"):
-        DecoderLM(V, heads=4, programs=[("causal", 1), ("causal", 2)])
+        DecoderLM(DecoderLMConfig(V, heads=4, programs=[("causal", 1), ("causal", 2)]))
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_encoder_ignores_padding(pooling: str) -> None:
     torch.manual_seed(3)
-    m = _f64(EncoderClassifier(V, 4, d_model=32, heads=4, pad_id=0, pooling=pooling,
-                               programs=["scaled_dot ; softmax", "alibi ; window(2) ; entmax(1.5)"]))
+    m = _f64(EncoderClassifier(EncoderClassifierConfig(V, 4, d_model=32, heads=4, pad_id=0, pooling=pooling,
+                               programs=["scaled_dot ; softmax", "alibi ; window(2) ; entmax(1.5)"])))
     short = torch.randint(1, V, (1, 5))
     padded = torch.cat([short, torch.zeros(1, 4, dtype=torch.long)], dim=1)
     longer = torch.randint(1, V, (1, 9))
@@ -114,8 +152,8 @@ def test_encoder_ignores_padding(pooling: str) -> None:
 
 def test_head_groups_each_follow_their_own_mask() -> None:
     torch.manual_seed(4)
-    m = DecoderLM(V, d_model=32, heads=4, programs=["causal", [("causal", 2),
-                                                               ("causal & window(2)", 2)]])
+    m = DecoderLM(DecoderLMConfig(V, d_model=32, heads=4, programs=["causal", [("causal", 2),
+                                                               ("causal & window(2)", 2)]]))
     assert m(torch.randint(0, V, (2, 8))).shape == (2, 8, V)
     mixed = m.blocks[1].attention
     assert isinstance(mixed, MixedAttention) and mixed.group_heads == [2, 2]
@@ -141,7 +179,7 @@ def _greedy_by_recomputing(m: DecoderLM, prompt: torch.Tensor, steps: int) -> to
 ])
 def test_cached_generation_equals_recomputing_the_sequence(programs, positions) -> None:
     torch.manual_seed(5)
-    m = _f64(DecoderLM(V, d_model=32, heads=4, programs=programs, positions=positions))
+    m = _f64(DecoderLM(DecoderLMConfig(V, d_model=32, heads=4, programs=programs, positions=positions)))
     prompt = torch.randint(0, V, (3, 4))
     cached = m.generate(prompt, 8, greedy=True)
     assert torch.equal(cached, _greedy_by_recomputing(m, prompt, 8))
@@ -153,7 +191,7 @@ def test_cached_generation_equals_recomputing_the_sequence(programs, positions) 
 
 
 def test_sampling_is_seeded_and_top_k_limits_choices() -> None:
-    m = DecoderLM(V, d_model=16, heads=2).eval()
+    m = DecoderLM(DecoderLMConfig(V, d_model=16, heads=2)).eval()
     prompt = torch.randint(0, V, (2, 3))
     a = m.generate(prompt, 6, top_k=3, generator=torch.Generator().manual_seed(0))
     b = m.generate(prompt, 6, top_k=3, generator=torch.Generator().manual_seed(0))
@@ -164,7 +202,7 @@ def test_sampling_is_seeded_and_top_k_limits_choices() -> None:
 
 def test_beam_of_one_is_greedy_and_a_full_beam_is_exact() -> None:
     torch.manual_seed(6)
-    m = _f64(Seq2Seq(V, V, d_model=32, heads=4, positions="rotary"))
+    m = _f64(Seq2Seq(Seq2SeqConfig(V, V, d_model=32, heads=4, positions="rotary")))
     src = torch.randint(3, V, (3, 6))
     src[1, 4:] = 0
     greedy = m.greedy(src, max_len=7)
@@ -184,7 +222,7 @@ def test_beam_of_one_is_greedy_and_a_full_beam_is_exact() -> None:
 
 def test_seq2seq_greedy_stops_at_eos_and_fills_with_pad() -> None:
     torch.manual_seed(7)
-    m = Seq2Seq(V, V, d_model=16, heads=2).eval()
+    m = Seq2Seq(Seq2SeqConfig(V, V, d_model=16, heads=2)).eval()
     with torch.no_grad():  # make eos the certain first choice
         m.head.weight.zero_()  # tied: the target embeddings are zero too, which is fine here
         m.dec_norm.weight.zero_()
@@ -198,7 +236,8 @@ def test_seq2seq_greedy_stops_at_eos_and_fills_with_pad() -> None:
 
 def test_recommender_handles_left_padding() -> None:
     torch.manual_seed(8)
-    m = _f64(SequentialRecommender(30, d_model=32, heads=2, max_len=8, dropout=0.0))
+    m = _f64(SequentialRecommender(SequentialRecommenderConfig(30, d_model=32, heads=2, max_len=8,
+                                                               dropout=0.0)))
     hist = torch.tensor([[0, 0, 0, 5, 9, 2, 7, 1], [3, 4, 5, 6, 7, 8, 9, 10]])
     logits = m(hist)
     assert logits.shape == (2, 8, 31) and torch.isfinite(logits[..., 1:]).all()  # no NaN
@@ -207,13 +246,13 @@ def test_recommender_handles_left_padding() -> None:
 
 def test_models_train() -> None:
     torch.manual_seed(9)
-    rec = SequentialRecommender(30, d_model=16, heads=2, max_len=6, dropout=0.1)
+    rec = SequentialRecommender(SequentialRecommenderConfig(30, d_model=16, heads=2, max_len=6, dropout=0.1))
     hist = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
     target = torch.tensor([[0, 0, 4, 5, 6, 7], [2, 3, 4, 5, 6, 7]])
     loss = torch.nn.functional.cross_entropy(rec(hist).flatten(0, 1), target.flatten(),
                                              ignore_index=0)
-    lm = DecoderLM(V, d_model=16, heads=2, programs=[("causal", 1), ("alibi ; causal", 1)],
-                   positions="rotary", dropout=0.1)
+    lm = DecoderLM(DecoderLMConfig(V, d_model=16, heads=2, programs=[("causal", 1), ("alibi ; causal", 1)],
+                   positions="rotary", dropout=0.1))
     loss = loss + lm(torch.randint(0, V, (2, 5))).logsumexp(-1).mean()
     loss.backward()
     assert torch.isfinite(loss)

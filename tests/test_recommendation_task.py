@@ -12,13 +12,15 @@ from typer.testing import CliRunner
 import attnlab
 import attnlab.cli.app
 import attnlab.train
+from attnlab import tasks
 from attnlab.data import load
-from attnlab.data.recommendation import recommendation_splits
 from attnlab.errors import InputError, ProgramError
+from attnlab.tasks.recommendation import Recommender
 from attnlab.train.config import load_experiment
 from attnlab.train.metrics import popularity_scores, ranking_scores
-from attnlab.train.predict import Recommender
-from attnlab.train.run import build_model, evaluate
+from attnlab.train.run import evaluate
+
+RECOMMENDATION = tasks.kind("recommendation")
 
 TINY = {"name": "tiny-recsys",
         "task": {"name": "movielens-100k", "params": {"max_len": 20, "negatives": 100}},
@@ -29,7 +31,9 @@ TINY = {"name": "tiny-recsys",
 
 @pytest.fixture(scope="module")
 def splits():
-    return recommendation_splits("movielens-100k", seed=0, max_len=20, negatives=100)
+    prepared = RECOMMENDATION.prepare(load_experiment(TINY))
+    return {"train": prepared.train, "validation": prepared.validation, "test": prepared.test}, \
+        prepared.encoders
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,7 @@ def users():
 def test_training_windows_predict_each_next_item(splits, users) -> None:
     data, index = splits
     train = data["train"]
-    assert train.kind == "rank" and train.inputs.shape[1] == 20 and train.vocab_size == 1_683
+    assert train.inputs.shape[1] == 20 and train.vocab_size == 1_683
     scored = train.labels != -100
     assert int(scored.sum()) == sum(len(u["items"]) - 1 for u in users["train"])  # all but the first
     # a target is the input one step later, inside a window
@@ -55,7 +59,7 @@ def test_training_windows_predict_each_next_item(splits, users) -> None:
 
 def test_held_out_items_rank_among_unseen_negatives(splits, users) -> None:
     data, index = splits
-    for split, theirs, history in (("val", "validation", lambda u: users["train"][u]["items"]),
+    for split, theirs, history in (("validation", "validation", lambda u: users["train"][u]["items"]),
                                    ("test", "test", lambda u: users["train"][u]["items"]
                                     + users["validation"][u]["items"])):
         held = data[split]
@@ -71,8 +75,8 @@ def test_held_out_items_rank_among_unseen_negatives(splits, users) -> None:
                     *users["test"][u]["items"]}
             negatives = [index.items[int(i) - 1] for i in held.candidates[u, 1:]]
             assert len(set(negatives)) == 100 and not seen & set(negatives)
-    again, _ = recommendation_splits("movielens-100k", seed=0, max_len=20, negatives=100)
-    assert torch.equal(again["test"].candidates, data["test"].candidates)  # fixed by the seed
+    again = RECOMMENDATION.prepare(load_experiment(TINY))
+    assert torch.equal(again.test.candidates, data["test"].candidates)  # fixed by the seed
 
 
 def test_hit_rate_and_ndcg_have_known_answers() -> None:
@@ -115,4 +119,4 @@ def test_a_recommendation_run_reports_hr_and_ndcg_and_recommends(tmp_path, users
 def test_the_recommender_must_be_causal(splits) -> None:
     data = splits[0]["train"]
     with pytest.raises(ProgramError, match="must not see the future"):
-        build_model(load_experiment({**TINY, "attention": "scaled_dot ; softmax"}), data)
+        RECOMMENDATION.build_model(load_experiment({**TINY, "attention": "scaled_dot ; softmax"}), data)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import attnlab
 import attnlab.cli.app
 import attnlab.train
-from attnlab.data.real_tasks import text_splits
+from attnlab import tasks
 from attnlab.errors import ConfigError
 from attnlab.train.config import load_experiment
 from attnlab.train.metrics import f1_scores
@@ -31,11 +31,15 @@ SPAM = {"name": "tiny-spam",
         "train": {"epochs": 1, "batch_size": 32, "lr": 0.003}}
 
 
+def prepare(exp: dict):
+    return tasks.kind("text-classification").prepare(load_experiment(exp))
+
+
 def test_text_splits_become_padded_ids_with_cls_first_and_named_labels(cache) -> None:
-    splits, encoder = text_splits("sms-spam", seed=0, vocab_size=500, max_len=24)
-    data = splits["test"]
+    prepared = prepare(SPAM)
+    data, encoder = prepared.test, prepared.encoders
     full = attnlab.data.load("sms-spam", seed=0)["test"]
-    assert data.inputs.shape == (len(full), 24) and data.kind == "classify"
+    assert data.inputs.shape == (len(full), 24) and data.labels.shape == (len(full),)
     assert data.label_names == ("ham", "spam") and data.pad_id == 0
     assert [data.label_names[i] for i in data.labels.tolist()] == [ex["label"] for ex in full]
     cls = encoder.tokenizer.token_to_id("[CLS]")
@@ -46,8 +50,15 @@ def test_text_splits_become_padded_ids_with_cls_first_and_named_labels(cache) ->
     # learned from the training split once, then read from the cache
     files = list((cache / "tokenizers").glob("sms-spam-500-*.json"))
     assert len(files) == 1
-    again, _ = text_splits("sms-spam", seed=0, vocab_size=500, max_len=24)
-    assert torch.equal(again["test"].inputs, data.inputs)
+    assert torch.equal(prepare(SPAM).test.inputs, data.inputs)
+
+
+def test_f1_known_answers() -> None:
+    """Per class 2·tp / (predicted + actual), worked by hand; 0 for a class neither predicted nor
+    present."""
+    preds, labels = torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 2])
+    assert f1_scores(preds, labels, 4) == [2 * 1 / (2 + 1), 2 * 2 / (2 + 3), 1.0, 0.0]
+    assert f1_scores(torch.tensor([1, 1]), torch.tensor([0, 0]), 2) == [0.0, 0.0]
 
 
 def test_f1_matches_scikit_learn() -> None:
@@ -66,7 +77,7 @@ def test_training_on_real_text_reports_f1_and_predicts_label_names(tmp_path) -> 
                                   tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert {"test_f1", "test_macro_f1", "test_majority_rate"} <= set(metrics)
     assert 0 <= metrics["test_f1"] <= 1
-    assert json.loads((out / "labels.json").read_text()) == ["ham", "spam"]
+    assert json.loads((out / "labels.json").read_text())["labels"] == ["ham", "spam"]
     from attnlab.train.run import evaluate
 
     assert evaluate(out)["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)

@@ -139,10 +139,23 @@ def model_kind(out) -> str:
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path, tracking) -> None:
+    """Linear layers compute in bfloat16 under autocast (so bf16 really ran); the weights the
+    optimiser keeps stay float32."""
     exp = load_experiment(TINY, ["train.precision=bf16", "train.epochs=1"])
-    metrics = attnlab.train.train(exp, tmp_path / "run", tracking_uri=tracking, progress=False)
+    dtypes: set[torch.dtype] = set()
+
+    def record(module, args, output) -> None:
+        if isinstance(module, torch.nn.Linear) and module.training:
+            dtypes.add(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        metrics = attnlab.train.train(exp, tmp_path / "run", tracking_uri=tracking, progress=False)
+    finally:
+        hook.remove()
+    assert dtypes == {torch.bfloat16}
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] == metrics["test_loss"]
-    state = torch.load(tmp_path / "run" / "best.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
 
 
@@ -174,9 +187,9 @@ def test_a_comparison_shows_each_kind_of_task_by_its_main_metric(tmp_path) -> No
 
     base = {"program": "scaled_dot ; softmax", "train_seconds": 12.0, "params": 1000,
             "test_accuracy": 0.41}
-    translation = {**base, "test_bleu": 12.345, "test_chrf": 40.1, "test_copy_bleu": 0.4,
+    translation = {**base, "main_metric": "test_bleu", "test_bleu": 12.345, "test_chrf": 40.1, "test_copy_bleu": 0.4,
                    "test_copy_chrf": 18.6}
-    ranking = {**base, "test_ndcg10": 0.4374, "test_hr10": 0.7116, "test_popular_ndcg10": 0.2236,
+    ranking = {**base, "main_metric": "test_ndcg10", "test_ndcg10": 0.4374, "test_hr10": 0.7116, "test_popular_ndcg10": 0.2236,
                "test_popular_hr10": 0.3913}
     assert main_metric(translation) == ("test_bleu", "BLEU")
     assert main_metric(ranking) == ("test_ndcg10", "NDCG@10")

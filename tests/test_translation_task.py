@@ -12,14 +12,16 @@ from typer.testing import CliRunner
 import attnlab
 import attnlab.cli.app
 import attnlab.train
-from attnlab.data.translation import translation_splits
+from attnlab import tasks
 from attnlab.errors import ConfigError, ProgramError
+from attnlab.lang import parse
 from attnlab.models import Seq2Seq
+from attnlab.tasks.translation import LengthBatches, Translator, with_causal
 from attnlab.train.config import load_experiment
-from attnlab.train.loaders import LengthBatches
 from attnlab.train.metrics import translation_scores
-from attnlab.train.predict import Translator
-from attnlab.train.run import build_model, evaluate, with_causal
+from attnlab.train.run import evaluate
+
+TRANSLATION = tasks.kind("translation")
 
 TINY = {"name": "tiny-translate",
         "task": {"name": "kjv-spanish", "params": {"vocab_size": 300, "max_len": 24},
@@ -30,22 +32,21 @@ TINY = {"name": "tiny-translate",
 
 
 @pytest.fixture(scope="module")
-def splits():
-    return translation_splits("kjv-spanish", seed=0, vocab_size=300, max_len=24)
+def prepared():
+    return TRANSLATION.prepare(load_experiment(TINY))
 
 
-def test_targets_are_framed_and_decode_back_to_the_reference(splits) -> None:
-    data, encoder, examples = splits
-    test = data["test"]
-    assert test.kind == "translate" and test.inputs.shape == (3_108, 24) == test.labels.shape
+def test_targets_are_framed_and_decode_back_to_the_reference(prepared) -> None:
+    test, encoder, examples = prepared.test, prepared.encoders, prepared.test_examples
+    assert test.inputs.shape == (3_108, 24) == test.labels.shape
     assert test.vocab_size <= 300 and test.target_vocab_size <= 300
     assert (test.labels[:, 0] == 1).all()  # [BOS]
-    for row, ex in zip(test.labels[:50], examples["test"][:50], strict=True):
+    for row, ex in zip(test.labels[:50], examples[:50], strict=True):
         ids = row[row != 0].tolist()
         if len(ids) < 24:  # not cut: [EOS] closes it and the text comes back whole
             assert ids[-1] == 2
             assert encoder.decode_target(row[None])[0] == unicodedata.normalize("NFC", ex["target"])
-    source = encoder.source.encode(examples["test"][0]["source"]).ids[:24]
+    source = encoder.source.encode(examples[0]["source"]).ids[:24]
     assert test.inputs[0, :len(source)].tolist() == source
 
 
@@ -58,23 +59,28 @@ def test_length_batches_cover_every_example_once_and_group_like_lengths() -> Non
     assert spread < 10  # random batches of 10 would spread over ~80
 
 
-def test_the_decoder_gets_the_encoder_program_made_causal() -> None:
-    assert with_causal("scaled_dot ; softmax") == "scaled_dot ; causal ; softmax"
-    assert with_causal("window(8) | global_tokens(1) ; entmax(1.5)") == \
-        "scaled_dot ; (window(8) | global_tokens(1)) & causal ; entmax(1.5)"
-    assert with_causal([[("scaled_dot ; softmax", 2), ("window(4) ; softmax", 2)]]) == \
-        [[("scaled_dot ; causal ; softmax", 2), ("scaled_dot ; window(4) & causal ; softmax", 2)]]
-    data = translation_splits("kjv-spanish", seed=0, vocab_size=300, max_len=24)[0]["val"]
-    model = build_model(load_experiment({**TINY, "attention": "window(4) ; softmax"}), data)
+def build_model(exp: dict, data):
+    return TRANSLATION.build_model(load_experiment(exp), data)
+
+
+def test_the_decoder_gets_the_encoder_program_made_causal(prepared) -> None:
+    assert with_causal(parse("scaled_dot ; softmax")) == parse("scaled_dot ; causal ; softmax")
+    assert with_causal(parse("window(8) | global_tokens(1) ; entmax(1.5)")) == \
+        parse("scaled_dot ; (window(8) | global_tokens(1)) & causal ; entmax(1.5)")
+    assert with_causal([[(parse("scaled_dot ; softmax"), 2), (parse("window(4) ; softmax"), 2)]]) == \
+        [[(parse("scaled_dot ; causal ; softmax"), 2),
+          (parse("scaled_dot ; window(4) & causal ; softmax"), 2)]]
+    data = prepared.validation
+    model = build_model({**TINY, "attention": "window(4) ; softmax"}, data)
     assert isinstance(model, Seq2Seq)
-    assert model.config["decoder_programs"] == "scaled_dot ; window(4) & causal ; softmax"
-    given = load_experiment({**TINY, "decoder_attention": "scaled_dot ; causal ; entmax(1.5)",
-                             "cross_attention": "scaled_dot ; entmax(1.5)"})
-    assert build_model(given, data).config["cross_programs"] == "scaled_dot ; entmax(1.5)"
+    assert model.config_dict()["decoder_programs"] == "scaled_dot ; window(4) & causal ; softmax"
+    given = {**TINY, "decoder_attention": "scaled_dot ; causal ; entmax(1.5)",
+             "cross_attention": "scaled_dot ; entmax(1.5)"}
+    assert build_model(given, data).config_dict()["cross_programs"] == "scaled_dot ; entmax(1.5)"
     with pytest.raises(ProgramError, match="must not see the future"):
-        build_model(load_experiment({**TINY, "decoder_attention": "scaled_dot ; softmax"}), data)
+        build_model({**TINY, "decoder_attention": "scaled_dot ; softmax"}, data)
     with pytest.raises(ConfigError, match=r"model\.kind encoder_classifier does not fit kjv-spanish"):
-        build_model(load_experiment({**TINY, "model": {"kind": "encoder_classifier"}}), data)
+        build_model({**TINY, "model": {"kind": "encoder_classifier"}}, data)
 
 
 def test_bleu_is_100_for_the_reference_and_the_copy_baseline_reads_the_source() -> None:

@@ -7,12 +7,12 @@ from attnlab.lang import Program, parse, zoo
 
 __version__ = "0.1.0"
 __all__ = ["AttnlabError", "ConfigError", "DataError", "InputError", "Plan", "Program", "ProgramError",
-           "attention", "data", "explain", "init_params", "load", "models", "nn", "parse", "plan", "zoo"]
+           "attention", "data", "explain", "init_params", "load", "models", "nn", "parse", "plan", "tasks", "zoo"]
 
 
 def __getattr__(name: str):
     # Models, tasks and training load on first use: `import attnlab` stays light (no Lightning).
-    if name in ("models", "data", "train"):
+    if name in ("models", "data", "tasks", "train"):
         import importlib
 
         return importlib.import_module(f"attnlab.{name}")

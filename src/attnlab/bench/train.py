@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attnlab.models import EncoderClassifier
+from attnlab.models import EncoderClassifier, EncoderClassifierConfig
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,9 @@ class TorchEncoderClassifier(nn.Module):
 
 
 def attnlab_model(b: TrainBench) -> nn.Module:
-    return EncoderClassifier(b.vocab, b.classes, d_model=b.d_model, layers=b.layers,
-                             heads=b.heads, programs="zoo:vanilla", max_len=b.seq)
+    return EncoderClassifier(EncoderClassifierConfig(
+        b.vocab, b.classes, d_model=b.d_model, layers=b.layers, heads=b.heads, programs="zoo:vanilla",
+        max_len=b.seq))
 
 
 def step_times(model: nn.Module, b: TrainBench, seed: int = 0) -> list[float]:

@@ -50,39 +50,14 @@ def predict_command(
 ) -> None:
     """Run a trained model on new input: each text's label and its probability, each text's
     translation, or the items to recommend after a history."""
-    from attnlab.errors import InputError
-    from attnlab.train.predict import Recommender, TextClassifier, Translator
+    from attnlab.tasks import task_of
+    from attnlab.train.config import load_experiment
     from attnlab.train.run import load
 
     model = load(out)
     console = Console(highlight=False)
-    if isinstance(model, TextClassifier):
-        for text, row in zip(inputs, model.predict_proba(inputs), strict=True):
-            best = int(row.argmax())
-            console.print(f"{model.label_names[best]}\t{row[best]:.3f}\t{text}", soft_wrap=True)
-    elif isinstance(model, Translator):
-        for text, translation in zip(inputs, model.predict(inputs), strict=True):
-            console.print(f"{text}\n  → {translation}", soft_wrap=True)
-    elif isinstance(model, Recommender):
-        titles = _item_titles(out)
-        for rank, item in enumerate(model.recommend(inputs, k), 1):
-            console.print(f"{rank:>3}  {item:>6}  {titles.get(item, '')}".rstrip(), soft_wrap=True)
-    else:
-        raise InputError(f"{out} was trained on a generated task, which has no text to read; "
-                         "predict needs a run on a real data set (attnlab data list)")
-
-
-def _item_titles(out: Path) -> dict[str, str]:
-    """Item id → title for a recommender's data set, when the set has titles and they are here."""
-    from attnlab.data.datasets import DATASETS, item_titles
-    from attnlab.errors import DataError
-    from attnlab.train.config import load_experiment
-
-    name = load_experiment(out / "experiment.yaml").task.name
-    try:
-        return item_titles(name) if name in DATASETS else {}
-    except DataError:  # the model still recommends; only the names are missing
-        return {}
+    task = task_of(load_experiment(out / "experiment.yaml").task)
+    task.print_predictions(model, inputs, out, lambda text: console.print(text, soft_wrap=True), k=k)
 
 
 def runs_command(

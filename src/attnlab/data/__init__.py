@@ -1,13 +1,12 @@
 """Data for training and probing attention: generated tasks (``make``), each a deterministic function of a
 seed, and real data sets read from files that packages ship (``load``)."""
 
-from attnlab.data.base import IGNORE_INDEX, SPLITS, TaskData, split_seed
+from attnlab.data.base import SPLITS, TaskData, split_seed
 from attnlab.data.datasets import DATASETS, DatasetInfo, load
+from attnlab.data.generators import GENERATORS, GeneratorInfo, make
 from attnlab.data.listops import LISTOPS_TOKENS, listops
 from attnlab.data.mqar import mqar
-from attnlab.data.registry import TASKS, TaskInfo, make
 from attnlab.data.synthetic import copy, induction_head, selective_copy
 
-__all__ = ["DATASETS", "IGNORE_INDEX", "LISTOPS_TOKENS", "SPLITS", "TASKS", "DatasetInfo", "TaskData",
-           "TaskInfo", "copy", "induction_head", "listops", "load", "make", "mqar", "selective_copy",
-           "split_seed"]
+__all__ = ["DATASETS", "GENERATORS", "LISTOPS_TOKENS", "SPLITS", "DatasetInfo", "GeneratorInfo", "TaskData",
+           "copy", "induction_head", "listops", "load", "make", "mqar", "selective_copy", "split_seed"]

@@ -7,49 +7,41 @@ from dataclasses import dataclass, replace
 import torch
 
 from attnlab.errors import ConfigError, did_you_mean
+from attnlab.ids import IGNORE_INDEX
 
-IGNORE_INDEX = -100
-SPLITS = ("train", "val", "test")
-KINDS = ("lm", "classify", "translate", "rank")
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
 class TaskData:
-    """A generated data set: token ids, targets and what a model needs to know to read them.
+    """One split of a task: inputs, targets and what a model needs to know to read them.
 
-    For ``kind == "lm"`` the labels are per position: ``labels[n, t]`` is what the model's output at
-    position ``t`` (having seen ``inputs[n, :t + 1]``) is scored against, ``-100`` where nothing is.
-    For ``kind == "classify"`` the labels are one class id per example.
-    For ``kind == "translate"`` inputs are source ids and labels the target ids, ``[BOS] … [EOS]``.
-    For ``kind == "rank"`` (next-item recommendation) labels are per position as for "lm"; with
-    ``candidates`` (N, C), an example is also scored by where its last position ranks the items
-    ``candidates[n]``, of which column 0 is the true next item.
+    Labels are one class id per example (N,), or per position (N, L): ``labels[n, t]`` is what the
+    output at position ``t`` (having seen ``inputs[n, :t + 1]``) is scored against, ``IGNORE_INDEX``
+    where nothing is. Inputs are token ids (N, L) or images (N, C, H, W). With ``candidates``
+    (N, C), an example is also scored by where its last position ranks the items
+    ``candidates[n]``, of which column 0 is the true next item. Which task kind reads them is the
+    task registry's business (`attnlab.tasks`), not the data's.
     """
 
-    inputs: torch.LongTensor
+    inputs: torch.Tensor
     labels: torch.LongTensor
-    kind: str
-    vocab_size: int
+    vocab_size: int = 0
     num_classes: int | None = None
     pad_id: int | None = None
     label_names: tuple[str, ...] | None = None  # class id → the data set's name for it
-    target_vocab_size: int | None = None  # translate: the target side's vocabulary
-    candidates: torch.LongTensor | None = None  # rank: items to rank per example, the true one first
+    target_vocab_size: int | None = None  # translation: the target side's vocabulary
+    candidates: torch.LongTensor | None = None  # items to rank per example, the true one first
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"TaskData.kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         n = self.inputs.shape[:1]
-        expected = {"classify": n, "translate": (*n, self.labels.shape[-1])}.get(
-            self.kind, self.inputs.shape)
-        images = self.kind == "classify" and self.images
-        if (self.inputs.dim() != 2 and not images) or self.labels.shape != expected:
-            raise ConfigError(f"{self.kind} task needs inputs (N, L) (or images (N, C, H, W) to "
-                            f"classify) and labels {tuple(expected)}, got "
-                            f"{tuple(self.inputs.shape)} and {tuple(self.labels.shape)}")
-        if self.candidates is not None and (self.kind != "rank" or self.candidates.shape[:1] != n):
-            raise ConfigError(f"candidates {tuple(self.candidates.shape)} belong to a rank task "
-                            "with one row per example")
+        if self.inputs.dim() not in (2, 4) or self.labels.shape[:1] != n or self.labels.dim() > 2:
+            raise ConfigError(f"TaskData needs inputs (N, L) or images (N, C, H, W) and labels (N,) "
+                              f"or (N, L), got {tuple(self.inputs.shape)} and {tuple(self.labels.shape)}")
+        if self.candidates is not None and self.candidates.shape[:1] != n:
+            raise ConfigError(f"candidates {tuple(self.candidates.shape)} need one row per example")
+        if self.label_names is not None:
+            object.__setattr__(self, "label_names", tuple(self.label_names))
 
     @property
     def images(self) -> bool:
@@ -65,19 +57,19 @@ class TaskData:
         return replace(self, inputs=self.inputs[:n], labels=self.labels[:n], candidates=candidates)
 
     def label_distribution(self) -> dict[int, float]:
-        """Fraction of examples per class (classify), or of scored positions per target token (lm)."""
+        """Fraction of examples per class (one label per example), or of scored positions per
+        target token that occurs (labels per position)."""
         scored = self.labels[self.labels != IGNORE_INDEX]
         if scored.numel() == 0:
             return {}
-        size = self.num_classes if self.kind == "classify" and self.num_classes else self.vocab_size
+        per_example = self.labels.dim() == 1
+        size = self.num_classes if per_example and self.num_classes else self.vocab_size
         counts = torch.bincount(scored, minlength=size).double() / scored.numel()
-        if self.kind == "lm":  # a vocabulary is large; list only targets that occur
-            return {i: float(c) for i, c in enumerate(counts.tolist()) if c > 0}
-        return {i: float(c) for i, c in enumerate(counts.tolist())}
+        return {i: float(c) for i, c in enumerate(counts.tolist()) if per_example or c > 0}
 
 
 def split_seed(seed: int, split: str) -> int:
-    """The generator seed for one split: ``3 * seed + {train: 0, val: 1, test: 2}[split]``.
+    """The generator seed for one split: ``3 * seed + {train: 0, validation: 1, test: 2}[split]``.
 
     The map is one-to-one, so no two (seed, split) pairs, within or across base seeds, ever share a
     generator seed: train, val and test of any seed draw from disjoint seed sets.

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 
 from attnlab.data.base import TaskData, check_int, require
+from attnlab.ids import PAD_ID
 
 # Fixed vocabulary; id 0 is padding. LRA's tokens after it strips the parentheses of its strings.
 LISTOPS_TOKENS = ("<pad>", *(str(d) for d in range(10)), "[MIN", "[MAX", "[MED", "[SM", "]")
-PAD_ID = 0
 DIGIT_0 = 1
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END_ID = LISTOPS_TOKENS.index("]")
@@ -74,7 +74,7 @@ def listops(*, num_examples: int, seed: int, max_depth: int = 10, max_args: int 
         rows[len(seen), :len(tokens)] = tokens
         labels[len(seen)] = value
         seen.add(key)
-    return TaskData(torch.from_numpy(rows), torch.from_numpy(labels), kind="classify",
+    return TaskData(torch.from_numpy(rows), torch.from_numpy(labels),
                     vocab_size=len(LISTOPS_TOKENS), num_classes=10, pad_id=PAD_ID)
 
 

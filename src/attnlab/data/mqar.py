@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attnlab.data.base import IGNORE_INDEX, TaskData, check_int, require
+from attnlab.data.base import TaskData, check_int, require
+from attnlab.ids import IGNORE_INDEX
 
 # Rows per chunk when a (rows, choices) table of random numbers is needed, to bound memory.
 _CHUNK_CELLS = 1 << 22
@@ -63,7 +64,7 @@ def mqar(*, vocab_size: int = 8192, seq_len: int = 64, num_kv_pairs: int = 4, nu
     if random_non_queries:
         filler = inputs == 0
         inputs[filler] = rng.integers(0, vocab_size, size=int(filler.sum()))
-    return TaskData(torch.from_numpy(inputs), torch.from_numpy(labels), kind="lm", vocab_size=vocab_size)
+    return TaskData(torch.from_numpy(inputs), torch.from_numpy(labels), vocab_size=vocab_size)
 
 
 def distinct_rows(rng: np.random.Generator, rows: int, k: int, *, low: int, high: int) -> np.ndarray:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attnlab.data.base import IGNORE_INDEX, TaskData, check_int, require
+from attnlab.data.base import TaskData, check_int, require
+from attnlab.ids import IGNORE_INDEX
 
 # Rows per chunk when a (rows, positions) table of random numbers is needed, to bound memory.
 _CHUNK_CELLS = 1 << 22
@@ -35,7 +36,7 @@ def copy(*, vocab_size: int = 16, seq_len: int = 32, copy_len: int = 16, num_exa
     full[:, seq_len - copy_len + 1:] = data
     labels = np.full((num_examples, seq_len), IGNORE_INDEX, dtype=np.int64)
     labels[:, seq_len - copy_len:] = full[:, seq_len - copy_len + 1:]
-    return TaskData(torch.from_numpy(full[:, :-1].copy()), torch.from_numpy(labels), kind="lm",
+    return TaskData(torch.from_numpy(full[:, :-1].copy()), torch.from_numpy(labels),
                     vocab_size=vocab_size)
 
 
@@ -72,7 +73,7 @@ def selective_copy(*, vocab_size: int = 16, seq_len: int = 256, num_tokens: int 
     inputs[:, region:] = vocab_size - 1
     labels = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
     labels[:, region:] = data
-    return TaskData(torch.from_numpy(inputs), torch.from_numpy(labels), kind="lm", vocab_size=vocab_size)
+    return TaskData(torch.from_numpy(inputs), torch.from_numpy(labels), vocab_size=vocab_size)
 
 
 def induction_head(*, vocab_size: int = 20, seq_len: int = 32, induction_len: int = 1, num_triggers: int = 1,
@@ -116,5 +117,5 @@ def induction_head(*, vocab_size: int = 20, seq_len: int = 32, induction_len: in
         row[region + 1:] = targets
     labels = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
     labels[:, seq_len - k:] = full[:, seq_len - k + 1:]
-    return TaskData(torch.from_numpy(full[:, :-1].copy()), torch.from_numpy(labels), kind="lm",
+    return TaskData(torch.from_numpy(full[:, :-1].copy()), torch.from_numpy(labels),
                     vocab_size=vocab_size)

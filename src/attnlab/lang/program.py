@@ -7,6 +7,7 @@ Python objects, a dict/YAML document and a one-line string round-trip exactly:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,11 +193,20 @@ class Program:
 
 
 def parse(text: str | Program) -> Program:
-    """A program from its one-line string, or `zoo:NAME` for a catalogue entry."""
+    """A program from its one-line string, or `zoo:NAME` for a catalogue entry.
+
+    Strings are parsed once per process (an LRU cache): Programs are immutable, so every caller
+    of one string shares one object.
+    """
     if isinstance(text, Program):
         return text
     if not isinstance(text, str):
         raise ProgramError(f"expected a program string, got {type(text).__name__}")
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_text(text: str) -> Program:
     stripped = text.strip()
     if stripped.startswith("zoo:"):
         from attnlab.lang.zoo import zoo

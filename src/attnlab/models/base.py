@@ -1,17 +1,29 @@
-"""`Model`: what every attnlab model shares — its constructor arguments and a parameter count."""
+"""`Model`: what every attnlab model shares — one config dataclass that rebuilds it, a parameter
+count, and saving as (model kind, config, tensors), which loads without running any code."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, ClassVar
 
+import torch
 from torch import nn
+
+from attnlab.errors import ConfigError, did_you_mean
+from attnlab.lang.program import Program
+
+MODEL_FILE, WEIGHTS_FILE = "model.json", "model.pt"
 
 
 class Model(nn.Module):
-    """An nn.Module that keeps `config`, the constructor arguments that rebuild it
-    (`type(model)(**model.config)`), so a checkpoint can carry the architecture with the weights."""
+    """An nn.Module built from one config dataclass (`Config`), nanoGPT-style: `type(model)(model.config)`
+    rebuilds it, so a saved model is its kind, its config and its tensors."""
 
-    config: dict[str, Any]
+    kind: ClassVar[str]  # the name experiment files use: model.kind
+    Config: ClassVar[type]
+    config: Any
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Count of parameters; tied weights are counted once."""
@@ -26,3 +38,61 @@ class Model(nn.Module):
                     nn.init.zeros_(m.bias)
             if isinstance(m, nn.Embedding) and m.padding_idx is not None:
                 m.weight.data[m.padding_idx].zero_()
+
+    def config_dict(self) -> dict[str, Any]:
+        """The config as plain data (programs as their canonical strings), fit for JSON."""
+        return {f.name: _plain(getattr(self.config, f.name)) for f in dataclasses.fields(self.config)}
+
+    def programs(self) -> list[str]:
+        """The programs that run, as canonical strings, in module order without repeats: what a
+        run logs (the models add `padding` or check `causal`, so this can differ from the file)."""
+        from attnlab.nn import Attention, MixedAttention
+
+        seen: dict[str, None] = {}
+        for m in self.modules():
+            if isinstance(m, Attention):
+                seen[str(m.program)] = None
+            elif isinstance(m, MixedAttention):
+                groups = ", ".join(f"{p} ×{h}" for p, h in zip(m.programs, m.group_heads, strict=True))
+                seen[f"[{groups}]"] = None
+        return list(seen)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Model:
+        """The model from whichever of `settings` its config has (others are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls.Config)}
+        return cls(cls.Config(**{k: v for k, v in settings.items() if k in names}))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Program):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_model(model: Model, folder: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """model.json (kind and config) and model.pt (tensors only) in `folder`."""
+    folder = Path(folder)
+    (folder / MODEL_FILE).write_text(json.dumps({"model": model.kind, "config": model.config_dict()},
+                                                indent=2))
+    torch.save(state if state is not None else model.state_dict(), folder / WEIGHTS_FILE)
+
+
+def load_model(folder: str | Path) -> Model:
+    """The model saved in `folder`, in eval mode. Only JSON and tensors are read: no pickled code."""
+    from attnlab.models import MODELS
+
+    folder = Path(folder)
+    path = folder / MODEL_FILE
+    if not path.exists():
+        raise ConfigError(f"{folder} holds no saved model (no {MODEL_FILE})")
+    saved = json.loads(path.read_text())
+    kind = saved.get("model")
+    if kind not in MODELS:
+        raise ConfigError(f"{path}: unknown model kind {kind!r}{did_you_mean(str(kind), MODELS)}")
+    cls = MODELS[kind]
+    model = cls(cls.Config(**saved["config"]))
+    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return model.eval()

@@ -6,6 +6,7 @@ Tokens → embeddings (+ positions) → pre-norm blocks → LayerNorm → logits
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,33 +16,44 @@ from torch.nn import functional as F
 from attnlab.errors import InputError
 from attnlab.models.base import Model
 from attnlab.nn.attention import KVCache
-from attnlab.nn.blocks import Block, Positions, attention_layers, programs_config, require_causal
+from attnlab.nn.blocks import Block, Positions, attention_layers, require_causal
+
+
+@dataclass
+class DecoderLMConfig:
+    vocab_size: int
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 4
+    programs: Any = "causal"  # one program, one per layer, or head groups (see attention_layers)
+    positions: str = "learned"
+    max_len: int = 512
+    dropout: float = 0.0
+    kv_heads: int | None = None
+    tie_weights: bool = True
+    mlp_ratio: int = 4
 
 
 class DecoderLM(Model):
     """Next-token language model. Every program must mask the future (`causal` in its mask);
     `positions='none'` suits programs that carry their own positions, such as `alibi`."""
 
-    def __init__(self, vocab_size: int, *, d_model: int = 128, layers: int = 2, heads: int = 4,
-                 programs: Any = "causal", positions: str = "learned", max_len: int = 512,
-                 dropout: float = 0.0, kv_heads: int | None = None, tie_weights: bool = True,
-                 mlp_ratio: int = 4) -> None:
+    kind, Config = "decoder_lm", DecoderLMConfig
+
+    def __init__(self, config: DecoderLMConfig) -> None:
         super().__init__()
-        self.config = dict(vocab_size=vocab_size, d_model=d_model, layers=layers, heads=heads,
-                           programs=programs_config(programs), positions=positions,
-                           max_len=max_len, dropout=dropout, kv_heads=kv_heads,
-                           tie_weights=tie_weights, mlp_ratio=mlp_ratio)
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.positions = Positions(positions, d_model, max_len)
-        self.drop = nn.Dropout(dropout)
-        attn = attention_layers(d_model, programs, layers=layers, heads=heads, kv_heads=kv_heads,
-                                rotary=self.positions.rotary,
+        self.config = c = config
+        self.embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.positions = Positions(c.positions, c.d_model, c.max_len)
+        self.drop = nn.Dropout(c.dropout)
+        attn = attention_layers(c.d_model, c.programs, layers=c.layers, heads=c.heads,
+                                kv_heads=c.kv_heads, rotary=self.positions.rotary,
                                 adapt=lambda p: require_causal(p, "DecoderLM"))
-        self.blocks = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in attn)
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        self.blocks = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in attn)
+        self.norm = nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.init_weights()
-        if tie_weights:  # input and output embeddings share one matrix (Press & Wolf, 2017)
+        if c.tie_weights:  # input and output embeddings share one matrix (Press & Wolf, 2017)
             self.head.weight = self.embed.weight
 
     def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None,

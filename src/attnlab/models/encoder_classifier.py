@@ -5,6 +5,7 @@ Tokens → embeddings (+ positions) → pre-norm blocks → LayerNorm → poolin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,10 +13,28 @@ from torch import Tensor, nn
 
 from attnlab.errors import ConfigError
 from attnlab.models.base import Model
-from attnlab.nn.blocks import Block, Positions, attention_layers, programs_config, with_padding
+from attnlab.nn.blocks import Block, Positions, attention_layers, with_padding
 
 POOLING = ("mean", "cls", "first")
-TASKS = ("sequence", "token")
+PER = ("sequence", "token")
+
+
+@dataclass
+class EncoderClassifierConfig:
+    vocab_size: int
+    num_classes: int
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 4
+    programs: Any = "scaled_dot ; softmax"  # one program, one per layer, or head groups
+    positions: str = "learned"
+    max_len: int = 512
+    pooling: str = "mean"  # mean, cls or first
+    per: str = "sequence"  # a label per sequence: logits (B, C); per token: logits (B, L, C)
+    pad_id: int | None = None
+    dropout: float = 0.0
+    kv_heads: int | None = None
+    mlp_ratio: int = 4
 
 
 class EncoderClassifier(Model):
@@ -26,36 +45,31 @@ class EncoderClassifier(Model):
     With `pad_id`, every program gets `& padding` and tokens equal to pad_id are never attended to.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, *, d_model: int = 128, layers: int = 2,
-                 heads: int = 4, programs: Any = "scaled_dot ; softmax",
-                 positions: str = "learned", max_len: int = 512, pooling: str = "mean",
-                 task: str = "sequence", pad_id: int | None = None, dropout: float = 0.0,
-                 kv_heads: int | None = None, mlp_ratio: int = 4) -> None:
+    kind, Config = "encoder_classifier", EncoderClassifierConfig
+
+    def __init__(self, config: EncoderClassifierConfig) -> None:
         super().__init__()
-        if pooling not in POOLING:
-            raise ConfigError(f"pooling='{pooling}' is not one of {', '.join(POOLING)}")
-        if task not in TASKS:
-            raise ConfigError(f"task='{task}' is not one of {', '.join(TASKS)}")
-        self.config = dict(vocab_size=vocab_size, num_classes=num_classes, d_model=d_model,
-                           layers=layers, heads=heads, programs=programs_config(programs),
-                           positions=positions, max_len=max_len, pooling=pooling, task=task,
-                           pad_id=pad_id, dropout=dropout, kv_heads=kv_heads, mlp_ratio=mlp_ratio)
-        self.pooling, self.task, self.pad_id = pooling, task, pad_id
-        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
-        self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
+        self.config = c = config
+        if c.pooling not in POOLING:
+            raise ConfigError(f"pooling='{c.pooling}' is not one of {', '.join(POOLING)}")
+        if c.per not in PER:
+            raise ConfigError(f"per={c.per!r} is not one of {', '.join(PER)}")
+        self.pooling, self.per, self.pad_id = c.pooling, c.per, c.pad_id
+        self.embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model)) if c.pooling == "cls" else None
         # [CLS] takes position 0, so the table needs one more row.
-        self.positions = Positions(positions, d_model, max_len + (pooling == "cls"))
-        self.drop = nn.Dropout(dropout)
-        attn = attention_layers(d_model, programs, layers=layers, heads=heads, kv_heads=kv_heads,
-                                rotary=self.positions.rotary,
-                                adapt=with_padding if pad_id is not None else lambda p: p)
-        self.blocks = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in attn)
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, num_classes)
+        self.positions = Positions(c.positions, c.d_model, c.max_len + (c.pooling == "cls"))
+        self.drop = nn.Dropout(c.dropout)
+        attn = attention_layers(c.d_model, c.programs, layers=c.layers, heads=c.heads,
+                                kv_heads=c.kv_heads, rotary=self.positions.rotary,
+                                adapt=with_padding if c.pad_id is not None else lambda p: p)
+        self.blocks = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in attn)
+        self.norm = nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.num_classes)
         self.init_weights()
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """tokens (B, L) → logits (B, C) for task='sequence', (B, L, C) for task='token'."""
+        """tokens (B, L) → logits (B, C) for per="sequence", (B, L, C) for per="token"."""
         pad = tokens == self.pad_id if self.pad_id is not None else None
         x = self.embed(tokens)
         if self.cls is not None:
@@ -66,7 +80,7 @@ class EncoderClassifier(Model):
         for block in self.blocks:
             x = block(x, key_padding_mask=pad)
         x = self.norm(x)
-        if self.task == "token":
+        if self.per == "token":
             return self.head(x[:, 1:] if self.cls is not None else x)
         if self.pooling in ("cls", "first"):
             return self.head(x[:, 0])

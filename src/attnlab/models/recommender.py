@@ -7,21 +7,33 @@ scores of every item as the next one, at every position (shared item embeddings 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
+from attnlab.ids import PAD_ID
 from attnlab.models.base import Model
 from attnlab.nn.blocks import (
     Block,
     Positions,
     attention_layers,
-    programs_config,
     require_causal,
     with_padding,
 )
 
-PAD = 0
+
+@dataclass
+class SequentialRecommenderConfig:
+    num_items: int
+    d_model: int = 64
+    layers: int = 2
+    heads: int = 1
+    programs: Any = "causal"  # one program, one per layer, or head groups
+    max_len: int = 50
+    dropout: float = 0.2
+    positions: str = "learned"
+    mlp_ratio: int = 1
 
 
 class SequentialRecommender(Model):
@@ -32,25 +44,23 @@ class SequentialRecommender(Model):
     Histories are usually left-padded; a padded slot that sees no keys outputs zeros, not NaN.
     """
 
-    def __init__(self, num_items: int, *, d_model: int = 64, layers: int = 2, heads: int = 1,
-                 programs: Any = "causal", max_len: int = 50, dropout: float = 0.2,
-                 positions: str = "learned", mlp_ratio: int = 1) -> None:
+    kind, Config = "recommender", SequentialRecommenderConfig
+
+    def __init__(self, config: SequentialRecommenderConfig) -> None:
         super().__init__()
-        self.config = dict(num_items=num_items, d_model=d_model, layers=layers, heads=heads,
-                           programs=programs_config(programs), max_len=max_len, dropout=dropout,
-                           positions=positions, mlp_ratio=mlp_ratio)
-        self.items = nn.Embedding(num_items + 1, d_model, padding_idx=PAD)
-        self.positions = Positions(positions, d_model, max_len)
-        self.drop = nn.Dropout(dropout)
+        self.config = c = config
+        self.items = nn.Embedding(c.num_items + 1, c.d_model, padding_idx=PAD_ID)
+        self.positions = Positions(c.positions, c.d_model, c.max_len)
+        self.drop = nn.Dropout(c.dropout)
         attn = attention_layers(
-            d_model, programs, layers=layers, heads=heads, rotary=self.positions.rotary,
+            c.d_model, c.programs, layers=c.layers, heads=c.heads, rotary=self.positions.rotary,
             adapt=lambda p: with_padding(require_causal(p, "SequentialRecommender")))
-        self.blocks = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in attn)
-        self.norm = nn.LayerNorm(d_model)
+        self.blocks = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in attn)
+        self.norm = nn.LayerNorm(c.d_model)
         self.init_weights()
 
     def forward(self, items: Tensor) -> Tensor:
-        pad = items == PAD
+        pad = items == PAD_ID
         keep = (~pad).unsqueeze(-1)
         # As in SASRec: embeddings scaled by √d, and padded slots zeroed after adding positions.
         x = self.positions(self.items(items) * math.sqrt(self.items.embedding_dim))
@@ -58,5 +68,5 @@ class SequentialRecommender(Model):
         for block in self.blocks:
             x = block(x, key_padding_mask=pad) * keep
         logits = self.norm(x) @ self.items.weight.T
-        logits[..., PAD] = float("-inf")
+        logits[..., PAD_ID] = float("-inf")
         return logits

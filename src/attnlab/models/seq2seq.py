@@ -4,22 +4,43 @@ encoder, the decoder's self-attention and the cross-attention; greedy and beam-s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from attnlab.ids import BOS_ID, EOS_ID, PAD_ID
 from attnlab.models.base import Model
 from attnlab.nn.attention import KVCache
 from attnlab.nn.blocks import (
     Block,
     Positions,
     attention_layers,
-    programs_config,
     require_causal,
     with_padding,
 )
+
+
+@dataclass
+class Seq2SeqConfig:
+    src_vocab: int
+    tgt_vocab: int
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 4
+    encoder_programs: Any = "scaled_dot ; softmax"
+    decoder_programs: Any = "causal"
+    cross_programs: Any = "scaled_dot ; softmax"
+    positions: str = "learned"
+    max_len: int = 512
+    pad_id: int | None = PAD_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
+    dropout: float = 0.0
+    mlp_ratio: int = 4
+    tie_weights: bool = True
 
 
 class Seq2Seq(Model):
@@ -30,43 +51,34 @@ class Seq2Seq(Model):
     the end, and `causal` already keeps every real position from seeing the padding after it.
     """
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, *, d_model: int = 128, layers: int = 2,
-                 heads: int = 4, encoder_programs: Any = "scaled_dot ; softmax",
-                 decoder_programs: Any = "causal", cross_programs: Any = "scaled_dot ; softmax",
-                 positions: str = "learned", max_len: int = 512, pad_id: int | None = 0,
-                 bos_id: int = 1, eos_id: int = 2, dropout: float = 0.0, mlp_ratio: int = 4,
-                 tie_weights: bool = True) -> None:
+    kind, Config = "seq2seq", Seq2SeqConfig
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
-        self.config = dict(src_vocab=src_vocab, tgt_vocab=tgt_vocab, d_model=d_model,
-                           layers=layers, heads=heads,
-                           encoder_programs=programs_config(encoder_programs),
-                           decoder_programs=programs_config(decoder_programs),
-                           cross_programs=programs_config(cross_programs), positions=positions,
-                           max_len=max_len, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id,
-                           dropout=dropout, mlp_ratio=mlp_ratio, tie_weights=tie_weights)
-        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        pad = with_padding if pad_id is not None else lambda p: p
-        self.src_embed = nn.Embedding(src_vocab, d_model, padding_idx=pad_id)
-        self.tgt_embed = nn.Embedding(tgt_vocab, d_model, padding_idx=pad_id)
-        self.src_positions = Positions(positions, d_model, max_len)
-        self.tgt_positions = Positions(positions, d_model, max_len)
-        self.drop = nn.Dropout(dropout)
-        rotary = self.src_positions.rotary
-        enc = attention_layers(d_model, encoder_programs, layers=layers, heads=heads,
-                               rotary=rotary, adapt=pad, name="encoder_programs")
-        dec = attention_layers(d_model, decoder_programs, layers=layers, heads=heads,
-                               rotary=rotary, name="decoder_programs",
+        self.config = c = config
+        self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
+        pad = with_padding if c.pad_id is not None else lambda p: p
+        self.src_embed = nn.Embedding(c.src_vocab, c.d_model, padding_idx=c.pad_id)
+        self.tgt_embed = nn.Embedding(c.tgt_vocab, c.d_model, padding_idx=c.pad_id)
+        self.src_positions = Positions(c.positions, c.d_model, c.max_len)
+        self.tgt_positions = Positions(c.positions, c.d_model, c.max_len)
+        self.drop = nn.Dropout(c.dropout)
+        rotary, shape = self.src_positions.rotary, dict(layers=c.layers, heads=c.heads)
+        enc = attention_layers(c.d_model, c.encoder_programs, **shape, rotary=rotary, adapt=pad,
+                               name="encoder_programs")
+        dec = attention_layers(c.d_model, c.decoder_programs, **shape, rotary=rotary,
+                               name="decoder_programs",
                                adapt=lambda p: require_causal(p, "Seq2Seq's decoder"))
         # Queries and keys of cross-attention live on different sequences: no rotary there.
-        cross = attention_layers(d_model, cross_programs, layers=layers, heads=heads, adapt=pad,
+        cross = attention_layers(c.d_model, c.cross_programs, **shape, adapt=pad,
                                  name="cross_programs")
-        self.encoder = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in enc)
-        self.decoder = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout, cross_attention=c)
-                                     for a, c in zip(dec, cross, strict=True))
-        self.enc_norm, self.dec_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, tgt_vocab, bias=False)
+        self.encoder = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in enc)
+        self.decoder = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout, cross_attention=x)
+                                     for a, x in zip(dec, cross, strict=True))
+        self.enc_norm, self.dec_norm = nn.LayerNorm(c.d_model), nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.tgt_vocab, bias=False)
         self.init_weights()
-        if tie_weights:
+        if c.tie_weights:
             self.head.weight = self.tgt_embed.weight
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:

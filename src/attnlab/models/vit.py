@@ -6,6 +6,7 @@ LayerNorm → pooling → linear head.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,7 +14,24 @@ from torch import Tensor, nn
 
 from attnlab.errors import ConfigError, InputError
 from attnlab.models.base import Model
-from attnlab.nn.blocks import Block, Positions, attention_layers, programs_config
+from attnlab.nn.blocks import Block, Positions, attention_layers
+
+
+@dataclass
+class ViTConfig:
+    image_size: int = 32
+    patch_size: int = 4
+    channels: int = 3
+    num_classes: int = 10
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 4
+    programs: Any = "scaled_dot ; softmax"  # one program, one per layer, or head groups
+    positions: str = "learned"
+    pooling: str = "cls"  # cls or mean
+    dropout: float = 0.0
+    kv_heads: int | None = None
+    mlp_ratio: int = 4
 
 
 class ViT(Model):
@@ -24,34 +42,28 @@ class ViT(Model):
     and neighbouring rows.
     """
 
-    def __init__(self, image_size: int = 32, patch_size: int = 4, channels: int = 3,
-                 num_classes: int = 10, *, d_model: int = 128, layers: int = 2, heads: int = 4,
-                 programs: Any = "scaled_dot ; softmax", positions: str = "learned",
-                 pooling: str = "cls", dropout: float = 0.0, kv_heads: int | None = None,
-                 mlp_ratio: int = 4) -> None:
+    kind, Config = "vit", ViTConfig
+
+    def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        if image_size % patch_size:
-            raise ConfigError(f"image_size={image_size} is not a multiple of "
-                            f"patch_size={patch_size}")
-        if pooling not in ("cls", "mean"):
-            raise ConfigError(f"pooling='{pooling}' is not one of cls, mean")
-        self.config = dict(image_size=image_size, patch_size=patch_size, channels=channels,
-                           num_classes=num_classes, d_model=d_model, layers=layers, heads=heads,
-                           programs=programs_config(programs), positions=positions,
-                           pooling=pooling, dropout=dropout, kv_heads=kv_heads,
-                           mlp_ratio=mlp_ratio)
-        self.image_size, self.pooling = image_size, pooling
-        self.num_patches = (image_size // patch_size) ** 2
+        self.config = c = config
+        if c.image_size % c.patch_size:
+            raise ConfigError(f"image_size={c.image_size} is not a multiple of "
+                              f"patch_size={c.patch_size}")
+        if c.pooling not in ("cls", "mean"):
+            raise ConfigError(f"pooling='{c.pooling}' is not one of cls, mean")
+        self.image_size, self.pooling = c.image_size, c.pooling
+        self.num_patches = (c.image_size // c.patch_size) ** 2
         # A convolution with stride = kernel = patch is a linear map of each flattened patch.
-        self.patches = nn.Conv2d(channels, d_model, kernel_size=patch_size, stride=patch_size)
-        self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
-        self.positions = Positions(positions, d_model, self.num_patches + (pooling == "cls"))
-        self.drop = nn.Dropout(dropout)
-        attn = attention_layers(d_model, programs, layers=layers, heads=heads, kv_heads=kv_heads,
-                                rotary=self.positions.rotary)
-        self.blocks = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in attn)
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, num_classes)
+        self.patches = nn.Conv2d(c.channels, c.d_model, kernel_size=c.patch_size, stride=c.patch_size)
+        self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model)) if c.pooling == "cls" else None
+        self.positions = Positions(c.positions, c.d_model, self.num_patches + (c.pooling == "cls"))
+        self.drop = nn.Dropout(c.dropout)
+        attn = attention_layers(c.d_model, c.programs, layers=c.layers, heads=c.heads,
+                                kv_heads=c.kv_heads, rotary=self.positions.rotary)
+        self.blocks = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in attn)
+        self.norm = nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.num_classes)
         self.init_weights()
 
     def forward(self, images: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ def compare(experiment: str | Path | dict, programs: list[str], out: str | Path,
         console.print(f"[bold]({i}/{len(programs)})[/] {canonical}")
         exp = load_experiment(experiment, [*overrides, f"attention={json.dumps(text)}"])
         metrics = train(exp, out / _slug(canonical), tracking_uri=tracking_uri)
-        rows.append({"program": canonical, **metrics})
+        rows.append({**metrics, "program": canonical})
     console.print(_table(rows))
     name, label = main_metric(rows[0])
     chart = bar_chart(rows, out / "compare.png", title=f"{exp.name}: {label}", metric=name)
@@ -37,21 +37,20 @@ def compare(experiment: str | Path | dict, programs: list[str], out: str | Path,
     return rows
 
 
-# What a comparison shows, in this order, when every run reports it; the first of MAIN that a run
-# reports is its main metric (a translation's token accuracy is teacher-forced: BLEU says more).
+# What a comparison shows, in this order, when every run reports it; a run's main metric is the one
+# its task names (a translation's token accuracy is teacher-forced: BLEU says more).
 COLUMNS = {"test_bleu": "BLEU", "test_chrf": "chrF", "test_copy_bleu": "copy BLEU",
            "test_copy_chrf": "copy chrF", "test_ndcg10": "NDCG@10", "test_hr10": "HR@10",
            "test_popular_ndcg10": "popular NDCG@10", "test_popular_hr10": "popular HR@10",
            "test_accuracy": "test accuracy", "test_f1": "test f1", "test_macro_f1": "macro f1",
            "test_majority_rate": "majority"}
-MAIN = ("test_bleu", "test_ndcg10", "test_accuracy")
 PERCENT = ("test_bleu", "test_chrf", "test_copy_bleu", "test_copy_chrf")  # sacreBLEU's 0–100 scale
 
 
 def main_metric(metrics: dict) -> tuple[str, str]:
-    """The key of a run's main metric and its label."""
-    name = next(k for k in MAIN if k in metrics)
-    return name, COLUMNS[name]
+    """The key of a run's main metric (its task's `main_metric`) and its label."""
+    name = metrics.get("main_metric", "test_accuracy")
+    return name, COLUMNS.get(name, name)
 
 
 def _table(rows: list[dict]) -> Table:

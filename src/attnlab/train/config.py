@@ -5,25 +5,69 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 
-from attnlab.errors import ConfigError, did_you_mean
-from attnlab.lang.program import parse
+from attnlab.errors import ConfigError, ProgramError, did_you_mean
+from attnlab.lang.program import Program, parse
 
-Programs = str | list[str | list[tuple[str, int]]]  # one program, or per layer (head groups)
+
+def _parse_programs(value: Any) -> Any:
+    """One program, one per layer, or head groups [(program, heads), ...], parsed here once: the
+    rest of attnlab receives Program objects. A ProgramError (a ValueError) keeps its caret and
+    pydantic names the key."""
+    if value is None or isinstance(value, Program):
+        return value
+    if isinstance(value, str):
+        return parse(value)
+    if not isinstance(value, list | tuple):
+        raise ProgramError(f"expected a program, a list of one per layer, or head groups "
+                           f"[[program, heads], ...], got {value!r}")
+    return [_parse_programs(v) if isinstance(v, str | Program) else
+            [(parse(g[0]), g[1]) for g in _groups(v)] for v in value]
+
+
+def _groups(value: Any) -> list:
+    if not isinstance(value, list | tuple) or not all(
+            isinstance(g, list | tuple) and len(g) == 2 and isinstance(g[1], int) for g in value):
+        raise ProgramError(f"a layer's entry is a program or head groups [[program, heads], ...], "
+                           f"got {value!r}")
+    return list(value)
+
+
+def _texts(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Program):
+        return str(value)
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return [str(value[0]), value[1]]
+    return [_texts(v) for v in value]
+
+
+# One program, or one per layer (a layer's entry may be head groups); Programs inside, text outside.
+Programs = Annotated[Any, BeforeValidator(_parse_programs), PlainSerializer(_texts)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
 class TaskConfig(_Strict):
-    """Which generated task, its generator parameters, and how many examples per split."""
+    """Which generated task or data set, its parameters, and how many examples per split."""
 
     name: str
+    kind: str | None = None  # the task kind (attnlab.tasks); default: the data set's or generator's
     params: dict[str, Any] = Field(default_factory=dict)
     # generated tasks: how many to generate (default 10,000 / 1,000 / 1,000); real data sets:
     # the whole split unless a number caps it
@@ -31,6 +75,11 @@ class TaskConfig(_Strict):
     val_examples: int | None = Field(None, ge=1)
     test_examples: int | None = Field(None, ge=1)
     positive: str | None = None  # classification: the class whose F1 is reported (test_f1)
+
+    def examples(self, split: str) -> int | None:
+        """How many examples of `split` (train, validation, test) to use; None: the default."""
+        return {"train": self.train_examples, "validation": self.val_examples,
+                "test": self.test_examples}[split]
 
 
 class ModelConfig(_Strict):
@@ -92,34 +141,13 @@ class Experiment(_Strict):
     name: str
     task: TaskConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
-    attention: Programs = "scaled_dot ; softmax"
+    attention: Programs = Field("scaled_dot ; softmax", validate_default=True)
     # seq2seq only: the decoder's self-attention (default: `attention` with `causal` added to its
     # mask, so one program is compared throughout) and the cross-attention (default softmax)
-    decoder_attention: Programs | None = None
-    cross_attention: Programs | None = None
+    decoder_attention: Programs = None
+    cross_attention: Programs = None
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     train: TrainConfig
-
-    @field_validator("attention", "decoder_attention", "cross_attention")
-    @classmethod
-    def _programs_parse(cls, value: Programs | None) -> Programs | None:
-        for text in _program_texts(value) if value is not None else ():
-            parse(text)  # a ProgramError (a ValueError) with a caret: pydantic names the key
-        return value
-
-    def programs(self, which: str = "attention") -> Programs | None:
-        """The programs of `which` (attention, decoder_attention, cross_attention) in the form
-        the models take (tuples for head groups)."""
-        a = getattr(self, which)
-        if a is None or isinstance(a, str):
-            return a
-        return [p if isinstance(p, str) else [tuple(g) for g in p] for p in a]
-
-
-def _program_texts(value: Programs) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    return [t for item in value for t in ([item] if isinstance(item, str) else [g[0] for g in item])]
 
 
 def load_experiment(source: str | Path | dict, overrides: list[str] = ()) -> Experiment:

@@ -1,61 +1,43 @@
-"""The Lightning module: a model, its task's loss and accuracy, AdamW with a schedule."""
+"""The Lightning module: a model, its task's loss and scores, AdamW with a schedule."""
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.ids import IGNORE_INDEX
+from attnlab.tasks import Task
 from attnlab.train.config import TrainConfig
-from attnlab.train.metrics import ranking_scores
 
 
 class TaskModule(L.LightningModule):
-    """Trains any attnlab model on its kind of task (`TaskData.kind`): 'lm' and 'rank' (a target
-    per position, −100 ignored), 'classify' (one label per sequence) or 'translate' (source and
-    target ids, teacher-forced). Rank batches with candidates also log HR@10 and NDCG@10."""
+    """Trains any attnlab model on its task: the task (`attnlab.tasks`) turns a batch into logits
+    and labels and says the loss; this logs loss, accuracy and the task's batch scores."""
 
-    def __init__(self, model: nn.Module, kind: str, train: TrainConfig, total_steps: int) -> None:
+    def __init__(self, model: nn.Module, task: Task, train: TrainConfig, total_steps: int) -> None:
         super().__init__()
-        self.model, self.kind, self.cfg, self.total_steps = model, kind, train, total_steps
+        self.model, self.task, self.cfg, self.total_steps = model, task, train, total_steps
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.model(tokens)
 
-    def _logits(self, batch: tuple[Tensor, ...], stage: str) -> tuple[Tensor, Tensor]:
-        """Logits and the labels they are scored against, flattened to (N, classes) and (N,)."""
-        tokens, labels, *candidates = batch
-        if self.kind == "translate":
-            src, tgt = _trim(tokens), _trim(labels)  # padding every row has costs time, not loss
-            target = tgt[:, 1:].masked_fill(tgt[:, 1:] == 0, -100)
-            return self.model(src, tgt[:, :-1]).flatten(0, 1), target.flatten()
-        if self.kind == "lm" and _selects(self.model):
-            scored = labels != -100  # the vocabulary projection only where a target is
-            return self.model(tokens, select=scored), labels[scored]
-        logits = self.model(tokens)
-        if candidates:  # rank the held-out item among its candidates, at the last position
-            hit, ndcg = ranking_scores(logits[:, -1].gather(1, candidates[0]))
-            self.log(f"{stage}_hr10", hit.mean(), on_epoch=True, sync_dist=True)
-            self.log(f"{stage}_ndcg10", ndcg.mean(), prog_bar=True, on_epoch=True, sync_dist=True)
-        if self.kind == "classify":
-            return logits, labels
-        return logits.flatten(0, 1), labels.flatten()
-
     def _step(self, batch: tuple[Tensor, ...], stage: str) -> Tensor:
-        logits, labels = self._logits(batch, stage)
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
-        scored = labels != -100
-        correct = (logits.argmax(-1) == labels) & scored
+        step = self.task.step(self.model, batch)
+        loss = self.task.loss(step)
+        scored = step.labels != IGNORE_INDEX
+        correct = (step.logits.argmax(-1) == step.labels) & scored
         accuracy = correct.sum() / scored.sum().clamp(min=1)
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True,
                  sync_dist=True)
         self.log(f"{stage}_accuracy", accuracy, prog_bar=stage != "train", on_step=on_step,
                  on_epoch=True, sync_dist=True)
+        for name, value in step.scores.items():
+            self.log(f"{stage}_{name}", value, prog_bar=f"{stage}_{name}" == self.task.monitor,
+                     on_epoch=True, sync_dist=True)
         return loss
 
     def training_step(self, batch, _):
@@ -74,16 +56,6 @@ class TaskModule(L.LightningModule):
                                  {"params": keep, "weight_decay": 0.0}], lr=self.cfg.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(self.cfg, self.total_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def _trim(ids: Tensor) -> Tensor:
-    """Right-padded ids without the trailing columns that are padding (0) in every row."""
-    used = ids.ne(0).any(0).nonzero()
-    return ids[:, : int(used.max()) + 1] if used.numel() else ids[:, :1]
-
-
-def _selects(model: nn.Module) -> bool:
-    return "select" in inspect.signature(model.forward).parameters
 
 
 def _schedule(cfg: TrainConfig, total: int):

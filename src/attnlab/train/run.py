@@ -1,7 +1,8 @@
 """`train(experiment)`: data, model, Lightning trainer, MLflow tracking, metrics.json.
 
-An output folder holds everything needed to resume and to reload: experiment.yaml,
-best.ckpt, last.ckpt and metrics.json.
+An output folder holds everything needed to resume, reload and evaluate without the data set:
+experiment.yaml, best.ckpt and last.ckpt (Lightning's, for resuming), model.json and model.pt (the
+model as kind, config and tensors), the task's encoders and test split, and metrics.json.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -19,19 +19,15 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from attnlab.data import TaskData, make
-from attnlab.data.datasets import DATASETS
-from attnlab.data.real_tasks import TextEncoder, image_splits, text_splits
-from attnlab.data.recommendation import ItemIndex, recommendation_splits
-from attnlab.data.translation import TranslationEncoder, translation_splits
+from attnlab.data import SPLITS
 from attnlab.errors import ConfigError
-from attnlab.lang.masks import Causal
-from attnlab.lang.program import parse
+from attnlab.ids import IGNORE_INDEX
+from attnlab.models.base import load_model, save_model
+from attnlab.tasks import task_of
 from attnlab.train.checkpoints import AtomicCheckpointIO
 from attnlab.train.config import Experiment, load_experiment
 from attnlab.train.loaders import loader
 from attnlab.train.module import TaskModule
-from attnlab.train.predict import ReadsRealData, load_encoder, save_encoder, wrap
 
 DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
 
@@ -42,106 +38,6 @@ for _message in (r"Checkpoint directory .* exists and is not empty",
     warnings.filterwarnings("ignore", message=_message)
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage())
-
-
-GENERATED_SIZES = {"train": 10_000, "val": 1_000, "test": 1_000}
-
-
-@dataclass
-class Splits:
-    train: TaskData
-    val: TaskData
-    test: TaskData
-    # real data: what made the ids (a tokenizer, or the item catalogue), saved with the run
-    encoder: TextEncoder | TranslationEncoder | ItemIndex | None = None
-    test_examples: list[dict] | None = None  # translation: the test pairs, BLEU's references
-
-
-def load_splits(exp: Experiment) -> Splits:
-    """The experiment's three splits: generated from the seed, or read from a real data set."""
-    t, seed = exp.task, exp.train.seed
-    sizes = {"train": t.train_examples, "val": t.val_examples, "test": t.test_examples}
-    if t.name not in DATASETS:
-        return Splits(**{s: make(t.name, s, num_examples=n or GENERATED_SIZES[s], seed=seed,
-                                 **t.params) for s, n in sizes.items()})
-    kind, examples = DATASETS[t.name].kind, None
-    if kind == "image-classification":
-        made, encoder = image_splits(t.name, seed=seed, **t.params), None
-    elif kind == "translation":
-        made, encoder, examples = translation_splits(t.name, seed=seed, **t.params)
-        examples = examples["test"][: sizes["test"]]
-    elif kind == "recommendation":
-        made, encoder = recommendation_splits(t.name, seed=seed, **t.params)
-    else:
-        made, encoder = text_splits(t.name, seed=seed, **t.params)
-    splits = Splits(**{s: data if sizes[s] is None else data.head(sizes[s])
-                       for s, data in made.items()}, encoder=encoder, test_examples=examples)
-    names = splits.train.label_names or ()
-    if t.positive is not None and t.positive not in names:
-        raise ConfigError(f"task.positive: '{t.positive}' is not a label of {t.name}; its labels "
-                        f"are {', '.join(names)}")
-    return splits
-
-
-DEFAULT_MODELS = {"lm": "decoder_lm", "classify": "encoder_classifier", "translate": "seq2seq",
-                  "rank": "recommender"}
-FITS = {"decoder_lm": ("lm",), "encoder_classifier": ("classify",), "seq2seq": ("translate",),
-        "recommender": ("rank", "lm")}
-
-
-def build_model(exp: Experiment, data: TaskData) -> torch.nn.Module:
-    """The model the task needs: `model.kind`, by default the one for the task's kind."""
-    from attnlab import models
-
-    m = exp.model
-    if data.images or m.kind == "vit":
-        if not data.images or m.kind not in (None, "vit"):
-            raise ConfigError(f"model.kind {m.kind} does not fit {exp.task.name}: images take "
-                            "'vit', token sequences 'decoder_lm' or 'encoder_classifier'")
-        _, channels, height, width = data.inputs.shape
-        if height != width:
-            raise ConfigError(f"ViT takes square images; {exp.task.name} has {height}×{width}")
-        return models.ViT(height, m.patch_size, channels, data.num_classes, d_model=m.d_model,
-                          layers=m.layers, heads=m.heads, kv_heads=m.kv_heads,
-                          programs=exp.programs(), positions=m.positions, dropout=m.dropout,
-                          pooling="cls" if m.pooling == "cls" else "mean")
-    kind = m.kind or DEFAULT_MODELS[data.kind]
-    if data.kind not in FITS[kind]:
-        takes = " or ".join(k for k, fits in FITS.items() if data.kind in fits)
-        raise ConfigError(f"model.kind {kind} does not fit {exp.task.name}, a '{data.kind}' task; "
-                        f"it takes model.kind {takes}")
-    max_len = m.max_len or data.inputs.shape[1]
-    shape = dict(d_model=m.d_model, layers=m.layers, heads=m.heads, positions=m.positions,
-                 dropout=m.dropout, max_len=max_len)
-    if kind == "seq2seq":
-        return models.Seq2Seq(data.vocab_size, data.target_vocab_size, pad_id=data.pad_id,
-                              encoder_programs=exp.programs(),
-                              decoder_programs=exp.programs("decoder_attention")
-                              or with_causal(exp.programs()),
-                              cross_programs=exp.programs("cross_attention") or "scaled_dot ; softmax",
-                              **shape)
-    if kind == "recommender":
-        return models.SequentialRecommender(data.vocab_size - 1, programs=exp.programs(), **shape)
-    common = dict(kv_heads=m.kv_heads, programs=exp.programs(), **shape)
-    if kind == "decoder_lm":
-        return models.DecoderLM(data.vocab_size, **common)
-    return models.EncoderClassifier(data.vocab_size, data.num_classes, pooling=m.pooling,
-                                    pad_id=data.pad_id, **common)
-
-
-def with_causal(programs):
-    """The same programs with `causal` added to each mask: the encoder's attention, made fit for
-    a decoder (head groups keep their sizes)."""
-    if isinstance(programs, str):
-        program = parse(programs)
-        mask = program.mask
-        return str(program.replace(mask=Causal() if mask is None else mask & Causal()))
-    return [with_causal(p) if isinstance(p, str) else [(with_causal(t), h) for t, h in p]
-            for p in programs]
-
-
-# The validation score the best checkpoint is chosen by (accuracy unless said here)
-MONITOR = {"rank": "val_ndcg10"}
 
 
 def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *, resume: bool = False,
@@ -157,21 +53,22 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
     (out / "experiment.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"),
                                                         sort_keys=False))
     L.seed_everything(exp.train.seed, workers=True, verbose=False)
-    splits = load_splits(exp)
-    model = build_model(exp, splits.train)
+    task = task_of(exp.task)
+    prepared = task.prepare(exp).head({s: exp.task.examples(s) for s in SPLITS})
+    model = task.build_model(exp, prepared.train)
     cfg = exp.train
-    batches = math.ceil(len(splits.train) / cfg.batch_size)
+    batches = math.ceil(len(prepared.train) / cfg.batch_size)
     total = cfg.steps or (cfg.epochs * math.ceil(batches / cfg.accumulate))
-    module = TaskModule(model, splits.train.kind, cfg, total)
-    monitor = MONITOR.get(splits.train.kind, "val_accuracy")
-    best = ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode="max",
+    module = TaskModule(model, task, cfg, total)
+    best = ModelCheckpoint(dirpath=out, filename="best", monitor=task.monitor, mode="max",
                            save_last=True, enable_version_counter=False)
     callbacks = [best]
     if cfg.early_stopping:
         es = cfg.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode))
     logger = _mlflow_logger(exp, tracking_uri)
-    _log_params(logger, exp)
+    program = " · ".join(model.programs())  # what runs, from the model: the file's text may differ
+    _log_params(logger, exp, program, task.main_metric)
     n_devices = devices or cfg.devices
     trainer = L.Trainer(**_validation_cadence(cfg, batches),
         max_epochs=cfg.epochs or -1, max_steps=cfg.steps or -1, accelerator="auto",
@@ -183,43 +80,24 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
         log_every_n_steps=min(50, batches),
         num_sanity_val_steps=0)
     started = time.perf_counter()
-    trainer.fit(module, loader(splits.train, cfg.batch_size, True, cfg.seed),
-                loader(splits.val, cfg.batch_size, False, cfg.seed),
+    trainer.fit(module, loader(task, prepared.train, cfg.batch_size, True, cfg.seed),
+                loader(task, prepared.validation, cfg.batch_size, False, cfg.seed),
                 ckpt_path=str(last) if resume else None)
     seconds = time.perf_counter() - started
-    tested = trainer.test(module, loader(splits.test, cfg.batch_size, False, cfg.seed),
+    tested = trainer.test(module, loader(task, prepared.test, cfg.batch_size, False, cfg.seed),
                           ckpt_path="best", verbose=False)[0]
     metrics = {"test_accuracy": tested["test_accuracy"], "test_loss": tested["test_loss"],
                "train_seconds": round(seconds, 2),
                "params": sum(p.numel() for p in model.parameters()),
-               "program": _program_text(exp), "epochs": trainer.current_epoch,
+               "program": program, "main_metric": task.main_metric, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seed": cfg.seed}
-    metrics.update(_task_scores(exp, module.model, splits, progress))
+    metrics.update(task.test_scores(module.model, prepared, exp, progress))
     if trainer.is_global_zero:  # under DDP every process gets here; one writes and logs
-        if splits.encoder is not None:  # what load() and predict() need to read real data
-            save_encoder(splits.encoder, out, splits.train.label_names)
+        save_model(module.model, out)  # the best checkpoint's weights: trainer.test loaded them
+        task.save(prepared, out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         _log_run(logger, out, metrics)
     return metrics
-
-
-def _task_scores(exp: Experiment, model: torch.nn.Module, splits: Splits, progress: bool) -> dict:
-    """What the task's kind reports beyond accuracy, each beside its baseline."""
-    from attnlab.train import metrics
-
-    test, batch = splits.test, exp.train.batch_size
-    if test.kind == "classify":
-        return metrics.classification_scores(model, test, batch, exp.task.positive)
-    if test.kind == "rank" and test.candidates is not None:
-        return {**metrics.model_ranking_scores(model, test, batch),
-                **metrics.popularity_scores(splits.encoder.popularity, test)}
-    if test.kind == "translate":
-        from attnlab.train.predict import Translator
-
-        translator = Translator(model, splits.encoder, exp.decode).eval()
-        outputs = translator.translate_ids(test.inputs, progress=progress)
-        return metrics.translation_scores(outputs, splits.test_examples)
-    return {}
 
 
 def _validation_cadence(cfg, batches: int) -> dict:
@@ -230,14 +108,6 @@ def _validation_cadence(cfg, batches: int) -> dict:
     updates = cfg.steps * cfg.accumulate  # in batches, the unit val_check_interval counts
     stretches = math.ceil(updates / batches)
     return {"val_check_interval": math.ceil(updates / stretches), "check_val_every_n_epoch": None}
-
-
-def _program_text(exp: Experiment) -> str:
-    a = exp.attention
-    if isinstance(a, str):
-        return str(parse(a))
-    return " | ".join(str(parse(p)) if isinstance(p, str) else
-                      "[" + ", ".join(f"{parse(t)} ×{h}" for t, h in p) + "]" for p in a)
 
 
 def _mlflow_logger(exp: Experiment, tracking_uri: str | None):
@@ -253,10 +123,10 @@ def _mlflow_logger(exp: Experiment, tracking_uri: str | None):
     return MLFlowLogger(experiment_name=exp.name, tracking_uri=uri, artifact_location=artifacts)
 
 
-def _log_params(logger, exp: Experiment) -> None:
-    """Every parameter, the program's canonical string among them: logged before training, so
-    an interrupted run still says what it was."""
-    logger.log_hyperparams({"program": _program_text(exp), "seed": exp.train.seed,
+def _log_params(logger, exp: Experiment, program: str, main_metric: str) -> None:
+    """Every parameter, the programs that run among them: logged before training, so an
+    interrupted run still says what it was."""
+    logger.log_hyperparams({"program": program, "main_metric": main_metric, "seed": exp.train.seed,
                             "task": exp.task.name,
                             **{f"task.{k}": v for k, v in exp.task.params.items()},
                             **{f"model.{k}": v for k, v in exp.model.model_dump().items()},
@@ -272,51 +142,45 @@ def _log_run(logger, out: Path, metrics: dict) -> None:
 
 
 def load(out: str | Path) -> torch.nn.Module:
-    """The trained model from an output folder, in eval mode (best checkpoint). A model trained
-    on real text comes with its tokenizer: `model.predict(["some text"])` gives label names."""
+    """The trained model from an output folder, in eval mode, with the best checkpoint's weights,
+    wrapped by its task's predictor: a text classifier's `predict(["some text"])` gives label
+    names, a translator's translations. Only JSON, tokenizer files and tensors are read, so the
+    data set need not be installed."""
     out = Path(out)
-    if not (out / "experiment.yaml").exists():
-        raise ConfigError(f"{out} holds no trained run (no experiment.yaml)")
-    exp = load_experiment(out / "experiment.yaml")
-    ckpt = out / "best.ckpt" if (out / "best.ckpt").exists() else out / "last.ckpt"
-    saved = load_encoder(out, exp)
-    if saved is None and exp.task.name in DATASETS:  # real images: small, read them again
-        data = load_splits(exp).val
-    elif saved is None:
-        data = make(exp.task.name, "val", num_examples=1, seed=exp.train.seed, **exp.task.params)
-    else:  # the model's shape, without reading the data set again
-        encoder, data = saved
-    model = build_model(exp, data)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    if saved is not None:
-        model = wrap(model, encoder, data, exp)
-    return model.eval()
+    exp = _experiment(out)
+    task = task_of(exp.task)
+    return task.predictor(load_model(out), task.load_encoders(out, exp), exp).eval()
 
 
 def evaluate(out: str | Path, task: str | None = None) -> dict:
-    """Test scores of a trained run, on its own task's test split or on `task`'s: accuracy, and
-    for real data sets what training reported beside it (F1, BLEU, HR@10, …)."""
+    """Test scores of a trained run, on the test split saved with it or on `task`'s: accuracy,
+    and what training reported beside it (F1, BLEU, HR@10, …)."""
     out = Path(out)
-    model = load(out)
-    model = model.model if isinstance(model, ReadsRealData) else model  # scored on ids
-    exp = load_experiment(out / "experiment.yaml")
-    if task is not None and task != exp.task.name:
-        exp = exp.model_copy(update={"task": exp.task.model_copy(update={"name": task})})
-    splits = load_splits(exp) if exp.task.name in DATASETS else None
-    data = splits.test if splits else make(
-        exp.task.name, "test", num_examples=exp.task.test_examples or GENERATED_SIZES["test"],
-        seed=exp.train.seed, **exp.task.params)
-    result = {"task": exp.task.name, "examples": len(data)}
-    if data.kind in ("lm", "classify"):
-        correct = scored = 0
-        with torch.no_grad():
-            for tokens, labels in loader(data, exp.train.batch_size, False, exp.train.seed):
-                logits = model(tokens)
-                mask = labels != -100
-                correct += int(((logits.argmax(-1) == labels) & mask).sum())
-                scored += int(mask.sum())
-        result["test_accuracy"] = correct / max(scored, 1)
-    if splits is not None:
-        result.update(_task_scores(exp, model, splits, progress=False))
-    return result
+    exp = _experiment(out)
+    kind = task_of(exp.task)
+    model = load_model(out)
+    prepared = kind.load_test(out, exp) if task in (None, exp.task.name) else None
+    if prepared is None:
+        if task is not None:
+            exp = exp.model_copy(update={"task": exp.task.model_copy(update={"name": task})})
+            if task_of(exp.task) is not kind:
+                raise ConfigError(f"--task {task} is a {task_of(exp.task).kind} task; the run was "
+                                  f"trained on {kind.kind}")
+        prepared = kind.prepare(exp, kind.load_encoders(out, exp)).head(
+            {"test": exp.task.examples("test")})
+    correct = scored = 0
+    with torch.no_grad():
+        for batch in loader(kind, prepared.test, exp.train.batch_size, False, exp.train.seed):
+            step = kind.step(model, batch)
+            mask = step.labels != IGNORE_INDEX
+            correct += int(((step.logits.argmax(-1) == step.labels) & mask).sum())
+            scored += int(mask.sum())
+    return {"task": exp.task.name, "examples": len(prepared.test),
+            "test_accuracy": correct / max(scored, 1),
+            **kind.test_scores(model, prepared, exp, progress=False)}
+
+
+def _experiment(out: Path) -> Experiment:
+    if not (out / "experiment.yaml").exists():
+        raise ConfigError(f"{out} holds no trained run (no experiment.yaml)")
+    return load_experiment(out / "experiment.yaml")

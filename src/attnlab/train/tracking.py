@@ -24,7 +24,7 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
                      "run": run.info.run_id[:8], "status": run.info.status,
                      "program": p.get("program"),
                      "test_accuracy": m.get("test_accuracy"),
-                     "score": _main_score(m),
+                     "score": _main_score(m, p.get("main_metric", "test_accuracy")),
                      "train_seconds": m.get("train_seconds"),
                      "params": int(m["params"]) if "params" in m else None,
                      "started": datetime.fromtimestamp(run.info.start_time / 1000).strftime(
@@ -32,9 +32,8 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
     return rows
 
 
-def _main_score(metrics: dict) -> str | None:
+def _main_score(metrics: dict, name: str) -> str | None:
     """A run's main metric as 'BLEU 12.34' (None for a run that never finished)."""
-    from attnlab.train.compare import COLUMNS, MAIN, format_metric
+    from attnlab.train.compare import COLUMNS, format_metric
 
-    name = next((k for k in MAIN if k in metrics), None)
-    return None if name is None else f"{COLUMNS[name]} {format_metric(name, metrics[name])}"
+    return f"{COLUMNS.get(name, name)} {format_metric(name, metrics[name])}" if name in metrics else None

@@ -15,9 +15,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from attnlab.data.base import SPLITS
 from attnlab.errors import DataError
 
-SPLITS = ("train", "validation", "test")
 HELD_OUT = 0.1  # of the examples for validation, and as many for test; train gets the rest (80%)
 
 Example = dict[str, Any]

@@ -1,4 +1,4 @@
-"""The task registry: one name per generator, and ``make`` to build any of them for a split."""
+"""The generators: one name per generated task, and ``make`` to build any of them for a split."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ _SUPPLIED = ("num_examples", "seed")
 
 
 @dataclass(frozen=True)
-class TaskInfo:
-    """One registered task: what it is, what it takes, and the function that builds it."""
+class GeneratorInfo:
+    """One generated task: what it is, its task kind (`attnlab.tasks`), what it takes, and the
+    function that builds it."""
 
     name: str
     summary: str
@@ -34,34 +35,35 @@ class TaskInfo:
         return f"{self.name} ({self.kind}): {self.summary} — {params}"
 
 
-def _info(name: str, summary: str, kind: str, generate: Callable[..., TaskData]) -> TaskInfo:
+def _info(name: str, summary: str, kind: str, generate: Callable[..., TaskData]) -> GeneratorInfo:
     defaults = {p.name: p.default for p in inspect.signature(generate).parameters.values()
                 if p.name not in _SUPPLIED}
-    return TaskInfo(name, summary, kind, MappingProxyType(defaults), generate)
+    return GeneratorInfo(name, summary, kind, MappingProxyType(defaults), generate)
 
 
-TASKS: Mapping[str, TaskInfo] = MappingProxyType({info.name: info for info in (
+GENERATORS: Mapping[str, GeneratorInfo] = MappingProxyType({info.name: info for info in (
     _info("mqar", "multi-query associative recall: recall each key's value when it is queried (Zoology)",
-          "lm", mqar),
+          "language-modelling", mqar),
     _info("listops", "nested MIN/MAX/MED/SM expressions over digits; classify the value (LRA ListOps)",
-          "classify", listops),
-    _info("copy", "reproduce a run of tokens after a separator", "lm", copy),
-    _info("selective_copy", "recall data tokens scattered among blanks, in order (Mamba)", "lm",
-          selective_copy),
-    _info("induction_head", "after a trigger reappears, predict the token that followed it (H3)", "lm",
-          induction_head),
+          "sequence-classification", listops),
+    _info("copy", "reproduce a run of tokens after a separator", "language-modelling", copy),
+    _info("selective_copy", "recall data tokens scattered among blanks, in order (Mamba)",
+          "language-modelling", selective_copy),
+    _info("induction_head", "after a trigger reappears, predict the token that followed it (H3)",
+          "language-modelling", induction_head),
 )})
 
 
 def make(name: str, split: str = "train", *, num_examples: int, seed: int = 0, **params: Any) -> TaskData:
-    """Generate ``num_examples`` examples of task ``name`` for ``split`` (train, val or test).
+    """Generate ``num_examples`` examples of task ``name`` for ``split`` (train, validation or test).
 
-    The generator seed is ``3 * seed + {train: 0, val: 1, test: 2}[split]`` (see ``split_seed``), so
+    The generator seed is ``3 * seed + {train: 0, validation: 1, test: 2}[split]`` (see ``split_seed``), so
     the result is a pure function of the arguments and splits never share a seed.
     """
-    info = TASKS.get(name)
+    info = GENERATORS.get(name)
     if info is None:
-        raise ConfigError(f"unknown task '{name}'{did_you_mean(name, TASKS)}; tasks are {', '.join(TASKS)}")
+        raise ConfigError(f"unknown generated task '{name}'{did_you_mean(name, GENERATORS)}; they are "
+                          f"{', '.join(GENERATORS)}")
     for key in params:
         if key not in info.params:
             raise ConfigError(f"task '{name}' has no parameter '{key}'{did_you_mean(key, info.params)}; "

@@ -1,0 +1,160 @@
+"""`Task`: one kind of task as a plugin. It owns everything that differs between kinds: turning a
+data set or generator into `TaskData`, which models fit and how they are shaped, the loss, the
+scores and their baselines, the main metric, the encoders saved with a run, the predictor that
+`attnlab.load(...)` returns and how `attnlab predict` prints. Training, loading and the CLI only
+ask the task; none of them names a kind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from attnlab.data.base import TaskData
+from attnlab.errors import ConfigError, InputError
+from attnlab.ids import IGNORE_INDEX
+
+TEST_FILE = "test.pt"  # the encoded test split, so that `attnlab eval` needs no data set
+
+
+@dataclass
+class Prepared:
+    """A task's three splits, ready to train on, and what made their ids."""
+
+    train: TaskData
+    validation: TaskData
+    test: TaskData
+    encoders: Any = None  # tokenizer and label names, item catalogue, pixel statistics, …
+    test_examples: list[dict] | None = None  # raw test examples some scores read (BLEU's references)
+
+    def head(self, sizes: dict[str, int | None]) -> Prepared:
+        """Each split cut to at most `sizes[split]` examples (None: the whole split)."""
+        cut = {s: getattr(self, s) if n is None else getattr(self, s).head(n) for s, n in sizes.items()}
+        examples = self.test_examples
+        if examples is not None and sizes.get("test") is not None:
+            examples = examples[: sizes["test"]]
+        return replace(self, **cut, test_examples=examples)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one batch gives the loss: logits (K, classes), their labels (K,) and extra scores."""
+
+    logits: Tensor
+    labels: Tensor
+    scores: dict[str, Tensor]
+
+
+class Task:
+    """Base of the task kinds; the defaults fit token ids with one label per example or per
+    position. A kind overrides what differs."""
+
+    kind: ClassVar[str]  # the registry name: data sets and generators name their kind with it
+    summary: ClassVar[str]
+    models: ClassVar[tuple[str, ...]]  # model kinds that fit (`model.kind`); the first is the default
+    main_metric: ClassVar[str] = "test_accuracy"  # what compare and runs show a run by
+    monitor: ClassVar[str] = "val_accuracy"  # the validation score that picks the best checkpoint
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def prepare(self, exp, encoders: Any = None) -> Prepared:
+        """The experiment's three splits. With `encoders` (a trained run's), real data is
+        encoded with them instead of learning new ones."""
+        raise NotImplementedError
+
+    def loader(self, data: TaskData, batch: int, shuffle: bool, generator: torch.Generator) -> DataLoader:
+        """Batches of (inputs, labels[, candidates]); a shuffled loader draws from `generator`."""
+        extra = () if data.candidates is None else (data.candidates,)
+        dataset = TensorDataset(data.inputs, data.labels, *extra)
+        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=generator)
+
+    # -- model --------------------------------------------------------------------------------
+
+    def model_settings(self, exp, data: TaskData) -> dict[str, Any]:
+        """What the data decides about a model (vocabulary, classes, padding, length, programs);
+        the experiment's `model` section fills in the rest."""
+        return {"vocab_size": data.vocab_size, "max_len": data.inputs.shape[1],
+                "programs": exp.attention}
+
+    def build_model(self, exp, data: TaskData):
+        """The model `exp.model.kind` names (by default this task's), shaped for `data`."""
+        from attnlab.models import MODELS
+
+        kind = exp.model.kind or self.models[0]
+        if kind not in self.models:
+            raise ConfigError(f"model.kind {kind} does not fit {exp.task.name}, {_article(self.kind)} {self.kind} task; "
+                              f"it takes model.kind {' or '.join(self.models)}")
+        given = {k: v for k, v in exp.model.model_dump().items() if v is not None and k != "kind"}
+        return MODELS[kind].from_settings({**given, **self.model_settings(exp, data),
+                                           **({"max_len": exp.model.max_len} if exp.model.max_len else {})})
+
+    # -- training -----------------------------------------------------------------------------
+
+    def step(self, model: nn.Module, batch: tuple[Tensor, ...]) -> Step:
+        """Logits and labels of one batch, flattened to (K, classes) and (K,)."""
+        tokens, labels, *_ = batch
+        logits = model(tokens)
+        if labels.dim() == 1:
+            return Step(logits, labels, {})
+        return Step(logits.flatten(0, 1), labels.flatten(), {})
+
+    def loss(self, step: Step) -> Tensor:
+        return F.cross_entropy(step.logits.float(), step.labels, ignore_index=IGNORE_INDEX)
+
+    def test_scores(self, model: nn.Module, prepared: Prepared, exp, progress: bool) -> dict[str, float]:
+        """Scores beyond loss and accuracy, each beside the baseline that says what it is worth."""
+        return {}
+
+    # -- saving and predicting ----------------------------------------------------------------
+
+    def save(self, prepared: Prepared, out: Path) -> None:
+        """What `load` and `evaluate` need besides the model: the encoders and the test split."""
+        test = prepared.test
+        torch.save({"inputs": test.inputs, "labels": test.labels, "candidates": test.candidates,
+                    "fields": json.dumps(_fields(test))}, out / TEST_FILE)
+        self.save_encoders(prepared.encoders, out)
+
+    def save_encoders(self, encoders: Any, out: Path) -> None:
+        """Files that turn raw input into ids (a generated task has none)."""
+
+    def load_encoders(self, out: Path, exp) -> Any:
+        return None
+
+    def load_test(self, out: Path, exp) -> Prepared | None:
+        """The saved test split (and encoders), or None for a run saved without one."""
+        if not (out / TEST_FILE).exists():
+            return None
+        saved = torch.load(out / TEST_FILE, map_location="cpu", weights_only=True)
+        test = TaskData(saved["inputs"], saved["labels"], candidates=saved["candidates"],
+                        **json.loads(saved["fields"]))
+        return Prepared(test, test, test, self.load_encoders(out, exp), self.load_test_examples(out))
+
+    def load_test_examples(self, out: Path) -> list[dict] | None:
+        return None
+
+    def predictor(self, model: nn.Module, encoders: Any, exp) -> nn.Module:
+        """What `attnlab.load` returns: the model, wrapped with what reads raw input if any."""
+        return model
+
+    def print_predictions(self, predictor: nn.Module, inputs: list[str], out: Path, echo, *, k: int) -> None:
+        """`attnlab predict`: one line (or a few) per input, through `echo(text)`."""
+        raise InputError(f"{out} was trained on a generated task ({self.kind}), which has no text to "
+                         "read; predict needs a run on a real data set (attnlab data list)")
+
+
+def _fields(data: TaskData) -> dict[str, Any]:
+    """TaskData's plain fields (not its tensors), for JSON."""
+    return {"vocab_size": data.vocab_size, "num_classes": data.num_classes, "pad_id": data.pad_id,
+            "label_names": list(data.label_names) if data.label_names else None,
+            "target_vocab_size": data.target_vocab_size}
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"

@@ -1,0 +1,94 @@
+"""Real image classification: pixels standardised with the training split's mean and spread,
+classified by a ViT whose sequence is the image's patches."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from attnlab.data.base import TaskData
+from attnlab.data.datasets import load
+from attnlab.data.encoding import class_ids, label_ids
+from attnlab.errors import ConfigError, InputError
+from attnlab.tasks.base import Prepared, Task
+from attnlab.train.metrics import classification_scores
+
+
+@dataclass(frozen=True)
+class PixelEncoder:
+    """Images (N, H, W) → standardised float pixels (N, 1, H, W); label names."""
+
+    mean: float
+    std: float
+    label_names: tuple[str, ...]
+
+    def __call__(self, images: list[np.ndarray] | np.ndarray) -> Tensor:
+        pixels = np.stack(list(images)).astype(np.float32)
+        return torch.from_numpy((pixels - self.mean) / self.std).unsqueeze(1)
+
+
+class ImageClassifier(nn.Module):
+    """A trained ViT (`.model`) with its pixel statistics: `predict(images)` gives label names."""
+
+    def __init__(self, model: nn.Module, encoder: PixelEncoder) -> None:
+        super().__init__()
+        self.model, self.encoder, self.label_names = model, encoder, encoder.label_names
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    @torch.no_grad()
+    def predict(self, images: list[np.ndarray] | np.ndarray) -> list[str]:
+        """The most probable label name for each image (H, W) of raw pixels."""
+        return [self.label_names[i] for i in self.model(self.encoder(images)).argmax(-1).tolist()]
+
+
+class ImageClassification(Task):
+    kind = "image-classification"
+    summary = "one label per image"
+    models = ("vit",)
+
+    def prepare(self, exp, encoders: PixelEncoder | None = None) -> Prepared:
+        t = exp.task
+        splits = load(t.name, seed=exp.train.seed, **t.params)
+        if encoders is None:
+            train = np.stack([ex["image"] for ex in splits["train"]]).astype(np.float32)
+            names, labels = class_ids(t.name, splits)
+            encoders = PixelEncoder(float(train.mean()), float(train.std()), names)
+        else:
+            labels = {s: label_ids(t.name, s, ex, encoders.label_names) for s, ex in splits.items()}
+        names = encoders.label_names
+        return Prepared(**{s: TaskData(encoders([ex["image"] for ex in examples]), labels[s],
+                                       num_classes=len(names), label_names=names)
+                           for s, examples in splits.items()}, encoders=encoders)
+
+    def model_settings(self, exp, data: TaskData) -> dict[str, Any]:
+        _, channels, height, width = data.inputs.shape
+        if height != width:
+            raise ConfigError(f"ViT takes square images; {exp.task.name} has {height}×{width}")
+        return {"image_size": height, "channels": channels, "num_classes": data.num_classes,
+                "programs": exp.attention, "pooling": "cls" if exp.model.pooling == "cls" else "mean"}
+
+    def test_scores(self, model, prepared: Prepared, exp, progress: bool) -> dict[str, float]:
+        return classification_scores(model, prepared.test, exp.train.batch_size, exp.task.positive)
+
+    def save_encoders(self, encoders: PixelEncoder, out: Path) -> None:
+        (out / "pixels.json").write_text(json.dumps({"mean": encoders.mean, "std": encoders.std,
+                                                     "labels": list(encoders.label_names)}))
+
+    def load_encoders(self, out: Path, exp) -> PixelEncoder:
+        saved = json.loads((out / "pixels.json").read_text())
+        return PixelEncoder(saved["mean"], saved["std"], tuple(saved["labels"]))
+
+    def predictor(self, model, encoders: PixelEncoder, exp) -> ImageClassifier:
+        return ImageClassifier(model, encoders)
+
+    def print_predictions(self, predictor, inputs, out, echo, *, k: int) -> None:
+        raise InputError(f"{out} classifies images; `attnlab predict` reads text. From Python: "
+                         "attnlab.load(DIR).predict(images)")

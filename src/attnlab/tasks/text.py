@@ -1,0 +1,135 @@
+"""Real text classification: texts become padded token ids through a WordPiece vocabulary (HF
+`tokenizers`) learned from the training split only; runs report macro F1 beside the majority rate,
+and `attnlab.load` gives a `TextClassifier` whose `predict(texts)` returns label names."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.data.base import TaskData
+from attnlab.data.datasets import load
+from attnlab.data.encoding import class_ids, label_ids, pad_rows, stored_tokenizer
+from attnlab.errors import ConfigError
+from attnlab.ids import PAD_ID
+from attnlab.tasks.base import Prepared, Task
+from attnlab.train.metrics import classification_scores
+
+PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
+MAX_LEN, VOCAB = 64, 8000  # defaults: tokens per text (longer ones are cut), vocabulary
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """Texts → (N, max_len) token ids, with [CLS] first and [PAD] after the text; label names."""
+
+    tokenizer: Any  # tokenizers.Tokenizer
+    max_len: int
+    label_names: tuple[str, ...]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __call__(self, texts: list[str]) -> torch.LongTensor:
+        return pad_rows([e.ids for e in self.tokenizer.encode_batch(list(texts))], self.max_len)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A lower-casing WordPiece tokenizer (BERT's normalisation) learned from `texts`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token=UNK))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK, CLS],
+                                        show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(single=f"{CLS} $A",
+                                                       special_tokens=[(CLS, tok.token_to_id(CLS))])
+    return tok
+
+
+class TextClassifier(nn.Module):
+    """A trained classifier (`.model`) with its encoder: `predict(texts)` gives label names.
+
+    Called on token ids (B, L) it is the bare model: logits (B, classes).
+    """
+
+    def __init__(self, model: nn.Module, encoder: TextEncoder) -> None:
+        super().__init__()
+        self.model, self.encoder, self.label_names = model, encoder, encoder.label_names
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.model(tokens)
+
+    @torch.no_grad()
+    def predict_proba(self, texts: list[str] | str) -> Tensor:
+        """Class probabilities (N, classes), in the order of `label_names`."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self.model(self.encoder(texts)).softmax(-1)
+
+    def predict(self, texts: list[str] | str) -> list[str]:
+        """The most probable label name for each text."""
+        return [self.label_names[i] for i in self.predict_proba(texts).argmax(-1).tolist()]
+
+
+class TextClassification(Task):
+    kind = "text-classification"
+    summary = "one label per text"
+    models = ("encoder_classifier",)
+
+    def prepare(self, exp, encoders: TextEncoder | None = None) -> Prepared:
+        t, seed = exp.task, exp.train.seed
+        options = dict(t.params)
+        vocab_size, max_len = options.pop("vocab_size", VOCAB), options.pop("max_len", MAX_LEN)
+        splits = load(t.name, seed=seed, **options)
+        if encoders is None:
+            texts = [ex["text"] for ex in splits["train"]]
+            tokenizer = stored_tokenizer(t.name, options, seed, vocab_size, texts, train_tokenizer)
+            names, labels = class_ids(t.name, splits)
+            encoders = TextEncoder(tokenizer, max_len, names)
+        else:
+            labels = {s: label_ids(t.name, s, ex, encoders.label_names) for s, ex in splits.items()}
+        names = encoders.label_names
+        if t.positive is not None and t.positive not in names:
+            raise ConfigError(f"task.positive: '{t.positive}' is not a label of {t.name}; its labels "
+                              f"are {', '.join(names)}")
+        data = {s: TaskData(encoders([ex["text"] for ex in examples]), labels[s],
+                            vocab_size=encoders.vocab_size, num_classes=len(names), pad_id=PAD_ID,
+                            label_names=names) for s, examples in splits.items()}
+        return Prepared(**data, encoders=encoders)
+
+    def model_settings(self, exp, data: TaskData) -> dict[str, Any]:
+        return {**super().model_settings(exp, data), "num_classes": data.num_classes,
+                "pad_id": data.pad_id, "pooling": exp.model.pooling}
+
+    def test_scores(self, model, prepared: Prepared, exp, progress: bool) -> dict[str, float]:
+        return classification_scores(model, prepared.test, exp.train.batch_size, exp.task.positive)
+
+    def save_encoders(self, encoders: TextEncoder, out: Path) -> None:
+        encoders.tokenizer.save(str(out / "tokenizer.json"))
+        (out / "labels.json").write_text(json.dumps({"labels": list(encoders.label_names),
+                                                     "max_len": encoders.max_len}))
+
+    def load_encoders(self, out: Path, exp) -> TextEncoder:
+        from tokenizers import Tokenizer
+
+        saved = json.loads((out / "labels.json").read_text())
+        return TextEncoder(Tokenizer.from_file(str(out / "tokenizer.json")), saved["max_len"],
+                           tuple(saved["labels"]))
+
+    def predictor(self, model, encoders: TextEncoder, exp) -> TextClassifier:
+        return TextClassifier(model, encoders)
+
+    def print_predictions(self, predictor: TextClassifier, inputs, out, echo, *, k: int) -> None:
+        for text, row in zip(inputs, predictor.predict_proba(inputs), strict=True):
+            best = int(row.argmax())
+            echo(f"{predictor.label_names[best]}\t{row[best]:.3f}\t{text}")
+

@@ -1,0 +1,225 @@
+"""Translation: source and target token ids from two BPE vocabularies (HF `tokenizers`), one per
+language, learned from the training split only; a Seq2Seq trained teacher-forced, scored by BLEU and
+chrF (sacreBLEU) on its beam-searched test translations beside copying the source.
+
+Targets are framed ``[BOS] … [EOS]`` and padded with PAD_ID, the ids `Seq2Seq` expects. The
+vocabularies keep case and spacing (a SentencePiece-style metaspace), so decoding gives text that
+BLEU can score against the untouched references.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from attnlab.data.base import TaskData
+from attnlab.data.datasets import load
+from attnlab.data.encoding import pad_rows, stored_tokenizer
+from attnlab.ids import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
+from attnlab.lang.masks import Causal
+from attnlab.lang.program import Program
+from attnlab.tasks.base import Prepared, Step, Task
+from attnlab.train.metrics import translation_scores
+
+PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"  # ids 0, 1, 2, 3: Seq2Seq's defaults
+MAX_LEN, VOCAB = 96, 8000  # defaults: tokens per side (longer texts are cut), vocabulary per language
+EXAMPLES_FILE = "test_examples.json"
+
+
+def train_bpe(texts: list[str], vocab_size: int):
+    """A cased byte-pair vocabulary over metaspace-split words, which decodes back to the text."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS, UNK], show_progress=False))
+    return tok
+
+
+@dataclass(frozen=True)
+class TranslationEncoder:
+    """Texts ↔ token ids for both sides of a translation pair."""
+
+    source: Any  # tokenizers.Tokenizer
+    target: Any
+    max_len: int
+
+    def encode_source(self, texts: list[str]) -> torch.LongTensor:
+        """(N, max_len) ids, padded with PAD_ID."""
+        return pad_rows([e.ids for e in self.source.encode_batch(list(texts))], self.max_len)
+
+    def encode_target(self, texts: list[str]) -> torch.LongTensor:
+        """(N, max_len) ids framed [BOS] … [EOS]; a text that is too long loses its end, not [EOS]."""
+        rows = [[BOS_ID, *e.ids[: self.max_len - 2], EOS_ID] for e in self.target.encode_batch(list(texts))]
+        return pad_rows(rows, self.max_len)
+
+    def decode_target(self, ids: torch.Tensor) -> list[str]:
+        """Generated rows (starting with [BOS]) → texts, cut at the first [EOS]."""
+        rows = []
+        for row in ids.tolist():
+            row = row[1:]  # [BOS]
+            rows.append(row[: row.index(EOS_ID)] if EOS_ID in row else row)
+        return self.target.decode_batch(rows, skip_special_tokens=True)
+
+
+class Translator(nn.Module):
+    """A trained Seq2Seq (`.model`) with its two tokenizers: `predict(texts)` gives translations,
+    decoded as the experiment's `decode` section says (beam search by default).
+
+    Called on (source ids, shifted target ids) it is the bare model: logits.
+    """
+
+    def __init__(self, model: nn.Module, encoder: TranslationEncoder, decode) -> None:
+        super().__init__()
+        self.model, self.encoder, self.decode = model, encoder, decode
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        return self.model(src, tgt_in)
+
+    @torch.no_grad()
+    def translate_ids(self, src: Tensor, batch: int = 64, progress: bool = False) -> list[str]:
+        """Translations of source ids (N, S), batched by length so little time goes on padding."""
+        from rich.progress import track
+
+        d, model = self.decode, self.model
+        new_tokens = (d.max_len or self.encoder.max_len) - 1  # the row also holds [BOS]
+        lengths = src.ne(PAD_ID).sum(-1)
+        order = lengths.argsort(descending=True).tolist()
+        out: list[str] = [""] * len(order)
+        chunks = range(0, len(order), batch)
+        for start in track(chunks, description="translating the test split", disable=not progress):
+            rows = order[start:start + batch]
+            ids = src[rows][:, : int(lengths[rows].max().clamp(min=1))]
+            generated = (model.greedy(ids, new_tokens) if d.beam_size == 1 else
+                         model.beam(ids, d.beam_size, new_tokens, d.length_penalty))
+            for row, text in zip(rows, self.encoder.decode_target(generated), strict=True):
+                out[row] = text
+        return out
+
+    def predict(self, texts: list[str] | str) -> list[str]:
+        """The translation of each text."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self.translate_ids(self.encoder.encode_source(texts))
+
+
+class Translation(Task):
+    kind = "translation"
+    summary = "a target text for each source text"
+    models = ("seq2seq",)
+    main_metric = "test_bleu"
+
+    def prepare(self, exp, encoders: TranslationEncoder | None = None) -> Prepared:
+        t, seed = exp.task, exp.train.seed
+        options = dict(t.params)
+        vocab_size, max_len = options.pop("vocab_size", VOCAB), options.pop("max_len", MAX_LEN)
+        splits = load(t.name, seed=seed, **options)
+        if encoders is None:
+            train = splits["train"]
+            encoders = TranslationEncoder(
+                *(stored_tokenizer(f"{t.name}-{side}", options, seed, vocab_size,
+                                   [ex[side] for ex in train], train_bpe) for side in ("source", "target")),
+                max_len)
+        data = {s: TaskData(encoders.encode_source([ex["source"] for ex in examples]),
+                            encoders.encode_target([ex["target"] for ex in examples]),
+                            vocab_size=encoders.source.get_vocab_size(), pad_id=PAD_ID,
+                            target_vocab_size=encoders.target.get_vocab_size())
+                for s, examples in splits.items()}
+        return Prepared(**data, encoders=encoders, test_examples=splits["test"])
+
+    def loader(self, data: TaskData, batch: int, shuffle: bool, generator: torch.Generator) -> DataLoader:
+        if not shuffle:
+            return super().loader(data, batch, shuffle, generator)
+        lengths = data.inputs.ne(PAD_ID).sum(-1) + data.labels.ne(PAD_ID).sum(-1)
+        return DataLoader(TensorDataset(data.inputs, data.labels),
+                          batch_sampler=LengthBatches(lengths, batch, generator))
+
+    def model_settings(self, exp, data: TaskData) -> dict[str, Any]:
+        encoder = exp.attention
+        return {"src_vocab": data.vocab_size, "tgt_vocab": data.target_vocab_size, "pad_id": PAD_ID,
+                "max_len": data.inputs.shape[1], "encoder_programs": encoder,
+                "decoder_programs": exp.decoder_attention or with_causal(encoder),
+                "cross_programs": exp.cross_attention or "scaled_dot ; softmax"}
+
+    def step(self, model, batch) -> Step:
+        src, tgt = _trim(batch[0]), _trim(batch[1])  # padding every row has costs time, not loss
+        target = tgt[:, 1:].masked_fill(tgt[:, 1:] == PAD_ID, IGNORE_INDEX)
+        return Step(model(src, tgt[:, :-1]).flatten(0, 1), target.flatten(), {})
+
+    def test_scores(self, model, prepared: Prepared, exp, progress: bool) -> dict[str, float]:
+        translator = Translator(model, prepared.encoders, exp.decode).eval()
+        outputs = translator.translate_ids(prepared.test.inputs, progress=progress)
+        return translation_scores(outputs, prepared.test_examples)
+
+    def save(self, prepared: Prepared, out: Path) -> None:
+        super().save(prepared, out)
+        (out / EXAMPLES_FILE).write_text(json.dumps(prepared.test_examples, ensure_ascii=False))
+
+    def save_encoders(self, encoders: TranslationEncoder, out: Path) -> None:
+        encoders.source.save(str(out / "source_tokenizer.json"))
+        encoders.target.save(str(out / "target_tokenizer.json"))
+        (out / "translation.json").write_text(json.dumps({"max_len": encoders.max_len}))
+
+    def load_encoders(self, out: Path, exp) -> TranslationEncoder:
+        from tokenizers import Tokenizer
+
+        return TranslationEncoder(Tokenizer.from_file(str(out / "source_tokenizer.json")),
+                                  Tokenizer.from_file(str(out / "target_tokenizer.json")),
+                                  json.loads((out / "translation.json").read_text())["max_len"])
+
+    def load_test_examples(self, out: Path) -> list[dict] | None:
+        return json.loads((out / EXAMPLES_FILE).read_text())
+
+    def predictor(self, model, encoders: TranslationEncoder, exp) -> Translator:
+        return Translator(model, encoders, exp.decode)
+
+    def print_predictions(self, predictor: Translator, inputs, out, echo, *, k: int) -> None:
+        for text, translation in zip(inputs, predictor.predict(inputs), strict=True):
+            echo(f"{text}\n  → {translation}")
+
+
+def with_causal(programs):
+    """The same programs with `causal` added to each mask: the encoder's attention, made fit for
+    a decoder (head groups keep their sizes)."""
+    if isinstance(programs, Program):
+        mask = programs.mask
+        return programs.replace(mask=Causal() if mask is None else mask & Causal())
+    return [with_causal(p) if isinstance(p, Program) else [(with_causal(t), h) for t, h in p]
+            for p in programs]
+
+
+def _trim(ids: Tensor) -> Tensor:
+    """Right-padded ids without the trailing columns that are padding in every row."""
+    used = ids.ne(PAD_ID).any(0).nonzero()
+    return ids[:, : int(used.max()) + 1] if used.numel() else ids[:, :1]
+
+
+class LengthBatches(torch.utils.data.Sampler):
+    """Random batches of examples of similar length: shuffle, sort each pool of 50 batches by
+    length, cut it into batches, and shuffle the batches (a new order every epoch)."""
+
+    POOL = 50
+
+    def __init__(self, lengths: torch.Tensor, batch: int, generator: torch.Generator) -> None:
+        self.lengths, self.batch, self.generator = lengths, batch, generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        batches = []
+        for pool in order.split(self.batch * self.POOL):
+            pool = pool[self.lengths[pool].argsort(stable=True)]
+            batches += pool.split(self.batch)
+        for i in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[i].tolist()

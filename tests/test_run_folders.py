@@ -1,0 +1,81 @@
+"""Run folders hold everything `load`, `eval` and `predict` need: they work with the data set
+uninstalled and attnlab's cache empty, and read no pickled code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import attnlab
+import attnlab.cli.app
+import attnlab.data.datasets.base as sources
+from attnlab.errors import DataError
+from attnlab.train.config import load_experiment
+from attnlab.train.run import evaluate
+
+SPAM = {"name": "tiny-spam",
+        "task": {"name": "sms-spam", "params": {"vocab_size": 300, "max_len": 16},
+                 "train_examples": 128, "val_examples": 32, "test_examples": 64, "positive": "spam"},
+        "model": {"d_model": 16, "layers": 1, "heads": 2},
+        "train": {"steps": 4, "batch_size": 32}}
+DIGITS = {"name": "tiny-digits", "task": {"name": "digits", "train_examples": 256},
+          "model": {"d_model": 16, "layers": 1, "heads": 2, "patch_size": 4},
+          "train": {"steps": 4, "batch_size": 64}}
+MQAR = {"name": "tiny-mqar",
+        "task": {"name": "mqar", "params": {"vocab_size": 64, "seq_len": 32, "num_kv_pairs": 4},
+                 "train_examples": 128, "val_examples": 32, "test_examples": 32},
+        "model": {"d_model": 16, "layers": 1, "heads": 2},
+        "attention": "causal & window(8)",
+        "train": {"steps": 4, "batch_size": 32}}
+
+
+def hide_data(monkeypatch, tmp_path) -> None:
+    """No data package is found on the path, and the cache (tokenizers, Debian sets) is empty."""
+    monkeypatch.setattr(sources, "package_dir", lambda module: None)
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "empty-cache"))
+
+
+@pytest.mark.parametrize("exp", [SPAM, DIGITS, MQAR], ids=["text", "image", "generated"])
+def test_a_run_loads_evaluates_and_predicts_with_its_data_hidden(exp, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "run"
+    metrics = attnlab.train.train(load_experiment(exp), out, progress=False,
+                                  tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    test = attnlab.tasks.task_of(load_experiment(exp).task).load_test(out, load_experiment(exp)).test
+    expected = attnlab.load(out)(test.inputs[:8])
+
+    hide_data(monkeypatch, tmp_path)
+    if exp is not MQAR:
+        with pytest.raises(DataError):
+            attnlab.data.load(exp["task"]["name"])
+    model = attnlab.load(out)
+    assert torch.equal(model(test.inputs[:8]), expected)
+    scores = evaluate(out)
+    for key, value in metrics.items():
+        if key.startswith("test_") and key != "test_loss":
+            assert scores[key] == pytest.approx(value, abs=1e-6), key
+    runner = CliRunner()
+    done = runner.invoke(attnlab.cli.app.app, ["eval", str(out)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    if exp is SPAM:
+        done = runner.invoke(attnlab.cli.app.app, ["predict", str(out), "free prize, call now"])
+        assert done.exit_code == 0, done.output
+        assert done.output.split()[0] in ("ham", "spam")
+
+
+def test_loading_reads_no_pickled_code(tmp_path) -> None:
+    """model.pt is read with weights_only=True: a planted object is refused, not run."""
+    out = tmp_path / "run"
+    attnlab.train.train(load_experiment(MQAR), out, progress=False,
+                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    class Planted:
+        def __reduce__(self):
+            return (print, ("planted code ran",))
+
+    torch.save({"planted": Planted()}, out / "model.pt")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        attnlab.load(out)
