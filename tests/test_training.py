@@ -187,10 +187,10 @@ def test_a_comparison_shows_each_kind_of_task_by_its_main_metric(tmp_path) -> No
 
     base = {"program": "scaled_dot ; softmax", "train_seconds": 12.0, "params": 1000,
             "test_accuracy": 0.41}
-    translation = {**base, "main_metric": "test_bleu", "test_bleu": 12.345, "test_chrf": 40.1, "test_copy_bleu": 0.4,
-                   "test_copy_chrf": 18.6}
-    ranking = {**base, "main_metric": "test_ndcg10", "test_ndcg10": 0.4374, "test_hr10": 0.7116, "test_popular_ndcg10": 0.2236,
-               "test_popular_hr10": 0.3913}
+    translation = {**base, "main_metric": "test_bleu", "test_bleu": 12.345, "test_chrf": 40.1,
+                   "test_copy_bleu": 0.4, "test_copy_chrf": 18.6}
+    ranking = {**base, "main_metric": "test_ndcg10", "test_ndcg10": 0.4374, "test_hr10": 0.7116,
+               "test_popular_ndcg10": 0.2236, "test_popular_hr10": 0.3913}
     assert main_metric(translation) == ("test_bleu", "BLEU")
     assert main_metric(ranking) == ("test_ndcg10", "NDCG@10")
     assert main_metric(base) == ("test_accuracy", "test accuracy")

@@ -7,7 +7,8 @@ from attnlab.lang import Program, parse, zoo
 
 __version__ = "0.1.0"
 __all__ = ["AttnlabError", "ConfigError", "DataError", "InputError", "Plan", "Program", "ProgramError",
-           "attention", "data", "explain", "init_params", "load", "models", "nn", "parse", "plan", "tasks", "zoo"]
+           "attention", "data", "explain", "init_params", "load", "models", "nn", "parse", "plan", "tasks",
+           "zoo"]
 
 
 def __getattr__(name: str):

@@ -89,8 +89,8 @@ class Task:
 
         kind = exp.model.kind or self.models[0]
         if kind not in self.models:
-            raise ConfigError(f"model.kind {kind} does not fit {exp.task.name}, {_article(self.kind)} {self.kind} task; "
-                              f"it takes model.kind {' or '.join(self.models)}")
+            raise ConfigError(f"model.kind {kind} does not fit {exp.task.name}, {_article(self.kind)} "
+                              f"{self.kind} task; it takes model.kind {' or '.join(self.models)}")
         given = {k: v for k, v in exp.model.model_dump().items() if v is not None and k != "kind"}
         return MODELS[kind].from_settings({**given, **self.model_settings(exp, data),
                                            **({"max_len": exp.model.max_len} if exp.model.max_len else {})})
