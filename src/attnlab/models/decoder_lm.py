@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from attnlab.errors import InputError
 from attnlab.models.base import Model
 from attnlab.nn.attention import KVCache
-from attnlab.nn.blocks import Block, Positions, attention_layers, programs_config, require_causal
+from attnlab.nn.blocks import Block, Positions, attention_layers, programs_config
 
 
 class DecoderLM(Model):
@@ -36,7 +36,7 @@ class DecoderLM(Model):
         self.drop = nn.Dropout(dropout)
         attn = attention_layers(d_model, programs, layers=layers, heads=heads, kv_heads=kv_heads,
                                 rotary=self.positions.rotary,
-                                adapt=lambda p: require_causal(p, "DecoderLM"))
+                                causal_for="DecoderLM", max_len=max_len)
         self.blocks = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in attn)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)

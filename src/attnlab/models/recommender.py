@@ -17,7 +17,6 @@ from attnlab.nn.blocks import (
     Positions,
     attention_layers,
     programs_config,
-    require_causal,
     with_padding,
 )
 
@@ -44,7 +43,7 @@ class SequentialRecommender(Model):
         self.drop = nn.Dropout(dropout)
         attn = attention_layers(
             d_model, programs, layers=layers, heads=heads, rotary=self.positions.rotary,
-            adapt=lambda p: with_padding(require_causal(p, "SequentialRecommender")))
+            adapt=with_padding, causal_for="SequentialRecommender", max_len=max_len)
         self.blocks = nn.ModuleList(Block(d_model, a, mlp_ratio, dropout) for a in attn)
         self.norm = nn.LayerNorm(d_model)
         self.init_weights()

@@ -17,7 +17,6 @@ from attnlab.nn.blocks import (
     Positions,
     attention_layers,
     programs_config,
-    require_causal,
     with_padding,
 )
 
@@ -56,7 +55,7 @@ class Seq2Seq(Model):
                                rotary=rotary, adapt=pad, name="encoder_programs")
         dec = attention_layers(d_model, decoder_programs, layers=layers, heads=heads,
                                rotary=rotary, name="decoder_programs",
-                               adapt=lambda p: require_causal(p, "Seq2Seq's decoder"))
+                               causal_for="Seq2Seq's decoder", max_len=max_len)
         # Queries and keys of cross-attention live on different sequences: no rotary there.
         cross = attention_layers(d_model, cross_programs, layers=layers, heads=heads, adapt=pad,
                                  name="cross_programs")
