@@ -41,7 +41,7 @@ from attnlab.lang.masks import (
 )
 from attnlab.lang.program import Program
 
-BLOCK = 64
+BLOCK = 32
 _CHUNK = 256  # blocks evaluated at once: small, so that a leaking mask stops early
 
 
@@ -96,8 +96,8 @@ class Causality:
             why = ""
         opaque = sorted({leaf.name for leaf in mask.leaves() if _opaque(leaf)}) if mask else []
         if opaque:
-            why += (f" (where {', '.join(opaque)} let it: they read call-time data or Python, "
-                    "so the mask must be causal whatever they hold)")
+            why += (f" ({', '.join(opaque)}: call-time data and Python predicates are taken at "
+                    "their most permissive, so the mask must be causal whatever they hold)")
         return ProgramError(
             f"{self.model} predicts each position from the ones before it, but program "
             f"'{self.program}' lets a position see later ones in a sequence of {length}: query "
