@@ -200,7 +200,7 @@ def attention_layers(dim: int, programs: ProgramsArg, *, layers: int, heads: int
     or head groups `[(program, heads), ...]`, for every layer or as one layer's entry
     (→ MixedAttention). `adapt` rewrites each program (e.g. adds `padding`). With `causal_for`
     (the model's name), every adapted program must be causal up to `max_len` tokens
-    (`require_causal`) and the modules check the calls whose data decides it.
+    (`require_causal`), and the modules check any longer call when it comes.
     """
     if causal_for is not None and max_len is None:
         raise ConfigError(f"{causal_for}: causal attention layers need max_len, the longest "
