@@ -42,8 +42,9 @@ def _leaks(mask: S.Mask | None, n: int, m: int) -> bool:
 @pytest.mark.parametrize("program, pair", [(WINDOW_LEAK, (0, 21)), (PREFIX_LEAK, (0, 17))])
 def test_masks_that_see_the_future_far_away_are_refused(program: str, pair) -> None:
     # Both passed the old 16 × 16 check: their first leak lies beyond position 16.
-    message = (rf"DecoderLM .* '{re.escape(str(parse(program)))}' lets a position see later "
-               rf"ones in a sequence of 512: query {pair[0]} sees key {pair[1]}\. AND its mask "
+    message = (rf"DecoderLM .* must not see the future, but program "
+               rf"'{re.escape(str(parse(program)))}' lets a position see later ones in a "
+               rf"sequence of 512: query {pair[0]} sees key {pair[1]}\. AND its mask "
                rf"with causal, e.g. '.*causal & \(causal \| .*\)")
     with pytest.raises(ProgramError, match=message):
         DecoderLM(V, programs=program, max_len=512)

@@ -99,8 +99,9 @@ class Causality:
             why += (f" ({', '.join(opaque)}: call-time data and Python predicates are taken at "
                     "their most permissive, so the mask must be causal whatever they hold)")
         return ProgramError(
-            f"{self.model} predicts each position from the ones before it, but program "
-            f"'{self.program}' lets a position see later ones in a sequence of {length}: query "
+            f"{self.model} predicts each position from the ones before it, so its attention "
+            f"must not see the future, but program '{self.program}' lets a position see later "
+            f"ones in a sequence of {length}: query "
             f"{leak.query} sees key {leak.key}{why}. AND its mask with causal, e.g. '{fixed}'")
 
 
