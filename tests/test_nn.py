@@ -9,7 +9,7 @@ import torch
 
 import attnlab
 from attnlab import ConfigError, InputError
-from attnlab.nn import Attention
+from attnlab.nn import Attention, MixedAttention
 
 
 def test_self_attention_shapes_and_gqa() -> None:
@@ -108,3 +108,16 @@ def test_train_mode_turns_on_dropout() -> None:
 def test_repr_names_the_program() -> None:
     assert "alibi" in repr(Attention(8, "alibi ; causal", heads=2))
     assert attnlab.nn.Attention is Attention
+
+
+def test_program_parameters_keep_their_state_dict_keys() -> None:
+    m = Attention(16, "additive + relative_bias ; causal", heads=2)
+    assert {k for k in m.state_dict() if k.startswith("program_params.")} == {
+        "program_params.score__w_q", "program_params.score__w_k", "program_params.score__v",
+        "program_params.mods__0__table"}
+    assert set(m.program_params.as_params()) == {"score.w_q", "score.w_k", "score.v",
+                                                 "mods.0.table"}
+    mixed = MixedAttention(16, [("causal", 2), ("general ; causal", 2)])
+    assert [k for k in mixed.state_dict() if k.startswith("program_params.")] == [
+        "program_params.1.score__w"]
+    assert mixed.program_params[1].as_params()["score.w"] is mixed.program_params[1]["score__w"]

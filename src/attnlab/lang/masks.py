@@ -222,7 +222,7 @@ class Mask(Part):
         visible = float((area * (state.cpu() == FULL)).sum())
         partial = (state == PARTIAL).nonzero()
         for chunk in partial.split(_REFINE_CHUNK):
-            visible += float(_evaluate_blocks(self, chunk, inp, block, block)[0].sum())
+            visible += float(evaluate_blocks(self, chunk, inp, block, block)[0].sum())
         return visible / (b * h * inp.n * inp.m)
 
 
@@ -232,7 +232,7 @@ def _mask_operand(other: object, op: str) -> Mask:
     return other
 
 
-def _evaluate_blocks(mask: Mask, idx: Tensor, inp: MaskInputs, bq: int,
+def evaluate_blocks(mask: Mask, idx: Tensor, inp: MaskInputs, bq: int,
                      bk: int) -> tuple[Tensor, Tensor]:
     """The mask inside the blocks idx (n, 4) = (b, h, qb, kb) as (visible, in range), each
     (n, bq, bk). Indices past N or M are clamped for evaluation and reported out of range."""
@@ -255,7 +255,7 @@ def _refine(mask: Mask, state: Tensor, undecided: Tensor, inp: MaskInputs,
         return state
     state = state.clone()
     for chunk in idx.split(_REFINE_CHUNK):
-        vis, inside = _evaluate_blocks(mask, chunk, inp, bq, bk)
+        vis, inside = evaluate_blocks(mask, chunk, inp, bq, bk)
         full = (vis == inside).all(dim=(1, 2))
         empty = ~vis.any(dim=(1, 2))
         state[tuple(chunk.t().to(state.device))] = _state(full, empty)

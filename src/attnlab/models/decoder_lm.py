@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from attnlab.errors import InputError
 from attnlab.models.base import Model
 from attnlab.nn.attention import KVCache
-from attnlab.nn.blocks import Block, Positions, attention_layers, require_causal
+from attnlab.nn.blocks import Block, Positions, attention_layers
 
 
 @dataclass
@@ -48,7 +48,7 @@ class DecoderLM(Model):
         self.drop = nn.Dropout(c.dropout)
         attn = attention_layers(c.d_model, c.programs, layers=c.layers, heads=c.heads,
                                 kv_heads=c.kv_heads, rotary=self.positions.rotary,
-                                adapt=lambda p: require_causal(p, "DecoderLM"))
+                                causal_for="DecoderLM", max_len=c.max_len)
         self.blocks = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in attn)
         self.norm = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)

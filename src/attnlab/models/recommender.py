@@ -18,7 +18,6 @@ from attnlab.nn.blocks import (
     Block,
     Positions,
     attention_layers,
-    require_causal,
     with_padding,
 )
 
@@ -54,7 +53,7 @@ class SequentialRecommender(Model):
         self.drop = nn.Dropout(c.dropout)
         attn = attention_layers(
             c.d_model, c.programs, layers=c.layers, heads=c.heads, rotary=self.positions.rotary,
-            adapt=lambda p: with_padding(require_causal(p, "SequentialRecommender")))
+            adapt=with_padding, causal_for="SequentialRecommender", max_len=c.max_len)
         self.blocks = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in attn)
         self.norm = nn.LayerNorm(c.d_model)
         self.init_weights()

@@ -18,7 +18,6 @@ from attnlab.nn.blocks import (
     Block,
     Positions,
     attention_layers,
-    require_causal,
     with_padding,
 )
 
@@ -68,7 +67,7 @@ class Seq2Seq(Model):
                                name="encoder_programs")
         dec = attention_layers(c.d_model, c.decoder_programs, **shape, rotary=rotary,
                                name="decoder_programs",
-                               adapt=lambda p: require_causal(p, "Seq2Seq's decoder"))
+                               causal_for="Seq2Seq's decoder", max_len=c.max_len)
         # Queries and keys of cross-attention live on different sequences: no rotary there.
         cross = attention_layers(c.d_model, c.cross_programs, **shape, adapt=pad,
                                  name="cross_programs")

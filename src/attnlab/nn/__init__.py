@@ -1,8 +1,8 @@
 """Torch modules built on attnlab programs."""
 
-from attnlab.nn.attention import Attention, KVCache
+from attnlab.nn.attention import Attention, KVCache, ProgramParameters
 from attnlab.nn.blocks import MLP, Block, MixedAttention, Positions, attention_layers
 from attnlab.nn.rotary import Rotary
 
-__all__ = ["MLP", "Attention", "Block", "KVCache", "MixedAttention", "Positions", "Rotary",
-           "attention_layers"]
+__all__ = ["MLP", "Attention", "Block", "KVCache", "MixedAttention", "Positions",
+           "ProgramParameters", "Rotary", "attention_layers"]

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from attnlab.errors import InputError
 from attnlab.exec import attention, init_params
 from attnlab.lang.program import Program, parse
+from attnlab.nn.causality import Causality
 from attnlab.nn.rotary import Rotary
 
 
@@ -49,14 +50,38 @@ class KVCache:
             self.k, self.v = self.k[index], self.v[index]
 
 
+class ProgramParameters(nn.ParameterDict):
+    """The learnable tensors of one program (learned scores, relative biases, temperatures,
+    low-rank projections) as parameters of a module; `as_params()` hands them to
+    `attnlab.attention` as its `params=`.
+
+    ParameterDict keys may not contain '.', so the program's 'score.w_q' is stored under
+    'score__w_q' (and so named in state_dicts).
+    """
+
+    def __init__(self, program: Program, heads: int, head_dim: int) -> None:
+        super().__init__({key.replace(".", "__"): nn.Parameter(value)
+                          for key, value in init_params(program, heads, head_dim).items()})
+
+    def as_params(self) -> dict[str, Tensor]:
+        """The tensors keyed as the program names them ('score.w_q')."""
+        return {key.replace("__", "."): p for key, p in self.items()}
+
+
 class Attention(nn.Module):
-    """`m(x)` for self-attention, `m(x, context)` for cross-attention; x is (B, N, dim)."""
+    """`m(x)` for self-attention, `m(x, context)` for cross-attention; x is (B, N, dim).
+
+    `causal_for` names a model that needs this attention never to see a later position: the
+    program is then checked (`attnlab.nn.causality`) for each call's length, which costs one
+    comparison once that length is proven.
+    """
 
     def __init__(self, dim: int, program: Program | str = "scaled_dot ; softmax", *,
                  heads: int | None = None, kv_heads: int | None = None, kv_dim: int | None = None,
-                 rotary: bool = False, bias: bool = True) -> None:
+                 rotary: bool = False, bias: bool = True, causal_for: str | None = None) -> None:
         super().__init__()
         self.program = parse(program)
+        self.causality = None if causal_for is None else Causality(self.program, causal_for)
         lay = self.program.layout.resolve(heads=heads, kv_heads=kv_heads, dim=dim)
         self.heads, self.kv_heads, self.head_dim = lay.heads, lay.kv_heads, lay.head_dim
         inner, kv_inner = self.heads * self.head_dim, self.kv_heads * self.head_dim
@@ -65,11 +90,7 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(kv_dim or dim, kv_inner, bias=bias)
         self.to_out = nn.Linear(inner, dim, bias=bias)
         self.rotary = Rotary(self.head_dim) if rotary else None
-        # ParameterDict keys may not contain '.', so 'score.w_q' is stored as 'score__w_q'.
-        self.program_params = nn.ParameterDict({
-            key.replace(".", "__"): nn.Parameter(value)
-            for key, value in init_params(self.program, self.heads, self.head_dim).items()
-        })
+        self.program_params = ProgramParameters(self.program, self.heads, self.head_dim)
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, key_lengths: Tensor | None = None,
@@ -88,11 +109,12 @@ class Attention(nn.Module):
         """
         self._check_kind(context)
         q, k, v = qkv(self, x, context, cache, positions)
-        params = {key.replace("__", "."): p for key, p in self.program_params.items()}
+        if self.causality is not None:
+            self.causality.check(k.shape[-2])
         out = attention(q, k, v, self.program, bias=bias, segments=segments,
                         key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
-                        params=params, return_weights=return_weights, backend=backend,
-                        training=self.training)
+                        params=self.program_params.as_params(), return_weights=return_weights,
+                        backend=backend, training=self.training)
         out, weights = out if return_weights else (out, None)
         out = self.to_out(out.transpose(1, 2).flatten(2))
         return (out, weights) if return_weights else out
@@ -140,4 +162,4 @@ def qkv(m: nn.Module, x: Tensor, context: Tensor | None, cache: KVCache | None,
     return q, k, v
 
 
-__all__ = ["Attention", "KVCache"]
+__all__ = ["Attention", "KVCache", "ProgramParameters"]

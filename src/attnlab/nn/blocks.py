@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.errors import ConfigError, InputError, ProgramError, did_you_mean
-from attnlab.exec import attention, init_params
-from attnlab.lang.masks import Causal, MaskInputs, Padding
+from attnlab.errors import ConfigError, InputError, did_you_mean
+from attnlab.exec import attention
+from attnlab.lang.masks import Padding
 from attnlab.lang.program import Program, parse
-from attnlab.nn.attention import Attention, KVCache, qkv
+from attnlab.nn.attention import Attention, KVCache, ProgramParameters, qkv
+from attnlab.nn.causality import Causality, require_causal
 from attnlab.nn.rotary import Rotary
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
@@ -65,12 +66,14 @@ class MixedAttention(nn.Module):
 
     One set of q/k/v projections is split by head; group g takes the next `heads_g` heads, and
     the groups' outputs are concatenated (in group order) before one output projection.
+    `causal_for` as in Attention: every group is checked.
     """
 
     _split = Attention._split
 
     def __init__(self, dim: int, groups: Sequence[tuple[Program | str, int]], *,
-                 kv_dim: int | None = None, rotary: bool = False, bias: bool = True) -> None:
+                 kv_dim: int | None = None, rotary: bool = False, bias: bool = True,
+                 causal_for: str | None = None) -> None:
         super().__init__()
         if not groups:
             raise ConfigError("MixedAttention needs at least one (program, heads) group")
@@ -97,9 +100,10 @@ class MixedAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim, bias=bias)
         self.rotary = Rotary(self.head_dim) if rotary else None
         self.program_params = nn.ModuleList(
-            nn.ParameterDict({key.replace(".", "__"): nn.Parameter(value)
-                              for key, value in init_params(p, h, self.head_dim).items()})
+            ProgramParameters(p, h, self.head_dim)
             for p, h in zip(self.programs, self.group_heads, strict=True))
+        self.causalities = [None if causal_for is None else Causality(p, causal_for)
+                            for p in self.programs]
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
@@ -111,14 +115,16 @@ class MixedAttention(nn.Module):
                              "position axis")
         q, k, v = qkv(self, x, context, cache, positions)
         outs, weights, start = [], [], 0
-        for program, h, params in zip(self.programs, self.group_heads, self.program_params,
-                                      strict=True):
+        for program, h, params, causality in zip(self.programs, self.group_heads,
+                                                 self.program_params, self.causalities,
+                                                 strict=True):
             heads = slice(start, start + h)
             start += h
+            if causality is not None:
+                causality.check(k.shape[-2])
             out = attention(q[:, heads], k[:, heads], v[:, heads], program,
                             key_padding_mask=key_padding_mask, return_weights=return_weights,
-                            params={key.replace("__", "."): p for key, p in params.items()},
-                            backend=backend, training=self.training)
+                            params=params.as_params(), backend=backend, training=self.training)
             out, w = out if return_weights else (out, None)
             outs.append(out)
             weights.append(w)
@@ -186,25 +192,37 @@ ProgramsArg = Any  # str | Program | list of those, or of [(program, heads), ...
 def attention_layers(dim: int, programs: ProgramsArg, *, layers: int, heads: int,
                      kv_heads: int | None = None, kv_dim: int | None = None,
                      rotary: bool = False, adapt: Callable[[Program], Program] = lambda p: p,
+                     causal_for: str | None = None, max_len: int | None = None,
                      name: str = "programs") -> list[nn.Module]:
     """One attention module per layer.
 
     `programs` is one program (string or Program) for every layer, a list with one per layer,
     or head groups `[(program, heads), ...]`, for every layer or as one layer's entry
-    (→ MixedAttention). `adapt` rewrites each program (add `padding`, check causality).
+    (→ MixedAttention). `adapt` rewrites each program (e.g. adds `padding`). With `causal_for`
+    (the model's name), every adapted program must be causal up to `max_len` tokens
+    (`require_causal`), and the modules check any longer call when it comes.
     """
+    if causal_for is not None and max_len is None:
+        raise ConfigError(f"{causal_for}: causal attention layers need max_len, the longest "
+                          "sequence their programs are checked for")
+
+    def program(p: Program | str) -> Program:
+        p = adapt(parse(p))
+        return p if causal_for is None else require_causal(p, causal_for, max_len)
+
     modules: list[nn.Module] = []
     for i, entry in enumerate(per_layer(programs, layers, name)):
         if _is_groups(entry):
-            groups = [(adapt(parse(p)), h) for p, h in entry]
+            groups = [(program(p), h) for p, h in entry]
             total = sum(h for _, h in groups)
             if total != heads:
                 raise ConfigError(f"{name}: layer {i}'s head groups have {total} heads in all, but "
                                 f"the model has heads={heads}")
-            modules.append(MixedAttention(dim, groups, kv_dim=kv_dim, rotary=rotary))
+            modules.append(MixedAttention(dim, groups, kv_dim=kv_dim, rotary=rotary,
+                                          causal_for=causal_for))
         else:
-            modules.append(Attention(dim, adapt(parse(entry)), heads=heads, kv_heads=kv_heads,
-                                     kv_dim=kv_dim, rotary=rotary))
+            modules.append(Attention(dim, program(entry), heads=heads, kv_heads=kv_heads,
+                                     kv_dim=kv_dim, rotary=rotary, causal_for=causal_for))
     return modules
 
 
@@ -250,19 +268,3 @@ def with_padding(program: Program) -> Program:
         return program
     return program.replace(mask=Padding() if mask is None else mask & Padding())
 
-
-def require_causal(program: Program, model: str) -> Program:
-    """Refuse a program that lets a position see later positions: a next-token model would
-    learn to copy the answer instead of predicting it."""
-    mask = program.mask
-    if mask is None or not any(isinstance(leaf, Causal) for leaf in mask.leaves()):
-        raise ProgramError(f"{model} predicts the next token from the ones before it, so its "
-                        f"attention must not see the future — program '{program}' has no "
-                        "'causal' in its mask. Add it, e.g. '… ; causal ; …' or "
-                        "'… ; causal & window(64) ; …'")
-    if not mask.requires():  # masks that read call-time data cannot be evaluated here
-        visible = mask.dense(MaskInputs(1, 1, 16, 16))
-        if torch.triu(visible[0, 0], 1).any():
-            raise ProgramError(f"{model}: the mask '{mask}' lets a position see later ones (an '|' "
-                            "with a non-causal mask, or global tokens?); AND it with 'causal'")
-    return program
