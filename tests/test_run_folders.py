@@ -60,10 +60,28 @@ def test_a_run_loads_evaluates_and_predicts_with_its_data_hidden(exp, tmp_path, 
     done = runner.invoke(attnlab.cli.app.app, ["eval", str(out)])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    done = runner.invoke(attnlab.cli.app.app, ["predict", str(out), "free prize, call now"])
     if exp is SPAM:
-        done = runner.invoke(attnlab.cli.app.app, ["predict", str(out), "free prize, call now"])
         assert done.exit_code == 0, done.output
         assert done.output.split()[0] in ("ham", "spam")
+    else:  # one line that says why, no traceback
+        assert done.exit_code == 2 and done.output.startswith("error: ")
+        assert ("generated task" if exp is MQAR else "classifies images") in done.output
+
+
+def test_a_program_string_is_parsed_once_per_run(tmp_path, monkeypatch) -> None:
+    """The experiment parses it; models, tasks and logging receive the Program object."""
+    from attnlab.lang import program
+
+    program._parse_text.cache_clear()  # parse's LRU cache: start from nothing
+    calls = []
+    original = program.Program.from_string
+    monkeypatch.setattr(program.Program, "from_string",
+                        classmethod(lambda cls, text: calls.append(text) or original(text)))
+    metrics = attnlab.train.train(load_experiment(MQAR), tmp_path / "run", progress=False,
+                                  tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert calls == ["causal & window(8)"]
+    assert metrics["program"] == "scaled_dot ; causal & window(8) ; softmax"  # from the model
 
 
 def test_loading_reads_no_pickled_code(tmp_path) -> None:

@@ -39,7 +39,7 @@ class MajorityBit(Task):
     def model_settings(self, exp, data: TaskData) -> dict:
         return {**super().model_settings(exp, data), "num_classes": 2}
 
-    def print_predictions(self, predictor, inputs, out, echo, *, k: int) -> None:
+    def print_predictions(self, predictor, inputs, exp, echo, *, k: int) -> None:
         bits = torch.tensor([[int(c) + 1 for c in text] for text in inputs])
         for text, label in zip(inputs, predictor(bits).argmax(-1).tolist(), strict=True):
             echo(f"{text} {('fewer', 'more')[label]}")

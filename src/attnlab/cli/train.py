@@ -56,8 +56,9 @@ def predict_command(
 
     model = load(out)
     console = Console(highlight=False)
-    task = task_of(load_experiment(out / "experiment.yaml").task)
-    task.print_predictions(model, inputs, out, lambda text: console.print(text, soft_wrap=True), k=k)
+    exp = load_experiment(out / "experiment.yaml")
+    task_of(exp.task).print_predictions(model, inputs, exp, lambda text: console.print(text, soft_wrap=True),
+                                        k=k)
 
 
 def runs_command(

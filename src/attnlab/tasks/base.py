@@ -143,10 +143,10 @@ class Task:
         """What `attnlab.load` returns: the model, wrapped with what reads raw input if any."""
         return model
 
-    def print_predictions(self, predictor: nn.Module, inputs: list[str], out: Path, echo, *, k: int) -> None:
+    def print_predictions(self, predictor: nn.Module, inputs: list[str], exp, echo, *, k: int) -> None:
         """`attnlab predict`: one line (or a few) per input, through `echo(text)`."""
-        raise InputError(f"{out} was trained on a generated task ({self.kind}), which has no text to "
-                         "read; predict needs a run on a real data set (attnlab data list)")
+        raise InputError(f"{exp.name} was trained on a generated task ({self.kind}), which has no "
+                         "text to read; predict needs a run on a real data set (attnlab data list)")
 
 
 def _fields(data: TaskData) -> dict[str, Any]:

@@ -89,6 +89,6 @@ class ImageClassification(Task):
     def predictor(self, model, encoders: PixelEncoder, exp) -> ImageClassifier:
         return ImageClassifier(model, encoders)
 
-    def print_predictions(self, predictor, inputs, out, echo, *, k: int) -> None:
-        raise InputError(f"{out} classifies images; `attnlab predict` reads text. From Python: "
+    def print_predictions(self, predictor, inputs, exp, echo, *, k: int) -> None:
+        raise InputError(f"{exp.name} classifies images; `attnlab predict` reads text. From Python: "
                          "attnlab.load(DIR).predict(images)")

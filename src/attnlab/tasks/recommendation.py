@@ -131,17 +131,14 @@ class Recommendation(Task):
     def predictor(self, model, encoders: ItemIndex, exp) -> Recommender:
         return Recommender(model, encoders)
 
-    def print_predictions(self, predictor: Recommender, inputs, out, echo, *, k: int) -> None:
-        titles = _titles(out)
+    def print_predictions(self, predictor: Recommender, inputs, exp, echo, *, k: int) -> None:
+        titles = _titles(exp.task.name)
         for rank, item in enumerate(predictor.recommend(inputs, k), 1):
             echo(f"{rank:>3}  {item:>6}  {titles.get(item, '')}".rstrip())
 
 
-def _titles(out: Path) -> dict[str, str]:
-    """Item id → title for the run's data set, when the set has titles and they are here."""
-    from attnlab.train.config import load_experiment
-
-    name = load_experiment(out / "experiment.yaml").task.name
+def _titles(name: str) -> dict[str, str]:
+    """Item id → title for data set `name`, when the set has titles and they are here."""
     try:
         return item_titles(name) if name in DATASETS else {}
     except DataError:  # the model still recommends; only the names are missing

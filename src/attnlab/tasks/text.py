@@ -128,7 +128,7 @@ class TextClassification(Task):
     def predictor(self, model, encoders: TextEncoder, exp) -> TextClassifier:
         return TextClassifier(model, encoders)
 
-    def print_predictions(self, predictor: TextClassifier, inputs, out, echo, *, k: int) -> None:
+    def print_predictions(self, predictor: TextClassifier, inputs, exp, echo, *, k: int) -> None:
         for text, row in zip(inputs, predictor.predict_proba(inputs), strict=True):
             best = int(row.argmax())
             echo(f"{predictor.label_names[best]}\t{row[best]:.3f}\t{text}")

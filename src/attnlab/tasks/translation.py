@@ -182,7 +182,7 @@ class Translation(Task):
     def predictor(self, model, encoders: TranslationEncoder, exp) -> Translator:
         return Translator(model, encoders, exp.decode)
 
-    def print_predictions(self, predictor: Translator, inputs, out, echo, *, k: int) -> None:
+    def print_predictions(self, predictor: Translator, inputs, exp, echo, *, k: int) -> None:
         for text, translation in zip(inputs, predictor.predict(inputs), strict=True):
             echo(f"{text}\n  → {translation}")
 
