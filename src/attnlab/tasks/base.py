@@ -149,6 +149,25 @@ class Task:
                          "text to read; predict needs a run on a real data set (attnlab data list)")
 
 
+@dataclass(frozen=True)
+class Examples:
+    """A real data set's splits as the experiment asks for them."""
+
+    splits: dict[str, list[dict]]  # train / validation / test examples
+    options: dict[str, Any]  # the data set's own options (what a cached tokenizer is keyed by)
+    settings: dict[str, Any]  # the task's own parameters, defaults filled in
+
+
+def read_examples(exp, **defaults: Any) -> Examples:
+    """`exp.task.params` split into the task's own parameters (`defaults` names them and their
+    defaults) and the data set's options, and the data set read with those options."""
+    from attnlab.data.datasets import load
+
+    options = dict(exp.task.params)
+    settings = {key: options.pop(key, default) for key, default in defaults.items()}
+    return Examples(load(exp.task.name, seed=exp.train.seed, **options), options, settings)
+
+
 def _fields(data: TaskData) -> dict[str, Any]:
     """TaskData's plain fields (not its tensors), for JSON."""
     return {"vocab_size": data.vocab_size, "num_classes": data.num_classes, "pad_id": data.pad_id,

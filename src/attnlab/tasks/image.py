@@ -13,10 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.base import TaskData
-from attnlab.data.datasets import load
 from attnlab.data.encoding import class_ids, label_ids
 from attnlab.errors import ConfigError, InputError
-from attnlab.tasks.base import Prepared, Task
+from attnlab.tasks.base import Prepared, Task, read_examples
 from attnlab.train.metrics import classification_scores
 
 
@@ -55,8 +54,7 @@ class ImageClassification(Task):
     models = ("vit",)
 
     def prepare(self, exp, encoders: PixelEncoder | None = None) -> Prepared:
-        t = exp.task
-        splits = load(t.name, seed=exp.train.seed, **t.params)
+        t, splits = exp.task, read_examples(exp).splits
         if encoders is None:
             train = np.stack([ex["image"] for ex in splits["train"]]).astype(np.float32)
             names, labels = class_ids(t.name, splits)

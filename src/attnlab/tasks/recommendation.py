@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from attnlab.data.base import TaskData
-from attnlab.data.datasets import DATASETS, item_titles, load
+from attnlab.data.datasets import DATASETS, item_titles
 from attnlab.errors import DataError, InputError
 from attnlab.ids import IGNORE_INDEX, PAD_ID
-from attnlab.tasks.base import Prepared, Step, Task
+from attnlab.tasks.base import Prepared, Step, Task, read_examples
 from attnlab.train.metrics import model_ranking_scores, popularity_scores, ranking_scores
 
 MAX_LEN, NEGATIVES = 50, 100  # defaults: items of history a model reads; negatives per target
@@ -80,9 +80,8 @@ class Recommendation(Task):
 
     def prepare(self, exp, encoders: ItemIndex | None = None) -> Prepared:
         t, seed = exp.task, exp.train.seed
-        options = dict(t.params)
-        max_len, negatives = options.pop("max_len", MAX_LEN), options.pop("negatives", NEGATIVES)
-        splits = load(t.name, seed=seed, **options)
+        read = read_examples(exp, max_len=MAX_LEN, negatives=NEGATIVES)
+        splits, max_len, negatives = read.splits, read.settings["max_len"], read.settings["negatives"]
         catalogue = sorted({i for examples in splits.values() for ex in examples for i in ex["items"]},
                            key=lambda item: (len(item), item))  # numeric ids in numeric order
         if negatives >= len(catalogue):

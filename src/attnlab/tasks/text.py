@@ -13,11 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.base import TaskData
-from attnlab.data.datasets import load
 from attnlab.data.encoding import class_ids, label_ids, pad_rows, stored_tokenizer
 from attnlab.errors import ConfigError
 from attnlab.ids import PAD_ID
-from attnlab.tasks.base import Prepared, Task
+from attnlab.tasks.base import Prepared, Task, read_examples
 from attnlab.train.metrics import classification_scores
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
@@ -86,15 +85,14 @@ class TextClassification(Task):
     models = ("encoder_classifier",)
 
     def prepare(self, exp, encoders: TextEncoder | None = None) -> Prepared:
-        t, seed = exp.task, exp.train.seed
-        options = dict(t.params)
-        vocab_size, max_len = options.pop("vocab_size", VOCAB), options.pop("max_len", MAX_LEN)
-        splits = load(t.name, seed=seed, **options)
+        t, read = exp.task, read_examples(exp, vocab_size=VOCAB, max_len=MAX_LEN)
+        splits = read.splits
         if encoders is None:
             texts = [ex["text"] for ex in splits["train"]]
-            tokenizer = stored_tokenizer(t.name, options, seed, vocab_size, texts, train_tokenizer)
+            tokenizer = stored_tokenizer(t.name, read.options, exp.train.seed, read.settings["vocab_size"],
+                                         texts, train_tokenizer)
             names, labels = class_ids(t.name, splits)
-            encoders = TextEncoder(tokenizer, max_len, names)
+            encoders = TextEncoder(tokenizer, read.settings["max_len"], names)
         else:
             labels = {s: label_ids(t.name, s, ex, encoders.label_names) for s, ex in splits.items()}
         names = encoders.label_names

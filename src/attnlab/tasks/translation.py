@@ -20,12 +20,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data.base import TaskData
-from attnlab.data.datasets import load
 from attnlab.data.encoding import pad_rows, stored_tokenizer
 from attnlab.ids import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from attnlab.lang.masks import Causal
 from attnlab.lang.program import Program
-from attnlab.tasks.base import Prepared, Step, Task
+from attnlab.tasks.base import Prepared, Step, Task, read_examples
 from attnlab.train.metrics import translation_scores
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"  # ids 0, 1, 2, 3: Seq2Seq's defaults
@@ -119,16 +118,14 @@ class Translation(Task):
     main_metric = "test_bleu"
 
     def prepare(self, exp, encoders: TranslationEncoder | None = None) -> Prepared:
-        t, seed = exp.task, exp.train.seed
-        options = dict(t.params)
-        vocab_size, max_len = options.pop("vocab_size", VOCAB), options.pop("max_len", MAX_LEN)
-        splits = load(t.name, seed=seed, **options)
+        t, read = exp.task, read_examples(exp, vocab_size=VOCAB, max_len=MAX_LEN)
+        splits = read.splits
         if encoders is None:
-            train = splits["train"]
+            train, vocab_size = splits["train"], read.settings["vocab_size"]
             encoders = TranslationEncoder(
-                *(stored_tokenizer(f"{t.name}-{side}", options, seed, vocab_size,
+                *(stored_tokenizer(f"{t.name}-{side}", read.options, exp.train.seed, vocab_size,
                                    [ex[side] for ex in train], train_bpe) for side in ("source", "target")),
-                max_len)
+                read.settings["max_len"])
         data = {s: TaskData(encoders.encode_source([ex["source"] for ex in examples]),
                             encoders.encode_target([ex["target"] for ex in examples]),
                             vocab_size=encoders.source.get_vocab_size(), pad_id=PAD_ID,
