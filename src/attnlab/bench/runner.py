@@ -21,6 +21,7 @@ import torch
 from attnlab.bench.impls import why_not
 from attnlab.bench.kernels import Case, Result, Verdict, evaluate
 from attnlab.lang.program import parse
+from attnlab.machine import cpu_model
 
 WORKER = (sys.executable, "-m", "attnlab.bench.worker")
 Job = tuple[Case, str]
@@ -153,17 +154,6 @@ def crash_text(returncode: int, stderr: str) -> str:
         return f"worker killed by {name}{hint}"
     last = (stderr.strip().splitlines() or ["no output"])[-1]
     return f"worker exited with status {returncode}: {last}"[:300]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info(device: str) -> dict[str, Any]:
