@@ -3,6 +3,7 @@ only valid on the machine that took them)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -13,6 +14,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ATTNLAB_CACHE", Path.home() / ".cache" / "attnlab"))
 
 
+@functools.cache
 def cpu_model() -> str:
     """The CPU's model name, as /proc/cpuinfo gives it (or the platform's guess)."""
     try:

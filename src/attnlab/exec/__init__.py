@@ -2,7 +2,8 @@
 
 from attnlab.exec.api import attention
 from attnlab.exec.params import init_params
-from attnlab.exec.planner import BACKENDS, Plan, explain, plan
+from attnlab.exec.planner import BACKENDS, Plan, Planner, explain, plan
 from attnlab.exec.reference import reference_attention
 
-__all__ = ["BACKENDS", "Plan", "attention", "explain", "init_params", "plan", "reference_attention"]
+__all__ = ["BACKENDS", "Plan", "Planner", "attention", "explain", "init_params", "plan",
+           "reference_attention"]

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from attnlab.errors import InputError, did_you_mean
 from attnlab.exec.backend import Call
-from attnlab.exec.planner import BACKENDS, plan, remember
+from attnlab.exec.planner import BACKENDS, DEFAULT, Planner
 from attnlab.exec.reference import reference_attention
 from attnlab.lang.masks import MaskInputs
 from attnlab.lang.program import Program, parse
@@ -24,7 +24,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
               key_lengths: Tensor | None = None, key_padding_mask: Tensor | None = None,
               graph: Tensor | None = None, params: dict[str, Tensor] | None = None,
               return_weights: bool = False, backend: str | None = None, training: bool = False,
-              generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
+              generator: torch.Generator | None = None, planner: Planner | None = None,
+              ) -> Tensor | tuple[Tensor, Tensor]:
     """Attention of q (B, H, N, D) over k, v (B, H_kv, M, D) as `program` says.
 
     `program` is a Program or its string. Call-time inputs feed the parts that read them:
@@ -35,17 +36,17 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
     weights (B, H, N, M) too with `return_weights=True`.
 
     The planner picks the fastest backend that computes exactly this program
-    (`attnlab.explain` says which and why); `backend=` forces one.
+    (`attnlab.explain` says which and why); `backend=` forces one; `planner=` plans with a
+    `Planner` of one's own instead of attnlab's default one.
     """
     program = parse(program)
     params = params or {}
     inp = check_call(q, k, v, program, bias=bias, segments=segments, key_lengths=key_lengths,
                      key_padding_mask=key_padding_mask, graph=graph, params=params)
     if backend is None:
-        chosen = plan(program, q, k, v, return_weights=return_weights, training=training,
-                      params=params, inputs=inp, seeded=generator is not None)
-        name = chosen.backend
-        remember(chosen.call)
+        name = (planner or DEFAULT).choose(program, q, k, v, inp, bias=bias, params=params,
+                                           return_weights=return_weights, training=training,
+                                           generator=generator)
     else:
         name = _forced(backend, program, q, k, v, return_weights, training, params,
                        generator is not None)
