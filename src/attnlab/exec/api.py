@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -12,6 +14,8 @@ from attnlab.exec.reference import reference_attention
 from attnlab.lang.masks import MaskInputs
 from attnlab.lang.program import Program, parse
 
+# Listeners told (backend, program, mask inputs) of every planned call: attnlab.freeze's.
+RECORDERS: list[Callable[[str, Program, MaskInputs], None]] = []
 # call-time argument -> the program part that reads it
 _READERS = {"bias": ("bias", "the score mod 'bias'"), "segments": ("segments", "the mask 'document'"),
             "key_lengths": ("key_padding", "the mask 'padding'"),
@@ -47,6 +51,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
         name = (planner or DEFAULT).choose(program, q, k, v, inp, bias=bias, params=params,
                                            return_weights=return_weights, training=training,
                                            generator=generator)
+        if RECORDERS:  # attnlab.freeze is listening
+            RECORDERS[-1](name, program, inp)
     else:
         name = _forced(backend, program, q, k, v, return_weights, training, params,
                        generator is not None)

@@ -77,6 +77,7 @@ class Attention(nn.Module):
             key.replace(".", "__"): nn.Parameter(value)
             for key, value in init_params(self.program, self.heads, self.head_dim).items()
         })
+        self.frozen: tuple[str, ...] | None = None  # the backend attnlab.freeze pinned
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, key_lengths: Tensor | None = None,
@@ -98,7 +99,8 @@ class Attention(nn.Module):
         params = {key.replace("__", "."): p for key, p in self.program_params.items()}
         out = attention(q, k, v, self.program, bias=bias, segments=segments,
                         key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
-                        params=params, return_weights=return_weights, backend=backend,
+                        params=params, return_weights=return_weights,
+                        backend=backend or (self.frozen[0] if self.frozen else None),
                         training=self.training)
         out, weights = out if return_weights else (out, None)
         out = self.to_out(out.transpose(1, 2).flatten(2))

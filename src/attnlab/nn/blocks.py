@@ -100,6 +100,7 @@ class MixedAttention(nn.Module):
             nn.ParameterDict({key.replace(".", "__"): nn.Parameter(value)
                               for key, value in init_params(p, h, self.head_dim).items()})
             for p, h in zip(self.programs, self.group_heads, strict=True))
+        self.frozen: tuple[str, ...] | None = None  # one backend per group, pinned by attnlab.freeze
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
@@ -111,14 +112,15 @@ class MixedAttention(nn.Module):
                              "position axis")
         q, k, v = qkv(self, x, context, cache, positions)
         outs, weights, start = [], [], 0
-        for program, h, params in zip(self.programs, self.group_heads, self.program_params,
-                                      strict=True):
+        for i, (program, h, params) in enumerate(zip(self.programs, self.group_heads,
+                                                      self.program_params, strict=True)):
             heads = slice(start, start + h)
             start += h
             out = attention(q[:, heads], k[:, heads], v[:, heads], program,
                             key_padding_mask=key_padding_mask, return_weights=return_weights,
                             params={key.replace("__", "."): p for key, p in params.items()},
-                            backend=backend, training=self.training)
+                            backend=backend or (self.frozen[i] if self.frozen else None),
+                            training=self.training)
             out, w = out if return_weights else (out, None)
             outs.append(out)
             weights.append(w)
