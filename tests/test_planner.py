@@ -9,7 +9,7 @@ import torch
 
 import attnlab
 from attnlab import InputError
-from attnlab.exec import Planner
+from attnlab.exec import Planner, planner
 from attnlab.lang.masks import MaskInputs
 
 
@@ -223,3 +223,20 @@ def test_calls_that_draw_noise_are_not_measured(tmp_path) -> None:
     for _ in range(3):
         called(planner, "causal & window(64) ; softmax ; dropout(0.1)", q, k, training=True)
     assert timer.timed == []
+
+
+def test_a_decided_call_is_one_lookup_with_no_reasons_built(fresh, monkeypatch) -> None:
+    q, k = shapes(n=64)
+    for program in ("causal", "alibi ; causal & window(8) ; entmax(1.5)", "causal & padding"):
+        called(fresh, program, q, k)
+        for backend in planner.BACKENDS.values():  # a refusal reason would now be an error
+            monkeypatch.setattr(backend, "refuse", lambda call: pytest.fail("refuse() called"))
+        assert called(fresh, program, q, k) == called(fresh, program, q, k)
+        monkeypatch.undo()
+
+
+def test_the_default_planner_serves_attention_plan_and_explain() -> None:
+    q = torch.randn(1, 2, 16, 8)
+    assert attnlab.plan("causal", q, q).backend == "sdpa"
+    assert "backend   sdpa" in attnlab.explain("causal", q, q)
+    assert planner.DEFAULT.plan("causal", q, q).backend == "sdpa"
