@@ -108,7 +108,6 @@ def build_backend(name: str) -> Callable[[Program, Tensor, Tensor], Forward]:
     def build(program: Program, q: Tensor, k: Tensor) -> Forward:
         return lambda q, k, v: attnlab.attention(q, k, v, program, backend=name)
 
-    build.__doc__ = f"attnlab.attention with backend='{name}'."
     return build
 
 
@@ -178,8 +177,8 @@ def build_entmax15_dense(program: Program, q: Tensor, k: Tensor) -> Forward:
 
 
 BACKEND_PREFIX = "attnlab:"
-# The backends a benchmark case can force; reference (dense, for checking) and linear
-# (approximations only) never beat these on the cases here.
+# The backends a case forces, each as its own implementation. Left out: reference (dense, kept
+# for checking) and linear (approximations, which no case benchmarks).
 FORCED = ("sdpa", "tiled", "flex")
 FASTEST = "attnlab:fastest"  # in a target: the fastest attnlab:<backend> measured in the case
 
