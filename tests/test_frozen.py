@@ -61,3 +61,16 @@ def test_freeze_needs_attention_modules_and_pins_mixtures_per_group() -> None:
     attnlab.freeze(mixed, x)
     assert mixed.frozen == ("sdpa", "tiled")
     torch.testing.assert_close(mixed(x), mixed(x))
+
+
+def test_a_model_frozen_for_training_compiles_forward_and_backward() -> None:
+    make, _ = MODELS["decoder-window-tiled"]
+    model, tokens = make()
+    model.train()
+    attnlab.freeze(model, tokens)  # with gradients: tiled's layouts for backward are pinned
+    params = list(model.parameters())
+    want = torch.autograd.grad(model(tokens).sum(), params)
+    torch._dynamo.reset()
+    out = torch.compile(model, fullgraph=True, backend="eager")(tokens)
+    for got, w in zip(torch.autograd.grad(out.sum(), params), want, strict=True):
+        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
