@@ -174,6 +174,17 @@ def test_a_repeated_call_is_measured_once_and_the_fastest_kept_on_disk(tmp_path)
     assert "measured  tiled 1.00 ms · sdpa 3.00 ms" in text
 
 
+def test_flex_is_timed_only_where_the_rules_would_compile_it(tmp_path) -> None:
+    timer = FakeTimer()
+    planner_ = Planner(tmp_path / "cache", measure=True, timer=timer)
+    for program, n in (("causal & window(256)", 4096), ("causal", 4096)):
+        q, k = shapes(n=n)
+        called(planner_, program, q, k)
+        called(planner_, program, q, k)
+    # sparse and worth a compile: timed; dense causal: not (a compile for a likely loss)
+    assert timer.timed == ["sdpa", "flex", "tiled", "sdpa", "tiled"]
+
+
 def test_measuring_off_follows_the_heuristics_and_reads_no_cache(tmp_path, monkeypatch) -> None:
     q, k = shapes(n=256)
     on = measuring(tmp_path, FakeTimer())

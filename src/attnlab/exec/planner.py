@@ -253,10 +253,12 @@ class Planner:
             "ATTNLAB_MEASURE", "1") != "0"
 
     def _candidates(self, call: Call, ok: list[str], block_density: float | None) -> list[str]:
-        """Backends worth timing: exact fast ones, flex only when warm or worth a compile."""
+        """Backends worth timing: the fast exact ones; flex, as in the rules, only when warm
+        or when its mask is sparse and the call worth a compile (timing compiles it)."""
         fast = [name for name in ok if name != "reference"]
-        if "flex" in fast and not (BACKENDS["flex"].is_warm(call) or _worth_compiling(
-                call, 1.0 if block_density is None else block_density, True)):
+        sparse = block_density is not None and block_density < SPARSE
+        if "flex" in fast and not (BACKENDS["flex"].is_warm(call) or (
+                sparse and _worth_compiling(call, block_density, True))):
             fast.remove("flex")
         return fast
 
