@@ -185,6 +185,19 @@ def test_flex_is_timed_only_where_the_rules_would_compile_it(tmp_path) -> None:
     assert timer.timed == ["sdpa", "flex", "tiled", "sdpa", "tiled"]
 
 
+def test_a_one_off_call_never_waits_for_a_compile_even_when_flex_was_fastest(tmp_path) -> None:
+    flex_first = {"sdpa": 3.0, "tiled": 2.0, "flex": 1.0}
+    q, k = shapes(n=4096)
+    program = "causal & window(256)"
+    first = measuring(tmp_path, lambda name, step: flex_first[name] / 1e3)
+    called(first, program, q, k)
+    assert called(first, program, q, k) == "flex"  # came back: timed, and worth the compile
+    second = measuring(tmp_path, FakeTimer())  # a new process: flex is cold here
+    assert "yet to compile" in second.plan(program, q, k, needs_grad=False).why
+    assert called(second, program, q, k) == "tiled"
+    assert called(second, program, q, k) == "flex" and second.timer.timed == []
+
+
 def test_measuring_off_follows_the_heuristics_and_reads_no_cache(tmp_path, monkeypatch) -> None:
     q, k = shapes(n=256)
     on = measuring(tmp_path, FakeTimer())

@@ -48,6 +48,7 @@ COMPILE_WORTH_FLOPS = 1e9
 MEASURE_FLOPS = 2e8
 MEASURE_RUNS = 3  # timed runs per backend, after one warm-up run (which compiles flex)
 MAX_DENSITIES = 256  # block densities of structural masks kept per planner
+MAX_CHOICES = 4096  # call shapes whose choice a planner keeps
 
 # (backend name, one run of it) -> seconds that run takes; tests pass a fake one.
 Timer = Callable[[str, Callable[[], None]], float]
@@ -142,15 +143,25 @@ class Planner:
         if not times and repeat and self._should_measure(call, ok, block_density):
             times = self._measure(call, ok, block_density, q, k, v, inp, bias, params, training)
         if times:
-            name = min(times, key=times.get)
-            self._choices[key] = name
+            name = _fastest(times, call, repeat)
+            if name == min(times, key=times.get):  # else flex waits for the call to come back
+                self._remember(key, name)
             return name
         name = self._heuristic(call, ok, block_density, repeat)
         # A first call's choice is final unless a repeat would compile flex or measure.
         if repeat or (name == self._heuristic(call, ok, block_density, True)
                       and not self._should_measure(call, ok, block_density)):
-            self._choices[key] = name
+            self._remember(key, name)
         return name
+
+    def _remember(self, key: tuple, name: str) -> None:
+        """Keep a final choice; the oldest go first (decoding with a growing cache makes a
+        new shape every step)."""
+        if len(self._choices) >= MAX_CHOICES:
+            oldest = next(iter(self._choices))
+            del self._choices[oldest]
+            self._seen.pop(oldest, None)
+        self._choices[key] = name
 
     # -- plans with reasons -----------------------------------------------------------------
     def plan(self, program: Program | str, q: Tensor, k: Tensor, v: Tensor | None = None, *,
@@ -173,8 +184,11 @@ class Planner:
                return_weights, training, seeded, bool(params), torch.get_num_threads())
         times = self._known_times(call, ok)
         if times:
-            name = min(times, key=times.get)
-            why = f"fastest of {len(times)} backends timed on this machine"
+            name = _fastest(times, call, self._seen[key] >= 1)
+            why = (f"fastest of {len(times)} backends timed on this machine"
+                   if name == min(times, key=times.get) else
+                   "fastest timed here but flex, whose kernel this process has yet to compile: "
+                   "flex once the call comes back")
         else:
             name = self._heuristic(call, ok, block_density, self._seen[key] >= 1)
             why = _why(name, call)
@@ -349,6 +363,15 @@ def _call_text(call: Call) -> str:
             f"x{call.head_dim}x{call.value_dim} | {str(call.dtype).removeprefix('torch.')} | "
             f"{call.device} | {'grad' if call.needs_grad else 'inference'}"
             f"{' | training' if call.training else ''}{' | seeded' if call.seeded else ''}")
+
+
+def _fastest(times: dict[str, float], call: Call, repeat: bool) -> str:
+    """The fastest backend timed, except that a one-off call never waits for a flex compile
+    (measured in an earlier process, flex may be fastest and still cold here)."""
+    usable = {name: ms for name, ms in times.items()
+              if name != "flex" or repeat or BACKENDS["flex"].is_warm(call)}
+    pool = usable or times
+    return min(pool, key=pool.get)
 
 
 def _why(name: str, call: Call) -> str:
