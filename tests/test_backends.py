@@ -18,6 +18,9 @@ from attnlab.exec.scores import compose_mods, compute_scores
 from attnlab.exec.sdpa import SdpaBackend
 from attnlab.exec.tiled import TiledBackend
 from attnlab.lang import Entmax, Layout, LowRank
+from attnlab.lang import approximations as A
+from attnlab.lang import normalizers as N
+from attnlab.lang import scores as S
 from strategies import programs
 from test_reference import call_inputs
 
@@ -40,7 +43,10 @@ def compare(program, backend, b, h, hk, n, m, d, seed, dtype, atol):
     if "bias" in extra:
         extra["bias"] = extra["bias"].to(dtype)
     inp = check_call(q, k, v, program, params=params, **extra)
-    if backend.refuse(Call.of(program, q, k, v, params=params, needs_grad=True)):
+    reason = backend.refuse(Call.of(program, q, k, v, params=params, needs_grad=True))
+    if reason:
+        assert not documented(backend.name, program), (
+            f"{backend.name} refused '{program}', which it is documented to run: {reason}")
         return False
     up = torch.randn(b, h, n, d, generator=g, dtype=dtype)
     got = _run(backend.run, q, k, v, params, program, inp, extra.get("bias"), up)
@@ -59,6 +65,29 @@ def compare(program, backend, b, h, hk, n, m, d, seed, dtype, atol):
         err = float((got[name].double() - truth[name]).abs().max()) if truth[name].numel() else 0
         assert err <= 4 * own + slack, f"{name}: error {err:.3g} vs reference's own {own:.3g}"
     return True
+
+
+def documented(backend: str, program) -> bool:
+    """Whether `backend` is documented to run `program` (its docstring and DESIGN.md), written
+    from the language's parts, not from the backend's own checks: a refusal of such a program
+    is a bug. Small calls only: sdpa's dense-mask size limit is never reached here.
+
+    sdpa: exact softmax with a dot-form score and affine mods (ALiBi, relative bias, bias,
+    temperature); tiled: any exact program with a dot-form score, any normalizer; linear:
+    linear / favor / lowrank with no mask, causal, padding or causal & padding.
+    """
+    exact, dot = program.approximation is None, not isinstance(program.score, S.Additive)
+    if backend == "sdpa":
+        return (exact and dot and isinstance(program.normalizer, N.Softmax)
+                and all(isinstance(m, (S.Alibi, S.RelativeBias, S.Bias, S.Temperature))
+                        for m in program.mods))
+    if backend == "tiled":
+        return exact and dot
+    if backend == "linear":
+        allowed = program.mask is None or str(program.mask) in (
+            "causal", "padding", "causal & padding", "padding & causal")
+        return isinstance(program.approximation, (A.Linear, A.Favor, A.LowRank)) and allowed
+    raise ValueError(f"no documented coverage for backend '{backend}'")
 
 
 def _score_magnitude(program, q, k, params, inp, bias) -> float:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import attnlab
 from attnlab.bench import QUICK, Case, Measure, Settings, Target, run_cases, select
 from attnlab.bench.impls import IMPLS, make_inputs, why_not
-from attnlab.bench.kernels import Result, evaluate
+from attnlab.bench.kernels import DEFAULT_VS_FASTEST, Result, evaluate
 from attnlab.bench.worker import PeakMemory
 from attnlab.cli.app import app
 from attnlab.cli.bench import results_table
@@ -37,15 +37,21 @@ def test_quick_case_runs_end_to_end_and_writes_json(tmp_path):
     (case,) = data["cases"]
     assert case["name"] == SMALL_CASE
     # flex is forward-only on CPU, so it is left out of a forward+backward case
-    assert set(case["results"]) == {"attnlab", "naive", "sdpa_causal", "sdpa_bool", "sdpa_float"}
+    assert set(case["results"]) == {"attnlab", "attnlab:sdpa", "attnlab:tiled", "naive",
+                                    "sdpa_causal", "sdpa_bool", "sdpa_float"}
     for impl, res in case["results"].items():
         assert res["error"] is None, (impl, res["error"])
         assert res["median_ms"] > 0 and len(res["runs_ms"]) == 5
         assert res["peak_mb"] is not None and res["peak_method"]
     assert isinstance(case["results"]["attnlab"]["backend"], str)
-    (verdict,) = case["verdicts"]
+    verdict, default_vs_fastest = case["verdicts"]
     assert verdict["expr"] == "attnlab / sdpa_causal" and verdict["bound"] == "≤ 1.2×"
     assert verdict["met"] in (True, False) and verdict["value"] > 0
+    fastest = min(("attnlab:sdpa", "attnlab:tiled"),
+                  key=lambda impl: case["results"][impl]["median_ms"])
+    assert default_vs_fastest["expr"] == f"attnlab / {fastest}"
+    assert default_vs_fastest["value"] == pytest.approx(
+        case["results"]["attnlab"]["median_ms"] / case["results"][fastest]["median_ms"])
 
 
 def test_a_failing_worker_is_a_row_not_a_crash():
@@ -108,6 +114,35 @@ def test_targets_not_met_and_missing():
     assert verdicts[3].text.endswith("= n/a")
 
 
+def test_the_default_path_is_judged_against_the_fastest_backend_that_ran():
+    case = Case("c", "p", 8, "fwd", ("attnlab", "attnlab:sdpa", "attnlab:tiled", "attnlab:flex"),
+                (DEFAULT_VS_FASTEST,))
+    results = {"c": {"attnlab": Result("attnlab", median_ms=10.5),
+                     "attnlab:sdpa": Result("attnlab:sdpa", median_ms=12),
+                     "attnlab:tiled": Result("attnlab:tiled", median_ms=10),
+                     "attnlab:flex": Result("attnlab:flex", error="worker killed by SIGKILL")}}
+    (verdict,) = judge(case, results)
+    assert verdict.text == "attnlab / attnlab:tiled = 1.05×" and verdict.met
+    (missing,) = judge(case, {"c": {"attnlab": Result("attnlab", median_ms=1)}})
+    assert missing.met is None and missing.text == "attnlab / attnlab:fastest = n/a"
+
+
+def test_forced_backends_apply_where_the_backend_runs_the_case():
+    window = attnlab.parse("scaled_dot ; causal & window(256) ; softmax")
+    assert why_not("attnlab:tiled", window, "fwdbwd", "cpu", 16384) is None
+    assert "backward on CPU" in why_not("attnlab:flex", window, "fwdbwd", "cpu", 4096)
+    assert why_not("attnlab:sdpa", window, "fwd", "cpu", 4096) is None
+    assert "dense" in why_not("attnlab:sdpa", window, "fwd", "cpu", 8192)  # 64 M-element mask
+    entmax = attnlab.parse("scaled_dot ; causal & window(256) ; entmax(1.5)")
+    assert "softmax only" in why_not("attnlab:sdpa", entmax, "fwd", "cpu", 4096)
+
+
+def test_every_timed_case_compares_the_default_with_its_backends():
+    for case in QUICK:
+        if case.mode != "first_call":
+            assert DEFAULT_VS_FASTEST in case.targets and "attnlab:tiled" in case.impls, case.name
+
+
 def test_select_keeps_the_cases_a_target_compares_with():
     names = [c.name for c in select(QUICK, "softmax-1024")]
     assert names == ["window64-softmax-512-fwdbwd", "window64-softmax-1024-fwdbwd"]
@@ -133,7 +168,8 @@ def test_baselines_agree_with_the_reference_backend(program):
     q, k, v = make_inputs(1, 2, 40, 16, dtype=torch.float32, device="cpu", grad=True, seed=3)
     want = attnlab.attention(q, k, v, parsed, backend="reference")
     want_grads = torch.autograd.grad(want.sum(), (q, k, v))
-    impls = [i for i in IMPLS if i not in ("attnlab", "flex") and not why_not(i, parsed, "fwdbwd", "cpu")]
+    impls = [i for i in IMPLS if not i.startswith("attnlab") and i != "flex"
+             and not why_not(i, parsed, "fwdbwd", "cpu")]
     assert ("naive" in impls and "sdpa_bool" in impls) or impls == ["entmax15_dense"]
     for impl in impls:
         got = IMPLS[impl](parsed, q, k)(q, k, v)

@@ -2,13 +2,13 @@
 
 from attnlab import nn
 from attnlab.errors import AttnlabError, ConfigError, DataError, InputError, ProgramError
-from attnlab.exec import Plan, attention, explain, init_params, plan
+from attnlab.exec import Plan, Planner, attention, explain, freeze, init_params, plan
 from attnlab.lang import Program, parse, zoo
 
 __version__ = "0.1.0"
-__all__ = ["AttnlabError", "ConfigError", "DataError", "InputError", "Plan", "Program", "ProgramError",
-           "attention", "data", "explain", "init_params", "load", "models", "nn", "parse", "plan", "tasks",
-           "zoo"]
+__all__ = ["AttnlabError", "ConfigError", "DataError", "InputError", "Plan", "Planner", "Program",
+           "ProgramError", "attention", "data", "explain", "freeze", "init_params", "load", "models",
+           "nn", "parse", "plan", "tasks", "zoo"]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,5 @@
-"""The implementations `bench kernels` compares: attnlab's planner and the attention a user would
+"""The implementations `bench kernels` compares: attnlab's planner, each attnlab backend forced
+(`attnlab:sdpa`, …: what the planner could have chosen), and the attention a user would
 otherwise write by hand, each built once into a forward function of (q, k, v)."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import attnlab
+from attnlab.exec import BACKENDS
+from attnlab.exec.backend import Call
 from attnlab.lang import normalizers as N
 from attnlab.lang.masks import Causal, MaskInputs
 from attnlab.lang.program import Program
@@ -52,12 +55,19 @@ def _plain_scaled_dot(program: Program, normalizer: type[N.Normalizer]) -> str |
     return "dropout is not benchmarked" if program.dropout else None
 
 
-def why_not(impl: str, program: Program, mode: str, device: str) -> str | None:
+def why_not(impl: str, program: Program, mode: str, device: str, n: int = 1024,
+            heads: int = 8, head_dim: int = 64) -> str | None:
     """Why `impl` does not apply to this configuration, or None when it does."""
     if impl not in IMPLS:
         return f"unknown implementation '{impl}'"
     if impl == "attnlab":
         return None
+    if impl.startswith(BACKEND_PREFIX):
+        cuda = device == "cuda"
+        call = Call(program, 1, heads, heads, n, n, head_dim, head_dim,
+                    torch.bfloat16 if cuda else torch.float32, torch.device(device),
+                    needs_grad=mode == "fwdbwd")
+        return BACKENDS[impl.removeprefix(BACKEND_PREFIX)].refuse(call)
     if impl == "entmax15_dense":
         reason = _plain_scaled_dot(program, N.Entmax)
         return reason or (None if program.normalizer.alpha == 1.5 else "only entmax(1.5)")
@@ -91,6 +101,14 @@ def _scores(q: Tensor, k: Tensor) -> Tensor:
 def build_attnlab(program: Program, q: Tensor, k: Tensor) -> Forward:
     """attnlab.attention with backend=None: whatever the planner chooses."""
     return lambda q, k, v: attnlab.attention(q, k, v, program)
+
+
+def build_backend(name: str) -> Callable[[Program, Tensor, Tensor], Forward]:
+    """attnlab.attention with backend=name: one backend the planner chooses from, forced."""
+    def build(program: Program, q: Tensor, k: Tensor) -> Forward:
+        return lambda q, k, v: attnlab.attention(q, k, v, program, backend=name)
+
+    return build
 
 
 def build_naive(program: Program, q: Tensor, k: Tensor) -> Forward:
@@ -158,8 +176,15 @@ def build_entmax15_dense(program: Program, q: Tensor, k: Tensor) -> Forward:
     return forward
 
 
+BACKEND_PREFIX = "attnlab:"
+# The backends a case forces, each as its own implementation. Left out: reference (dense, kept
+# for checking) and linear (approximations, which no case benchmarks).
+FORCED = ("sdpa", "tiled", "flex")
+FASTEST = "attnlab:fastest"  # in a target: the fastest attnlab:<backend> measured in the case
+
 IMPLS: dict[str, Callable[[Program, Tensor, Tensor], Forward]] = {
     "attnlab": build_attnlab,
+    **{BACKEND_PREFIX + name: build_backend(name) for name in FORCED},
     "naive": build_naive,
     "sdpa_causal": build_sdpa_causal,
     "sdpa_bool": build_sdpa_bool,

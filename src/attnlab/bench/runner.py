@@ -21,6 +21,7 @@ import torch
 from attnlab.bench.impls import why_not
 from attnlab.bench.kernels import Case, Result, Verdict, evaluate
 from attnlab.lang.program import parse
+from attnlab.machine import cpu_model
 
 WORKER = (sys.executable, "-m", "attnlab.bench.worker")
 Job = tuple[Case, str]
@@ -86,10 +87,11 @@ class Report:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
-def jobs(cases: Sequence[Case], device: str) -> list[Job]:
+def jobs(cases: Sequence[Case], settings: Settings) -> list[Job]:
     """(case, implementation) pairs to run, leaving out those that cannot run the case here."""
     return [(case, impl) for case in cases for impl in case.impls
-            if why_not(impl, parse(case.program), case.mode, device) is None]
+            if why_not(impl, parse(case.program), case.mode, settings.device, case.n,
+                       settings.heads, settings.head_dim) is None]
 
 
 def run_cases(cases: Sequence[Case], settings: Settings, *,
@@ -97,7 +99,7 @@ def run_cases(cases: Sequence[Case], settings: Settings, *,
               on_done: Callable[[Case, Result], None] | None = None,
               worker: Sequence[str] = WORKER) -> Report:
     """Run every job in its own process; a failed job becomes a Result with an error."""
-    todo = jobs(cases, settings.device)
+    todo = jobs(cases, settings)
     results: dict[str, dict[str, Result]] = {c.name: {} for c in cases}
     with tempfile.TemporaryDirectory(prefix="attnlab-bench-") as scratch:
         for i, (case, impl) in enumerate(todo):
@@ -112,11 +114,17 @@ def run_cases(cases: Sequence[Case], settings: Settings, *,
 
 def run_job(case: Case, impl: str, settings: Settings, scratch: Path,
             worker: Sequence[str] = WORKER) -> Result:
-    """One job; a first-call case runs twice on one fresh compile cache: cold, then warm."""
+    """One job; a first-call case runs twice on one fresh compile cache: cold, then warm.
+
+    The planner runs as a user's first process gets it: measuring on, with an empty
+    measurement cache of the job's own (a first-call case's warm run reads what its cold run
+    measured, as a user's second process would).
+    """
     spec = settings.spec(case, impl)
+    env = {"ATTNLAB_MEASURE": "1", "ATTNLAB_CACHE": str(scratch / case.name / impl / "attnlab")}
     if case.mode != "first_call":
-        return Result.from_worker(impl, run_worker(spec, settings, worker=worker))
-    env = {"TORCHINDUCTOR_CACHE_DIR": str(scratch / case.name / impl)}
+        return Result.from_worker(impl, run_worker(spec, settings, env, worker=worker))
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(scratch / case.name / impl / "inductor")
     cold = Result.from_worker(impl, run_worker(spec, settings, env, worker=worker))
     if cold.error:
         return cold
@@ -153,17 +161,6 @@ def crash_text(returncode: int, stderr: str) -> str:
         return f"worker killed by {name}{hint}"
     last = (stderr.strip().splitlines() or ["no output"])[-1]
     return f"worker exited with status {returncode}: {last}"[:300]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info(device: str) -> dict[str, Any]:

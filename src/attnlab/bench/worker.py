@@ -111,7 +111,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
     program = attnlab.parse(spec["program"])
-    reason = why_not(impl, program, mode, device)
+    reason = why_not(impl, program, mode, device, spec["n"], spec["heads"], spec["head_dim"])
     if reason:
         raise ValueError(f"{impl} does not apply to '{program}': {reason}")
     grad = mode == "fwdbwd"

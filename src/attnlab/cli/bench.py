@@ -51,9 +51,10 @@ def kernels_command(
 
 
 def table_console() -> Console:
-    """Stdout; a pipe or a file gets 200 columns, since the table is wider than rich's default 80."""
+    """Stdout; a pipe or a file gets 280 columns, since the table (a column per implementation)
+    is wider than rich's default 80."""
     console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=200)
+    return console if console.is_terminal else Console(highlight=False, width=280)
 
 
 def check_device(device: str) -> None:

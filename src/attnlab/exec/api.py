@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from attnlab.errors import InputError, did_you_mean
 from attnlab.exec.backend import Call
-from attnlab.exec.planner import BACKENDS, plan, remember
+from attnlab.exec.planner import BACKENDS, DEFAULT, Planner
 from attnlab.exec.reference import reference_attention
 from attnlab.lang.masks import MaskInputs
 from attnlab.lang.program import Program, parse
 
+# Listeners told (backend, program, mask inputs) of every planned call: attnlab.freeze's.
+RECORDERS: list[Callable[[str, Program, MaskInputs], None]] = []
 # call-time argument -> the program part that reads it
 _READERS = {"bias": ("bias", "the score mod 'bias'"), "segments": ("segments", "the mask 'document'"),
             "key_lengths": ("key_padding", "the mask 'padding'"),
@@ -24,7 +28,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
               key_lengths: Tensor | None = None, key_padding_mask: Tensor | None = None,
               graph: Tensor | None = None, params: dict[str, Tensor] | None = None,
               return_weights: bool = False, backend: str | None = None, training: bool = False,
-              generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
+              generator: torch.Generator | None = None, planner: Planner | None = None,
+              ) -> Tensor | tuple[Tensor, Tensor]:
     """Attention of q (B, H, N, D) over k, v (B, H_kv, M, D) as `program` says.
 
     `program` is a Program or its string. Call-time inputs feed the parts that read them:
@@ -35,17 +40,19 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
     weights (B, H, N, M) too with `return_weights=True`.
 
     The planner picks the fastest backend that computes exactly this program
-    (`attnlab.explain` says which and why); `backend=` forces one.
+    (`attnlab.explain` says which and why); `backend=` forces one; `planner=` plans with a
+    `Planner` of one's own instead of attnlab's default one.
     """
     program = parse(program)
     params = params or {}
     inp = check_call(q, k, v, program, bias=bias, segments=segments, key_lengths=key_lengths,
                      key_padding_mask=key_padding_mask, graph=graph, params=params)
     if backend is None:
-        chosen = plan(program, q, k, v, return_weights=return_weights, training=training,
-                      params=params, inputs=inp, seeded=generator is not None)
-        name = chosen.backend
-        remember(chosen.call)
+        name = (planner or DEFAULT).choose(program, q, k, v, inp, bias=bias, params=params,
+                                           return_weights=return_weights, training=training,
+                                           generator=generator)
+        if RECORDERS:  # attnlab.freeze is listening
+            RECORDERS[-1](name, program, inp)
     else:
         name = _forced(backend, program, q, k, v, return_weights, training, params,
                        generator is not None)

@@ -124,9 +124,13 @@ def dot_form(score: S.Score, q: Tensor, k: Tensor, params: dict[str, Tensor],
 
 def affine_factor(mods: tuple[S.ScoreMod, ...]) -> float | None:
     """The slope a of mods composed as s -> a·s + g; None when a mod is not affine."""
-    if not all(isinstance(m, AFFINE_MODS) for m in mods):
-        return None
-    return math.prod(1 / m.t for m in mods if isinstance(m, S.Temperature))
+    slope = 1.0
+    for m in mods:  # a loop, not generators: torch.compile(fullgraph=True) traces it
+        if not isinstance(m, AFFINE_MODS):
+            return None
+        if isinstance(m, S.Temperature):
+            slope /= m.t
+    return slope
 
 
 def compose_mods(mods: tuple[S.ScoreMod, ...], inp: MaskInputs, params: dict[str, Tensor],

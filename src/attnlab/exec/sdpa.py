@@ -17,6 +17,8 @@ from attnlab.exec.scores import DOT_FORM, affine_factor, compose_mods, dot_form
 from attnlab.lang import normalizers as N
 from attnlab.lang.masks import Causal
 
+_CAUSAL = Causal()  # made once: torch.compile cannot trace building a part
+
 DENSE_MASK_LIMIT = 1 << 25  # mask elements worth materialising (128 MiB as float32)
 
 
@@ -56,7 +58,7 @@ class SdpaBackend(Backend):
             g = g.expand(torch.broadcast_shapes(g.shape, (1, 1, inp.n, inp.m)))
             mask = g if mask is None else torch.where(mask, g, -math.inf)
             if is_causal:  # the fused causal path takes no additive mask
-                mask = torch.where(Causal().dense(inp), mask, -math.inf)
+                mask = torch.where(_CAUSAL.dense(inp), mask, -math.inf)
                 is_causal = False
         return F.scaled_dot_product_attention(
             qd, kd, v, attn_mask=mask, is_causal=is_causal, scale=scale,
@@ -65,7 +67,7 @@ class SdpaBackend(Backend):
 
 def fused_causal(program, n: int, m: int) -> bool:
     """SDPA's is_causal aligns top-left, which equals attnlab's causal only when N == M."""
-    return program.mask == Causal() and n == m
+    return type(program.mask) is Causal and n == m
 
 
 def dense_mask_elements(call: Call) -> int:

@@ -9,6 +9,7 @@ so sparsemax and entmax thresholds are exact. Memory grows with the visible pair
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ class _Layout:
     state: Tensor  # (B', H', QB, KB) block states
     parts: list[_Part]
     rest: int  # (batch, head) rows sharing each mask pattern
+    # Where each computed row, then each row that sees no key, goes back: fixed by the mask,
+    # so the run itself has no data-dependent sizes (torch.export traces it).
+    position: Tensor | None = None  # (rows,)
+    unseen: int = 0  # rows that see no key
 
 
 class TiledBackend(Backend):
@@ -68,6 +73,7 @@ class TiledBackend(Backend):
     def __init__(self, block: int = 128) -> None:
         self.block = block
         self._layouts: OrderedDict[tuple, _Layout] = OrderedDict()
+        self._pinned: dict[tuple, _Layout] = {}  # layouts of frozen plans: never dropped
 
     def refuse(self, call: Call) -> str | None:
         p = call.program
@@ -105,20 +111,23 @@ class TiledBackend(Backend):
         qr, kr, vr = (_by_pattern(t, patterns, rest, blk) for t, blk in ((qd, bq), (kd, bk), (v, bk)))
         run = _Run(program, inp, bias, params, training, generator, scale, (bq, bk), rest)
         outputs = [run.tiles(part, qr, kr, vr) for part in layout.parts]
-        order = [part.order for part in layout.parts]
-        return _assemble(outputs, order, patterns * layout.state.shape[2], rest, bq, v.shape[-1],
-                         q, n)
+        return _assemble(outputs, layout, rest, bq, v.shape[-1], q, n)
 
     def layout(self, program: Program, inp: MaskInputs, bq: int, bk: int,
-               grad: bool = False) -> _Layout:
-        """The tiles to compute; cached when the mask reads no call-time data."""
+               grad: bool = False, *, pin: bool = False) -> _Layout:
+        """The tiles to compute; cached when the mask reads no call-time data, and kept for
+        good with `pin` (a frozen plan's, which a traced forward finds ready)."""
         cacheable = program.mask is None or not program.mask.requires()
         fused = runs_on_sdpa(program)
         budget = TILE_ELEMENTS[("fused_backward" if grad else "fused") if fused else "explicit"]
         key = (program.mask, inp.batch, inp.heads, inp.n, inp.m, bq, bk, str(inp.device),
                budget, bool(program.mods))
+        if cacheable and key in self._pinned:
+            return self._pinned[key]
         if cacheable and key in self._layouts:
             self._layouts.move_to_end(key)
+            if pin:
+                self._pinned[key] = self._layouts[key]
             return self._layouts[key]
         state = self.summary(program, inp, bq, bk)
         rest = inp.batch * inp.heads // (state.shape[0] * state.shape[1])
@@ -132,7 +141,9 @@ class TiledBackend(Backend):
                 chunk = _Rows(rows.pattern[i:i + step], rows.qblock[i:i + step],
                               rows.kblocks[i:i + step])
                 parts.append(_part(chunk, program, inp, state, bq, bk))
-        result = _Layout(state, parts, rest)
+        result = _placed(_Layout(state, parts, rest))
+        if pin and cacheable:
+            self._pinned[key] = result
         if cacheable:
             self._layouts[key] = result
             if len(self._layouts) > self.CACHE:
@@ -300,17 +311,26 @@ class _Explicit:
         return weights @ vt
 
 
-def _assemble(outputs: list[Tensor], order: list[Tensor], rows: int, rest: int, bq: int,
-              dv: int, q: Tensor, n: int) -> Tensor:
+def _placed(layout: _Layout) -> _Layout:
+    """The layout with the order that puts computed rows, then unseen rows, back in place."""
+    rows = layout.state.shape[0] * layout.state.shape[1] * layout.state.shape[2]
+    device = layout.state.device
+    order = [part.order for part in layout.parts]
+    done = torch.cat(order) if order else torch.zeros(0, dtype=torch.long, device=device)
+    missing = torch.ones(rows, dtype=torch.bool, device=device)
+    missing[done] = False
+    position = torch.cat([done, missing.nonzero(as_tuple=True)[0]]).argsort()
+    return dataclasses.replace(layout, position=position, unseen=int(missing.sum()))
+
+
+def _assemble(outputs: list[Tensor], layout: _Layout, rest: int, bq: int, dv: int, q: Tensor,
+              n: int) -> Tensor:
     """Put every row's (R, bq, Dv) tile back in place; rows that see nothing are zeros."""
     b, h = q.shape[:2]
-    done = torch.cat(order) if order else torch.zeros(0, dtype=torch.long, device=q.device)
-    missing = torch.ones(rows, dtype=torch.bool, device=q.device)
-    missing[done] = False
-    zeros = q.new_zeros(int(missing.sum()), rest, bq, dv)
+    zeros = q.new_zeros(layout.unseen, rest, bq, dv)
     stacked = torch.cat([*outputs, zeros]).to(q.dtype)
-    position = torch.cat([done, missing.nonzero(as_tuple=True)[0]])
-    tiles = stacked.index_select(0, position.argsort())  # (P·QB, R, bq, Dv) in row order
+    tiles = stacked.index_select(0, layout.position)  # (P·QB, R, bq, Dv) in row order
+    rows = layout.position.shape[0]
     qblocks = rows // (b * h // rest)
     out = tiles.view(-1, qblocks, rest, bq, dv).permute(0, 2, 1, 3, 4)
     return out.reshape(b, h, qblocks * bq, dv)[:, :, :n]

@@ -91,6 +91,7 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(inner, dim, bias=bias)
         self.rotary = Rotary(self.head_dim) if rotary else None
         self.program_params = ProgramParameters(self.program, self.heads, self.head_dim)
+        self.frozen: tuple[str, ...] | None = None  # the backend attnlab.freeze pinned
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, key_lengths: Tensor | None = None,
@@ -114,7 +115,8 @@ class Attention(nn.Module):
         out = attention(q, k, v, self.program, bias=bias, segments=segments,
                         key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
                         params=self.program_params.as_params(), return_weights=return_weights,
-                        backend=backend, training=self.training)
+                        backend=backend or (self.frozen[0] if self.frozen else None),
+                        training=self.training)
         out, weights = out if return_weights else (out, None)
         out = self.to_out(out.transpose(1, 2).flatten(2))
         return (out, weights) if return_weights else out

@@ -104,6 +104,7 @@ class MixedAttention(nn.Module):
             for p, h in zip(self.programs, self.group_heads, strict=True))
         self.causalities = [None if causal_for is None else Causality(p, causal_for)
                             for p in self.programs]
+        self.frozen: tuple[str, ...] | None = None  # one backend per group, pinned by attnlab.freeze
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
@@ -115,16 +116,16 @@ class MixedAttention(nn.Module):
                              "position axis")
         q, k, v = qkv(self, x, context, cache, positions)
         outs, weights, start = [], [], 0
-        for program, h, params, causality in zip(self.programs, self.group_heads,
-                                                 self.program_params, self.causalities,
-                                                 strict=True):
+        for i, (program, h, params, causality) in enumerate(zip(
+                self.programs, self.group_heads, self.program_params, self.causalities, strict=True)):
             heads = slice(start, start + h)
             start += h
             if causality is not None:
                 causality.check(k.shape[-2])
             out = attention(q[:, heads], k[:, heads], v[:, heads], program,
                             key_padding_mask=key_padding_mask, return_weights=return_weights,
-                            params=params.as_params(), backend=backend, training=self.training)
+                            params=params.as_params(), training=self.training,
+                            backend=backend or (self.frozen[i] if self.frozen else None))
             out, w = out if return_weights else (out, None)
             outs.append(out)
             weights.append(w)

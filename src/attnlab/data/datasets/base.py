@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import importlib.metadata
 import importlib.util
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from attnlab.data.base import SPLITS
 from attnlab.errors import DataError
+from attnlab.machine import cache_dir
 
 HELD_OUT = 0.1  # of the examples for validation, and as many for test; train gets the rest (80%)
 
@@ -100,11 +100,6 @@ class DebianSource:
 
 
 SYSTEM_ROOT = Path("/")
-
-
-def cache_dir() -> Path:
-    """attnlab's cache: ``$ATTNLAB_CACHE``, else ``~/.cache/attnlab``."""
-    return Path(os.environ.get("ATTNLAB_CACHE", Path.home() / ".cache" / "attnlab"))
 
 
 def package_dir(module: str) -> Path | None:
