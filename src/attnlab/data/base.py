@@ -76,7 +76,7 @@ def split_seed(seed: int, split: str) -> int:
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}'{did_you_mean(split, SPLITS)}; "
-                        f"splits are {', '.join(SPLITS)}")
+                          f"splits are {', '.join(SPLITS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative int, got {seed!r}")
     return len(SPLITS) * seed + SPLITS.index(split)

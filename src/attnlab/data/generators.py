@@ -67,6 +67,6 @@ def make(name: str, split: str = "train", *, num_examples: int, seed: int = 0, *
     for key in params:
         if key not in info.params:
             raise ConfigError(f"task '{name}' has no parameter '{key}'{did_you_mean(key, info.params)}; "
-                            f"it takes {', '.join(info.params)}")
+                              f"it takes {', '.join(info.params)}")
     check_int("num_examples", num_examples, 1)
     return info.generate(num_examples=num_examples, seed=split_seed(seed, split), **params)

@@ -550,7 +550,7 @@ class Predicate(Mask):
 
     def to_dict(self) -> dict:
         raise ProgramError(f"{self} is a Python function: it has no dict or text form; "
-                        "build this program in Python")
+                           "build this program in Python")
 
 
 def _need(value: Tensor | None, mask: Mask, arg: str) -> None:

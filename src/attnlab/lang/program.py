@@ -67,19 +67,19 @@ class Program:
             return
         if self.score != ScaledDot():
             raise ProgramError(f"program.score: approximation '{a}' replaces the score; "
-                            f"remove '{self.score}'")
+                               f"remove '{self.score}'")
         if self.mods:
             raise ProgramError(f"program.mods: approximation '{a}' replaces the score, so score mods "
-                            f"({', '.join(map(str, self.mods))}) cannot apply; remove them")
+                               f"({', '.join(map(str, self.mods))}) cannot apply; remove them")
         if self.normalizer != Softmax():
             raise ProgramError(f"program.normalizer: approximation '{a}' replaces the normalizer; "
-                            f"remove '{self.normalizer}'")
+                               f"remove '{self.normalizer}'")
         if a.allowed_masks is not None and self.mask is not None:
             bad = sorted({leaf.name for leaf in self.mask.leaves()} - a.allowed_masks)
             if bad:
                 raise ProgramError(f"program.mask: '{a}' mixes all keys into {a.name} summaries, so "
-                                f"only {', '.join(sorted(a.allowed_masks))} can apply; "
-                                f"remove {', '.join(repr(b) for b in bad)}")
+                                   f"only {', '.join(sorted(a.allowed_masks))} can apply; "
+                                   f"remove {', '.join(repr(b) for b in bad)}")
 
     # -- what the program needs --------------------------------------------------------------
     def parts(self) -> list[tuple[str, Part]]:
@@ -165,7 +165,7 @@ class Program:
         for key in d:
             if key not in _FIELDS:
                 raise ProgramError(f"unknown program key '{key}'{did_you_mean(key, _FIELDS)} "
-                                f"(keys: {', '.join(_FIELDS)})")
+                                   f"(keys: {', '.join(_FIELDS)})")
         mods = d.get("mods") or []
         if isinstance(mods, dict):
             mods = [mods]

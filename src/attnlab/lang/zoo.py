@@ -77,7 +77,7 @@ class Catalogue(Mapping[str, Program]):
     def entry(self, name: str) -> Entry:
         if name not in self._entries:
             raise ProgramError(f"no program '{name}' in the zoo{did_you_mean(name, self._entries)} "
-                            f"(see `attnlab zoo`)")
+                               f"(see `attnlab zoo`)")
         return self._entries[name]
 
     def description(self, name: str) -> str:

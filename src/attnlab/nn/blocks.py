@@ -81,11 +81,11 @@ class MixedAttention(nn.Module):
         self.group_heads = [h for _, h in groups]
         if any(not isinstance(h, int) or h < 1 for h in self.group_heads):
             raise ConfigError(f"each head group needs a whole number ≥ 1 of heads, got "
-                            f"{self.group_heads}")
+                              f"{self.group_heads}")
         self.heads = self.kv_heads = sum(self.group_heads)
         if dim % self.heads:
             raise ConfigError(f"dim={dim} is not divisible by the {self.heads} heads of the groups "
-                            f"{self.group_heads}")
+                              f"{self.group_heads}")
         self.head_dim = dim // self.heads
         for i, (program, h) in enumerate(zip(self.programs, self.group_heads, strict=True)):
             try:
@@ -182,7 +182,7 @@ def sinusoids(length: int, dim: int) -> Tensor:
 def check_positions(kind: str) -> None:
     if kind not in POSITIONS:
         raise ConfigError(f"positions='{kind}' is not one of {', '.join(POSITIONS)}"
-                        f"{did_you_mean(str(kind), POSITIONS)}")
+                          f"{did_you_mean(str(kind), POSITIONS)}")
 
 
 # -- programs → layers -------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def attention_layers(dim: int, programs: ProgramsArg, *, layers: int, heads: int
             total = sum(h for _, h in groups)
             if total != heads:
                 raise ConfigError(f"{name}: layer {i}'s head groups have {total} heads in all, but "
-                                f"the model has heads={heads}")
+                                  f"the model has heads={heads}")
             modules.append(MixedAttention(dim, groups, kv_dim=kv_dim, rotary=rotary,
                                           causal_for=causal_for))
         else:
@@ -233,11 +233,11 @@ def per_layer(programs: ProgramsArg, layers: int, name: str = "programs") -> lis
         return [programs] * layers
     if not isinstance(programs, list | tuple):
         raise ConfigError(f"{name} must be a program, a list of one program per layer, or head "
-                        f"groups [(program, heads), ...]; got {type(programs).__name__}")
+                          f"groups [(program, heads), ...]; got {type(programs).__name__}")
     if len(programs) != layers:
         raise ConfigError(f"{name} lists {len(programs)} programs but the model has "
-                        f"layers={layers}: give exactly {layers} (one per layer), or a single "
-                        "program for every layer")
+                          f"layers={layers}: give exactly {layers} (one per layer), or a single "
+                          "program for every layer")
     return list(programs)
 
 
