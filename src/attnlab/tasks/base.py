@@ -51,6 +51,11 @@ class Step:
     labels: Tensor
     scores: dict[str, Tensor]
 
+    def hits(self) -> tuple[Tensor, Tensor]:
+        """(correct predictions, scored labels) of the batch: accuracy is their ratio."""
+        scored = self.labels != IGNORE_INDEX
+        return ((self.logits.argmax(-1) == self.labels) & scored).sum(), scored.sum()
+
 
 class Task:
     """Base of the task kinds; the defaults fit token ids with one label per example or per
@@ -134,6 +139,7 @@ class Task:
         saved = torch.load(out / TEST_FILE, map_location="cpu", weights_only=True)
         test = TaskData(saved["inputs"], saved["labels"], candidates=saved["candidates"],
                         **json.loads(saved["fields"]))
+        # only the test split is saved; it stands in for the other two, which nothing reads here
         return Prepared(test, test, test, self.load_encoders(out, exp), self.load_test_examples(out))
 
     def load_test_examples(self, out: Path) -> list[dict] | None:

@@ -42,6 +42,9 @@ class ItemIndex:
     def _ids(self) -> dict[str, int]:
         return {item: i for i, item in enumerate(self.items, 1)}
 
+    def __contains__(self, item: str) -> bool:
+        return item in self._ids
+
     def ids(self, items: list[str]) -> list[int]:
         """Model ids of the data set's item ids."""
         return [self._ids[item] for item in items]
@@ -61,7 +64,7 @@ class Recommender(nn.Module):
     @torch.no_grad()
     def recommend(self, history: list[str], k: int = 10) -> list[str]:
         """The k items most likely next after `history` (oldest first), leaving out those in it."""
-        unknown = [item for item in history if item not in self.items._ids]
+        unknown = [item for item in history if item not in self.items]
         if unknown:
             raise InputError(f"items not in the catalogue: {', '.join(unknown[:5])}")
         ids = self.items.ids(history)

@@ -8,7 +8,6 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from attnlab.ids import IGNORE_INDEX
 from attnlab.tasks import Task
 from attnlab.train.config import TrainConfig
 
@@ -27,9 +26,8 @@ class TaskModule(L.LightningModule):
     def _step(self, batch: tuple[Tensor, ...], stage: str) -> Tensor:
         step = self.task.step(self.model, batch)
         loss = self.task.loss(step)
-        scored = step.labels != IGNORE_INDEX
-        correct = (step.logits.argmax(-1) == step.labels) & scored
-        accuracy = correct.sum() / scored.sum().clamp(min=1)
+        correct, scored = step.hits()
+        accuracy = correct / scored.clamp(min=1)
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True,
                  sync_dist=True)

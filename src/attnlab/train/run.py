@@ -21,7 +21,6 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from attnlab.data import SPLITS
 from attnlab.errors import ConfigError
-from attnlab.ids import IGNORE_INDEX
 from attnlab.models.base import load_model, save_model
 from attnlab.tasks import task_of
 from attnlab.train.checkpoints import AtomicCheckpointIO
@@ -162,7 +161,9 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
     prepared = kind.load_test(out, exp) if task in (None, exp.task.name) else None
     if prepared is None:
         if task is not None:
-            exp = exp.model_copy(update={"task": exp.task.model_copy(update={"name": task})})
+            # only the test split is scored: a generator need not make the other two in full
+            exp = exp.model_copy(update={"task": exp.task.model_copy(update={
+                "name": task, "train_examples": 1, "val_examples": 1})})
             if task_of(exp.task) is not kind:
                 raise ConfigError(f"--task {task} is a {task_of(exp.task).kind} task; the run was "
                                   f"trained on {kind.kind}")
@@ -171,10 +172,8 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
     correct = scored = 0
     with torch.no_grad():
         for batch in loader(kind, prepared.test, exp.train.batch_size, False, exp.train.seed):
-            step = kind.step(model, batch)
-            mask = step.labels != IGNORE_INDEX
-            correct += int(((step.logits.argmax(-1) == step.labels) & mask).sum())
-            scored += int(mask.sum())
+            hits, labels = kind.step(model, batch).hits()
+            correct, scored = correct + int(hits), scored + int(labels)
     return {"task": exp.task.name, "examples": len(prepared.test),
             "test_accuracy": correct / max(scored, 1),
             **kind.test_scores(model, prepared, exp, progress=False)}
