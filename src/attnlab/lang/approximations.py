@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attnlab.errors import did_you_mean
-from attnlab.lang.base import Part, at_least, require
+from attnlab.lang.base import Part, check_length, check_seed, check_width, require, show
+
+# Numbers in one learned table at most (256 MiB in float32): lowrank's E and F.
+MAX_TABLE = 2**26
 
 FEATURE_MAPS = ("elu1", "relu")
 
@@ -26,8 +29,8 @@ class Linear(Approximation):
 
     def validate(self) -> None:
         require(self.feature_map in FEATURE_MAPS, self.name,
-                f"unknown feature map '{self.feature_map}'{did_you_mean(self.feature_map, FEATURE_MAPS)}"
-                f" (choose from {', '.join(FEATURE_MAPS)})")
+                f"unknown feature map {show(self.feature_map)}"
+                f"{did_you_mean(self.feature_map, FEATURE_MAPS)} (choose from {', '.join(FEATURE_MAPS)})")
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ class Favor(Approximation):
     seed: int = 0
 
     def validate(self) -> None:
-        at_least(self, 1, "m")
-        at_least(self, 0, "seed")
+        check_width(self, "m")
+        check_seed(self, "seed")
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,13 @@ class LowRank(Approximation):
     max_len: int = 4096
 
     def validate(self) -> None:
-        at_least(self, 1, "k")
+        check_width(self, "k")
+        check_length(self, "max_len")
         require(self.max_len >= self.k, self.name,
                 f"max_len must be ≥ k ({self.k}), got {self.max_len}")
+        require(self.k * self.max_len <= MAX_TABLE, self.name,
+                f"k × max_len must be ≤ 2**26 (each of E and F holds that many numbers), "
+                f"got {self.k} × {self.max_len}")
 
     def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
         return {"e": (self.k, self.max_len), "f": (self.k, self.max_len)}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from attnlab.errors import ConfigError
-from attnlab.lang.base import Part, at_least, require
+from attnlab.lang.base import MAX_WIDTH, Part, check_width, require, show
 
 
 class Option(Part):
@@ -27,7 +28,7 @@ class Heads(Option):
     n: int
 
     def validate(self) -> None:
-        at_least(self, 1, "n")
+        check_width(self, "n")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class KvHeads(Option):
     n: int
 
     def validate(self) -> None:
-        at_least(self, 1, "n")
+        check_width(self, "n")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class HeadDim(Option):
     d: int
 
     def validate(self) -> None:
-        at_least(self, 1, "d")
+        check_width(self, "d")
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,11 @@ class Layout:
             value = getattr(self, field)
             if value is not None:
                 whole = isinstance(value, int) and not isinstance(value, bool)
-                require(whole and value >= 1, "layout",
-                        f"{field} must be a whole number ≥ 1, got {value}")
+                require(whole and 1 <= value <= MAX_WIDTH, "layout",
+                        f"{field} must be a whole number from 1 to {MAX_WIDTH} (2**16), "
+                        f"got {show(value)}")
+        require(self.cross is None or isinstance(self.cross, bool), "layout",
+                f"cross must be true, false or none, got {show(self.cross)}")
         if self.heads is not None and self.kv_heads is not None:
             require(self.heads % self.kv_heads == 0, "layout",
                     f"kv_heads={self.kv_heads} must divide heads={self.heads} "
@@ -139,7 +143,9 @@ def _pick(field: str, given: int | None, in_program: int | None, default: int) -
     """The program's value, else the given one, else the default; the given one checked."""
     if given is not None:
         if isinstance(given, bool) or not isinstance(given, int) or given < 1:
-            raise ConfigError(f"{field} must be a whole number ≥ 1, got {given!r}")
+            raise ConfigError(f"{field} must be a whole number ≥ 1, got {show(given)}")
+        if given > MAX_WIDTH:
+            raise ConfigError(f"{field} must be ≤ {MAX_WIDTH} (2**16), got {show(given)}")
         if in_program is not None and given != in_program:
             raise ConfigError(f"{field}={given} disagrees with the program, which says "
                               f"{field}({in_program}); leave {field} out or change the program")
@@ -147,4 +153,6 @@ def _pick(field: str, given: int | None, in_program: int | None, default: int) -
 
 
 def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of n in order, found up to √n so that a large n is quick."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]

@@ -20,9 +20,12 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import InputError, ProgramError
-from attnlab.lang.base import Part, at_least, require
+from attnlab.lang.base import Part, check_length, check_seed, require, show
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
+# Mask expressions nest at most this deep: printing, evaluating and comparing them recurse, and
+# a deeper one is never needed (a & (b & c) is a & b & c, ~~a is a).
+MAX_DEPTH = 32
 _REFINE_CHUNK = 4096  # undecided blocks evaluated per batch during refinement
 
 
@@ -152,6 +155,7 @@ class Mask(Part):
 
     kind = "mask"
     needs: ClassVar[frozenset[str]] = frozenset()  # call-time inputs a leaf reads
+    depth: ClassVar[int] = 1  # levels of nesting; combinations set their own
 
     def visible(self, b: Tensor, h: Tensor, q: Tensor, kv: Tensor, inp: MaskInputs) -> Tensor:
         raise NotImplementedError
@@ -228,8 +232,17 @@ class Mask(Part):
 
 def _mask_operand(other: object, op: str) -> Mask:
     if not isinstance(other, Mask):
-        raise ProgramError(f"'{op}' combines masks, got {type(other).__name__} {other!r}")
+        raise ProgramError(f"'{op}' combines masks, got {type(other).__name__} {show(other)}")
     return other
+
+
+def _nest(node: Mask, children: tuple[Mask, ...]) -> None:
+    """Record node's depth, one more than its deepest child's; ProgramError past MAX_DEPTH."""
+    depth = 1 + max(c.depth for c in children)
+    if depth > MAX_DEPTH:
+        raise ProgramError(f"mask expressions nest at most {MAX_DEPTH} deep, this one is {depth}: "
+                           "flatten it (a & (b & c) is a & b & c, ~~a is a)")
+    object.__setattr__(node, "depth", depth)
 
 
 def evaluate_blocks(mask: Mask, idx: Tensor, inp: MaskInputs, bq: int,
@@ -276,6 +289,7 @@ class _Junction(Mask):
             flat.extend(c.children if type(c) is type(self) else (c,))
         require(len(flat) >= 2, self.symbol, "needs at least two masks")
         object.__setattr__(self, "children", tuple(flat))
+        _nest(self, self.children)
 
     def leaves(self) -> Iterator[Mask]:
         for c in self.children:
@@ -329,6 +343,10 @@ class Not(Mask):
 
     def __post_init__(self) -> None:
         _mask_operand(self.child, "~")
+        _nest(self, (self.child,))
+
+    def __invert__(self) -> Mask:
+        return self.child  # ~~a is a, exactly: dense masks and block states alike
 
     def visible(self, b, h, q, kv, inp):
         return ~self.child.visible(b, h, q, kv, inp)
@@ -343,7 +361,8 @@ class Not(Mask):
         return {"not": self.child.to_dict()}
 
     def __str__(self) -> str:
-        return f"~({self.child})" if isinstance(self.child, _Junction) else f"~{self.child}"
+        # ~(~a) keeps its brackets: the parser reads ~~a as a.
+        return f"~({self.child})" if isinstance(self.child, _Junction | Not) else f"~{self.child}"
 
 
 # -- structured masks: exact block states from index ranges ----------------------------------
@@ -372,6 +391,7 @@ class Window(Mask):
     def validate(self) -> None:
         require(self.w >= 1, self.name, f"w must be ≥ 1, got {self.w} "
                 "(window(0) would let a query see only itself)")
+        check_length(self, "w")
 
     def visible(self, b, h, q, kv, inp):
         return (q + inp.offset - kv).abs() <= self.w
@@ -389,7 +409,7 @@ class Prefix(Mask):
     n: int
 
     def validate(self) -> None:
-        at_least(self, 1, "n")
+        check_length(self, "n")
 
     def visible(self, b, h, q, kv, inp):
         return kv < self.n
@@ -406,7 +426,7 @@ class GlobalTokens(Mask):
     k: int
 
     def validate(self) -> None:
-        at_least(self, 1, "k")
+        check_length(self, "k")
 
     def visible(self, b, h, q, kv, inp):
         return (q + inp.offset < self.k) | (kv < self.k)
@@ -425,7 +445,7 @@ class Dilated(Mask):
     d: int
 
     def validate(self) -> None:
-        at_least(self, 1, "w", "d")
+        check_length(self, "w", "d")  # so w·d and every offset fit in int64
 
     def visible(self, b, h, q, kv, inp):
         diff = q + inp.offset - kv
@@ -457,8 +477,8 @@ class RandomBlocks(Mask):
 
     def validate(self) -> None:
         require(0 <= self.p <= 1, self.name, f"p must be in [0, 1], got {self.p}")
-        at_least(self, 1, "block")
-        at_least(self, 0, "seed")
+        check_length(self, "block")
+        check_seed(self, "seed")  # so the hash's int64 arithmetic never overflows
 
     def tile_visible(self, row: Tensor, col: Tensor) -> Tensor:
         return _uniform_hash(self.seed, row, col) < self.p

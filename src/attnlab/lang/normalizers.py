@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnlab.lang.base import Part, at_least, positive, require
+from attnlab.lang.base import MAX_FACTOR, Part, at_most, check_factor, check_length, require
 
 
 class Normalizer(Part):
@@ -34,6 +34,11 @@ class Entmax(Normalizer):
     def validate(self) -> None:
         hint = " (α=1 is softmax: write 'softmax')" if self.alpha == 1 else ""
         require(self.alpha > 1, self.name, f"alpha must be > 1, got {self.alpha}{hint}")
+        at_most(self, MAX_FACTOR, "beyond, float32 scores overflow", "alpha")
+
+    @property
+    def gain(self) -> float:
+        return self.alpha - 1  # entmax works on (alpha - 1) · score
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class TopK(Normalizer):
     k: int
 
     def validate(self) -> None:
-        at_least(self, 1, "k")
+        check_length(self, "k")
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,11 @@ class Gumbel(Normalizer):
     hard: bool = False
 
     def validate(self) -> None:
-        positive(self, "tau")
+        check_factor(self, "tau")
+
+    @property
+    def gain(self) -> float:
+        return 1 / self.tau
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,10 @@ class Sigmoid(Normalizer):
 
     name = "sigmoid"
     bias: float | None = None
+
+    def validate(self) -> None:
+        require(self.bias is None or abs(self.bias) <= MAX_FACTOR, self.name,
+                f"bias must lie between -{MAX_FACTOR:g} and {MAX_FACTOR:g}, got {self.bias}")
 
 
 @dataclass(frozen=True)

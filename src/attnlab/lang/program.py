@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +20,9 @@ from torch import Tensor
 
 from attnlab.errors import ProgramError, did_you_mean
 from attnlab.lang.approximations import Approximation
-from attnlab.lang.base import Part, part_from_dict
+from attnlab.lang.base import MAX_GAIN, Part, part_from_dict, show
 from attnlab.lang.layout import Dropout, Layout
-from attnlab.lang.masks import And, Mask, MaskInputs, Not, Or
+from attnlab.lang.masks import MAX_DEPTH, And, Mask, MaskInputs, Not, Or
 from attnlab.lang.normalizers import Normalizer, Softmax
 from attnlab.lang.scores import ScaledDot, Score, ScoreMod
 from attnlab.lang.text import caret_error, parse_part, parse_sections
@@ -44,7 +47,7 @@ class Program:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 — frozen dataclass
         set_("score", _coerce_part(self.score, "score", Score))
         mods: list[Any] = []
-        for m in [self.mods] if isinstance(self.mods, str) else self.mods:
+        for m in _listed(self.mods, "program.mods"):
             mods.extend(parse_part(m, "mod") if isinstance(m, str) else [m])  # 'a + b' is two
         set_("mods", tuple(_coerce_part(m, f"mods[{i}]", ScoreMod) for i, m in enumerate(mods)))
         if self.mask is not None:
@@ -55,11 +58,13 @@ class Program:
         if isinstance(self.layout, dict):
             set_("layout", _layout_from_dict(self.layout))
         if not isinstance(self.layout, Layout):
-            raise ProgramError(f"program.layout must be a Layout, got {self.layout!r}")
+            raise ProgramError(f"program.layout must be a Layout or a dict such as "
+                               f"{{heads: 8}}, got {show(self.layout)}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
-            raise ProgramError(f"program.dropout must be a number in [0, 1), got {self.dropout!r}")
+            raise ProgramError(f"program.dropout must be a number in [0, 1), got {show(self.dropout)}")
         set_("dropout", float(Dropout(self.dropout).p))
         self._check_approximation()
+        self._check_gain()
 
     def _check_approximation(self) -> None:
         a = self.approximation
@@ -80,6 +85,16 @@ class Program:
                 raise ProgramError(f"program.mask: '{a}' mixes all keys into {a.name} summaries, so "
                                    f"only {', '.join(sorted(a.allowed_masks))} can apply; "
                                    f"remove {', '.join(repr(b) for b in bad)}")
+
+    def _check_gain(self) -> None:
+        """The parts' multipliers of the scores (scale, 1/t, 1/tau, …) together stay ≤ MAX_GAIN,
+        so that scores of ordinary activations stay finite in float32."""
+        gains = [(part, part.gain) for _, part in self.parts() if part.gain != 1]
+        total = math.prod(g for _, g in gains)
+        if total > MAX_GAIN:
+            raise ProgramError(f"program: {', '.join(str(p) for p, _ in gains)} multiply the scores "
+                               f"by {total:.3g} in all; keep that ≤ {MAX_GAIN:g}, or float32 "
+                               "scores overflow")
 
     # -- what the program needs --------------------------------------------------------------
     def parts(self) -> list[tuple[str, Part]]:
@@ -163,32 +178,38 @@ class Program:
         if not isinstance(d, dict):
             raise ProgramError(f"a program dict must be a mapping, got {type(d).__name__}")
         for key in d:
-            if key not in _FIELDS:
-                raise ProgramError(f"unknown program key '{key}'{did_you_mean(key, _FIELDS)} "
+            if key not in _FIELDS:  # any hashable key may come from YAML: 1, null, true
+                hint = did_you_mean(key, _FIELDS) if isinstance(key, str) else ""
+                raise ProgramError(f"unknown program key {show(key)}{hint} "
                                    f"(keys: {', '.join(_FIELDS)})")
-        mods = d.get("mods") or []
-        if isinstance(mods, dict):
-            mods = [mods]
-        return cls(
-            score=_part_or_default(d.get("score"), "score", ScaledDot()),
-            mods=mods if isinstance(mods, str) else tuple(
-                part_from_dict(m, "mod") if isinstance(m, dict) else m for m in mods),
-            mask=None if d.get("mask") is None else mask_from_dict(d["mask"]),
-            normalizer=_part_or_default(d.get("normalizer"), "normalizer", Softmax()),
-            approximation=_part_or_default(d.get("approximation"), "approximation", None),
-            layout=d.get("layout") or Layout(),
-            dropout=d.get("dropout", 0.0),
-        )
+        with _at("program.score"):
+            score = _part_or_default(d.get("score"), "score", ScaledDot())
+        mods = _mods_from(d.get("mods"))
+        mask = None if d.get("mask") is None else mask_from_dict(d["mask"], "program.mask")
+        with _at("program.normalizer"):
+            normalizer = _part_or_default(d.get("normalizer"), "normalizer", Softmax())
+        with _at("program.approximation"):
+            approximation = _part_or_default(d.get("approximation"), "approximation", None)
+        layout = d.get("layout")
+        return cls(score=score, mods=mods, mask=mask, normalizer=normalizer,
+                   approximation=approximation, layout=Layout() if layout is None else layout,
+                   dropout=d.get("dropout", 0.0))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str) -> Program:
+        if not isinstance(text, str | bytes):
+            raise ProgramError(f"a program's YAML is text, got {type(text).__name__}")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ProgramError(f"not valid YAML: {e}") from None
+            raise ProgramError(f"not valid YAML: {' '.join(str(e).split())}") from None
+        except RecursionError:
+            raise ProgramError("YAML nested too deeply to read") from None
+        except ValueError as e:  # a 5,000-digit integer, a 13th month
+            raise ProgramError(f"YAML with a value that cannot be read: {str(e)[:200]}") from None
         return cls.from_dict(data)
 
 
@@ -217,25 +238,78 @@ def _parse_text(text: str) -> Program:
     return Program.from_string(stripped)
 
 
-def mask_from_dict(d: Any) -> Mask:
-    """A mask from {'and': [...]}, {'or': [...]}, {'not': ...}, a leaf dict or a string."""
+def mask_from_dict(d: Any, path: str = "mask", depth: int = 1) -> Mask:
+    """A mask from {'and': [...]}, {'or': [...]}, {'not': ...}, a leaf dict or a string;
+    errors name the path to the bad entry (program.mask.and[1].not)."""
     if isinstance(d, Mask):
         return d
-    if isinstance(d, str):
-        return parse_part(d, "mask")
-    if isinstance(d, dict) and len(d) == 1 and next(iter(d)) in ("and", "or", "not"):
-        key, value = next(iter(d.items()))
-        if key == "not":
-            return Not(mask_from_dict(value))
-        if not isinstance(value, list):
-            raise ProgramError(f"mask '{key}' takes a list of masks, got {value!r}")
-        return (And if key == "and" else Or)(tuple(mask_from_dict(v) for v in value))
-    return part_from_dict(d, "mask")
+    if depth > MAX_DEPTH:
+        raise ProgramError(f"{path}: mask expressions nest at most {MAX_DEPTH} deep "
+                           "(a & (b & c) is a & b & c, ~~a is a)")
+    with _at(path):
+        if isinstance(d, str):
+            return parse_part(d, "mask")
+        if isinstance(d, dict) and len(d) == 1 and next(iter(d)) in ("and", "or", "not"):
+            key, value = next(iter(d.items()))
+            if key == "not":
+                return Not(mask_from_dict(value, f"{path}.not", depth + 1))
+            if not isinstance(value, list | tuple):
+                raise ProgramError(f"'{key}' takes a list of masks, got {show(value)}")
+            return (And if key == "and" else Or)(tuple(
+                mask_from_dict(v, f"{path}.{key}[{i}]", depth + 1) for i, v in enumerate(value)))
+        return part_from_dict(d, "mask")
+
+
+@contextmanager
+def _at(path: str) -> Iterator[None]:
+    """Prefix a ProgramError raised inside with `path: ` (once: the innermost path wins)."""
+    try:
+        yield
+    except ProgramError as e:
+        if getattr(e, "path", None) is not None:
+            raise
+        located = ProgramError(f"{path}: {e}")
+        located.path = path
+        raise located from None
+
+
+def _listed(value: Any, path: str) -> list[Any]:
+    """Score mods as a list: a string ('alibi + softcap(30.0)'), one part, or a list of them."""
+    if value is None:
+        return []
+    if isinstance(value, str | Part | dict):
+        return [value]
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise ProgramError(f"{path} must be a list of score mods or a string such as "
+                       f"'alibi + softcap(30.0)', got {show(value)}")
+
+
+def _mods_from(value: Any) -> tuple[Part, ...]:
+    """The mods entry of a program dict, each item checked where it stands (program.mods[2])."""
+    mods: list[Part] = []
+    if isinstance(value, str | list | tuple) and not value:  # '' and [] are no mods
+        value = None
+    for i, m in enumerate(_listed(value, "program.mods")):
+        with _at(f"program.mods[{i}]"):
+            if isinstance(m, str):
+                mods.extend(parse_part(m, "mod"))
+            elif isinstance(m, dict):
+                mods.append(part_from_dict(m, "mod"))
+            elif isinstance(m, ScoreMod):
+                mods.append(m)
+            else:
+                raise ProgramError(f"expected a score mod such as 'alibi' or {{name: softcap, "
+                                   f"c: 30.0}}, got {show(m)}")
+    return tuple(mods)
 
 
 def _part_or_default(value: Any, kind: str, default: Any) -> Any:
+    """A part of a program dict: None for the default, a dict, a string, or a part already."""
     if value is None:
         return default
+    if isinstance(value, str):
+        return parse_part(value, kind)
     return part_from_dict(value, kind) if isinstance(value, dict) else value
 
 
@@ -243,7 +317,7 @@ def _coerce_part(value: Any, where: str, cls: type) -> Any:
     if isinstance(value, str):
         value = parse_part(value, cls.kind)
     if not isinstance(value, cls):
-        got = f"the {value.kind} '{value}'" if isinstance(value, Part) else repr(value)
+        got = f"the {value.kind} '{value}'" if isinstance(value, Part) else show(value)
         raise ProgramError(f"program.{where} must be a {cls.kind}, got {got}")
     return value
 
@@ -252,7 +326,8 @@ def _layout_from_dict(d: dict[str, Any]) -> Layout:
     fields = ("heads", "kv_heads", "head_dim", "cross")
     for key in d:
         if key not in fields:
-            raise ProgramError(f"unknown layout key '{key}'{did_you_mean(key, fields)}")
+            hint = did_you_mean(key, fields) if isinstance(key, str) else ""
+            raise ProgramError(f"unknown layout key {show(key)}{hint} (keys: {', '.join(fields)})")
     return Layout(**d)
 
 

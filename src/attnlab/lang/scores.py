@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from attnlab.lang.base import Part, at_least, positive, require
+from attnlab.lang.base import Part, check_factor, check_length, check_width, require
 
 
 class Score(Part):
@@ -34,7 +34,11 @@ class ScaledDot(Score):
     scale: float | None = None
 
     def validate(self) -> None:
-        positive(self, "scale")
+        check_factor(self, "scale")
+
+    @property
+    def gain(self) -> float:
+        return self.scale or 1.0  # the default 1/√head_dim is at most 1
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Additive(Score):
     dim: int | None = None
 
     def validate(self) -> None:
-        at_least(self, 1, "dim")
+        check_width(self, "dim")
 
     def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
         a = self.dim or head_dim
@@ -77,7 +81,11 @@ class Cosine(Score):
         return self.tau is None
 
     def validate(self) -> None:
-        positive(self, "tau")
+        check_factor(self, "tau")
+
+    @property
+    def gain(self) -> float:
+        return self.tau or 1.0  # a learned tau is the training's to keep in range
 
     def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
         return {"log_tau": (heads,)} if self.tau is None else {}
@@ -101,6 +109,8 @@ class RelativeBias(ScoreMod):
     bidirectional: bool = True
 
     def validate(self) -> None:
+        check_width(self, "buckets")
+        check_length(self, "max_distance")
         half = self.buckets // 2 if self.bidirectional else self.buckets
         require(half >= 2, self.name, f"buckets must leave ≥ 2 per direction, got {self.buckets}")
         require(self.max_distance > half // 2, self.name,
@@ -119,7 +129,7 @@ class Softcap(ScoreMod):
     c: float
 
     def validate(self) -> None:
-        positive(self, "c")
+        check_factor(self, "c")
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,11 @@ class Temperature(ScoreMod):
     t: float
 
     def validate(self) -> None:
-        positive(self, "t")
+        check_factor(self, "t")
+
+    @property
+    def gain(self) -> float:
+        return 1 / self.t
 
 
 @dataclass(frozen=True)

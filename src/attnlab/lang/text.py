@@ -6,6 +6,7 @@ may be left out. Errors show the text with a caret under the offending part.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 from attnlab.errors import ProgramError, did_you_mean
 from attnlab.lang.base import Part, registry
-from attnlab.lang.masks import And, Mask, Not, Or
+from attnlab.lang.masks import MAX_DEPTH, And, Mask, Not, Or
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
@@ -25,6 +26,9 @@ _TOKEN = re.compile(r"""
 _SECTION_OF_KIND = {"score": "score", "mod": "score", "mask": "mask", "normalizer": "normalizer",
                     "approximation": "approximation", "option": "options"}
 _WORDS = {"true": True, "false": False, "none": None, "True": True, "False": False, "None": None}
+# Longer numbers are refused before conversion: int() stops at 4,300 digits, and no argument
+# takes a number anywhere near this long.
+MAX_NUMBER_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Token:
 
 
 def tokenize(text: str) -> list[Token]:
+    if not isinstance(text, str):
+        raise ProgramError(f"a program is written as a string, got {type(text).__name__}")
     tokens, pos = [], 0
     while pos < len(text):
         m = _TOKEN.match(text, pos)
@@ -64,6 +70,7 @@ class Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
+        self.open_brackets = 0  # around the mask being read; capped so recursion stays shallow
 
     # -- token helpers -----------------------------------------------------------------------
     @property
@@ -185,24 +192,43 @@ class Parser:
         return self.junction("&", And, self.mask_not)
 
     def junction(self, symbol: str, cls: type[Mask], operand: Callable[[], Mask]) -> Mask:
+        first = self.tok
         parts = [operand()]
         while self.at(symbol):
             self.take()
             parts.append(operand())
-        return parts[0] if len(parts) == 1 else cls(tuple(parts))
+        if len(parts) == 1:
+            return parts[0]
+        try:
+            return cls(tuple(parts))
+        except ProgramError as e:  # nested too deep
+            self.fail(str(e), first, self.tokens[self.i - 1])
+            raise  # unreachable: fail raises
 
     def mask_not(self) -> Mask:
-        if self.at("~"):
+        first, tildes = self.tok, 0
+        while self.at("~"):  # a run of ~ is read in a loop, and ~~a is a
             self.take()
-            return Not(self.mask_not())
+            tildes += 1
         if self.at("("):
             opener = self.take()
+            self.open_brackets += 1
+            if self.open_brackets > MAX_DEPTH:
+                self.fail(f"brackets nest at most {MAX_DEPTH} deep here", opener)
             inner = self.mask_or()
             if not self.at(")"):
                 self.fail("this '(' is never closed", opener, self.tok)
             self.take()
+            self.open_brackets -= 1
+        else:
+            inner = self.term("mask")
+        if tildes % 2 == 0:
             return inner
-        return self.term("mask")
+        try:
+            return Not(inner)
+        except ProgramError as e:  # nested too deep
+            self.fail(str(e), first, self.tokens[self.i - 1])
+            raise  # unreachable: fail raises
 
     # -- one term: name or name(args) --------------------------------------------------------
     def term(self, kind: str) -> Part:
@@ -240,16 +266,27 @@ class Parser:
     def value(self) -> Any:
         t = self.take()
         if t.kind == "op" and t.text == "-" and self.tok.kind == "num":
-            return -_number(self.take().text)
+            return -self.number(self.take())
         if t.kind == "num":
-            return _number(t.text)
+            return self.number(t)
         if t.kind == "name":
             return _WORDS.get(t.text, t.text)
         self.fail("expected a number or a name as an argument", t)
 
 
-def _number(text: str) -> int | float:
-    return float(text) if any(c in text for c in ".eE") else int(text)
+    def number(self, t: Token) -> int | float:
+        """The value of a number token; caret errors for one too long, too large or too small."""
+        if len(t.text) > MAX_NUMBER_CHARS:
+            self.fail(f"a number of {len(t.text):,} characters; numbers here have at most "
+                      f"{MAX_NUMBER_CHARS}", t)
+        if not any(c in t.text for c in ".eE"):
+            return int(t.text)
+        value = float(t.text)
+        mantissa = t.text.split("e")[0].split("E")[0]
+        if math.isinf(value) or (value == 0 and mantissa.strip("0.")):
+            self.fail(f"{t.text} is {'too large' if value else 'too small'} for a floating-point "
+                      "number", t)
+        return value
 
 
 def parse_sections(text: str) -> dict[str, Any]:
