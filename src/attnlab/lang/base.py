@@ -192,7 +192,7 @@ def show(value: Any) -> str:
         return format_value(value)
     try:
         return _SHORT.repr(value)
-    except Exception:  # noqa: BLE001 — a value whose own repr fails still gets a message
+    except Exception:  # a value whose own repr fails still gets a message
         return f"a {type(value).__name__}"
 
 
