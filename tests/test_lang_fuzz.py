@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -478,6 +479,23 @@ def test_odd_yaml_is_one_error(text: str, message: str) -> None:
         Program.from_yaml(text)
 
 
+@pytest.mark.parametrize("text", [
+    "scaled_dot ; " + "window(2) & " * 20_000 + "causl",  # a long program, the error at its end
+    "x" * 100_000 + " ; softmax",  # one enormous unknown name
+    "scaled_dot ; causal \x1b[2J\x1b[31m & window(2)",  # terminal escapes
+    "scaled_dot ; causal\n& \x00 window(2)",
+])
+def test_errors_show_a_short_printable_excerpt(text: str) -> None:
+    with pytest.raises(ProgramError) as err:
+        parse(text)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3 and all(len(line) < 400 for line in lines)
+    assert all(c.isprintable() for line in lines for c in line)
+    excerpt, carets = lines[1], lines[2]
+    assert carets.strip() and set(carets.strip()) == {"^"}
+    assert len(carets) <= len(excerpt)  # the carets sit under the excerpt
+
+
 def test_layout_checks_stay_quick_for_huge_head_counts() -> None:
     with time_bound(2.0), pytest.raises(ConfigError, match="heads must be ≤ 65536"):
         S.Layout(kv_heads=7).resolve(heads=10**12)
@@ -542,6 +560,22 @@ nested = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
 @given(st.dictionaries(st.sampled_from(PROGRAM_KEYS[:7]) | keys, nested, max_size=5))
 def test_any_nested_data_builds_a_program_or_raises_one_program_error(d: dict) -> None:
     assert outcome(lambda: Program.from_dict(d)) in ALLOWED
+
+
+yaml_text = st.one_of(
+    st.text(max_size=60),
+    st.lists(st.sampled_from(["score:", "mask:", "mods:", "- ", "{", "}", "[", "]", ": ", "\n",
+                              "  ", "!!python/object:os.system", "&a", "*a", "? ", "2001-13-45",
+                              "9" * 5000, ".inf", "-.nan", "0x1F", "causal", "name: window"]),
+             max_size=30).map("".join),
+    nested.map(lambda d: yaml.safe_dump(d, allow_unicode=True)),
+)
+
+
+@FUZZ
+@given(yaml_text)
+def test_any_yaml_builds_a_program_or_raises_one_program_error(text: str) -> None:
+    assert outcome(lambda: Program.from_yaml(text)) in ALLOWED
 
 
 @FUZZ

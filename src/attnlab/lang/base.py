@@ -47,7 +47,7 @@ def lookup(name: str, kind: str | None = None) -> type[Part]:
     other = _REGISTRY.get(name)
     if other is not None:
         raise ProgramError(f"'{name}' is a {other.kind}, not a {kind}")
-    raise ProgramError(f"unknown {what}'{name}'{did_you_mean(name, table)}")
+    raise ProgramError(f"unknown {what}{show(name)}{did_you_mean(name, table)}")
 
 
 class Part:
@@ -113,7 +113,7 @@ class Part:
                                    f"{fields[0] if fields else 'w'!r}, got {show(key)}")
             if key not in fields:
                 hint = did_you_mean(key, fields) or f"; it takes {signature(cls)}"
-                raise ProgramError(f"{cls.name} has no argument '{key}'{hint}")
+                raise ProgramError(f"{cls.name} has no argument {show(key)}{hint}")
         bound = dict(zip(fields, args, strict=False))
         for key, value in kwargs.items():
             if key in bound:
@@ -178,7 +178,7 @@ _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 
 
 def _long_int(x: int) -> str | None:
     """'a 400-digit number' for an integer too long to show (or to print at all), else None."""
-    if x.bit_length() <= 128:
+    if x.bit_length() <= 200:  # up to 60 digits are shown in full
         return None
     digits = int(x.bit_length() * math.log10(2)) + 1
     return f"a {'negative ' if x < 0 else ''}number of about {digits} digits"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from attnlab.errors import ProgramError, did_you_mean
-from attnlab.lang.base import Part, registry
+from attnlab.lang.base import Part, registry, show
 from attnlab.lang.masks import MAX_DEPTH, And, Mask, Not, Or
 
 _TOKEN = re.compile(r"""
@@ -29,6 +29,7 @@ _WORDS = {"true": True, "false": False, "none": None, "True": True, "False": Fal
 # Longer numbers are refused before conversion: int() stops at 4,300 digits, and no argument
 # takes a number anywhere near this long.
 MAX_NUMBER_CHARS = 100
+CARET_WIDTH = 100  # characters of the program an error shows around the offending part
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,16 @@ def tokenize(text: str) -> list[Token]:
 
 
 def caret_error(message: str, text: str, start: int, end: int) -> ProgramError:
-    """A ProgramError that shows `text` with ^^^ under [start, end)."""
-    marks = " " * start + "^" * max(end - start, 1)
-    return ProgramError(f"{message}\n  {text}\n  {marks}")
+    """A ProgramError that shows `text` with ^^^ under [start, end): at most CARET_WIDTH
+    characters of it around the start, control characters shown as '·' (never sent raw to a
+    terminal, and one character each so the carets stay aligned)."""
+    end = max(end, start + 1)
+    lo = max(0, min(start - CARET_WIDTH // 4, len(text) - CARET_WIDTH))
+    hi = min(len(text), lo + CARET_WIDTH)
+    shown = "".join(c if c.isprintable() else "·" for c in text[lo:hi])
+    before, after = ("…" if lo > 0 else ""), ("…" if hi < len(text) else "")
+    marks = " " * (len(before) + start - lo) + "^" * max(min(end, hi) - start, 1)
+    return ProgramError(f"{message}\n  {before}{shown}{after}\n  {marks}")
 
 
 class Parser:
@@ -123,7 +131,7 @@ class Parser:
         if t.text not in table:
             choices = registry(kind) if kind else table
             what = f"{kind} " if kind else "name "
-            self.fail(f"unknown {what}'{t.text}'{did_you_mean(t.text, choices)}", t)
+            self.fail(f"unknown {what}{show(t.text)}{did_you_mean(t.text, choices)}", t)
         cls = table[t.text]
         if kind is not None and cls.kind != kind:
             self.fail(f"'{t.text}' is a {cls.kind}, not a {kind}; "

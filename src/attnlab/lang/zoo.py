@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from attnlab.errors import ProgramError, did_you_mean
+from attnlab.lang.base import show
 from attnlab.lang.program import Program
 
 
@@ -75,8 +76,8 @@ class Catalogue(Mapping[str, Program]):
         return self.entry(name).program
 
     def entry(self, name: str) -> Entry:
-        if name not in self._entries:
-            raise ProgramError(f"no program '{name}' in the zoo{did_you_mean(name, self._entries)} "
+        if not isinstance(name, str) or name not in self._entries:
+            raise ProgramError(f"no program {show(name)} in the zoo{did_you_mean(name, self._entries)} "
                                f"(see `attnlab zoo`)")
         return self._entries[name]
 
