@@ -177,7 +177,8 @@ _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 
 
 
 def _long_int(x: int) -> str | None:
-    """'a 400-digit number' for an integer too long to show (or to print at all), else None."""
+    """'a number of about 400 digits' for an integer too long to show (str() refuses past
+    4,300 digits), else None."""
     if x.bit_length() <= 200:  # up to 60 digits are shown in full
         return None
     digits = int(x.bit_length() * math.log10(2)) + 1
