@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from attnlab.errors import did_you_mean
 from attnlab.lang.base import Part, check_length, check_seed, check_width, require, show
 
-# Numbers in one learned table at most (256 MiB in float32): lowrank's E and F.
-MAX_TABLE = 2**26
+# Numbers in one learned table at most (64 MiB in float32): lowrank's E and F; Linformer at
+# 65,536 tokens with k = 256 fits exactly.
+MAX_TABLE = 2**24
 
 FEATURE_MAPS = ("elu1", "relu")
 
@@ -64,7 +65,7 @@ class LowRank(Approximation):
         require(self.max_len >= self.k, self.name,
                 f"max_len must be ≥ k ({self.k}), got {self.max_len}")
         require(self.k * self.max_len <= MAX_TABLE, self.name,
-                f"k × max_len must be ≤ 2**26 (each of E and F holds that many numbers), "
+                f"k × max_len must be ≤ 2**24 (each of E and F holds that many numbers), "
                 f"got {self.k} × {self.max_len}")
 
     def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
