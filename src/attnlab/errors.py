@@ -34,3 +34,8 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 class RunFolderError(ConfigError):
     """A run folder cannot be used: a file is missing, damaged, altered, unsafe, or in use."""
+
+
+class UnsafeFileError(RunFolderError):
+    """A run-folder file holds more than tensors and plain data: loading it could run code, so it
+    is refused unopened."""

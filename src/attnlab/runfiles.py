@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from attnlab.errors import AttnlabError, RunFolderError
+from attnlab.errors import AttnlabError, RunFolderError, UnsafeFileError
 
 
 @contextmanager
@@ -42,8 +42,8 @@ def load_tensors(path: str | Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             if "weights only" in str(e).lower() or "weights_only" in str(e):
-                raise RunFolderError(f"{path} holds more than tensors and plain data (loading it "
-                                     "could run code); refusing it") from None
+                raise UnsafeFileError(f"{path} holds more than tensors and plain data (loading it "
+                                      "could run code); refusing it") from None
             raise
 
 

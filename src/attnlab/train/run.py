@@ -25,8 +25,9 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from attnlab.data import SPLITS
-from attnlab.errors import ConfigError, RunFolderError
+from attnlab.errors import ConfigError, RunFolderError, UnsafeFileError
 from attnlab.models.base import load_model, save_model
+from attnlab.runfiles import load_tensors
 from attnlab.tasks import task_of
 from attnlab.train.checkpoints import AtomicCheckpointIO, BestCheckpoint
 from attnlab.train.config import Experiment, load_experiment
@@ -103,7 +104,25 @@ def _resume_point(out: Path, exp: Experiment) -> Path | None:
         print(f"note: {out} has no checkpoint yet (the run stopped before its first); "
               "starting from the beginning", file=sys.stderr)
         return None
+    try:
+        load_tensors(last)
+    except UnsafeFileError:
+        raise
+    except RunFolderError as e:  # damaged: any whole checkpoint resumes the run exactly
+        if _loads(out / "best.ckpt"):
+            warnings.warn(f"{e}; resuming from best.ckpt instead (an earlier point of the same "
+                          "run)", stacklevel=3)
+            return out / "best.ckpt"
+        raise
     return last
+
+
+def _loads(path: Path) -> bool:
+    try:
+        load_tensors(path)
+    except RunFolderError:
+        return False
+    return True
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -179,6 +198,8 @@ def _test(trainer: L.Trainer, module: TaskModule, batches, out: Path) -> dict:
     """Test with the best checkpoint; a damaged best.ckpt falls back to last.ckpt, with a warning."""
     try:
         return trainer.test(module, batches, ckpt_path="best", verbose=False)[0]
+    except UnsafeFileError:
+        raise
     except RunFolderError as e:
         if not (out / "last.ckpt").exists():
             raise
