@@ -196,8 +196,8 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, tracking_uri: st
 
 def _test(trainer: L.Trainer, module: TaskModule, batches, out: Path) -> dict:
     """Test with the best checkpoint; a damaged best.ckpt falls back to last.ckpt, with a warning."""
-    try:
-        return trainer.test(module, batches, ckpt_path="best", verbose=False)[0]
+    try:  # this folder's best.ckpt: the callback's remembered path may be where the folder was
+        return trainer.test(module, batches, ckpt_path=str(out / "best.ckpt"), verbose=False)[0]
     except UnsafeFileError:
         raise
     except RunFolderError as e:
