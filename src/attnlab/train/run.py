@@ -153,7 +153,7 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, tracking_uri: st
     # so a resume would replay everything since the last improvement
     last = ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
-    callbacks = [best, last]  # the first is trainer.checkpoint_callback: ckpt_path="best"
+    callbacks = [best, last]
     if cfg.early_stopping:
         es = cfg.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode))
