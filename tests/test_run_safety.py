@@ -214,6 +214,22 @@ def test_best_checkpoint_breaks_a_tie_in_accuracy_on_the_validation_loss(tmp_pat
     assert BestCheckpoint(monitor="val_accuracy").state_dict()["best_tie"] == float("inf")
 
 
+def test_the_best_score_survives_a_move_of_the_run_folder(tmp_path) -> None:
+    """Checkpoints remember their folder's path; resumed where it was copied to, the best score
+    still counts (else the next validation would replace best.ckpt whatever its score)."""
+    from attnlab.train.checkpoints import BestCheckpoint
+
+    saved = BestCheckpoint(dirpath=tmp_path / "a", filename="best", monitor="val_accuracy", mode="max")
+    path = str(tmp_path / "a" / "best.ckpt")
+    saved.best_k_models, saved.kth_best_model_path = {path: torch.tensor(0.9)}, path
+    saved.best_model_path, saved.best_model_score, saved.best_tie = path, torch.tensor(0.9), 0.25
+    moved = BestCheckpoint(dirpath=tmp_path / "b", filename="best", monitor="val_accuracy", mode="max")
+    moved.load_state_dict(saved.state_dict())
+    assert moved.best_model_score == torch.tensor(0.9) and moved.best_tie == 0.25
+    assert moved.best_model_path == str(tmp_path / "b" / "best.ckpt")
+    assert list(moved.best_k_models) == [str(tmp_path / "b" / "best.ckpt")]
+
+
 def test_a_run_keeps_the_epoch_with_the_lower_loss_among_equal_accuracies(finished) -> None:
     checkpoint = torch.load(finished / "best.ckpt", weights_only=True)
     states = [v for k, v in checkpoint["callbacks"].items() if k.startswith("BestCheckpoint")]

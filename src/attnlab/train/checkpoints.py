@@ -46,7 +46,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
-class BestCheckpoint(ModelCheckpoint):
+class FolderCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that resumes in a run folder that was moved or copied since it was saved:
+    the paths it remembers are taken to be in the folder where it is now (Lightning would drop
+    the best score instead, and the next validation would overwrite best.ckpt whatever its score)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old is not None and self.dirpath is not None and old != self.dirpath:
+            def here(path):
+                return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{k: here(state_dict.get(k)) for k in (
+                              "best_model_path", "kth_best_model_path", "last_model_path")},
+                          "best_k_models": {here(k): v for k, v in
+                                            state_dict.get("best_k_models", {}).items()}}
+        super().load_state_dict(state_dict)
+
+
+class BestCheckpoint(FolderCheckpoint):
     """ModelCheckpoint whose ties go to the lower `tie_break` (the validation loss): accuracy
     stops moving long before a model stops improving, and the first epoch to reach the top
     accuracy is rarely the best one."""

@@ -22,14 +22,14 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 
 from attnlab.data import SPLITS
 from attnlab.errors import ConfigError, RunFolderError, UnsafeFileError
 from attnlab.models.base import load_model, save_model
 from attnlab.runfiles import load_tensors
 from attnlab.tasks import task_of
-from attnlab.train.checkpoints import AtomicCheckpointIO, BestCheckpoint
+from attnlab.train.checkpoints import AtomicCheckpointIO, BestCheckpoint, FolderCheckpoint
 from attnlab.train.config import Experiment, load_experiment
 from attnlab.train.folder import MANIFEST, clean_leftovers, locked, verify, write_manifest
 from attnlab.train.loaders import loader
@@ -151,8 +151,8 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, tracking_uri: st
                           enable_version_counter=False, tie_break="val_loss")
     # last.ckpt at every validation: Lightning's save_last writes it only when best.ckpt improved,
     # so a resume would replay everything since the last improvement
-    last = ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1,
-                           enable_version_counter=False)
+    last = FolderCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1,
+                            enable_version_counter=False)
     callbacks = [best, last]
     if cfg.early_stopping:
         es = cfg.early_stopping
