@@ -1,14 +1,21 @@
 """attnlab: write an attention mechanism as a small program, run it, train it, look inside it."""
 
 from attnlab import nn
-from attnlab.errors import AttnlabError, ConfigError, DataError, InputError, ProgramError
+from attnlab.errors import (
+    AttnlabError,
+    ConfigError,
+    DataError,
+    InputError,
+    ProgramError,
+    RunFolderError,
+)
 from attnlab.exec import Plan, Planner, attention, explain, freeze, init_params, plan
 from attnlab.lang import Program, parse, zoo
 
 __version__ = "0.1.0"
 __all__ = ["AttnlabError", "ConfigError", "DataError", "InputError", "Plan", "Planner", "Program",
-           "ProgramError", "attention", "data", "explain", "freeze", "init_params", "load", "models",
-           "nn", "parse", "plan", "tasks", "zoo"]
+           "ProgramError", "RunFolderError", "attention", "data", "explain", "freeze", "init_params",
+           "load", "models", "nn", "parse", "plan", "tasks", "zoo"]
 
 
 def __getattr__(name: str):

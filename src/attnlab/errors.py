@@ -30,3 +30,12 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' — did you mean 'x'?' for the nearest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
     return f" — did you mean '{close[0]}'?" if close else ""
+
+
+class RunFolderError(ConfigError):
+    """A run folder cannot be used: a file is missing, damaged, altered, unsafe, or in use."""
+
+
+class UnsafeFileError(RunFolderError):
+    """A run-folder file holds more than tensors and plain data: loading it could run code, so it
+    is refused unopened."""

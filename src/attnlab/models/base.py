@@ -11,8 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from attnlab.errors import ConfigError, did_you_mean
+from attnlab.errors import ConfigError, RunFolderError, did_you_mean
 from attnlab.lang.program import Program
+from attnlab.runfiles import load_tensors, read_json, reading
 
 MODEL_FILE, WEIGHTS_FILE = "model.json", "model.pt"
 
@@ -88,11 +89,14 @@ def load_model(folder: str | Path) -> Model:
     path = folder / MODEL_FILE
     if not path.exists():
         raise ConfigError(f"{folder} holds no saved model (no {MODEL_FILE})")
-    saved = json.loads(path.read_text())
-    kind = saved.get("model")
-    if kind not in MODELS:
-        raise ConfigError(f"{path}: unknown model kind {kind!r}{did_you_mean(str(kind), MODELS)}")
+    saved = read_json(path)
+    kind = saved.get("model") if isinstance(saved, dict) else None
+    if not isinstance(kind, str) or kind not in MODELS:
+        raise RunFolderError(f"{path}: unknown model kind {kind!r}{did_you_mean(str(kind), MODELS)}")
     cls = MODELS[kind]
-    model = cls(cls.Config(**saved["config"]))
-    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    with reading(path):  # a config that does not build its model is a damaged file
+        model = cls(cls.Config(**saved["config"]))
+    state = load_tensors(folder / WEIGHTS_FILE)
+    with reading(folder / WEIGHTS_FILE):  # tensors of another shape or name: damaged too
+        model.load_state_dict(state)
     return model.eval()

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from attnlab.data.base import TaskData
 from attnlab.errors import ConfigError, InputError
 from attnlab.ids import IGNORE_INDEX
+from attnlab.runfiles import load_tensors, reading
 
 TEST_FILE = "test.pt"  # the encoded test split, so that `attnlab eval` needs no data set
 
@@ -136,9 +137,10 @@ class Task:
         """The saved test split (and encoders), or None for a run saved without one."""
         if not (out / TEST_FILE).exists():
             return None
-        saved = torch.load(out / TEST_FILE, map_location="cpu", weights_only=True)
-        test = TaskData(saved["inputs"], saved["labels"], candidates=saved["candidates"],
-                        **json.loads(saved["fields"]))
+        saved = load_tensors(out / TEST_FILE)
+        with reading(out / TEST_FILE):
+            test = TaskData(saved["inputs"], saved["labels"], candidates=saved["candidates"],
+                            **json.loads(saved["fields"]))
         # only the test split is saved; it stands in for the other two, which nothing reads here
         return Prepared(test, test, test, self.load_encoders(out, exp), self.load_test_examples(out))
 

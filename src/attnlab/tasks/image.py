@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from attnlab.data.base import TaskData
 from attnlab.data.encoding import class_ids, label_ids
 from attnlab.errors import ConfigError, InputError
+from attnlab.runfiles import reading
 from attnlab.tasks.base import Prepared, Task, read_examples
 from attnlab.train.metrics import classification_scores
 
@@ -81,8 +82,9 @@ class ImageClassification(Task):
                                                      "labels": list(encoders.label_names)}))
 
     def load_encoders(self, out: Path, exp) -> PixelEncoder:
-        saved = json.loads((out / "pixels.json").read_text())
-        return PixelEncoder(saved["mean"], saved["std"], tuple(saved["labels"]))
+        with reading(out / "pixels.json"):
+            saved = json.loads((out / "pixels.json").read_text())
+            return PixelEncoder(saved["mean"], saved["std"], tuple(saved["labels"]))
 
     def predictor(self, model, encoders: PixelEncoder, exp) -> ImageClassifier:
         return ImageClassifier(model, encoders)

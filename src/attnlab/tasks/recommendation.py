@@ -23,6 +23,7 @@ from attnlab.data.base import TaskData
 from attnlab.data.datasets import DATASETS, item_titles
 from attnlab.errors import DataError, InputError
 from attnlab.ids import IGNORE_INDEX, PAD_ID
+from attnlab.runfiles import reading
 from attnlab.tasks.base import Prepared, Step, Task, read_examples
 from attnlab.train.metrics import model_ranking_scores, popularity_scores, ranking_scores
 
@@ -127,8 +128,10 @@ class Recommendation(Task):
             "popularity": encoders.popularity.tolist()}))
 
     def load_encoders(self, out: Path, exp) -> ItemIndex:
-        saved = json.loads((out / "items.json").read_text())
-        return ItemIndex(tuple(saved["items"]), torch.tensor(saved["popularity"]), saved["max_len"])
+        with reading(out / "items.json"):
+            saved = json.loads((out / "items.json").read_text())
+            return ItemIndex(tuple(saved["items"]), torch.tensor(saved["popularity"]),
+                             saved["max_len"])
 
     def predictor(self, model, encoders: ItemIndex, exp) -> Recommender:
         return Recommender(model, encoders)

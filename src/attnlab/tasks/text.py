@@ -16,6 +16,7 @@ from attnlab.data.base import TaskData
 from attnlab.data.encoding import class_ids, label_ids, pad_rows, stored_tokenizer
 from attnlab.errors import ConfigError
 from attnlab.ids import PAD_ID
+from attnlab.runfiles import reading
 from attnlab.tasks.base import Prepared, Task, read_examples
 from attnlab.train.metrics import classification_scores
 
@@ -119,9 +120,11 @@ class TextClassification(Task):
     def load_encoders(self, out: Path, exp) -> TextEncoder:
         from tokenizers import Tokenizer
 
-        saved = json.loads((out / "labels.json").read_text())
-        return TextEncoder(Tokenizer.from_file(str(out / "tokenizer.json")), saved["max_len"],
-                           tuple(saved["labels"]))
+        with reading(out / "labels.json"):
+            saved = json.loads((out / "labels.json").read_text())
+            labels, max_len = tuple(saved["labels"]), int(saved["max_len"])
+        with reading(out / "tokenizer.json"):
+            return TextEncoder(Tokenizer.from_file(str(out / "tokenizer.json")), max_len, labels)
 
     def predictor(self, model, encoders: TextEncoder, exp) -> TextClassifier:
         return TextClassifier(model, encoders)

@@ -24,6 +24,7 @@ from attnlab.data.encoding import pad_rows, stored_tokenizer
 from attnlab.ids import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from attnlab.lang.masks import Causal
 from attnlab.lang.program import Program
+from attnlab.runfiles import read_json, reading
 from attnlab.tasks.base import Prepared, Step, Task, read_examples
 from attnlab.train.metrics import translation_scores
 
@@ -169,12 +170,15 @@ class Translation(Task):
     def load_encoders(self, out: Path, exp) -> TranslationEncoder:
         from tokenizers import Tokenizer
 
-        return TranslationEncoder(Tokenizer.from_file(str(out / "source_tokenizer.json")),
-                                  Tokenizer.from_file(str(out / "target_tokenizer.json")),
-                                  json.loads((out / "translation.json").read_text())["max_len"])
+        sides = []
+        for name in ("source_tokenizer.json", "target_tokenizer.json"):
+            with reading(out / name):
+                sides.append(Tokenizer.from_file(str(out / name)))
+        with reading(out / "translation.json"):
+            return TranslationEncoder(*sides, int(read_json(out / "translation.json")["max_len"]))
 
     def load_test_examples(self, out: Path) -> list[dict] | None:
-        return json.loads((out / EXAMPLES_FILE).read_text())
+        return read_json(out / EXAMPLES_FILE)
 
     def predictor(self, model, encoders: TranslationEncoder, exp) -> Translator:
         return Translator(model, encoders, exp.decode)

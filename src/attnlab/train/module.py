@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -47,6 +49,18 @@ class TaskModule(L.LightningModule):
     def test_step(self, batch, _):
         self._step(batch, "test")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # applied when training starts: restoring the model must not be followed by draws
+        self._rng_to_restore = checkpoint.get("rng")
+
+    def on_train_start(self) -> None:
+        state, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if state is not None:
+            set_rng_state(state)
+
     def configure_optimizers(self):
         decay = [p for n, p in self.named_parameters() if p.dim() >= 2]
         keep = [p for n, p in self.named_parameters() if p.dim() < 2]
@@ -69,3 +83,29 @@ def _schedule(cfg: TrainConfig, total: int):
         return 1.0
 
     return factor
+
+
+def rng_state() -> dict:
+    """Every generator a training step may draw from (torch's, for dropout and gumbel; numpy's and
+    Python's, for anything else), as tensors and plain lists: a checkpoint stays weights-only."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                       "has_gauss": has_gauss, "gauss": gauss},
+             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Put back what `rng_state` took."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

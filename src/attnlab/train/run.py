@@ -2,14 +2,19 @@
 
 An output folder holds everything needed to resume, reload and evaluate without the data set:
 experiment.yaml, best.ckpt and last.ckpt (Lightning's, for resuming), model.json and model.pt (the
-model as kind, config and tensors), the task's encoders and test split, and metrics.json.
+model as kind, config and tensors), the task's encoders and test split, metrics.json, and last
+manifest.json, the sha256 of each of them: a folder whose files do not match is refused. Loading
+reads tensors and plain data only, never pickled code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -17,14 +22,16 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 
 from attnlab.data import SPLITS
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, RunFolderError, UnsafeFileError
 from attnlab.models.base import load_model, save_model
+from attnlab.runfiles import load_tensors
 from attnlab.tasks import task_of
-from attnlab.train.checkpoints import AtomicCheckpointIO
+from attnlab.train.checkpoints import AtomicCheckpointIO, BestCheckpoint, FolderCheckpoint
 from attnlab.train.config import Experiment, load_experiment
+from attnlab.train.folder import MANIFEST, clean_leftovers, locked, verify, write_manifest
 from attnlab.train.loaders import loader
 from attnlab.train.module import TaskModule
 
@@ -42,15 +49,96 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *, resume: bool = False,
           tracking_uri: str | None = None, devices: int | None = None,
           progress: bool = True, overrides: list[str] = ()) -> dict:
-    """Train one experiment; returns the metrics also written to OUT/metrics.json."""
+    """Train one experiment; returns the metrics also written to OUT/metrics.json. OUT is locked
+    while it trains; `resume` continues the run in OUT exactly where its last checkpoint was."""
     exp = exp if isinstance(exp, Experiment) else load_experiment(exp, overrides)
-    out = Path(out or Path("runs") / exp.name)
-    out.mkdir(parents=True, exist_ok=True)
-    last = out / "last.ckpt"
-    if resume and not last.exists():
-        raise ConfigError(f"--resume: no checkpoint to resume from in {out} (no last.ckpt)")
-    (out / "experiment.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"),
-                                                        sort_keys=False))
+    out = Path(out) if out is not None else default_out(exp.name)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"cannot make the output folder {out}: {e.strerror}") from None
+    first = not _launched_by_ddp()
+    with locked(out) if first else contextlib.nullcontext():
+        if first:
+            clean_leftovers(out)  # a kill during a save leaves its temporary file behind
+        checkpoint = _resume_point(out, exp) if resume else None
+        if first:
+            _write_atomically(out / "experiment.yaml", yaml.safe_dump(exp.model_dump(mode="json"),
+                                                                      sort_keys=False))
+            write_manifest(out, complete=False, names=["experiment.yaml"])  # the rest changes
+        return _train(exp, out, checkpoint, tracking_uri, devices, progress)
+
+
+def _launched_by_ddp() -> bool:
+    """A process Lightning's DDP launcher started for another rank: the first process holds
+    the folder's lock and writes its files."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def default_out(name: str) -> Path:
+    """runs/NAME; a name that would put the run anywhere else is refused."""
+    runs = Path("runs")
+    if not name or name in (".", "..") or Path(name).name != name or \
+            not (runs / name).resolve().is_relative_to(runs.resolve()):
+        raise ConfigError(f"experiment name {name!r} is not a plain folder name (no '/', '..' or "
+                          "absolute path): the run is written to runs/NAME")
+    return runs / name
+
+
+def _resume_point(out: Path, exp: Experiment) -> Path | None:
+    """The checkpoint to resume from: OUT's last.ckpt, once OUT is known to hold this very
+    experiment; None (start again) for a run killed before its first checkpoint."""
+    saved_file, last = out / "experiment.yaml", out / "last.ckpt"
+    if not saved_file.exists():
+        raise ConfigError(f"--resume: no checkpoint to resume from in {out} (no run was started "
+                          "there)")
+    if (out / MANIFEST).exists() or last.exists():
+        verify(out, complete=False)
+    saved = load_experiment(saved_file)
+    changes = differences(saved.model_dump(mode="json"), exp.model_dump(mode="json"))
+    if changes:
+        raise ConfigError(f"--resume: the experiment differs from the one {out} was started with "
+                          f"({'; '.join(changes)}); resume with the same file and --set, or "
+                          "train into another --out")
+    if not last.exists():
+        print(f"note: {out} has no checkpoint yet (the run stopped before its first); "
+              "starting from the beginning", file=sys.stderr)
+        return None
+    try:
+        load_tensors(last)
+    except UnsafeFileError:
+        raise
+    except RunFolderError as e:  # damaged: any whole checkpoint resumes the run exactly
+        if _loads(out / "best.ckpt"):
+            warnings.warn(f"{e}; resuming from best.ckpt instead (an earlier point of the same "
+                          "run)", stacklevel=3)
+            return out / "best.ckpt"
+        raise
+    return last
+
+
+def _loads(path: Path) -> bool:
+    try:
+        load_tensors(path)
+    except RunFolderError:
+        return False
+    return True
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'train.lr: 0.001 → 0.003' for each dotted key whose value differs."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} → {b!r}")
+    return lines
+
+
+def _train(exp: Experiment, out: Path, checkpoint: Path | None, tracking_uri: str | None,
+           devices: int | None, progress: bool) -> dict:
     L.seed_everything(exp.train.seed, workers=True, verbose=False)
     task = task_of(exp.task)
     prepared = task.prepare(exp).head({s: exp.task.examples(s) for s in SPLITS})
@@ -59,9 +147,13 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
     batches = math.ceil(len(prepared.train) / cfg.batch_size)
     total = cfg.steps or (cfg.epochs * math.ceil(batches / cfg.accumulate))
     module = TaskModule(model, task, cfg, total)
-    best = ModelCheckpoint(dirpath=out, filename="best", monitor=task.monitor, mode="max",
-                           save_last=True, enable_version_counter=False)
-    callbacks = [best]
+    best = BestCheckpoint(dirpath=out, filename="best", monitor=task.monitor, mode="max",
+                          enable_version_counter=False, tie_break="val_loss")
+    # last.ckpt at every validation: Lightning's save_last writes it only when best.ckpt improved,
+    # so a resume would replay everything since the last improvement
+    last = FolderCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1,
+                            enable_version_counter=False)
+    callbacks = [best, last]
     if cfg.early_stopping:
         es = cfg.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode))
@@ -79,12 +171,14 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
         log_every_n_steps=min(50, batches),
         num_sanity_val_steps=0)
     started = time.perf_counter()
-    trainer.fit(module, loader(task, prepared.train, cfg.batch_size, True, cfg.seed),
+    # one process: the loader's position goes into checkpoints (under DDP Lightning shards it)
+    trainer.fit(module, loader(task, prepared.train, cfg.batch_size, True, cfg.seed,
+                               resumable=n_devices == 1),
                 loader(task, prepared.validation, cfg.batch_size, False, cfg.seed),
-                ckpt_path=str(last) if resume else None)
+                ckpt_path=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
-    tested = trainer.test(module, loader(task, prepared.test, cfg.batch_size, False, cfg.seed),
-                          ckpt_path="best", verbose=False)[0]
+    tested = _test(trainer, module, loader(task, prepared.test, cfg.batch_size, False, cfg.seed),
+                   out)
     metrics = {"test_accuracy": tested["test_accuracy"], "test_loss": tested["test_loss"],
                "train_seconds": round(seconds, 2),
                "params": sum(p.numel() for p in model.parameters()),
@@ -95,8 +189,28 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
         save_model(module.model, out)  # the best checkpoint's weights: trainer.test loaded them
         task.save(prepared, out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_manifest(out, complete=True)  # last: it vouches for every file above
         _log_run(logger, out, metrics)
     return metrics
+
+
+def _test(trainer: L.Trainer, module: TaskModule, batches, out: Path) -> dict:
+    """Test with the best checkpoint; a damaged best.ckpt falls back to last.ckpt, with a warning."""
+    try:  # this folder's best.ckpt: the callback's remembered path may be where the folder was
+        return trainer.test(module, batches, ckpt_path=str(out / "best.ckpt"), verbose=False)[0]
+    except UnsafeFileError:
+        raise
+    except RunFolderError as e:
+        if not (out / "last.ckpt").exists():
+            raise
+        warnings.warn(f"{e}; testing with last.ckpt instead", stacklevel=2)
+        return trainer.test(module, batches, ckpt_path=str(out / "last.ckpt"), verbose=False)[0]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _validation_cadence(cfg, batches: int) -> dict:
@@ -180,6 +294,8 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
 
 
 def _experiment(out: Path) -> Experiment:
-    if not (out / "experiment.yaml").exists():
+    """The run's experiment, once its manifest vouches for every file of the folder."""
+    if not (out / "experiment.yaml").is_file():
         raise ConfigError(f"{out} holds no trained run (no experiment.yaml)")
+    verify(out)
     return load_experiment(out / "experiment.yaml")
