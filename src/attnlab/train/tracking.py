@@ -8,7 +8,7 @@ import os
 import socket
 import sqlite3
 import warnings
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -52,6 +52,9 @@ def _sqlite_store(uri: str, create: bool) -> str:
     except OSError as err:
         raise ConfigError(f"cannot make the folder of tracking store {db} ({err.strerror}): "
                           f"give --tracking-uri sqlite:///PATH in a folder you can write") from None
+    if create and not os.access(db if db.exists() else db.parent, os.W_OK):
+        raise ConfigError(f"cannot write tracking store {db}: give --tracking-uri sqlite:///PATH "
+                          f"in a folder you can write")
     with _store_lock(db):
         _make_whole(db, uri)
     return uri
@@ -191,8 +194,12 @@ def _start_run(uri: str, experiment: str, artifacts: str | None, out: Path, resu
         return previous
     with _lock_for(uri):  # two runs starting at once must not both create the experiment
         found = client.get_experiment_by_name(experiment)
-        experiment_id = (found.experiment_id if found is not None and found.lifecycle_stage != "deleted"
-                         else client.create_experiment(experiment, artifact_location=artifacts))
+        if found is None:
+            experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
+        else:  # a deleted experiment keeps its name: bring it back rather than fail to create it
+            experiment_id = found.experiment_id
+            if found.lifecycle_stage == "deleted":
+                client.restore_experiment(experiment_id)
     run = client.create_run(experiment_id, tags=_process_tags())
     _write_json(out / RUN_FILE, {"tracking_uri": uri, "run_id": run.info.run_id})
     return run.info.run_id
@@ -311,6 +318,7 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return []
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiments = {e.experiment_id: e.name for e in client.search_experiments()
@@ -322,8 +330,9 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
         m, p = run.data.metrics, run.data.params
         status = run.info.status
         if status == "RUNNING" and _process_gone(run.data.tags):
-            client.set_terminated(run.info.run_id, "KILLED")
             status = "KILLED"
+            with suppress(MlflowException, OSError):  # a store we may only read: shown, not set
+                client.set_terminated(run.info.run_id, status)
         rows.append({"experiment": experiments[run.info.experiment_id],
                      "run": run.info.run_id[:8], "status": status,
                      "program": p.get("program"),
