@@ -64,10 +64,13 @@ def predict_command(
 def runs_command(
     experiment: Annotated[str | None, typer.Option(help="Only runs of this experiment.")] = None,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default "
+                                                     "sqlite:///runs/mlflow.db).")] = None,
 ) -> None:
-    """The tracked runs: program, main metric, time."""
+    """The tracked runs: status, program, main metric, time. A run whose process is gone
+    without finishing is marked killed."""
     from rich.table import Table
+    from rich.text import Text
 
     from attnlab.train.tracking import list_runs
 
@@ -88,9 +91,9 @@ def runs_command(
             table.add_column(headers.get(c, c), no_wrap=True, justify="right" if c in (
                 "test_accuracy", "train_seconds", "params") else "left")
     for r in rows:
-        cells = {**r, "status": "finished" if r["status"] == "FINISHED" else "unfinished",
-                 "started": r["started"][5:]}  # month-day hour:minute
-        table.add_row(*(_fmt(cells.get(c)) for c in columns))
+        # finished, running, killed (its process is gone) or failed
+        cells = {**r, "status": r["status"].lower(), "started": r["started"][5:]}  # month-day hour:minute
+        table.add_row(*(Text(_fmt(cells.get(c))) for c in columns))  # names and programs literally
     # piped output is not squeezed to rich's 80-column default
     Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
 

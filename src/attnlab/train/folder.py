@@ -14,8 +14,10 @@ from pathlib import Path
 
 from attnlab.errors import RunFolderError
 from attnlab.runfiles import read_json
+from attnlab.train.tracking import RUN_FILE
 
 MANIFEST, LOCK = "manifest.json", ".lock"
+NOT_VOUCHED = {MANIFEST, RUN_FILE}  # the manifest itself; the MLflow run id, which a resume rewrites
 
 
 @contextmanager
@@ -54,7 +56,7 @@ def write_manifest(out: Path, *, complete: bool, names: list[str] | None = None)
     folder; an unfinished run's manifest holds what does not change while it trains."""
     paths = [out / n for n in names] if names is not None else sorted(out.iterdir())
     files = {p.name: _sha256(p) for p in paths
-             if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST}
+             if p.is_file() and not p.name.startswith(".") and p.name not in NOT_VOUCHED}
     text = json.dumps({"complete": complete, "sha256": files}, indent=2)
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{MANIFEST}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:

@@ -34,8 +34,7 @@ from attnlab.train.config import Experiment, load_experiment
 from attnlab.train.folder import MANIFEST, clean_leftovers, locked, verify, write_manifest
 from attnlab.train.loaders import loader
 from attnlab.train.module import TaskModule
-
-DEFAULT_TRACKING = "sqlite:///runs/mlflow.db"
+from attnlab.train.tracking import log_params, log_run, mlflow_logger
 
 # Noise a person cannot act on: the run folder holds experiment.yaml on purpose, a
 # deprecation inside Lightning itself, and Lightning's advert for its cloud logger.
@@ -66,7 +65,7 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
             _write_atomically(out / "experiment.yaml", yaml.safe_dump(exp.model_dump(mode="json"),
                                                                       sort_keys=False))
             write_manifest(out, complete=False, names=["experiment.yaml"])  # the rest changes
-        return _train(exp, out, checkpoint, tracking_uri, devices, progress)
+        return _train(exp, out, checkpoint, resume, tracking_uri, devices, progress)
 
 
 def _launched_by_ddp() -> bool:
@@ -137,7 +136,8 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return lines
 
 
-def _train(exp: Experiment, out: Path, checkpoint: Path | None, tracking_uri: str | None,
+def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
+           tracking_uri: str | None,
            devices: int | None, progress: bool) -> dict:
     L.seed_everything(exp.train.seed, workers=True, verbose=False)
     task = task_of(exp.task)
@@ -157,9 +157,9 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, tracking_uri: st
     if cfg.early_stopping:
         es = cfg.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode))
-    logger = _mlflow_logger(exp, tracking_uri)
+    logger = mlflow_logger(exp, tracking_uri, out, resume)
     program = " · ".join(model.programs())  # what runs, from the model: the file's text may differ
-    _log_params(logger, exp, program, task.main_metric)
+    log_params(logger, exp, program, task.main_metric)
     n_devices = devices or cfg.devices
     trainer = L.Trainer(**_validation_cadence(cfg, batches),
         max_epochs=cfg.epochs or -1, max_steps=cfg.steps or -1, accelerator="auto",
@@ -190,7 +190,7 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, tracking_uri: st
         task.save(prepared, out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_manifest(out, complete=True)  # last: it vouches for every file above
-        _log_run(logger, out, metrics)
+        log_run(logger, out, metrics)
     return metrics
 
 
@@ -221,37 +221,6 @@ def _validation_cadence(cfg, batches: int) -> dict:
     updates = cfg.steps * cfg.accumulate  # in batches, the unit val_check_interval counts
     stretches = math.ceil(updates / batches)
     return {"val_check_interval": math.ceil(updates / stretches), "check_val_every_n_epoch": None}
-
-
-def _mlflow_logger(exp: Experiment, tracking_uri: str | None):
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    uri = tracking_uri or DEFAULT_TRACKING
-    artifacts = None
-    if uri.startswith("sqlite:///"):
-        # artifacts beside the database, never in ./mlruns of whatever folder we run from
-        db = Path(uri.removeprefix("sqlite:///"))
-        db.parent.mkdir(parents=True, exist_ok=True)
-        artifacts = str((db.parent / "artifacts").resolve())
-    return MLFlowLogger(experiment_name=exp.name, tracking_uri=uri, artifact_location=artifacts)
-
-
-def _log_params(logger, exp: Experiment, program: str, main_metric: str) -> None:
-    """Every parameter, the programs that run among them: logged before training, so an
-    interrupted run still says what it was."""
-    logger.log_hyperparams({"program": program, "main_metric": main_metric, "seed": exp.train.seed,
-                            "task": exp.task.name,
-                            **{f"task.{k}": v for k, v in exp.task.params.items()},
-                            **{f"model.{k}": v for k, v in exp.model.model_dump().items()},
-                            **{f"train.{k}": v for k, v in exp.train.model_dump().items()}})
-
-
-def _log_run(logger, out: Path, metrics: dict) -> None:
-    """The experiment file and the final metrics; the run is marked finished."""
-    logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-    logger.experiment.log_artifact(logger.run_id, str(out / "experiment.yaml"))
-    logger.experiment.log_artifact(logger.run_id, str(out / "metrics.json"))
-    logger.finalize("FINISHED")
 
 
 def load(out: str | Path) -> torch.nn.Module:
