@@ -19,7 +19,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from attnlab.data import SPLITS
+from attnlab.data import SPLITS, options_carried_over
 from attnlab.errors import ConfigError
 from attnlab.models.base import load_model, save_model
 from attnlab.tasks import task_of
@@ -163,7 +163,8 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
         if task is not None:
             # only the test split is scored: a generator need not make the other two in full
             exp = exp.model_copy(update={"task": exp.task.model_copy(update={
-                "name": task, "train_examples": 1, "val_examples": 1})})
+                "name": task, "params": options_carried_over(exp.task.params, exp.task.name, task),
+                "train_examples": 1, "val_examples": 1})})
             if task_of(exp.task) is not kind:
                 raise ConfigError(f"--task {task} is a {task_of(exp.task).kind} task; the run was "
                                   f"trained on {kind.kind}")
