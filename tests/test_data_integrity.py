@@ -4,13 +4,18 @@ tokenizer cache keys on the texts it learned from, and a wrong `path=` or option
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from attnlab import tasks
@@ -21,6 +26,7 @@ from attnlab.data.encoding import stored_tokenizer
 from attnlab.errors import DataError
 from attnlab.tasks.text import train_tokenizer
 from attnlab.train.config import load_experiment
+from test_datasets import chapter, write_idx, write_ztext
 
 runner = CliRunner()
 REAL_PACKAGE_DIR = base.package_dir
@@ -250,3 +256,87 @@ def test_eval_on_another_task_leaves_the_runs_path_behind(tmp_path):
     with pytest.raises(DataError, match=r"^rotten-tomatoes: the train split has labels outside the classes "
                                         r"ham: fresh, rotten$"):
         evaluate(out, task="rotten-tomatoes")
+
+
+# --- damaged local copies, generated: a list of examples or one DataError, nothing else -----------------
+
+def _compressed(file: Path, data: bytes) -> None:
+    """Write ``data`` to ``file``, compressed as its name says."""
+    pack = {".gz": gzip.compress, ".bz2": bz2.compress}.get(file.suffix, lambda raw: raw)
+    file.write_bytes(pack(data))
+
+
+def _text_file(name: str, content: str):
+    def write(folder: Path) -> Path:
+        _compressed(folder / name, content.encode())
+        return folder / name
+    return write
+
+
+def _vader(folder: Path) -> Path:
+    for file in ("tweets", "movieReviewSnippets", "amazonReviewSnippets", "nytEditorialSnippets"):
+        (folder / f"{file}_GroundTruth.txt").write_text("id\tsentiment\ttext\n1\t2.5\tgood\n2\t-1\tugh\n")
+    return folder
+
+
+def _fashion(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        images = rng.integers(0, 256, (2, 28, 28), dtype=np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.array([3, 9], dtype=np.uint8))
+    return folder
+
+
+def _movielens(folder: Path) -> Path:
+    rows = "".join(f"{user}\t{item}\t3\t{100 * item}\n" for user in (1, 2) for item in (1, 2, 3))
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    (folder / "ml-100k.inter").write_text(header + rows)
+    return folder
+
+
+def _kjv(folder: Path) -> Path:
+    for module in ("engKJV2006eb", "spaRV1909eb"):
+        for testament in ("ot", "nt"):
+            write_ztext(folder / module, testament, ["", "<milestone/>", "<div/>", chapter("Gen.1"),
+                                                     f"{module} one", f"{module} two"])
+    return folder
+
+
+SMALL_COPIES = {
+    "rotten-tomatoes": _text_file("rt.csv.bz2", "category,text,movie_name,has_plot_and_reviews\n"
+                                                "fresh,Loved it,m,True\nrotten,\"Meh, really\",m,True\n"),
+    "sms-spam": _text_file("sms.csv", ",spam,text\n0,0,hello\n1,1,WIN now\n"),
+    "vader-sentiment": _vader,
+    "trec-questions": _text_file("q.txt", "DESC:manner How do I ?\nNUM:date When ?\n"),
+    "digits": _text_file("d.csv.gz", "\n".join(",".join(["3"] * 64 + [label]) for label in "19") + "\n"),
+    "mnist-5k": _text_file("m.csv.gz", "\n".join(",".join(["200"] * 784 + [label]) for label in "07") + "\n"),
+    "fashion-mnist": _fashion,
+    "movielens-100k": _movielens,
+    "kjv-spanish": _kjv,
+}
+DAMAGE = {
+    "truncate": lambda data, at, junk: data[:at],
+    "flip": lambda data, at, junk: data[:at] + bytes([data[at] ^ junk[0]]) + data[at + 1:] if at < len(data)
+    else data + junk,
+    "insert": lambda data, at, junk: data[:at] + junk + data[at:],
+}
+
+
+@settings(max_examples=150, deadline=2000)
+@given(name=st.sampled_from(sorted(SMALL_COPIES)), pick=st.integers(0, 99), at=st.integers(0, 10**6),
+       how=st.sampled_from(sorted(DAMAGE)), junk=st.binary(min_size=1, max_size=6), inside=st.booleans())
+def test_a_damaged_copy_reads_or_is_one_data_error(name, pick, at, how, junk, inside):
+    """Damage one file of a small valid copy, its bytes or (``inside``) its decompressed content."""
+    with tempfile.TemporaryDirectory() as tmp:
+        where = SMALL_COPIES[name](Path(tmp))
+        files = sorted(path for path in Path(tmp).rglob("*") if path.is_file())
+        file = files[pick % len(files)]
+        unpack = {".gz": gzip.decompress, ".bz2": bz2.decompress}.get(file.suffix) if inside else None
+        data = unpack(file.read_bytes()) if unpack else file.read_bytes()
+        damaged = DAMAGE[how](data, at % (len(data) + 1), junk)
+        _compressed(file, damaged) if unpack else file.write_bytes(damaged)
+        try:
+            assert isinstance(read(name, path=where), list)
+        except DataError as err:
+            assert "\n" not in str(err)  # one line
