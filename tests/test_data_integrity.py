@@ -204,6 +204,14 @@ def test_cli_get_keeps_the_old_file_when_the_new_one_is_bad(monkeypatch, tmp_pat
     assert (folder / "digits.csv.gz").read_bytes() == before
 
 
+def test_cli_list_shows_an_altered_set(monkeypatch, tmp_path):
+    folder = installed_copy(monkeypatch, tmp_path, "digits")
+    alter_first_pixel(folder / "digits.csv.gz")
+    result = runner.invoke(app, ["data", "list"])
+    row = next(line for line in result.output.splitlines() if " digits " in line)
+    assert "altered" in row and "attnlab data get digits" in row
+
+
 # --- 4. path=, other tasks' options, the accepted options -------------------------------------------------
 
 @pytest.mark.parametrize("name", ["digits", "sms-spam", "rotten-tomatoes", "trec-questions", "mnist-5k"])

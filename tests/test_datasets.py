@@ -745,7 +745,8 @@ def test_cli_get_checks_every_downloaded_deb_before_extracting(monkeypatch, tmp_
     assert result.exit_code == 2
     assert calls == [["apt-get", "download", *debs]]  # never extracted
     assert all(message in result.output for message in messages)
-    assert not (tmp_path / "cache").exists()
+    # nothing left in the cache: no tree, and no download folder (made beside the tree, for a rename)
+    assert [path.name for path in (tmp_path / "cache").rglob("*")] == ["debian"]
 
 
 def test_cli_get_reports_a_failed_download(monkeypatch, tmp_path):

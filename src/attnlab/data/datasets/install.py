@@ -53,7 +53,9 @@ def install_pip(source: Source, progress: Progress = note) -> None:
 def install_debian(source: DebianSource, progress: Progress = note) -> None:
     """Download the pinned .debs, check each one's sha256, and extract them into one tree in the cache."""
     target = source.roots()[1]
-    with tempfile.TemporaryDirectory() as tmp:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # beside the target, on its filesystem, so that putting the tree in place is a rename, not a copy
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
         command = ["apt-get", "download", *(package.requirement for package in source.packages)]
         progress(f"downloading {source.requirement}: {' '.join(command)}")
         _run(command, cwd=tmp)
@@ -65,10 +67,12 @@ def install_debian(source: DebianSource, progress: Progress = note) -> None:
         for deb in debs:
             _run(["dpkg", "-x", str(deb), str(tree)])
         _require_pins(source, tree / source.folder)
-        # moved into place only once complete, so an interrupted install leaves no half-extracted tree
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(tree, target)
+        # put in place only once complete and checked, by renames: an interrupted install leaves the
+        # old tree or the new one, never half of one
+        old = Path(tmp) / "old"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tree, target)
     progress(f"extracted into {target}")
 
 
