@@ -130,6 +130,11 @@ def test_another_sets_tokenizer_is_not_reused(cache):
     assert stored_tokenizer("sms-spam", {}, 0, 100, ["quokka wombat"] * 5, make).token_to_id("wombat") \
         == other.token_to_id("wombat")
     assert len(made) == 2  # the same texts again: read from the cache
+    ham, quokka = sorted((cache / "tokenizers").glob("*.json"), key=lambda file: "quokka" in file.read_text())
+    shutil.copy(ham, quokka)  # another set's tokenizer put in this one's place
+    again = stored_tokenizer("sms-spam", {}, 0, 100, ["quokka wombat"] * 5, make)
+    assert again.token_to_id("quokka") is not None
+    assert len(made) == 3  # noticed, and made again
 
 
 # --- 3. damaged caches and data files ------------------------------------------------------------------

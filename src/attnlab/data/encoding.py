@@ -34,23 +34,30 @@ def stored_tokenizer(dataset: str, options: dict, seed: int, vocab_size: int, te
     The file is named by what the tokenizer is learned from: a hash of `texts` themselves, with
     `vocab_size`, `seed` and the kind of tokenizer (`make`), so a changed file behind `path=`, other
     options or another data set never reuse a stale vocabulary. `dataset` only names the file for a
-    reader, and `options` (which shape the texts) are covered by the texts' hash. An unreadable file
-    in the cache is trained again and replaced.
+    reader, and `options` (which shape the texts) are covered by the texts' hash. The file's own
+    sha256 is written beside it; an entry that does not match it (damaged, or another file copied
+    over it) is trained again and replaced: it is a cache.
     """
     from tokenizers import Tokenizer
 
     key = tokenizer_key(texts, vocab_size, seed, make)
     path = cache_dir() / "tokenizers" / f"{dataset}-{vocab_size}-{key}.json"
-    if path.exists():
-        try:
-            return Tokenizer.from_file(str(path))
-        except Exception:  # tokenizers raises a bare Exception on a damaged file
-            pass  # a cache: a damaged entry is made again below
+    stamp = path.with_name(path.name + ".sha256")
+    try:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == stamp.read_text().strip():
+            return Tokenizer.from_str(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        pass  # not there yet, or unreadable: made below
     tok = make(texts, vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tok.save(str(partial))
-    os.replace(partial, path)  # two runs training at once never read half a file
+    data = tok.to_str().encode("utf-8")
+    # each file whole or not at all, so two runs training at once never read half of one; the hash
+    # goes last, so a kill between the two leaves an entry that is made again
+    for target, content in ((path, data), (stamp, hashlib.sha256(data).hexdigest().encode())):
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        partial.write_bytes(content)
+        os.replace(partial, target)
     return tok
 
 

@@ -269,13 +269,18 @@ def read(name: str, *, path: str | Path | None = None, **options: Any) -> list[E
     """
     info = dataset(name)
     info.check_options(options, beside=("path",))
+    return _read_with(info.read, info, path, **options)
+
+
+def _read_with(reader: Callable[..., Any], info: DatasetInfo, path: str | Path | None, **options: Any) -> Any:
+    """``reader`` on the set's source (``source_path``), its errors on a damaged file as one DataError."""
     where = source_path(info, path)
     try:
-        return info.read(where, **options)
+        return reader(where, **options)
     except UNREADABLE as err:
         hint = ("is it a whole copy of the data set's source?" if path is not None
-                else f"fetch it again with `attnlab data get {name}`")
-        raise DataError(f"{name}: cannot read '{where}' ({type(err).__name__}: {err}); {hint}") from err
+                else f"fetch it again with `attnlab data get {info.name}`")
+        raise DataError(f"{info.name}: cannot read '{where}' ({type(err).__name__}: {err}); {hint}") from err
 
 
 def source_path(info: DatasetInfo, path: str | Path | None) -> Path:
@@ -374,7 +379,7 @@ def item_titles(name: str, path: str | Path | None = None) -> dict[str, str]:
     """A recommendation set's item id → display name (empty for a set without titles); ``path`` as
     in ``load``."""
     info = dataset(name)
-    return {} if info.titles is None else info.titles(source_path(info, path))
+    return {} if info.titles is None else _read_with(info.titles, info, path)
 
 
 def movielens_titles(path: str | Path | None = None) -> dict[str, str]:
