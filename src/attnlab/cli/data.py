@@ -22,6 +22,7 @@ from attnlab.data.datasets import (
     installed_location,
     item_titles,
 )
+from attnlab.data.datasets.registry import verified_location
 
 data_app = typer.Typer(no_args_is_help=True, help="Real data sets, read from files that packages ship.")
 SHADES = " .:-=+*#%@"  # dark to bright, for drawing an image example in the terminal
@@ -42,12 +43,20 @@ def list_command() -> None:
     table.add_column("source")
     table.add_column("present", no_wrap=True)
     for info in DATASETS.values():
-        present = ("[green]yes[/]" if installed_location(info.source) is not None
-                   else f"[yellow]no[/]: attnlab data get {info.name}")
+        present = presence(info)
         labels = str(len(info.labels)) if info.labels else "—"  # recommendation and translation sets
         table.add_row(info.name, info.kind, f"{info.size:,}", labels, escape(info.summary),
                       escape(info.source.describe()), present)
     table_console().print(table)
+
+
+def presence(info: DatasetInfo) -> str:
+    """Whether the set's source is installed and matches its pins (each file hashed once per version)."""
+    if verified_location(info)[0] is not None:
+        return "[green]yes[/]"
+    if installed_location(info.source) is not None:
+        return f"[red]altered[/]: attnlab data get {info.name}"
+    return f"[yellow]no[/]: attnlab data get {info.name}"
 
 
 @data_app.command("get")

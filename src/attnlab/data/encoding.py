@@ -28,22 +28,48 @@ def pad_rows(rows: list[list[int]], max_len: int) -> torch.LongTensor:
 
 def stored_tokenizer(dataset: str, options: dict, seed: int, vocab_size: int, texts: list[str],
                      make: Callable[[list[str], int], Any]):
-    """The tokenizer `make(texts, vocab_size)` for (dataset, options, seed, vocab_size), trained
-    once and kept on disk (training it again would give the same file; the cache saves the time)."""
+    """The tokenizer `make(texts, vocab_size)`, trained once and kept on disk (training it again
+    would give the same file; the cache saves the time).
+
+    The file is named by what the tokenizer is learned from: a hash of `texts` themselves, with
+    `vocab_size`, `seed` and the kind of tokenizer (`make`), so a changed file behind `path=`, other
+    options or another data set never reuse a stale vocabulary. `dataset` only names the file for a
+    reader, and `options` (which shape the texts) are covered by the texts' hash. The file's own
+    sha256 is written beside it; an entry that does not match it (damaged, or another file copied
+    over it) is trained again and replaced: it is a cache.
+    """
     from tokenizers import Tokenizer
 
-    key = json.dumps({"dataset": dataset, "options": options, "seed": seed, "vocab": vocab_size},
-                     sort_keys=True)
-    name = f"{dataset}-{vocab_size}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
-    path = cache_dir() / "tokenizers" / name
-    if path.exists():
-        return Tokenizer.from_file(str(path))
+    key = tokenizer_key(texts, vocab_size, seed, make)
+    path = cache_dir() / "tokenizers" / f"{dataset}-{vocab_size}-{key}.json"
+    stamp = path.with_name(path.name + ".sha256")
+    try:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == stamp.read_text().strip():
+            return Tokenizer.from_str(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        pass  # not there yet, or unreadable: made below
     tok = make(texts, vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    tok.save(str(partial))
-    os.replace(partial, path)  # two runs training at once never read half a file
+    data = tok.to_str().encode("utf-8")
+    # each file whole or not at all, so two runs training at once never read half of one; the hash
+    # goes last, so a kill between the two leaves an entry that is made again
+    for target, content in ((path, data), (stamp, hashlib.sha256(data).hexdigest().encode())):
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        partial.write_bytes(content)
+        os.replace(partial, target)
     return tok
+
+
+def tokenizer_key(texts: list[str], vocab_size: int, seed: int, make: Callable) -> str:
+    """A hash of everything a learned tokenizer depends on: each text (length-prefixed, so no two
+    lists of texts run together into the same bytes), the vocabulary size, the seed and the trainer."""
+    digest = hashlib.sha256(json.dumps({"vocab": vocab_size, "seed": seed,
+                                        "kind": f"{make.__module__}.{make.__qualname__}"}).encode())
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()[:24]
 
 
 def class_ids(name: str, splits: dict[str, list[Example]]) -> tuple[tuple[str, ...], dict]:
@@ -57,6 +83,8 @@ def label_ids(name: str, split: str, examples: list[Example], names: tuple[str, 
     index = {label: i for i, label in enumerate(names)}
     unseen = {ex["label"] for ex in examples} - set(index)
     if unseen:
-        raise DataError(f"{name}: the {split} split has labels the training split lacks: "
+        # `names` are the training split's labels, or a trained run's classes when it is scored on
+        # another data set: say both sides, so the second case reads as what it is
+        raise DataError(f"{name}: the {split} split has labels outside the classes {', '.join(names)}: "
                         f"{', '.join(sorted(unseen))}")
     return torch.tensor([index[ex["label"]] for ex in examples], dtype=torch.long)

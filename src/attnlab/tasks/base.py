@@ -169,10 +169,11 @@ class Examples:
 def read_examples(exp, **defaults: Any) -> Examples:
     """`exp.task.params` split into the task's own parameters (`defaults` names them and their
     defaults) and the data set's options, and the data set read with those options."""
-    from attnlab.data.datasets import load
+    from attnlab.data.datasets import LOAD_OPTIONS, dataset, load
 
     options = dict(exp.task.params)
     settings = {key: options.pop(key, default) for key, default in defaults.items()}
+    dataset(exp.task.name).check_options(options, beside=(*LOAD_OPTIONS, *defaults))  # lists them all
     return Examples(load(exp.task.name, seed=exp.train.seed, **options), options, settings)
 
 

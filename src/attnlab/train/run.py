@@ -24,7 +24,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping
 
-from attnlab.data import SPLITS
+from attnlab.data import SPLITS, options_carried_over
 from attnlab.errors import ConfigError, RunFolderError, UnsafeFileError
 from attnlab.models.base import load_model, save_model
 from attnlab.runfiles import load_tensors
@@ -137,8 +137,7 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
-           tracking_uri: str | None,
-           devices: int | None, progress: bool) -> dict:
+           tracking_uri: str | None, devices: int | None, progress: bool) -> dict:
     L.seed_everything(exp.train.seed, workers=True, verbose=False)
     task = task_of(exp.task)
     prepared = task.prepare(exp).head({s: exp.task.examples(s) for s in SPLITS})
@@ -246,7 +245,8 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
         if task is not None:
             # only the test split is scored: a generator need not make the other two in full
             exp = exp.model_copy(update={"task": exp.task.model_copy(update={
-                "name": task, "train_examples": 1, "val_examples": 1})})
+                "name": task, "params": options_carried_over(exp.task.params, exp.task.name, task),
+                "train_examples": 1, "val_examples": 1})})
             if task_of(exp.task) is not kind:
                 raise ConfigError(f"--task {task} is a {task_of(exp.task).kind} task; the run was "
                                   f"trained on {kind.kind}")

@@ -14,6 +14,7 @@ from attnlab.data.datasets.base import (
 )
 from attnlab.data.datasets.registry import (
     DATASETS,
+    LOAD_OPTIONS,
     PACKAGES,
     DatasetInfo,
     Fetched,
@@ -24,9 +25,11 @@ from attnlab.data.datasets.registry import (
     item_titles,
     load,
     movielens_titles,
+    options_carried_over,
     read,
 )
 
-__all__ = ["DATASETS", "PACKAGES", "SPLITS", "DatasetInfo", "DebianPackage", "DebianSource", "Example",
-           "Fetched", "Source", "checksum_problems", "count_problems", "dataset", "fetch",
-           "installed_location", "item_titles", "leave_one_out", "load", "movielens_titles", "read", "split"]
+__all__ = ["DATASETS", "LOAD_OPTIONS", "PACKAGES", "SPLITS", "DatasetInfo", "DebianPackage", "DebianSource",
+           "Example", "Fetched", "Source", "checksum_problems", "count_problems", "dataset", "fetch",
+           "installed_location", "item_titles", "leave_one_out", "load", "movielens_titles",
+           "options_carried_over", "read", "split"]

@@ -115,14 +115,31 @@ def package_dir(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def installed_location(source: Source | DebianSource) -> Path | None:
-    """The folder holding all of ``source``'s files in the installed package, or None."""
+def installed_locations(source: Source | DebianSource) -> list[Path]:
+    """Every folder holding all of ``source``'s files, in the order they are looked for."""
     if isinstance(source, DebianSource):
         folders = [root / source.folder for root in source.roots()]
     else:
         root = package_dir(source.module)
         folders = [] if root is None else [root / source.folder]
-    return next((f for f in folders if all((f / name).is_file() for name in source.files)), None)
+    return [f for f in folders if all((f / name).is_file() for name in source.files)]
+
+
+def installed_location(source: Source | DebianSource) -> Path | None:
+    """The folder holding all of ``source``'s files in the installed package, or None."""
+    return next(iter(installed_locations(source)), None)
+
+
+def local_copy(source: Source | DebianSource, path: str | Path, dataset: str) -> Path:
+    """``path`` (a user's copy of the source file, or of the folder holding its files), checked to exist
+    and to be a file where the source is one file; DataError otherwise."""
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise DataError(f"{dataset}: no file or folder at '{given}'")
+    if len(source.files) == 1 and given.is_dir():
+        raise DataError(f"{dataset}: '{given}' is a folder; path= takes a copy of the file "
+                        f"{Path(next(iter(source.files))).name}")
+    return given
 
 
 def location(source: Source | DebianSource, path: str | Path | None, dataset: str) -> Path:
@@ -131,13 +148,15 @@ def location(source: Source | DebianSource, path: str | Path | None, dataset: st
     A missing source raises DataError naming the command that installs it.
     """
     if path is not None:
-        given = Path(path).expanduser()
-        if not given.exists():
-            raise DataError(f"{dataset}: no file or folder at '{given}'")
-        return given
+        return local_copy(source, path, dataset)
     folder = installed_location(source)
     if folder is None:
         raise DataError(missing_message(source, dataset))
+    return read_target(source, folder)
+
+
+def read_target(source: Source | DebianSource, folder: Path) -> Path:
+    """What a reader takes for the installed ``folder``: its one file, or the folder itself."""
     return folder / next(iter(source.files)) if len(source.files) == 1 else folder
 
 
@@ -200,6 +219,17 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def pin_problems(files: Mapping[str, str], folder: Path) -> list[str]:
+    """One line per file of ``files`` (name → pinned sha256) that ``folder`` lacks or holds altered."""
+    problems = []
+    for name, expected in files.items():
+        file = folder / name
+        actual = sha256(file) if file.is_file() else "missing"
+        if actual != expected:
+            problems.append(f"{name}: sha256 {actual}, expected {expected}")
+    return problems
 
 
 def split(examples: list[Example], seed: int) -> dict[str, list[Example]]:

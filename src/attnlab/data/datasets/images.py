@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +71,11 @@ def read_idx(file: Path) -> np.ndarray:
 
 def _numeric_table(file: Path, columns: int) -> np.ndarray:
     """A comma-separated table of whole numbers 0–255, as uint8; DataError if it is not one."""
-    with open_text(file) as f:
+    with open_text(file) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # an empty file: said below, as a DataError
         table = np.loadtxt(f, delimiter=",", ndmin=2)
+    if table.size == 0:
+        raise DataError(f"{file}: no rows")
     if table.shape[1] != columns:
         raise DataError(f"{file}: expected {columns} columns per row, found {table.shape[1]}")
     if not (np.all(table == np.round(table)) and table.min() >= 0 and table.max() <= 255):

