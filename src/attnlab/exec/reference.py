@@ -6,10 +6,12 @@ against; it is also the backend that can return the weights.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from attnlab.exec import normalizers
+from attnlab.exec import hidden, normalizers
 from attnlab.exec.approximations import approximate_weights
 from attnlab.exec.backend import Backend, Call
 from attnlab.exec.scores import compose_mods, compute_scores
@@ -31,6 +33,9 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
     group = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     visible = program.mask.dense(inp) if program.mask is not None else None
+    finite = hidden.all_finite(k, v)
+    if not finite:  # keep NaN and inf out of every product; poison what sees them at the end
+        raw_k, raw_v, k, v = k, v, hidden.clean(k), hidden.clean(v)
 
     if program.approximation is not None:
         weights = approximate_weights(program.approximation, q, k, visible, inp, params)
@@ -45,7 +50,12 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
     if training and program.dropout > 0:
         keep = torch.rand(weights.shape, generator=generator, device=weights.device) >= program.dropout
         used = weights * keep / (1 - program.dropout)
-    return (used @ v).to(in_dtype), weights.to(in_dtype)
+    out = used @ v
+    if not finite:
+        hits = hidden.seen_bad(visible, raw_k, raw_v, q.shape[2])
+        out = hidden.poison(out, hits)
+        weights = torch.where(hits[..., -1:] > 0, math.nan, weights)
+    return out.to(in_dtype), weights.to(in_dtype)
 
 
 def normalize(norm: N.Normalizer, scores: Tensor, visible: Tensor | None, training: bool,
