@@ -103,3 +103,39 @@ def test_junk_call_inputs_give_attnlab_errors_only(program, arg, junk, n, m) -> 
         attention(q, k, v, program, **{arg: junk})
     except AttnlabError as e:
         assert "\n" not in str(e)
+
+
+# -- torch.compile never takes the process down ------------------------------------------------
+
+COMPILE_SCRIPT = """
+import warnings, torch
+from attnlab.nn import Attention
+warnings.simplefilter("ignore")
+for program in ("causal ; entmax(1.5)", "causal ; sparsemax", "topk(3)"):
+    torch.manual_seed(0)
+    m = Attention(16, program, heads=2)
+    x = torch.randn(2, 12, 16)
+    want = torch.autograd.grad(m(x).sum(), m.to_q.weight)[0]
+    torch._dynamo.reset()
+    out = torch.compile(m)(x)
+    got = torch.autograd.grad(out.sum(), m.to_q.weight)[0]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    print("ok", program, flush=True)
+"""
+
+
+@pytest.mark.slow  # three cold compiles: ~30 s of CPU
+def test_compiled_sorting_normalizers_train_without_crashing() -> None:
+    """entmax, sparsemax and topk compiled forward and backward: in a subprocess, so the old
+    abort ("double free or corruption", exit 134) fails this test instead of killing pytest."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.count("ok ") == 3

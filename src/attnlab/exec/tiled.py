@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from attnlab.exec import hidden
 from attnlab.exec.backend import Backend, Call
-from attnlab.exec.reference import normalize
+from attnlab.exec.reference import normalize, reference_attention
 from attnlab.exec.scores import DOT_FORM, affine_factor, compose_mods, dot_form
 from attnlab.lang import normalizers as N
 from attnlab.lang.masks import EMPTY, FULL, MaskInputs
@@ -95,6 +96,14 @@ class TiledBackend(Backend):
             out = self.run(q.float(), k.float(), v.float(), program, inp, bias=bias,
                            params=params, training=training, generator=generator)
             return out.to(q.dtype)
+        if (torch.compiler.is_compiling() and q.device.type == "cpu" and not runs_on_sdpa(program)
+                and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+            # Inductor's CPU code for the backward of these tiles corrupted the heap and took
+            # the process down ("double free or corruption", exit 134) with sorting
+            # normalizers; the reference compiles safely, at the cost of N×M memory.
+            _warn_compile_fallback(program)
+            return reference_attention(q, k, v, program, inp, bias=bias, params=params,
+                                       training=training, generator=generator)[0]
         qd, kd, scale = dot_form(program.score, q, k, params)
         group = h // k.shape[1]
         if group > 1:  # GQA: one kv row per query head keeps the tile gathers uniform
@@ -167,6 +176,12 @@ class TiledBackend(Backend):
         if state.shape[0] == 1 and state.shape[1] > 1 and inp.batch > 1:
             state = state.expand(inp.batch, -1, -1, -1)  # patterns must follow (batch, head) order
         return state
+
+
+def _warn_compile_fallback(program: Program) -> None:
+    warnings.warn(f"attnlab: under torch.compile with gradients, '{program}' runs on the "
+                  "reference backend (tiled's compiled backward is unsafe on CPU); memory grows "
+                  "with N×M", RuntimeWarning, stacklevel=3)
 
 
 def _by_pattern(t: Tensor, patterns: int, rest: int, block: int) -> Tensor:
