@@ -139,3 +139,45 @@ def test_compiled_sorting_normalizers_train_without_crashing() -> None:
                           env=env, timeout=600)
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert done.stdout.count("ok ") == 3
+
+
+# -- memory: estimated before anything N×M is built ---------------------------------------------
+
+
+@pytest.fixture
+def one_gb_free(monkeypatch):
+    """Pretend 1 GB is free, so the checks decide the same on every machine."""
+    from attnlab.exec import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 1 << 30)
+
+
+def long_qkv(n: int = 200_000):
+    return (torch.zeros(1, 1, n, 4) for _ in range(3))
+
+
+def test_reference_at_200k_says_what_it_needs_and_what_to_do(one_gb_free) -> None:
+    import attnlab
+
+    for backend in ("reference", None):  # forced, and as the planner's last resort
+        with pytest.raises(InputError, match=r"needs? ~\d+\.\d GB.*1\.0 GB free.*backend='tiled'"):
+            attention(*long_qkv(), "additive ; causal ; softmax", backend=backend,
+                      params=attnlab.init_params("additive ; causal ; softmax", 1, 4))
+
+
+def test_planner_never_picks_a_reference_that_does_not_fit(one_gb_free) -> None:
+    import attnlab
+
+    q, k, v = long_qkv()
+    assert attnlab.plan("scaled_dot ; causal ; sparsemax", q, k, v).backend == "tiled"
+    plan = attnlab.plan("additive ; causal ; softmax", q, k, v)
+    assert "no backend can run this call here" in plan.why
+
+
+def test_pictures_at_a_huge_seq_say_to_use_a_smaller_one(one_gb_free, tmp_path) -> None:
+    from attnlab.inspect.showcase import Showcase, draw_program
+
+    with pytest.raises(InputError, match="use a smaller --seq"):
+        draw_program("causal", tmp_path / "x.png", seq=200_000)
+    with pytest.raises(InputError, match="use a smaller --seq"):
+        Showcase(seq=200_000)

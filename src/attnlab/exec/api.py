@@ -44,7 +44,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
     `Planner` of one's own instead of attnlab's default one.
     """
     program = parse(program)
-    params = params or {}
+    params = {} if params is None else params
     inp = check_call(q, k, v, program, bias=bias, segments=segments, key_lengths=key_lengths,
                      key_padding_mask=key_padding_mask, graph=graph, params=params)
     if backend is None:
@@ -162,7 +162,7 @@ def _short(value) -> str:
 
 def _check_params(program: Program, params: dict[str, Tensor] | None, heads: int, d: int) -> None:
     shapes = program.parameter_shapes(heads, d)
-    params = params or {}
+    params = {} if params is None else params
     if not isinstance(params, dict):
         raise InputError(f"params= must be a dict of tensors, got {type(params).__name__}")
     for key, value in params.items():
