@@ -179,9 +179,18 @@ class TiledBackend(Backend):
 
 
 def _warn_compile_fallback(program: Program) -> None:
-    warnings.warn(f"attnlab: under torch.compile with gradients, '{program}' runs on the "
+    _compile_note(f"attnlab: under torch.compile with gradients, '{program}' runs on the "
                   "reference backend (tiled's compiled backward is unsafe on CPU); memory grows "
-                  "with N×M", RuntimeWarning, stacklevel=3)
+                  "with N×M")
+
+
+def _compile_note(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+# Dynamo cannot trace warnings.warn; a logging function it may reorder runs after the graph,
+# so the note costs no graph break (frozen plans compile with fullgraph=True).
+torch._dynamo.config.reorderable_logging_functions.add(_compile_note)
 
 
 def _by_pattern(t: Tensor, patterns: int, rest: int, block: int) -> Tensor:
