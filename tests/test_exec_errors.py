@@ -124,7 +124,6 @@ for program in ("causal ; entmax(1.5)", "causal ; sparsemax", "topk(3)"):
 """
 
 
-@pytest.mark.slow  # three cold compiles: ~30 s of CPU
 def test_compiled_sorting_normalizers_train_without_crashing() -> None:
     """entmax, sparsemax and topk compiled forward and backward: in a subprocess, so the old
     abort ("double free or corruption", exit 134) fails this test instead of killing pytest."""
