@@ -21,7 +21,8 @@ from attnlab.lang import Entmax, Layout, LowRank
 from attnlab.lang import approximations as A
 from attnlab.lang import normalizers as N
 from attnlab.lang import scores as S
-from strategies import programs
+from attnlab.lang.masks import MaskInputs
+from strategies import masks, programs
 from test_reference import call_inputs
 
 FAST = [SdpaBackend(), TiledBackend(block=8), TiledBackend(block=5), LinearBackend()]
@@ -216,10 +217,6 @@ def _blocks_by_slicing(dense: torch.Tensor, bq: int, bk: int) -> torch.Tensor:
 def test_block_summary_is_exact_for_any_n_and_m(data, n, m, bq, bk, seed) -> None:
     """Every mask's block summary (what tiled and flex skip by) equals its predicate, N ≠ M
     both ways; call-time segments are given per query and per key, as N > M needs."""
-    from strategies import masks
-
-    from attnlab.lang.masks import MaskInputs
-
     mask = data.draw(masks())
     g = torch.Generator().manual_seed(seed)
     inp = MaskInputs.build(
