@@ -21,7 +21,8 @@ from attnlab.lang import Entmax, Layout, LowRank
 from attnlab.lang import approximations as A
 from attnlab.lang import normalizers as N
 from attnlab.lang import scores as S
-from strategies import programs
+from attnlab.lang.masks import MaskInputs
+from strategies import masks, programs
 from test_reference import call_inputs
 
 FAST = [SdpaBackend(), TiledBackend(block=8), TiledBackend(block=5), LinearBackend()]
@@ -175,3 +176,70 @@ def test_tiled_runs_every_non_approximate_program_the_reference_runs() -> None:
         program = parse(text)
         call = Call(program, 1, 2, 2, 8, 8, 4, 4, torch.float32, torch.device("cpu"), True)
         assert TiledBackend().refuse(call) is None, text
+
+
+# -- more queries than keys (N > M): queries before the first key sit at negative positions ----
+
+
+def test_random_blocks_with_more_queries_than_keys_match_the_reference() -> None:
+    """The issue's repro: the tiled backend was off by 2.3 (or raised IndexError)."""
+    from attnlab import attention
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 1, 17, 8, generator=g)
+    k, v = torch.randn(1, 1, 13, 8, generator=g), torch.randn(1, 1, 13, 8, generator=g)
+    program = "random_blocks(0.3, block=8) ; topk(1)"
+    want = attention(q, k, v, program, backend="reference")
+    torch.testing.assert_close(attention(q, k, v, program), want)
+    torch.testing.assert_close(attention(q, k, v, program, backend="tiled"), want)
+    q = torch.randn(1, 1, 40, 8, generator=g)
+    program = "random_blocks(0.5, block=4) ; softmax"
+    torch.testing.assert_close(attention(q, k, v, program, backend="tiled"),
+                               attention(q, k, v, program, backend="reference"))
+
+
+def _blocks_by_slicing(dense: torch.Tensor, bq: int, bk: int) -> torch.Tensor:
+    from attnlab.lang.masks import EMPTY, FULL, PARTIAL
+
+    b, h, n, m = dense.shape
+    out = torch.empty(b, h, -(-n // bq), -(-m // bk), dtype=torch.int8)
+    for qi in range(out.shape[2]):
+        for ki in range(out.shape[3]):
+            tile = dense[:, :, qi * bq:(qi + 1) * bq, ki * bk:(ki + 1) * bk].flatten(2)
+            out[:, :, qi, ki] = torch.where(tile.all(-1), FULL,
+                                            torch.where(tile.any(-1), PARTIAL, EMPTY))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.integers(1, 40), st.integers(1, 40), st.integers(1, 11), st.integers(1, 11),
+       st.integers(0, 10**6))
+def test_block_summary_is_exact_for_any_n_and_m(data, n, m, bq, bk, seed) -> None:
+    """Every mask's block summary (what tiled and flex skip by) equals its predicate, N ≠ M
+    both ways; call-time segments are given per query and per key, as N > M needs."""
+    mask = data.draw(masks())
+    g = torch.Generator().manual_seed(seed)
+    inp = MaskInputs.build(
+        2, 2, n, m, segments=(torch.randint(0, 2, (2, n), generator=g),
+                              torch.randint(0, 2, (2, m), generator=g)),
+        key_lengths=torch.randint(0, m + 1, (2,), generator=g),
+        graph=torch.rand(2, n, m, generator=g) < 0.4)
+    dense = mask.dense(inp).expand(2, 2, n, m)
+    state = mask.block_summary(inp, (bq, bk)).state.expand(2, 2, -1, -1)
+    assert torch.equal(state, _blocks_by_slicing(dense, bq, bk)), str(mask)
+
+
+@st.composite
+def wide_calls(draw):
+    """Calls with more queries than keys; segments-reading programs need per-query ids."""
+    program, b, h, hk, _, _, d = draw(calls())
+    assume("segments" not in program.requires())
+    m = draw(st.integers(1, 20))
+    return program, b, h, hk, m + draw(st.integers(1, 12)), m, d
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wide_calls(), st.sampled_from(range(len(FAST))), st.integers(0, 10**6))
+def test_backends_agree_with_reference_when_queries_outnumber_keys(call, which, seed) -> None:
+    program, b, h, hk, n, m, d = call
+    compare(program, FAST[which], b, h, hk, n, m, d, seed, torch.float64, 1e-8)

@@ -44,7 +44,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
     `Planner` of one's own instead of attnlab's default one.
     """
     program = parse(program)
-    params = params or {}
+    params = {} if params is None else params
     inp = check_call(q, k, v, program, bias=bias, segments=segments, key_lengths=key_lengths,
                      key_padding_mask=key_padding_mask, graph=graph, params=params)
     if backend is None:
@@ -82,6 +82,11 @@ def check_call(q: Tensor, k: Tensor, v: Tensor, program: Program, *, params, **g
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise InputError(f"{name} must be a 4-d tensor (batch, heads, seq, head_dim), got {shape}")
     (b, h, n, d), (bk, hk, m, dk) = q.shape, k.shape
+    for what, size in (("batch", b), ("heads", h), ("kv heads", hk), ("head_dim", d),
+                       ("value head_dim", v.shape[3])):
+        if size == 0:
+            raise InputError(f"q, k, v have {what} 0 (q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                             f"v {tuple(v.shape)}): every dimension must be at least 1")
     if bk != b or v.shape[0] != b:
         raise InputError(f"q, k, v batch sizes differ: {b}, {bk}, {v.shape[0]}")
     if dk != d:
@@ -101,6 +106,7 @@ def check_call(q: Tensor, k: Tensor, v: Tensor, program: Program, *, params, **g
         if want is not None and want != got:
             raise InputError(f"the program says {field}({want}) but the tensors have {got}")
     _check_inputs(program, given)
+    _check_call_data(given, n, m)
     _check_params(program, params, h, d)
     return MaskInputs.build(b, h, n, m, q.device, **{k_: v_ for k_, v_ in given.items()
                                                       if k_ != "bias"})
@@ -120,9 +126,49 @@ def _check_inputs(program: Program, given: dict) -> None:
             raise InputError(f"{reader} needs {' or '.join(a + '=' for a in args)} at call time")
 
 
+def _check_call_data(given: dict, n: int, m: int) -> None:
+    """Call-time data must be tensors (a pair of them for per-query and per-key segments)."""
+    segments = given.get("segments")
+    if isinstance(segments, tuple | list):
+        if len(segments) != 2:
+            raise InputError(f"segments= as a pair must be (q_segments (batch, {n}), kv_segments "
+                             f"(batch, {m})), got {len(segments)} items")
+        parts = {"segments[0]": segments[0], "segments[1]": segments[1]}
+    else:
+        parts = {"segments": segments}
+        if isinstance(segments, Tensor) and n > m:
+            raise InputError(f"{n} queries but {m} keys: segments (batch, {m}) gives no segment to "
+                             f"the first {n - m} queries; pass segments=(q_segments (batch, {n}), "
+                             f"kv_segments (batch, {m}))")
+    parts.update((name, given.get(name)) for name in ("key_lengths", "key_padding_mask", "graph",
+                                                      "bias"))
+    for name, value in parts.items():
+        if value is not None and not isinstance(value, Tensor):
+            if name == "key_lengths" and _whole_numbers(value):
+                continue  # an int or a list of ints is as clear as a tensor of them
+            raise InputError(f"{name}= must be a torch.Tensor, got {type(value).__name__} "
+                             f"{_short(value)}")
+
+
+def _whole_numbers(value) -> bool:
+    items = value if isinstance(value, list | tuple) else [value]
+    return all(isinstance(x, int) and not isinstance(x, bool) for x in items)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _check_params(program: Program, params: dict[str, Tensor] | None, heads: int, d: int) -> None:
     shapes = program.parameter_shapes(heads, d)
-    params = params or {}
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise InputError(f"params= must be a dict of tensors, got {type(params).__name__}")
+    for key, value in params.items():
+        if not isinstance(value, Tensor):
+            raise InputError(f"params['{key}'] must be a torch.Tensor, got {type(value).__name__} "
+                             f"{_short(value)}")
     missing = [k for k in shapes if k not in params]
     if missing:
         raise InputError(f"program '{program}' has learnable parts; params= lacks "

@@ -16,8 +16,10 @@ import torch
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+from attnlab.exec import hidden
 from attnlab.exec.backend import Backend, Call
 from attnlab.exec.scores import compose_mods, dot_form
+from attnlab.exec.sdpa import SAFE
 from attnlab.lang import scores as S
 from attnlab.lang.masks import FULL, PARTIAL, Mask, MaskInputs, Predicate
 from attnlab.lang.normalizers import Softmax
@@ -102,6 +104,10 @@ class FlexBackend(Backend):
     def run(self, q: Tensor, k: Tensor, v: Tensor, program: Program, inp: MaskInputs, *,
             bias: Tensor | None, params: dict[str, Tensor], training: bool,
             generator: torch.Generator | None) -> Tensor:
+        if not hidden.all_finite(k, v):
+            # the kernel multiplies a hidden NaN by weight 0; tiled keeps it out
+            return SAFE.run(q, k, v, program, inp, bias=bias, params=params, training=training,
+                            generator=generator)
         shapes = (q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3])
         key = KernelKey.of(program, shapes, q.dtype, q.device)
         kernel = self._kernels.get(key)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import InputError
-from attnlab.exec import features
+from attnlab.exec import features, hidden
 from attnlab.exec.backend import Backend, Call
 from attnlab.lang import approximations as A
 from attnlab.lang.masks import And, Causal, Mask, MaskInputs, Padding
@@ -51,6 +51,13 @@ class LinearBackend(Backend):
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):  # exp features want fp32 range, as in reference
             q, k, v = q.float(), k.float(), v.float()
+        # Padding and causal keys hide from some queries: a NaN or inf there must not leak; one
+        # a query sees must show (the empty-row guard in _divide would zero it).
+        finite = hidden.all_finite(k, v)
+        if not finite:
+            hits = _seen_bad(program.mask, inp, k, v, q.shape[2]).repeat_interleave(
+                q.shape[1] // k.shape[1], 1)
+            k, v = hidden.clean(k), hidden.clean(v)
         heads, kv_heads = q.shape[1], k.shape[1]
         # GQA without copying k, v: query head h reads kv head h // group, so group the query heads.
         q = q.unflatten(1, (kv_heads, heads // kv_heads))  # (B, H_kv, G, N, D)
@@ -68,7 +75,22 @@ class LinearBackend(Backend):
             else:
                 out = _divide(phi_q @ (phi_k.transpose(-1, -2) @ v).unsqueeze(2),
                               phi_q @ phi_k.sum(-2)[:, :, None, :, None])
-        return out.flatten(1, 2).to(in_dtype)
+        out = out.flatten(1, 2)
+        return (out if finite else hidden.poison(out, hits)).to(in_dtype)
+
+
+def _seen_bad(mask: Mask, inp: MaskInputs, k: Tensor, v: Tensor, n: int) -> Tensor:
+    """(B, H_kv, N, Dv + 1): non-finite keys / values each query sees through causal and
+    padding, counted from running sums (no N×M matrix)."""
+    parts = _mask_parts(mask)
+    bad = hidden.bad_keys(k, v)  # (B, H_kv, M, Dv + 1)
+    if any(isinstance(p, Padding) for p in parts):
+        bad = bad * inp.key_keep[:, None, :, None].to(bad.dtype)
+    if not any(isinstance(p, Causal) for p in parts):
+        return bad.sum(-2, keepdim=True).expand(-1, -1, n, -1)
+    last = torch.arange(n, device=k.device) + inp.offset  # the last key each query sees
+    seen = bad.cumsum(-2).index_select(-2, last.clamp(min=0, max=inp.m - 1))
+    return torch.where((last >= 0)[:, None], seen, 0)
 
 
 def _mask_parts(mask: Mask | None) -> tuple[Mask, ...]:

@@ -192,6 +192,8 @@ class Planner:
         else:
             name = self._heuristic(call, ok, block_density, self._seen[key] >= 1)
             why = _why(name, call)
+        if name in refused:  # the last resort cannot run it either
+            why = f"no backend can run this call here ({name}: {refused.pop(name)})"
         for other in BACKENDS:
             if other != name and other not in refused:
                 refused[other] = self._passed_over(other, name, call, block_density, times)

@@ -6,10 +6,12 @@ against; it is also the backend that can return the weights.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from attnlab.exec import normalizers
+from attnlab.exec import hidden, memory, normalizers
 from attnlab.exec.approximations import approximate_weights
 from attnlab.exec.backend import Backend, Call
 from attnlab.exec.scores import compose_mods, compute_scores
@@ -24,6 +26,10 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
                         ) -> tuple[Tensor, Tensor]:
     """(output (B, H, N, Dv), weights (B, H, N, M)) with output == dropout(weights) @ v."""
     params = params or {}
+    b, h, n, _ = q.shape
+    memory.require_fit(memory.reference_bytes(b, h, n, k.shape[2], q.dtype), q.device,
+                       f"the reference backend's {n}×{k.shape[2]} scores and weights "
+                       f"(batch {b}, {h} heads)", _ADVICE)
     in_dtype = q.dtype
     if in_dtype in (torch.float16, torch.bfloat16):  # materialised softmax wants fp32 range
         q, k, v = q.float(), k.float(), v.float()
@@ -31,6 +37,9 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
     group = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     visible = program.mask.dense(inp) if program.mask is not None else None
+    finite = hidden.all_finite(k, v)
+    if not finite:  # keep NaN and inf out of every product; poison what sees them at the end
+        raw_k, raw_v, k, v = k, v, hidden.clean(k), hidden.clean(v)
 
     if program.approximation is not None:
         weights = approximate_weights(program.approximation, q, k, visible, inp, params)
@@ -45,7 +54,16 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
     if training and program.dropout > 0:
         keep = torch.rand(weights.shape, generator=generator, device=weights.device) >= program.dropout
         used = weights * keep / (1 - program.dropout)
-    return (used @ v).to(in_dtype), weights.to(in_dtype)
+    out = used @ v
+    if not finite:
+        hits = hidden.seen_bad(visible, raw_k, raw_v, q.shape[2])
+        out = hidden.poison(out, hits)
+        weights = torch.where(hits[..., -1:] > 0, math.nan, weights)
+    return out.to(in_dtype), weights.to(in_dtype)
+
+
+_ADVICE = ("use a shorter sequence or a smaller batch, or backend='tiled' (exact programs with a "
+           "dot-product score; memory grows with N·block) or 'linear' (approximations, O(N))")
 
 
 def normalize(norm: N.Normalizer, scores: Tensor, visible: Tensor | None, training: bool,
@@ -88,6 +106,11 @@ class ReferenceBackend(Backend):
     name = "reference"
 
     def refuse(self, call: Call) -> str | None:
+        need = memory.reference_bytes(call.batch, call.heads, call.n, call.m, call.dtype)
+        free = memory.available_bytes(call.device)
+        if need > memory.SHARE * free:
+            return (f"its {call.n}×{call.m} scores and weights need ~{memory.gb(need)}, "
+                    f"{memory.gb(free)} free: {_ADVICE}")
         return None
 
     def run(self, q, k, v, program, inp, *, bias, params, training, generator):

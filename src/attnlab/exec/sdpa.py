@@ -11,14 +11,17 @@ import math
 import torch
 import torch.nn.functional as F
 
+from attnlab.exec import hidden
 from attnlab.exec.backend import Backend, Call
 from attnlab.exec.reference import index_grid
 from attnlab.exec.scores import DOT_FORM, affine_factor, compose_mods, dot_form
+from attnlab.exec.tiled import TiledBackend
 from attnlab.lang import normalizers as N
 from attnlab.lang.masks import Causal
 
 _CAUSAL = Causal()  # made once: torch.compile cannot trace building a part
 
+SAFE = TiledBackend()  # runs a call whose k or v hold NaN or inf, which SDPA would leak
 DENSE_MASK_LIMIT = 1 << 25  # mask elements worth materialising (128 MiB as float32)
 
 
@@ -47,6 +50,11 @@ class SdpaBackend(Backend):
         return None
 
     def run(self, q, k, v, program, inp, *, bias, params, training, generator):
+        if not hidden.all_finite(k, v):
+            # SDPA multiplies a hidden NaN by weight 0, and its CPU kernels may drop a visible
+            # one; tiled does neither (attnlab.exec.hidden)
+            return SAFE.run(q, k, v, program, inp, bias=bias, params=params, training=training,
+                            generator=generator)
         qd, kd, scale = dot_form(program.score, q, k, params)
         scale *= affine_factor(program.mods)
         mask, is_causal = None, fused_causal(program, inp.n, inp.m)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -19,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from attnlab.exec import hidden
 from attnlab.exec.backend import Backend, Call
-from attnlab.exec.reference import normalize
+from attnlab.exec.reference import normalize, reference_attention
 from attnlab.exec.scores import DOT_FORM, affine_factor, compose_mods, dot_form
 from attnlab.lang import normalizers as N
 from attnlab.lang.masks import EMPTY, FULL, MaskInputs
@@ -94,23 +96,38 @@ class TiledBackend(Backend):
             out = self.run(q.float(), k.float(), v.float(), program, inp, bias=bias,
                            params=params, training=training, generator=generator)
             return out.to(q.dtype)
+        if (torch.compiler.is_compiling() and q.device.type == "cpu" and not runs_on_sdpa(program)
+                and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+            # Inductor's CPU code for the backward of these tiles corrupted the heap and took
+            # the process down ("double free or corruption", exit 134) with sorting
+            # normalizers; the reference compiles safely, at the cost of N×M memory.
+            _warn_compile_fallback(program)
+            return reference_attention(q, k, v, program, inp, bias=bias, params=params,
+                                       training=training, generator=generator)[0]
         qd, kd, scale = dot_form(program.score, q, k, params)
         group = h // k.shape[1]
         if group > 1:  # GQA: one kv row per query head keeps the tile gathers uniform
             kd, v = kd.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+        # A NaN or inf must not leak out of the keys that hide it, and fused SDPA tiles may
+        # drop one a query sees (attnlab.exec.hidden): such calls take the explicit path.
+        finite = hidden.all_finite(kd, v)
+        raw = None if finite else (kd, v)
+        if raw is not None:
+            kd, v = hidden.clean(kd), hidden.clean(v)
         bq, bk = min(self.block, n), min(self.block, inp.m)
         grad = torch.is_grad_enabled() and any(
             t.requires_grad for t in (q, k, v, *params.values()))
         layout = self.layout(program, inp, bq, bk, grad)
         if not layout.parts:  # every key hidden from every query
             # zeros that stay in the graph, so backward() sees every input (with zero grads)
-            anchor = sum(t.sum() for t in (q, k, v, *params.values())) * 0
+            anchor = sum(t.sum() for t in (q, kd, v, *params.values())) * 0
             return q.new_zeros(b, h, n, v.shape[-1]) + anchor
         patterns, rest = b * h // layout.rest, layout.rest
         # One pattern per distinct mask layout, R (batch·head) rows sharing it.
         qr, kr, vr = (_by_pattern(t, patterns, rest, blk) for t, blk in ((qd, bq), (kd, bk), (v, bk)))
         run = _Run(program, inp, bias, params, training, generator, scale, (bq, bk), rest)
-        outputs = [run.tiles(part, qr, kr, vr) for part in layout.parts]
+        raw_r = None if raw is None else tuple(_by_pattern(t, patterns, rest, bk) for t in raw)
+        outputs = [run.tiles(part, qr, kr, vr, raw_r) for part in layout.parts]
         return _assemble(outputs, layout, rest, bq, v.shape[-1], q, n)
 
     def layout(self, program: Program, inp: MaskInputs, bq: int, bk: int,
@@ -159,6 +176,21 @@ class TiledBackend(Backend):
         if state.shape[0] == 1 and state.shape[1] > 1 and inp.batch > 1:
             state = state.expand(inp.batch, -1, -1, -1)  # patterns must follow (batch, head) order
         return state
+
+
+def _warn_compile_fallback(program: Program) -> None:
+    _compile_note(f"attnlab: under torch.compile with gradients, '{program}' runs on the "
+                  "reference backend (tiled's compiled backward is unsafe on CPU); memory grows "
+                  "with N×M")
+
+
+def _compile_note(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+# Dynamo cannot trace warnings.warn; a logging function it may reorder runs after the graph,
+# so the note costs no graph break (frozen plans compile with fullgraph=True).
+torch._dynamo.config.reorderable_logging_functions.add(_compile_note)
 
 
 def _by_pattern(t: Tensor, patterns: int, rest: int, block: int) -> Tensor:
@@ -253,8 +285,10 @@ class _Run:
     block: tuple[int, int]
     rest: int
 
-    def tiles(self, part: _Part, qr: Tensor, kr: Tensor, vr: Tensor) -> Tensor:
-        """Outputs (g, R, bq, Dv) for one part's rows."""
+    def tiles(self, part: _Part, qr: Tensor, kr: Tensor, vr: Tensor,
+              raw: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Outputs (g, R, bq, Dv) for one part's rows; `raw` holds k and v as given when they
+        were cleaned of non-finite values (which then poison only the rows that see them)."""
         bq, _ = self.block
         rows, q_idx, kv_idx, visible = part.rows, part.q_idx, part.kv_idx, part.visible
         kblocks = rows.kblocks.clamp(min=0)  # padding blocks are hidden by the tile mask
@@ -268,7 +302,11 @@ class _Run:
         mods = compose_mods(self.program.mods, self.inp, self.params, self.bias)
         dropout = self.program.dropout if self.training else 0.0
         seeded_dropout = dropout > 0 and self.generator is not None  # SDPA ignores our generator
-        if runs_on_sdpa(self.program) and not seeded_dropout:
+        if raw is not None:
+            bad = hidden.bad_keys(*(_take(t, rows.pattern[:, None], kblocks).transpose(1, 2)
+                                    .flatten(2, 3) for t in raw))
+            seen = bad.sum(-2, keepdim=True) if visible is None else visible.to(bad.dtype) @ bad
+        if runs_on_sdpa(self.program) and not seeded_dropout and raw is None:
             mask = visible
             if mods is not None:  # affine mods: a·s + g, with a folded into the scale
                 g = mods(qt.new_zeros(()), b, h, qpos, kpos)
@@ -280,8 +318,10 @@ class _Run:
         explicit = _Explicit(self, mods, (b, h, qpos, kpos), visible, dropout)
         if torch.is_grad_enabled() and any(t.requires_grad for t in (qt, kt, vt)):
             # Recompute scores in backward instead of keeping them: memory stays with the tiles.
-            return checkpoint(explicit, qt, kt, vt, use_reentrant=False)
-        return explicit(qt, kt, vt)
+            out = checkpoint(explicit, qt, kt, vt, use_reentrant=False)
+        else:
+            out = explicit(qt, kt, vt)
+        return out if raw is None else hidden.poison(out, seen)
 
     def batch_head(self, rows: _Rows) -> tuple[Tensor, Tensor]:
         """(batch, head) index of every (row, R) pair, shaped (g, R, 1, 1)."""

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import ConfigError
-from attnlab.exec import attention, init_params
+from attnlab.exec import attention, init_params, memory
 from attnlab.lang import MaskInputs, Program, parse, zoo
 
 MAX_PANELS = 8
@@ -59,6 +59,19 @@ def mask_inputs(heads: int, seq: int, call_inputs: dict[str, Tensor] | None = No
     """MaskInputs for one batch row of self-attention, with whatever mask data was given."""
     data = {k: v for k, v in (call_inputs or {}).items() if k != "bias"}
     return MaskInputs.build(1, heads, seq, seq, **data)
+
+
+# Per drawn cell: the bool mask, and the float copies the plotting library makes of it.
+PICTURE_BYTES_PER_CELL = 1 + 2 * 4
+
+
+def require_picture_fits(seq: int, weight_heads: int = 0) -> None:
+    """InputError, before anything is built, when a seq × seq picture (with weights of
+    `weight_heads` heads on the reference backend) would not fit in memory."""
+    need = seq * seq * (PICTURE_BYTES_PER_CELL + weight_heads * PICTURE_BYTES_PER_CELL)
+    need += memory.reference_bytes(1, weight_heads, seq, seq, torch.float32)
+    memory.require_fit(need, "cpu", f"drawing {seq}×{seq} positions",
+                       "use a smaller --seq (a picture shows a few thousand positions at most)")
 
 
 def visible_mask(program: Program, inp: MaskInputs) -> Tensor:
@@ -115,6 +128,7 @@ def draw_program(program: Program | str, out: Path, *, seq: int = 64, weights: b
     program = parse(program)
     out = Path(out)
     lay = program.layout.resolve(heads=heads, head_dim=head_dim, default_heads=4, default_head_dim=16)
+    require_picture_fits(seq, lay.heads if weights else 0)
     call_inputs, notes = demo_call_inputs(program, seq, seed)
     visible = visible_mask(program, mask_inputs(lay.heads, seq, call_inputs))
     files = [draw_mask(visible, out, title=wrap_program(str(program), 60))]
@@ -173,6 +187,8 @@ class Showcase:
         for field in ("seq", "weights_seq", "heads", "head_dim", "block"):
             if getattr(self, field) < 1:
                 raise ConfigError(f"Showcase {field} must be ≥ 1, got {getattr(self, field)}")
+        require_picture_fits(self.seq, self.heads)  # it runs and draws every mask at seq
+        require_picture_fits(self.weights_seq, self.heads)
 
     def programs(self) -> dict[str, Program]:
         return {name: zoo[name] for name in self.names}

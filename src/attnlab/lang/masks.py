@@ -488,11 +488,14 @@ class RandomBlocks(Mask):
 
     def _block_state(self, q0, q1, k0, k1, inp):
         dev, off = inp.device, inp.offset
-        rows = torch.arange((inp.n - 1 + off) // self.block + 1, device=dev)
+        # With more queries than keys (N > M) the first queries sit at negative positions, so
+        # tile rows start below 0: index the table from the first row, never wrap around.
+        first = off // self.block
+        rows = torch.arange(first, (inp.n - 1 + off) // self.block + 1, device=dev)
         cols = torch.arange((inp.m - 1) // self.block + 1, device=dev)
         tiles = self.tile_visible(rows[:, None], cols[None, :]).long()
         sums = torch.nn.functional.pad(tiles.cumsum(0).cumsum(1), (1, 0, 1, 0))
-        r0, r1 = (q0 + off) // self.block, (q1 + off) // self.block
+        r0, r1 = (q0 + off) // self.block - first, (q1 + off) // self.block - first
         c0, c1 = k0 // self.block, k1 // self.block
         count = sums[r1 + 1, c1 + 1] - sums[r0, c1 + 1] - sums[r1 + 1, c0] + sums[r0, c0]
         return _state(count == (r1 - r0 + 1) * (c1 - c0 + 1), count == 0)

@@ -152,6 +152,9 @@ def qkv(m: nn.Module, x: Tensor, context: Tensor | None, cache: KVCache | None,
         raise InputError("positions= is read by rotary positions only: build the module with "
                          "rotary=True, or add positions to the inputs instead")
     source = x if context is None else context
+    _check_width("x", x, m.to_q.in_features)
+    if context is not None:
+        _check_width("context", context, m.to_k.in_features)
     q = m._split(m.to_q(x), m.heads)
     k = m._split(m.to_k(source), m.kv_heads)
     v = m._split(m.to_v(source), m.kv_heads)
@@ -162,6 +165,15 @@ def qkv(m: nn.Module, x: Tensor, context: Tensor | None, cache: KVCache | None,
     if cache is not None:
         k, v = cache.update(k, v)
     return q, k, v
+
+
+def _check_width(name: str, t: Tensor, width: int) -> None:
+    """A (batch, seq, width) tensor, or an InputError that names the width the module was built for."""
+    if not isinstance(t, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor (batch, seq, {width}), got {type(t).__name__}")
+    if t.dim() != 3 or t.shape[-1] != width:
+        raise InputError(f"{name} must have shape (batch, seq, {width}), got {tuple(t.shape)}: the "
+                         f"module was built for inputs of width {width}")
 
 
 __all__ = ["Attention", "KVCache", "ProgramParameters"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from attnlab.errors import ConfigError, InputError
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -15,9 +17,9 @@ class Rotary(torch.nn.Module):
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
         if head_dim <= 0 or head_dim % 2:
-            raise ValueError(
-                f"Rotary needs a positive even head_dim (channels are rotated in pairs), "
-                f"got {head_dim}"
+            raise ConfigError(
+                f"rotary=True needs a positive even head_dim (channels are rotated in pairs), "
+                f"got {head_dim}: choose heads so that dim / heads is even"
             )
         self.head_dim = head_dim
         self.base = float(base)
@@ -51,7 +53,7 @@ class Rotary(torch.nn.Module):
     def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
         """Rotate x (B, H, L, head_dim) at positions (L,) or (B, L); default 0 .. L - 1."""
         if x.shape[-1] != self.head_dim:
-            raise ValueError(f"Rotary built for head_dim={self.head_dim}, got {x.shape[-1]}")
+            raise InputError(f"Rotary built for head_dim={self.head_dim}, got {x.shape[-1]}")
         # Angles of long sequences lose their low bits in half precision.
         compute = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
         length = x.shape[-2]
@@ -61,7 +63,7 @@ class Rotary(torch.nn.Module):
             # Explicit positions may be arbitrary (offsets, packing), so compute their angles
             # directly; same formula as the cached table, so the results agree with slicing it.
             if positions.shape[-1] != length or positions.dim() not in (1, 2):
-                raise ValueError(
+                raise InputError(
                     f"positions must have shape (L,) or (B, L) with L={length}, "
                     f"got {tuple(positions.shape)}"
                 )
