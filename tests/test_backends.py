@@ -143,6 +143,9 @@ def calls(draw):
 @given(calls(), st.sampled_from(range(len(FAST))), st.integers(0, 10**6))
 def test_backends_agree_with_reference_float64(call, which, seed) -> None:
     program, b, h, hk, n, m, d = call
+    # a small softcap saturates tanh to exactly c for several keys: top-k of a tie is any of them
+    assume(not (isinstance(program.normalizer, N.TopK) and any(isinstance(mod, S.Softcap)
+                                                               for mod in program.mods)))
     ran = compare(program, FAST[which], b, h, hk, n, m, d, seed, torch.float64, 1e-8)
     event(f"{FAST[which].name}: {'compared' if ran else 'refused'}")
 
