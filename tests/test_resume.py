@@ -190,3 +190,25 @@ def test_resume_refuses_a_changed_experiment_and_says_what_changed(straight, tmp
     with pytest.raises(ConfigError, match=r"task.train_examples: 64 → 128; train.lr: 0.003 → 0.01"):
         attnlab.train.train(changed, out, resume=True, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                             progress=False)
+
+
+def test_a_resume_inside_a_gradient_accumulation_equals_the_straight_run(tmp_path, monkeypatch) -> None:
+    """Accumulating 3 batches a step over 4-batch epochs with a budget of 3 steps validates every
+    3 batches: the checkpoint after the 6th batch falls after 2 of epoch 1's batches, inside an
+    accumulation, so the partial gradient must travel in the checkpoint."""
+    global EXP
+    saved, EXP = EXP, {**EXP, "train": {**EXP["train"], "steps": 3, "accumulate": 3}}
+    try:
+        straight_out = tmp_path / "straight"
+        train(straight_out, f"sqlite:///{tmp_path / 'a.db'}")
+        out = tmp_path / "run"
+        assert train(out, f"sqlite:///{tmp_path / 'b.db'}", stop_at=7, monkeypatch=monkeypatch) is None
+        train(out, f"sqlite:///{tmp_path / 'b.db'}", resume=True)
+    finally:
+        EXP = saved
+    # the budget ends between validations: the last step is validated and checkpointed all the same
+    last = torch.load(straight_out / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 3
+    difference = max_difference(straight_out, out)
+    print(f"interrupted inside an accumulation: max weight difference {difference}")
+    assert difference == 0.0

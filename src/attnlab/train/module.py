@@ -49,17 +49,29 @@ class TaskModule(L.LightningModule):
     def test_step(self, batch, _):
         self._step(batch, "test")
 
+    def on_train_batch_end(self, *_) -> None:
+        # a `steps` budget can end between validations; stopping says "validate now", so the
+        # final weights are scored and checkpointed rather than lost
+        if 0 < self.trainer.max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng"] = rng_state()
+        # a validation can fall inside a gradient accumulation: the partial sum travels too
+        checkpoint["grads"] = {n: p.grad.clone() for n, p in self.named_parameters()
+                               if p.grad is not None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # applied when training starts: restoring the model must not be followed by draws
-        self._rng_to_restore = checkpoint.get("rng")
+        self._to_restore = checkpoint.get("rng"), checkpoint.get("grads", {})
 
     def on_train_start(self) -> None:
-        state, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        (state, grads), self._to_restore = getattr(self, "_to_restore", (None, {})), (None, {})
         if state is not None:
             set_rng_state(state)
+        for name, p in self.named_parameters():
+            if name in grads:
+                p.grad = grads[name].to(p.device)
 
     def configure_optimizers(self):
         decay = [p for n, p in self.named_parameters() if p.dim() >= 2]
