@@ -41,6 +41,12 @@ def assert_ok_or_one_error_line(result, *args) -> None:
         assert_one_error_line(result, *args)
 
 
+@pytest.fixture(autouse=True)
+def _elsewhere(tmp_path_factory, monkeypatch):
+    """Commands that default to ./runs or ./out write into a temporary folder, not the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture
 def no_training(monkeypatch):
     """`train` and `compare` stop where training would begin: these tests check what comes before."""
@@ -218,11 +224,9 @@ def test_eval_and_predict_on_bad_run_folders_never_print_a_traceback(tmp_path_fa
 
 @pytest.mark.xfail(reason="the tracking store is opened by attnlab.train.tracking (helper f-track): a "
                    "file that is not SQLite is a raw DatabaseError there", strict=False)
-@FUZZ
-@given(uri=TEXT | st.sampled_from(["sqlite:///", "sqlite:////nonexistent/x.db", "http://", "file:",
-                                   "bogus://x", "sqlite:///tmp"]))
-def test_runs_with_a_bad_store_never_prints_a_traceback(tmp_path_factory, uri) -> None:
-    not_sqlite = tmp_path_factory.mktemp("store") / "mlflow.db"
-    not_sqlite.write_bytes(b"not a database")
-    for args in (("runs", "--tracking-uri", uri), ("runs", "--tracking-uri", f"sqlite:///{not_sqlite}")):
-        assert_ok_or_one_error_line(invoke(*args), *args)
+@pytest.mark.parametrize("store", ["bogus://x", "sqlite:////nonexistent/folder/x.db", "NOT_SQLITE", "FOLDER"])
+def test_runs_with_a_bad_store_is_one_error_line(tmp_path, store) -> None:
+    (tmp_path / "mlflow.db").write_bytes(b"not a database")
+    uri = {"NOT_SQLITE": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "FOLDER": f"sqlite:///{tmp_path}"}.get(store, store)
+    assert_one_error_line(invoke("runs", "--tracking-uri", uri), "runs", "--tracking-uri", uri)
