@@ -1,6 +1,7 @@
 """The `attnlab` command line: explain and draw programs, browse the zoo, the showcase, the demo, data sets.
 
-attnlab's own errors print as one red `error:` message and exit 2; `--debug` shows the traceback.
+attnlab's own errors and mistakes in the command line itself print as one red `error:` message and
+exit 2; anything else (a bug) as one `error:` line and exit 1; `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 import attnlab
@@ -19,6 +22,7 @@ from attnlab.cli.bench import bench_app
 from attnlab.cli.data import data_app
 from attnlab.cli.program import program_app
 from attnlab.cli.showcase import showcase_command
+from attnlab.cli.text import shown
 from attnlab.cli.train import (
     COMPARE_SETTINGS,
     compare_command,
@@ -31,6 +35,7 @@ from attnlab.errors import AttnlabError
 
 _DEBUG_KEY = "attnlab.debug"
 ERROR_EXIT = 2
+BUG_EXIT = 1
 
 
 def _stdout() -> Console:
@@ -41,27 +46,71 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def report_error(err: AttnlabError) -> None:
-    """`error: <first line>` then the rest (a caret display, say), in red, no traceback."""
+def report_error(err: Exception | str) -> None:
+    """`error: <first line>` then the rest (a caret display, say), in red, no traceback. The
+    message quotes what the person typed, so it is printed literally."""
     first, *rest = str(err).splitlines() or [type(err).__name__]
     console = _stderr()
-    console.print(f"[bold red]error:[/] [red]{escape(first)}[/]", soft_wrap=True)
+    # soft_wrap: a wrapped line would move the caret away from what it points at
+    console.print(Text.assemble(("error:", "bold red"), " ", (shown(first), "red")), soft_wrap=True)
     for line in rest:
-        # soft_wrap: a wrapped line would move the caret away from what it points at
-        console.print(f"[red]{escape(line)}[/]", soft_wrap=True)
+        console.print(Text(shown(line), style="red"), soft_wrap=True)
+
+
+def _usage_error(err: Any) -> typer.Exit:
+    """A mistake in the command line itself (an unknown option, a value out of range) as one
+    `error:` line like any other, with where to find the right usage."""
+    ctx = getattr(err, "ctx", None)
+    hint = f"\nsee: {ctx.command_path} --help" if ctx is not None else ""
+    report_error(err.format_message() + hint)
+    return typer.Exit(ERROR_EXIT)
+
+
+def _failure(ctx: Any, err: Exception) -> typer.Exit:
+    """Anything not attnlab's own error is a bug: still one line, never a traceback, unless
+    --debug (which re-raises)."""
+    if ctx.meta.get(_DEBUG_KEY):
+        raise err
+    if isinstance(err, AttnlabError):
+        report_error(err)
+        return typer.Exit(ERROR_EXIT)
+    report_error(f"attnlab failed unexpectedly ({type(err).__name__}: {err}); this is a bug: "
+                 f"rerun with --debug for the traceback and report it")
+    return typer.Exit(BUG_EXIT)
+
+
+# Ways of ending a command that are not errors (exits, --help, --version, an interrupted
+# prompt), and mistakes in the command line; typer ≥ 0.20 carries its own copy of click.
+_ENDINGS = (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort)
+_COMMAND_LINE_MISTAKES = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+
+
+def _is_ending(err: Exception) -> bool:
+    # showing the help when no arguments are given is a usage "error" by class only
+    return isinstance(err, _ENDINGS) or type(err).__name__ == "NoArgsIsHelpError"
 
 
 class _Group(TyperGroup):
-    """The root command: turns AttnlabError into a message and exit code 2, unless --debug."""
+    """The root command: turns every error into one `error:` line and exit code 2 (1 for a bug),
+    unless --debug."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except _COMMAND_LINE_MISTAKES as err:  # a bad option of the root command itself
+            if _is_ending(err):
+                raise
+            raise _usage_error(err) from None
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except AttnlabError as err:
-            if ctx.meta.get(_DEBUG_KEY):
+        except Exception as err:  # the one place every failure is reported
+            if _is_ending(err):
                 raise
-            report_error(err)
-            raise typer.Exit(ERROR_EXIT) from None
+            if isinstance(err, _COMMAND_LINE_MISTAKES):
+                raise _usage_error(err) from None
+            raise _failure(ctx, err) from None
 
 
 app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,

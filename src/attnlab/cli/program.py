@@ -10,8 +10,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
+from attnlab.cli.text import literal
 from attnlab.inspect.explain import CALL_ARGS, Explanation, explain_program, part_doc
 from attnlab.inspect.showcase import draw_program
 from attnlab.lang import And, Mask, Not, Or, Program
@@ -68,7 +70,7 @@ def show_command(
     if weights and drawing.kv_heads > drawing.groups_drawn:
         console.print(f"showing the first {drawing.groups_drawn} of {drawing.kv_heads} head groups")
     for path in drawing.files:
-        console.print(f"wrote {escape(str(path))}", soft_wrap=True)
+        console.print(Text("wrote ").append(literal(str(path))), soft_wrap=True)
 
 
 # -- rendering ------------------------------------------------------------------------------------

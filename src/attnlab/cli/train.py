@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from attnlab.cli.text import literal
+from attnlab.errors import ConfigError
 
 
 def train_command(
@@ -26,6 +30,8 @@ def train_command(
     from attnlab.train import load_experiment, train
 
     exp = load_experiment(experiment, set_ or [])
+    out = out or Path("runs") / exp.name
+    check_writable(out)
     metrics = train(exp, out, resume=resume, tracking_uri=tracking_uri, devices=devices)
     Console(highlight=False).print_json(json.dumps(metrics))
 
@@ -57,8 +63,9 @@ def predict_command(
     model = load(out)
     console = Console(highlight=False)
     exp = load_experiment(out / "experiment.yaml")
-    task_of(exp.task).print_predictions(model, inputs, exp, lambda text: console.print(text, soft_wrap=True),
-                                        k=k)
+    # the inputs, labels and titles are the user's and the data's: printed as written
+    task_of(exp.task).print_predictions(
+        model, inputs, exp, lambda text: console.print(literal(text), soft_wrap=True), k=k)
 
 
 def runs_command(
@@ -118,7 +125,20 @@ def compare_command(
     texts = list(ctx.args)
     if not programs or not texts:
         raise InputError('give the programs to compare: --programs "causal" "causal & window(8)"')
+    check_writable(out)
     compare(experiment, texts, out, overrides=set_ or [], console=Console(highlight=False))
+
+
+def check_writable(folder: Path) -> None:
+    """Make `folder` and write a file in it now, so that a bad --out is one line before any
+    data is read or a minute is trained."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise ConfigError(f"--out {folder}: cannot write there ({getattr(e, 'strerror', None) or e}); "
+                          "give a folder you can write") from None
 
 
 def _fmt(value) -> str:

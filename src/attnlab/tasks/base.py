@@ -67,6 +67,11 @@ class Task:
     models: ClassVar[tuple[str, ...]]  # model kinds that fit (`model.kind`); the first is the default
     main_metric: ClassVar[str] = "test_accuracy"  # what compare and runs show a run by
     monitor: ClassVar[str] = "val_accuracy"  # the validation score that picks the best checkpoint
+    scores: ClassVar[tuple[str, ...]] = ()  # the extra scores its Step carries on validation
+
+    def validation_metrics(self) -> tuple[str, ...]:
+        """What validation logs: the names early stopping and the best checkpoint may watch."""
+        return ("val_loss", "val_accuracy", *(f"val_{name}" for name in self.scores))
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -173,6 +178,10 @@ def read_examples(exp, **defaults: Any) -> Examples:
 
     options = dict(exp.task.params)
     settings = {key: options.pop(key, default) for key, default in defaults.items()}
+    for key, value in settings.items():  # every task setting is a count: a length, a vocabulary
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
+            raise ConfigError(f"task.params.{key}: a whole number from 1 (default {defaults[key]}), "
+                              f"got {value!r:.60}")
     dataset(exp.task.name).check_options(options, beside=(*LOAD_OPTIONS, *defaults))  # lists them all
     return Examples(load(exp.task.name, seed=exp.train.seed, **options), options, settings)
 

@@ -81,6 +81,7 @@ class Recommendation(Task):
     models = ("recommender",)
     main_metric = "test_ndcg10"
     monitor = "val_ndcg10"
+    scores = ("hr10", "ndcg10")
 
     def prepare(self, exp, encoders: ItemIndex | None = None) -> Prepared:
         t, seed = exp.task, exp.train.seed

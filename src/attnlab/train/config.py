@@ -4,6 +4,9 @@ how to train. Validated by pydantic; every mistake becomes a ConfigError that na
 from __future__ import annotations
 
 import copy
+import math
+import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +18,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -32,16 +36,17 @@ def _parse_programs(value: Any) -> Any:
         return parse(value)
     if not isinstance(value, list | tuple):
         raise ProgramError(f"expected a program, a list of one per layer, or head groups "
-                           f"[[program, heads], ...], got {value!r}")
+                           f"[[program, heads], ...], got {short(value)}")
     return [_parse_programs(v) if isinstance(v, str | Program) else
-            [(parse(g[0]), g[1]) for g in _groups(v)] for v in value]
+            [(_parse_programs(g[0]), g[1]) for g in _groups(v)] for v in value]
 
 
 def _groups(value: Any) -> list:
     if not isinstance(value, list | tuple) or not all(
-            isinstance(g, list | tuple) and len(g) == 2 and isinstance(g[1], int) for g in value):
-        raise ProgramError(f"a layer's entry is a program or head groups [[program, heads], ...], "
-                           f"got {value!r}")
+            isinstance(g, list | tuple) and len(g) == 2 and isinstance(g[0], str | Program)
+            and isinstance(g[1], int) and not isinstance(g[1], bool) and g[1] >= 1 for g in value):
+        raise ProgramError(f"a layer's entry is a program or head groups [[program, heads], ...] "
+                           f"with heads ≥ 1, got {short(value)}")
     return list(value)
 
 
@@ -59,22 +64,42 @@ def _texts(value: Any) -> Any:
 Programs = Annotated[Any, BeforeValidator(_parse_programs), PlainSerializer(_texts)]
 
 
+def _not_bool(value: Any) -> Any:
+    # YAML's `yes`/`true` would otherwise count as 1: a switch written where a number belongs
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+# Numbers: never a boolean; floats are finite (the models forbid inf and nan), every field has a range.
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Real = Annotated[float, BeforeValidator(_not_bool)]
+MANY = 10**9  # examples, steps: more than any run here will take
+WIDE = 2**16  # widths, heads, layers, lengths, batches: far beyond what fits in memory
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+SEED_LIMIT = 2**32  # numpy and Lightning seed with 32 bits
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
 
 
 class TaskConfig(_Strict):
     """Which generated task or data set, its parameters, and how many examples per split."""
 
-    name: str
-    kind: str | None = None  # the task kind (attnlab.tasks); default: the data set's or generator's
+    name: str = Field(min_length=1)
+    kind: str | None = Field(None, min_length=1)  # the task kind (attnlab.tasks); default: the
+    # data set's or generator's
     params: dict[str, Any] = Field(default_factory=dict)
     # generated tasks: how many to generate (default 10,000 / 1,000 / 1,000); real data sets:
     # the whole split unless a number caps it
-    train_examples: int | None = Field(None, ge=1)
-    val_examples: int | None = Field(None, ge=1)
-    test_examples: int | None = Field(None, ge=1)
-    positive: str | None = None  # classification: the class whose F1 is reported (test_f1)
+    train_examples: Int | None = Field(None, ge=1, le=MANY)
+    val_examples: Int | None = Field(None, ge=1, le=MANY)
+    test_examples: Int | None = Field(None, ge=1, le=MANY)
+    positive: str | None = Field(None, min_length=1)  # classification: the class whose F1 is
+    # reported (test_f1)
 
     def examples(self, split: str) -> int | None:
         """How many examples of `split` (train, validation, test) to use; None: the default."""
@@ -86,47 +111,69 @@ class ModelConfig(_Strict):
     """Model size and shape; `kind` defaults to what the task needs."""
 
     kind: Literal["decoder_lm", "encoder_classifier", "vit", "seq2seq", "recommender"] | None = None
-    d_model: int = Field(64, ge=1)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    kv_heads: int | None = Field(None, ge=1)
+    d_model: Int = Field(64, ge=1, le=WIDE)
+    layers: Int = Field(2, ge=1, le=1024)
+    heads: Int = Field(4, ge=1, le=WIDE)
+    kv_heads: Int | None = Field(None, ge=1, le=WIDE)
     positions: Literal["learned", "sinusoidal", "rotary", "none"] = "learned"
-    max_len: int | None = Field(None, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    max_len: Int | None = Field(None, ge=1, le=2**24)
+    dropout: Real = Field(0.0, ge=0, lt=1)
     pooling: Literal["mean", "cls", "first"] = "mean"
-    patch_size: int = Field(4, ge=1)  # ViT: image patches of patch_size × patch_size pixels
+    patch_size: Int = Field(4, ge=1, le=WIDE)  # ViT: image patches of patch_size × patch_size pixels
 
 
 class DecodeConfig(_Strict):
     """How a translation run decodes its test split (and `predict`)."""
 
-    beam_size: int = Field(4, ge=1)  # 1 is greedy
-    length_penalty: float = Field(1.0, ge=0)
-    max_len: int | None = Field(None, ge=1)  # new tokens at most; default the task's max_len
+    beam_size: Int = Field(4, ge=1, le=1024)  # 1 is greedy
+    length_penalty: Real = Field(1.0, ge=0, le=100)
+    max_len: Int | None = Field(None, ge=1, le=2**24)  # new tokens at most; default the task's max_len
 
 
 class EarlyStopping(_Strict):
+    """Stop when `monitor` (a validation metric the task logs) has not improved for `patience`
+    validations; `mode` defaults to min for a loss, max for a score."""
+
     monitor: str = "val_accuracy"
-    patience: int = Field(3, ge=1)
-    mode: Literal["max", "min"] = "max"
+    patience: Int = Field(3, ge=1, le=MANY)
+    mode: Literal["max", "min"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "mode" not in data:
+            return {**data, "mode": "min" if _is_loss(data.get("monitor", "")) else "max"}
+        return data
+
+    @model_validator(mode="after")
+    def _mode_fits_monitor(self) -> EarlyStopping:
+        wanted = "min" if _is_loss(self.monitor) else "max"
+        if self.mode != wanted:  # the other way round stops at the first validation
+            raise ValueError(f"{self.monitor} {'falls' if wanted == 'min' else 'rises'} as the "
+                             f"model improves: give mode: {wanted} (or leave mode out)")
+        return self
+
+
+def _is_loss(monitor: Any) -> bool:
+    return isinstance(monitor, str) and monitor.endswith("loss")
 
 
 class TrainConfig(_Strict):
     """How to optimise: budget, batch, learning rate and schedule, regularisation, seed."""
 
-    epochs: int | None = Field(None, ge=1)
-    steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    epochs: Int | None = Field(None, ge=1, le=MANY)
+    steps: Int | None = Field(None, ge=1, le=MANY)
+    batch_size: Int = Field(64, ge=1, le=WIDE)
+    lr: Real = Field(1e-3, gt=0, le=10)
     schedule: Literal["constant", "cosine", "linear"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: Int = Field(0, ge=0, le=MANY)
+    weight_decay: Real = Field(0.1, ge=0, le=10)
     precision: Literal["32", "bf16"] = "32"
-    accumulate: int = Field(1, ge=1)
-    clip: float | None = Field(1.0, gt=0)
+    accumulate: Int = Field(1, ge=1, le=WIDE)
+    clip: Real | None = Field(1.0, gt=0, le=1e6)
     early_stopping: EarlyStopping | None = None
-    seed: int = 0
-    devices: int = Field(1, ge=1)
+    seed: Int = Field(0, ge=0, lt=SEED_LIMIT)
+    devices: Int = Field(1, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _budget(self) -> TrainConfig:
@@ -138,7 +185,7 @@ class TrainConfig(_Strict):
 class Experiment(_Strict):
     """The whole experiment file."""
 
-    name: str
+    name: str  # the run's folder is runs/NAME: a plain name, never a path
     task: TaskConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     attention: Programs = Field("scaled_dot ; softmax", validate_default=True)
@@ -149,40 +196,157 @@ class Experiment(_Strict):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     train: TrainConfig
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not RUN_NAME.fullmatch(name):
+            raise ValueError(f"{short(name)} is not a run name: it names the folder runs/NAME, so "
+                             "it is letters, digits, '-', '_' and '.' (up to 128, starting with a "
+                             "letter or digit), never a path")
+        return name
+
+
+# An experiment is a few hundred bytes; these bounds keep a hostile file (a YAML alias bomb, a
+# list nested ten thousand deep, /dev/zero) from taking the time or memory of a whole machine.
+MAX_FILE_BYTES = 1_000_000
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+
 
 def load_experiment(source: str | Path | dict, overrides: list[str] = ()) -> Experiment:
     """An Experiment from a YAML file (or dict), with `key.path=value` overrides applied."""
-    if isinstance(source, dict):
-        data = source
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"no experiment file at {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    data = _read(source) if isinstance(source, str | Path) else source
+    if not isinstance(data, dict):
+        raise ConfigError(f"an experiment is a YAML mapping (name:, task:, train:, …), got "
+                          f"{_kind(data)}")
+    _check_size(data, "the experiment")
     data = copy.deepcopy(data)
     for item in overrides:
         apply_override(data, item)
     try:
-        return Experiment.model_validate(data)
+        exp = Experiment.model_validate(data)
     except ValidationError as e:
         raise ConfigError(explain_validation(e)) from None
+    check_task(exp)
+    return exp
+
+
+def _read(source: str | Path) -> Any:
+    """The YAML document of an experiment file; every way a file can be wrong is a ConfigError."""
+    path = Path(source)
+    try:
+        problem = (f"no experiment file at {path}" if not path.exists() else
+                   f"{path} is a folder; give an experiment YAML file" if path.is_dir() else
+                   # a FIFO or a device would be read forever
+                   f"{path} is not a regular file; give an experiment YAML file"
+                   if not path.is_file() else
+                   f"{path} is over {MAX_FILE_BYTES:,} bytes: not an experiment file"
+                   if path.stat().st_size > MAX_FILE_BYTES else None)
+        raw = None if problem else path.read_bytes()
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise ConfigError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if problem:
+        raise ConfigError(problem)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    return _yaml(text, str(path))
+
+
+def _yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)  # PyYAML's own message spans lines
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{where} is not valid YAML: {getattr(e, 'problem', None) or e}{at}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply") from None
+
+
+def _check_size(data: Any, what: str) -> None:
+    """Refuse documents past MAX_NODES values (aliases counted each time they are used) or
+    MAX_DEPTH levels, walking without recursion."""
+    stack, nodes = [(data, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise ConfigError(f"{what} holds over {MAX_NODES:,} values: not an experiment")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{what} is nested over {MAX_DEPTH} levels deep: not an experiment")
+        children = (list(node.keys()) + list(node.values()) if isinstance(node, dict) else
+                    node if isinstance(node, list | tuple) else ())
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _kind(value: Any) -> str:
+    return "an empty file" if value is None else f"a {type(value).__name__}: {short(value)}"
+
+
+def short(value: Any) -> str:
+    """repr(value) cut to a line: messages quote what was given, never a megabyte of it."""
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict = 3, 60, 60, 6, 6
+
+
+def check_task(exp: Experiment) -> None:
+    """What only the task knows, checked before anything is written or trained: that it exists,
+    its generator's parameter types, and that early stopping watches a metric it logs (a wrong
+    name would otherwise fail after a whole epoch)."""
+    from attnlab.data import GENERATORS  # data and tasks import train's metrics: import here
+    from attnlab.tasks import task_of
+
+    task = task_of(exp.task)
+    generator = GENERATORS.get(exp.task.name) if exp.task.kind in (None, task.kind) else None
+    for key, value in exp.task.params.items() if generator else ():
+        default = generator.params.get(key)  # an unknown key: `make` names the ones it takes
+        allowed = _SAME_KIND.get(type(default))
+        if allowed and not _fits(value, allowed, default):
+            raise ConfigError(f"task.params.{key}: {exp.task.name} takes {_KIND_NAMES[allowed]} "
+                              f"here (default {default!r}), got {short(value)}")
+    es = exp.train.early_stopping
+    logged = task.validation_metrics()
+    if es is not None and es.monitor not in logged:
+        raise ConfigError(f"train.early_stopping.monitor: {exp.task.name} logs "
+                          f"{', '.join(logged)} on validation, not {short(es.monitor)}"
+                          f"{did_you_mean(es.monitor, logged)}")
+
+
+# A generator's parameter takes values of its default's kind (an int where 8192 is, a bool for
+# a switch); a default of another type (None, say) takes anything.
+def _fits(value: Any, allowed: tuple[type, ...], default: Any) -> bool:
+    if not isinstance(value, allowed) or isinstance(value, bool) != isinstance(default, bool):
+        return False
+    return not isinstance(value, int | float) or isinstance(value, bool) or (
+        math.isfinite(value) and abs(value) < 2**31)
+
+
+_SAME_KIND = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+_KIND_NAMES = {(bool,): "true or false", (int,): "an integer below 2**31",
+               (int, float): "a finite number below 2**31",
+               (str,): "text"}
 
 
 def apply_override(data: dict, item: str) -> None:
     """`train.lr=3e-4` sets data['train']['lr'] (the value read as YAML: numbers, lists, …)."""
     if "=" not in item:
-        raise ConfigError(f"--set takes key.path=value, got {item!r}")
+        raise ConfigError(f"--set takes key.path=value, got {short(item)}")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {short(key)}: a key is names joined by '.', like train.lr")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: '{part}' is not a section")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = _yaml(raw, f"--set {key}: the value") if raw.strip() else ""
+    _check_size(value, f"--set {key}")
     node[parts[-1]] = value
 
 
@@ -190,11 +354,11 @@ def explain_validation(error: ValidationError) -> str:
     """pydantic's errors as lines a person can act on, with the nearest valid key."""
     lines = []
     for err in error.errors():
-        path = ".".join(str(p) for p in err["loc"])
+        path = _cut(".".join(str(p) for p in err["loc"]))
         if err["type"] == "extra_forbidden":
             parent = _model_at(err["loc"][:-1])
             known = list(parent.model_fields) if parent else []
-            hint = did_you_mean(str(err["loc"][-1]), known)
+            hint = did_you_mean(_cut(str(err["loc"][-1])), known)
             lines.append(f"unknown key '{path}'{hint}" + (f" (keys: {', '.join(known)})"
                                                           if not hint and known else ""))
         elif err["type"] == "missing":
@@ -203,6 +367,10 @@ def explain_validation(error: ValidationError) -> str:
             message = err["msg"].removeprefix("Value error, ")
             lines.append(f"{path}: {message}" if path else message)
     return "experiment: " + "\n  ".join(lines)
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
