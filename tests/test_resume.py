@@ -154,8 +154,7 @@ KILLER = textwrap.dedent("""
     app(["train", experiment, "--out", out, "--tracking-uri", tracking], standalone_mode=False)
 """)
 
-KILL_POINTS = [pytest.param("start", marks=pytest.mark.slow), pytest.param("store", marks=pytest.mark.slow),
-               pytest.param("mid-epoch", marks=pytest.mark.slow), "save"]
+KILL_POINTS = ["start", "store", "mid-epoch", "save"]  # ~10 s each: all in the default suite
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
