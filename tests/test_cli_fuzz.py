@@ -226,3 +226,11 @@ def test_runs_with_a_bad_store_is_one_error_line(tmp_path, store) -> None:
     uri = {"NOT_SQLITE": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "FOLDER": f"sqlite:///{tmp_path}"}.get(store, store)
     assert_one_error_line(invoke("runs", "--tracking-uri", uri), "runs", "--tracking-uri", uri)
+
+
+def test_compare_prints_an_out_path_with_brackets_literally(tmp_path, no_training) -> None:
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(EXPERIMENT))
+    out = tmp_path / "a [/x] b"
+    result = invoke("compare", tmp_path / "exp.yaml", "--out", out, "--programs", "causal")
+    assert result.exit_code == 0, result.output
+    assert "a [/x]" in result.output  # shown, not read as a closing tag

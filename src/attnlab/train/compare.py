@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from attnlab.lang.program import parse
@@ -25,7 +26,7 @@ def compare(experiment: str | Path | dict, programs: list[str], out: str | Path,
     rows = []
     for i, text in enumerate(programs, 1):
         canonical = str(parse(text))
-        console.print(f"[bold]({i}/{len(programs)})[/] {canonical}")
+        console.print(f"[bold]({i}/{len(programs)})[/] {escape(canonical)}")
         exp = load_experiment(experiment, [*overrides, f"attention={json.dumps(text)}"])
         metrics = train(exp, out / _slug(canonical), tracking_uri=tracking_uri)
         rows.append({**metrics, "program": canonical})
@@ -33,7 +34,8 @@ def compare(experiment: str | Path | dict, programs: list[str], out: str | Path,
     name, label = main_metric(rows[0])
     chart = bar_chart(rows, out / "compare.png", title=f"{exp.name}: {label}", metric=name)
     (out / "compare.json").write_text(json.dumps(rows, indent=2))
-    console.print(f"wrote {chart} and {out / 'compare.json'}")
+    # the paths are the user's: a '[' in them is text, not markup
+    console.print(f"wrote {escape(str(chart))} and {escape(str(out / 'compare.json'))}")
     return rows
 
 
