@@ -11,11 +11,12 @@ from attnlab.errors import (
 )
 from attnlab.exec import Plan, Planner, attention, explain, freeze, init_params, plan
 from attnlab.lang import Program, parse, zoo
+from attnlab.nn.recorder import record
 
 __version__ = "0.1.0"
 __all__ = ["AttnlabError", "ConfigError", "DataError", "InputError", "Plan", "Planner", "Program",
            "ProgramError", "RunFolderError", "attention", "data", "explain", "freeze", "init_params",
-           "load", "models", "nn", "parse", "plan", "tasks", "zoo"]
+           "load", "models", "nn", "parse", "plan", "record", "tasks", "zoo"]
 
 
 def __getattr__(name: str):

@@ -17,6 +17,7 @@ from attnlab.errors import InputError
 from attnlab.exec import attention, init_params
 from attnlab.lang.program import Program, parse
 from attnlab.nn.causality import Causality
+from attnlab.nn.recorder import kept
 from attnlab.nn.rotary import Rotary
 
 
@@ -76,6 +77,8 @@ class Attention(nn.Module):
     comparison once that length is proven.
     """
 
+    recorder = None  # set by attnlab.record while it listens
+
     def __init__(self, dim: int, program: Program | str = "scaled_dot ; softmax", *,
                  heads: int | None = None, kv_heads: int | None = None, kv_dim: int | None = None,
                  rotary: bool = False, bias: bool = True, causal_for: str | None = None) -> None:
@@ -112,9 +115,14 @@ class Attention(nn.Module):
         q, k, v = qkv(self, x, context, cache, positions)
         if self.causality is not None:
             self.causality.check(k.shape[-2])
+        params = self.program_params.as_params()
+        if self.recorder is not None:
+            self.recorder.keep(self, [kept(self.program, q, k, params, bias=bias, segments=segments,
+                                           key_lengths=key_lengths,
+                                           key_padding_mask=key_padding_mask, graph=graph)])
         out = attention(q, k, v, self.program, bias=bias, segments=segments,
                         key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
-                        params=self.program_params.as_params(), return_weights=return_weights,
+                        params=params, return_weights=return_weights,
                         backend=backend or (self.frozen[0] if self.frozen else None),
                         training=self.training)
         out, weights = out if return_weights else (out, None)

@@ -16,6 +16,7 @@ from attnlab.lang.masks import Padding
 from attnlab.lang.program import Program, parse
 from attnlab.nn.attention import Attention, KVCache, ProgramParameters, qkv
 from attnlab.nn.causality import Causality, require_causal
+from attnlab.nn.recorder import kept
 from attnlab.nn.rotary import Rotary
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
@@ -70,6 +71,7 @@ class MixedAttention(nn.Module):
     """
 
     _split = Attention._split
+    recorder = None  # set by attnlab.record while it listens
 
     def __init__(self, dim: int, groups: Sequence[tuple[Program | str, int]], *,
                  kv_dim: int | None = None, rotary: bool = False, bias: bool = True,
@@ -115,13 +117,16 @@ class MixedAttention(nn.Module):
             raise InputError("rotary=True needs self-attention: queries and keys must share one "
                              "position axis")
         q, k, v = qkv(self, x, context, cache, positions)
-        outs, weights, start = [], [], 0
+        outs, weights, calls, start = [], [], [], 0
         for i, (program, h, params, causality) in enumerate(zip(
                 self.programs, self.group_heads, self.program_params, self.causalities, strict=True)):
             heads = slice(start, start + h)
             start += h
             if causality is not None:
                 causality.check(k.shape[-2])
+            if self.recorder is not None:
+                calls.append(kept(program, q[:, heads], k[:, heads], params.as_params(),
+                                  key_padding_mask=key_padding_mask))
             out = attention(q[:, heads], k[:, heads], v[:, heads], program,
                             key_padding_mask=key_padding_mask, return_weights=return_weights,
                             params=params.as_params(), training=self.training,
@@ -129,6 +134,8 @@ class MixedAttention(nn.Module):
             out, w = out if return_weights else (out, None)
             outs.append(out)
             weights.append(w)
+        if self.recorder is not None:
+            self.recorder.keep(self, calls)
         out = self.to_out(torch.cat(outs, dim=1).transpose(1, 2).flatten(2))
         return (out, torch.cat(weights, dim=1)) if return_weights else out
 

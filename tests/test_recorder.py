@@ -1,0 +1,118 @@
+"""The recorder keeps q, k, the program, its inputs and parameters of each attention call, and
+recomputes the weights of the fused run: they equal the reference backend's, and weights @ v
+gives back the output the fast backend computed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from torch import Tensor
+
+import attnlab
+from attnlab.errors import AttnlabError, InputError
+from attnlab.lang import Layout, LowRank
+from attnlab.models.decoder_lm import DecoderLM, DecoderLMConfig
+from attnlab.nn import Attention, KVCache, MixedAttention
+from strategies import programs
+from test_hidden_keys import call_data
+
+BACKENDS = [None, "sdpa", "tiled", "linear"]  # None: the planner's pick
+
+
+def fused_output_from(m: Attention, x: Tensor, w: torch.Tensor, context=None) -> torch.Tensor:
+    """What the module returns when its attention weights are `w`."""
+    v = m._split(m.to_v(x if context is None else context), m.kv_heads)
+    v = v.repeat_interleave(m.heads // m.kv_heads, 1)
+    return m.to_out((w @ v).transpose(1, 2).flatten(2))
+
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(), st.sampled_from(BACKENDS), st.integers(1, 2), st.integers(1, 12),
+       st.integers(1, 12), st.booleans(), st.integers(0, 10**6))
+def test_recorded_weights_equal_the_reference_on_every_backend(program, backend, hk, n, m, rotary,
+                                                               seed) -> None:
+    program = program.replace(dropout=0.0, layout=Layout())
+    if isinstance(program.approximation, LowRank):
+        program = program.replace(approximation=LowRank(program.approximation.k, 64))
+    cross = n != m
+    rotary = rotary and not cross
+    torch.manual_seed(seed)
+    module = Attention(16, program.replace(layout=Layout(cross=cross)), heads=2 * hk, kv_heads=hk,
+                       rotary=rotary).eval()
+    x, context = torch.randn(2, n, 16), (torch.randn(2, m, 16) if cross else None)
+    data = call_data(program, 2, n, m, torch.Generator().manual_seed(seed))
+    args = (x,) if context is None else (x, context)
+    try:
+        with attnlab.record(module) as rec:
+            out = module(*args, backend=backend, **data)
+    except AttnlabError:  # this backend does not run this program
+        event(f"{backend}: refused")
+        return
+    event(f"{backend}: compared")
+    got = rec.weights(0)
+    _, want = module(*args, backend="reference", return_weights=True, **data)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    if out.isfinite().all():  # the recomputed weights are the ones the fast backend used
+        torch.testing.assert_close(fused_output_from(module, x, got, context), out, atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_mixed_head_groups_come_back_in_group_order() -> None:
+    torch.manual_seed(0)
+    m = MixedAttention(24, [("causal ; softmax", 1), ("causal & window(2) ; sparsemax", 2)]).eval()
+    x = torch.randn(2, 9, 24)
+    with attnlab.record(m) as rec:
+        m(x)
+    _, want = m(x, return_weights=True, backend="reference")
+    torch.testing.assert_close(rec.weights(0), want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rec.weights(0, head=2, rows=slice(3, 5)), want[:, 2, 3:5])
+
+
+def test_decoding_with_a_cache_records_each_step() -> None:
+    torch.manual_seed(0)
+    m = Attention(16, "alibi ; causal ; softmax", heads=2, rotary=True).eval()
+    x = torch.randn(1, 6, 16)
+    cache = KVCache()
+    with attnlab.record(m) as rec:
+        m(x[:, :4], cache=cache)
+        m(x[:, 4:], cache=cache)
+    _, whole = m(x, return_weights=True, backend="reference")
+    torch.testing.assert_close(rec.weights(0, call=0), whole[:, :, :4, :4], atol=1e-6, rtol=0)
+    torch.testing.assert_close(rec.weights(0), whole[:, :, 4:], atol=1e-6, rtol=0)
+
+
+def test_a_model_records_chosen_layers_and_nothing_after_the_block() -> None:
+    torch.manual_seed(0)
+    model = DecoderLM(DecoderLMConfig(vocab_size=20, d_model=16, layers=3, heads=2,
+                                      programs=["causal", "causal & window(3)", "causal"])).eval()
+    tokens = torch.randint(0, 20, (2, 7))
+    with attnlab.record(model, layers=[1], heads=[1]) as rec:
+        model(tokens)
+    assert len(rec.layers) == 1 and "1" in rec.layers[0]
+    assert rec.weights(0).shape == (2, 1, 7, 7)  # the head asked for
+    w = rec.weights(rec.layers[0], head=[0, 1])
+    assert w.shape == (2, 2, 7, 7)
+    assert (w[..., 0, 1:] == 0).all() and (w.triu(1) == 0).all()  # causal
+    assert (w.tril(-4) == 0).all() and (w.diagonal(-3, -2, -1) > 0).all()  # window(3): i-3 … i
+    assert all(m.recorder is None for m in model.modules() if hasattr(m, "recorder"))
+    # what a layer keeps is O(N·D): q and k, never an N×M tensor
+    kept = rec.passes[rec.layers[0]][0][0]
+    assert kept.q.shape == (2, 2, 7, 8) and kept.k.shape == (2, 2, 7, 8)
+
+
+def test_mistakes_are_one_clear_error() -> None:
+    m = Attention(16, "causal", heads=2)
+    with pytest.raises(InputError, match="no attnlab attention layer"), \
+            attnlab.record(torch.nn.Linear(2, 2)):
+        pass
+    with attnlab.record(m) as rec:
+        pass
+    with pytest.raises(InputError, match="was not called while recording"):
+        rec.weights(0)
+    with pytest.raises(InputError, match="out of range"):
+        rec.weights(3)
+    with pytest.raises(InputError, match="no recorded attention layer 'nope'"):
+        rec.weights("nope")
