@@ -1,0 +1,80 @@
+"""Each analysis against its formula written out by hand, element by element."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import attnlab
+from attnlab.errors import InputError
+from attnlab.inspect.analyses import entropy, mean_distance, rollout, zero_share
+
+
+def weights(b=2, h=3, n=5, m=5, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(b, h, n, m, generator=g, dtype=torch.float64)
+    w[w < 0.3] = 0  # exact zeros, as sparse normalizers give
+    w[0, 0, 1] = 0  # a row that sees nothing
+    return w / w.sum(-1, keepdim=True).clamp(min=1e-300)
+
+
+def test_entropy_is_the_mean_row_entropy_per_head() -> None:
+    w = weights()
+    for h in range(w.shape[1]):
+        rows = [w[b, h, i] for b in range(w.shape[0]) for i in range(w.shape[2])
+                if w[b, h, i].sum() > 0]
+        want = sum(-sum(x * math.log(x) for x in row.tolist() if x > 0) for row in rows) / len(rows)
+        assert entropy(w)[h].item() == pytest.approx(want, rel=1e-12)
+
+
+def test_zero_share_counts_exact_zeros_among_visible_keys() -> None:
+    w = weights()
+    visible = torch.ones(5, 5, dtype=torch.bool).tril()  # causal
+    for h in range(w.shape[1]):
+        seen = [w[b, h, i, j].item() for b in range(2) for i in range(5) for j in range(5)
+                if visible[i, j]]
+        assert zero_share(w, visible)[h].item() == pytest.approx(
+            sum(x == 0 for x in seen) / len(seen))
+    assert zero_share(w)[0].item() == pytest.approx((w[:, 0] == 0).double().mean().item())
+
+
+@pytest.mark.parametrize("n, m", [(5, 5), (3, 7)])
+def test_mean_distance_weighs_each_key_by_its_distance(n, m) -> None:
+    w = weights(n=n, m=m)
+    for h in range(w.shape[1]):
+        rows = [(b, i) for b in range(2) for i in range(n) if w[b, h, i].sum() > 0]
+        want = sum(sum(w[b, h, i, j].item() * abs(i + m - n - j) for j in range(m))
+                   for b, i in rows) / len(rows)
+        assert mean_distance(w)[h].item() == pytest.approx(want, rel=1e-12)
+
+
+def test_rollout_multiplies_residual_averaged_layers() -> None:
+    layers = [weights(seed=s, h=2, n=4, m=4).clamp(min=0) + 0.01 for s in range(3)]
+    layers = [w / w.sum(-1, keepdim=True) for w in layers]
+    want = torch.eye(4, dtype=torch.float64).expand(2, 4, 4)
+    for w in layers:  # first layer first: each later layer multiplies from the left
+        a = 0.5 * torch.eye(4, dtype=torch.float64) + 0.5 * w.mean(1)
+        want = (a / a.sum(-1, keepdim=True)) @ want
+    torch.testing.assert_close(rollout(layers), want)
+    torch.testing.assert_close(rollout(layers).sum(-1), torch.ones(2, 4, dtype=torch.float64))
+
+
+def test_analyses_read_a_recorder() -> None:
+    torch.manual_seed(0)
+    m = attnlab.nn.Attention(16, "causal & window(2) ; sparsemax", heads=2).eval()
+    with attnlab.record(m) as rec:
+        m(torch.randn(1, 8, 16))
+    w = rec.weights(0)
+    assert (mean_distance(w) <= 2).all() and (entropy(w) >= 0).all()
+    assert rollout([w, w]).shape == (1, 8, 8)
+
+
+def test_mistakes_are_one_clear_error() -> None:
+    with pytest.raises(InputError, match="batch, heads, queries, keys"):
+        entropy(torch.ones(3, 3))
+    with pytest.raises(InputError, match="self-attention"):
+        rollout([torch.ones(1, 1, 2, 3)])
+    with pytest.raises(InputError, match="at least one layer"):
+        rollout([])
