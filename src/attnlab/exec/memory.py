@@ -42,12 +42,24 @@ def reference_bytes(batch: int, heads: int, n: int, m: int, dtype: torch.dtype) 
     return 3 * size * batch * heads * n * m
 
 
+# Below this a computation is not checked: asking the system what is free (a file read on CPU,
+# a driver call on CUDA) would cost more than the call itself on the small calls that make most.
+UNCHECKED = 64 << 20
+
+
+def shortfall(need: int, device: torch.device | str) -> str | None:
+    """'needs ~X GB, Y GB free' when `need` bytes do not fit on `device`, else None."""
+    if need < UNCHECKED:
+        return None
+    free = available_bytes(device)
+    return f"needs ~{gb(need)}, {gb(free)} free" if need > SHARE * free else None
+
+
 def require_fit(need: int, device: torch.device | str, what: str, advice: str) -> None:
     """InputError unless `need` bytes fit on `device`: '<what> needs ~X GB, Y GB free: <advice>'."""
-    free = available_bytes(device)
-    if need > SHARE * free:
-        raise InputError(f"{what} needs ~{gb(need)} of memory, {gb(free)} free on "
-                         f"{torch.device(device).type}: {advice}")
+    short = shortfall(need, device)
+    if short is not None:
+        raise InputError(f"{what} {short} on {torch.device(device).type}: {advice}")
 
 
 def gb(n: float) -> str:

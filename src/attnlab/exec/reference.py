@@ -34,10 +34,10 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
     if in_dtype in (torch.float16, torch.bfloat16):  # materialised softmax wants fp32 range
         q, k, v = q.float(), k.float(), v.float()
         params = {n: p.float() for n, p in params.items()}
+    finite = hidden.all_finite(k, v)  # before the GQA repeat: the same answer on less data
     group = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     visible = program.mask.dense(inp) if program.mask is not None else None
-    finite = hidden.all_finite(k, v)
     if not finite:  # keep NaN and inf out of every product; poison what sees them at the end
         raw_k, raw_v, k, v = k, v, hidden.clean(k), hidden.clean(v)
 
@@ -106,12 +106,9 @@ class ReferenceBackend(Backend):
     name = "reference"
 
     def refuse(self, call: Call) -> str | None:
-        need = memory.reference_bytes(call.batch, call.heads, call.n, call.m, call.dtype)
-        free = memory.available_bytes(call.device)
-        if need > memory.SHARE * free:
-            return (f"its {call.n}×{call.m} scores and weights need ~{memory.gb(need)}, "
-                    f"{memory.gb(free)} free: {_ADVICE}")
-        return None
+        short = memory.shortfall(
+            memory.reference_bytes(call.batch, call.heads, call.n, call.m, call.dtype), call.device)
+        return None if short is None else f"its {call.n}×{call.m} scores and weights {short}: {_ADVICE}"
 
     def run(self, q, k, v, program, inp, *, bias, params, training, generator):
         return reference_attention(q, k, v, program, inp, bias=bias, params=params,

@@ -30,7 +30,7 @@ from attnlab.models.base import load_model, save_model
 from attnlab.runfiles import load_tensors
 from attnlab.tasks import task_of
 from attnlab.train.checkpoints import AtomicCheckpointIO, BestCheckpoint, FolderCheckpoint
-from attnlab.train.config import Experiment, load_experiment
+from attnlab.train.config import RUN_NAME, Experiment, load_experiment
 from attnlab.train.folder import MANIFEST, clean_leftovers, locked, verify, write_manifest
 from attnlab.train.loaders import loader
 from attnlab.train.module import TaskModule
@@ -75,13 +75,12 @@ def _launched_by_ddp() -> bool:
 
 
 def default_out(name: str) -> Path:
-    """runs/NAME; a name that would put the run anywhere else is refused."""
-    runs = Path("runs")
-    if not name or name in (".", "..") or Path(name).name != name or \
-            not (runs / name).resolve().is_relative_to(runs.resolve()):
-        raise ConfigError(f"experiment name {name!r} is not a plain folder name (no '/', '..' or "
+    """runs/NAME. The experiment file already checked NAME; an Experiment copied with another
+    name skips that check, so the same rule is applied here, where the folder is made."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise ConfigError(f"experiment name {name!r:.80} is not a plain folder name (no '/', '..' or "
                           "absolute path): the run is written to runs/NAME")
-    return runs / name
+    return Path("runs") / name
 
 
 def _resume_point(out: Path, exp: Experiment) -> Path | None:

@@ -246,8 +246,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 def log_params(logger, exp, program: str, main_metric: str) -> None:
     """Every parameter, the programs that run among them: logged before training, so an
-    interrupted run still says what it was. MLflow keeps a parameter's first value: one a resume
-    changed is kept beside it as the tag attnlab.resumed.KEY."""
+    interrupted run still says what it was. A resume (whose experiment cannot differ) logs only
+    what the run does not hold yet."""
     from lightning.pytorch.utilities import rank_zero_only
 
     params = {"program": program, "main_metric": main_metric, "seed": exp.train.seed,
@@ -257,9 +257,6 @@ def log_params(logger, exp, program: str, main_metric: str) -> None:
               **{f"train.{k}": v for k, v in exp.train.model_dump().items()}}
     if getattr(rank_zero_only, "rank", 0) == 0:
         logged = logger.experiment.get_run(logger.run_id).data.params
-        for key, value in params.items():
-            if logged.get(key, str(value)[:250]) != str(value)[:250]:  # MLflow cuts at 250 too
-                logger.experiment.set_tag(logger.run_id, f"attnlab.resumed.{key}", str(value)[:250])
         params = {k: v for k, v in params.items() if k not in logged}
     logger.log_hyperparams(params)
 
