@@ -9,7 +9,14 @@ import torch
 
 import attnlab
 from attnlab.errors import InputError
-from attnlab.inspect.analyses import entropy, mean_distance, rollout, zero_share
+from attnlab.inspect.analyses import (
+    entropy,
+    grad_attention,
+    head_importance,
+    mean_distance,
+    rollout,
+    zero_share,
+)
 
 
 def weights(b=2, h=3, n=5, m=5, seed=0) -> torch.Tensor:
@@ -78,3 +85,30 @@ def test_mistakes_are_one_clear_error() -> None:
         rollout([torch.ones(1, 1, 2, 3)])
     with pytest.raises(InputError, match="at least one layer"):
         rollout([])
+
+
+def test_grad_attention_is_chefer_rule_layer_by_layer() -> None:
+    ws = [weights(seed=s) for s in (1, 2)]
+    gs = [torch.randn(w.shape, generator=torch.Generator().manual_seed(9 + i), dtype=w.dtype)
+          for i, w in enumerate(ws)]
+    got = grad_attention(ws, gs)
+    b, h, n, _ = ws[0].shape
+    for bi in range(b):
+        r = [[float(i == j) for j in range(n)] for i in range(n)]
+        for w, g in zip(ws, gs, strict=True):
+            a = [[sum(max(g[bi, k, i, j].item() * w[bi, k, i, j].item(), 0) for k in range(h)) / h
+                  for j in range(n)] for i in range(n)]
+            r = [[r[i][j] + sum(a[i][t] * r[t][j] for t in range(n)) for j in range(n)]
+                 for i in range(n)]
+        assert got[bi].flatten().tolist() == pytest.approx([x for row in r for x in row], rel=1e-12)
+    with pytest.raises(InputError, match="one gradient per layer"):
+        grad_attention(ws, gs[:1])
+
+
+def test_head_importance_is_the_mean_absolute_mask_gradient_normalised_per_layer() -> None:
+    g = [torch.tensor([[1.0, -2.0], [-3.0, 0.0]]), torch.tensor([[0.5, 0.5], [0.5, -0.5]])]
+    raw = head_importance(g, normalize=False)
+    assert raw.tolist() == [[2.0, 1.0], [0.5, 0.5]]
+    norm = head_importance(g)
+    assert norm[0].tolist() == pytest.approx([2 / math.sqrt(5), 1 / math.sqrt(5)])
+    assert norm[1].tolist() == pytest.approx([1 / math.sqrt(2)] * 2)

@@ -116,3 +116,49 @@ def test_mistakes_are_one_clear_error() -> None:
         rec.weights(3)
     with pytest.raises(InputError, match="no recorded attention layer 'nope'"):
         rec.weights("nope")
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "tiled", "linear", None])
+def test_recorded_gradients_are_those_of_the_loss(backend) -> None:
+    """weight_grads is ∂loss/∂weights and head_grads is ∂loss/∂(head mask), as autograd gives
+    them on the reference backend, while the recorded run is on a fast one."""
+    torch.manual_seed(0)
+    program = "causal ; softmax" if backend != "linear" else "causal ; favor(16)"
+    m = Attention(16, program, heads=4, kv_heads=2).eval()
+    x, target = torch.randn(3, 7, 16), torch.randn(3, 7, 16)
+    with attnlab.record(m, grads=True) as rec:
+        ((m(x, backend=backend) - target) ** 2).sum().backward()
+    w = rec.weights(0).requires_grad_()
+    v = m._split(m.to_v(x), m.kv_heads).repeat_interleave(2, 1).detach()
+    out = m.to_out((w @ v).transpose(1, 2).flatten(2))
+    ((out - target) ** 2).sum().backward()
+    torch.testing.assert_close(rec.weight_grads(0), w.grad, atol=1e-5, rtol=1e-4)
+    m.zero_grad()
+    m.head_mask = torch.ones(4, requires_grad=True)
+    ((m(x, backend="reference") - target) ** 2).sum().backward()
+    torch.testing.assert_close(rec.head_grads(0).sum(0), m.head_mask.grad, atol=1e-4, rtol=1e-4)
+    assert rec.head_grads(0).shape == (3, 4)
+
+
+def test_mixed_groups_record_gradients_in_group_order() -> None:
+    torch.manual_seed(0)
+    m = MixedAttention(24, [("causal ; softmax", 1), ("causal & window(2) ; sparsemax", 2)]).eval()
+    x = torch.randn(2, 9, 24)
+    m.head_mask = torch.ones(3, requires_grad=True)
+    with attnlab.record(m, grads=True) as rec:
+        m(x).pow(2).sum().backward()
+    torch.testing.assert_close(rec.head_grads(0).sum(0), m.head_mask.grad, atol=1e-4, rtol=1e-4)
+    assert rec.weight_grads(0).shape == (2, 3, 9, 9)
+
+
+def test_gradients_asked_for_but_not_there_is_one_clear_error() -> None:
+    m = Attention(16, "causal", heads=2)
+    x = torch.randn(1, 4, 16)
+    with attnlab.record(m) as rec:
+        m(x)
+    with pytest.raises(InputError, match="grads=True"):
+        rec.weight_grads(0)
+    with attnlab.record(m, grads=True) as rec, torch.no_grad():
+        m(x)
+    with pytest.raises(InputError, match="backward"):
+        rec.head_grads(0)

@@ -76,4 +76,39 @@ def rollout(layers: Sequence[Tensor], residual: float = 0.5) -> Tensor:
     return result
 
 
-__all__ = ["entropy", "mean_distance", "rollout", "zero_share"]
+def grad_attention(layers: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
+    """(B, N, N) gradient-weighted attention relevance: R = I, then for each layer from the first,
+    R ← R + Ā·R with Ā = mean_h (∇A ⊙ A)⁺, the head average of the attention weights times the
+    gradient of the loss with respect to them, negatives clipped. Chefer, Gur & Wolf 2021,
+    "Generic Attention-model Explainability for Interpreting Bi-Modal and Encoder-Decoder
+    Transformers", eqs. 5-6 (self-attention). `grads` as `Recorder.weight_grads` gives them."""
+    if not layers or len(layers) != len(grads):
+        raise InputError(f"grad_attention needs one gradient per layer of weights: got "
+                         f"{len(layers)} layer(s) and {len(grads)} gradient(s)")
+    result = None
+    for w, g in zip(layers, grads, strict=True):
+        _check(w)
+        n, m = w.shape[-2:]
+        if n != m or g.shape != w.shape:
+            raise InputError(f"grad_attention is for self-attention: weights {tuple(w.shape)} and "
+                             f"gradients {tuple(g.shape)} must both be (B, H, N, N)")
+        if result is None:
+            result = torch.eye(n, dtype=w.dtype, device=w.device).expand(w.shape[0], n, n)
+        result = result + (g * w).clamp(min=0).mean(1) @ result
+    return result
+
+
+def head_importance(head_grads: Sequence[Tensor], normalize: bool = True) -> Tensor:
+    """(L, H) importance of each head: the mean over examples of |∂loss/∂ξ_h|, ξ_h a mask on the
+    head's output (`Recorder.head_grads`, one (B, H) tensor per layer, or several batches of one
+    layer concatenated on B); with `normalize`, each layer's scores divided by their l2 norm.
+    Michel, Levy & Neubig 2019, "Are Sixteen Heads Really Better than One?", §4.1, eq. 2."""
+    if not head_grads:
+        raise InputError("head_importance needs the head gradients of at least one layer")
+    scores = torch.stack([g.abs().mean(0) for g in head_grads])
+    if normalize:
+        scores = scores / scores.norm(dim=1, keepdim=True).clamp(min=torch.finfo(scores.dtype).tiny)
+    return scores
+
+
+__all__ = ["entropy", "grad_attention", "head_importance", "mean_distance", "rollout", "zero_share"]

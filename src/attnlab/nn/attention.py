@@ -17,7 +17,7 @@ from attnlab.errors import InputError
 from attnlab.exec import attention, init_params
 from attnlab.lang.program import Program, parse
 from attnlab.nn.causality import Causality
-from attnlab.nn.recorder import kept
+from attnlab.nn.recorder import kept, listening
 from attnlab.nn.rotary import Rotary
 
 
@@ -78,6 +78,7 @@ class Attention(nn.Module):
     """
 
     recorder = None  # set by attnlab.record while it listens
+    head_mask = None  # (heads,) multiplying each head's output, set by attnlab.inspect.heads.masked
 
     def __init__(self, dim: int, program: Program | str = "scaled_dot ; softmax", *,
                  heads: int | None = None, kv_heads: int | None = None, kv_dim: int | None = None,
@@ -116,17 +117,19 @@ class Attention(nn.Module):
         if self.causality is not None:
             self.causality.check(k.shape[-2])
         params = self.program_params.as_params()
+        call = None
         if self.recorder is not None:
-            self.recorder.keep(self, [kept(self.program, q, k, params, bias=bias, segments=segments,
-                                           key_lengths=key_lengths,
-                                           key_padding_mask=key_padding_mask, graph=graph)])
+            call = kept(self.program, q, k, params, bias=bias, segments=segments,
+                        key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph)
+            self.recorder.keep(self, [call])
         out = attention(q, k, v, self.program, bias=bias, segments=segments,
                         key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
                         params=params, return_weights=return_weights,
                         backend=backend or (self.frozen[0] if self.frozen else None),
                         training=self.training)
         out, weights = out if return_weights else (out, None)
-        out = self.to_out(out.transpose(1, 2).flatten(2))
+        listening(self.recorder, call, out, v)
+        out = self.to_out(masked(out, self.head_mask).transpose(1, 2).flatten(2))
         return (out, weights) if return_weights else out
 
     def _split(self, t: Tensor, heads: int) -> Tensor:
@@ -173,6 +176,11 @@ def qkv(m: nn.Module, x: Tensor, context: Tensor | None, cache: KVCache | None,
     if cache is not None:
         k, v = cache.update(k, v)
     return q, k, v
+
+
+def masked(out: Tensor, head_mask: Tensor | None) -> Tensor:
+    """out (B, H, N, D) with each head's output multiplied by head_mask (H,), if any."""
+    return out if head_mask is None else out * head_mask.to(out)[:, None, None]
 
 
 def _check_width(name: str, t: Tensor, width: int) -> None:

@@ -14,9 +14,9 @@ from attnlab.errors import ConfigError, InputError, did_you_mean
 from attnlab.exec import attention
 from attnlab.lang.masks import Padding
 from attnlab.lang.program import Program, parse
-from attnlab.nn.attention import Attention, KVCache, ProgramParameters, qkv
+from attnlab.nn.attention import Attention, KVCache, ProgramParameters, masked, qkv
 from attnlab.nn.causality import Causality, require_causal
-from attnlab.nn.recorder import kept
+from attnlab.nn.recorder import kept, listening
 from attnlab.nn.rotary import Rotary
 
 POSITIONS = ("learned", "sinusoidal", "rotary", "none")
@@ -72,6 +72,7 @@ class MixedAttention(nn.Module):
 
     _split = Attention._split
     recorder = None  # set by attnlab.record while it listens
+    head_mask = None  # as Attention.head_mask, over all heads in group order
 
     def __init__(self, dim: int, groups: Sequence[tuple[Program | str, int]], *,
                  kv_dim: int | None = None, rotary: bool = False, bias: bool = True,
@@ -124,19 +125,22 @@ class MixedAttention(nn.Module):
             start += h
             if causality is not None:
                 causality.check(k.shape[-2])
+            call = None
             if self.recorder is not None:
-                calls.append(kept(program, q[:, heads], k[:, heads], params.as_params(),
-                                  key_padding_mask=key_padding_mask))
+                call = kept(program, q[:, heads], k[:, heads], params.as_params(),
+                            key_padding_mask=key_padding_mask)
+                calls.append(call)
             out = attention(q[:, heads], k[:, heads], v[:, heads], program,
                             key_padding_mask=key_padding_mask, return_weights=return_weights,
                             params=params.as_params(), training=self.training,
                             backend=backend or (self.frozen[i] if self.frozen else None))
             out, w = out if return_weights else (out, None)
+            listening(self.recorder, call, out, v[:, heads])
             outs.append(out)
             weights.append(w)
         if self.recorder is not None:
             self.recorder.keep(self, calls)
-        out = self.to_out(torch.cat(outs, dim=1).transpose(1, 2).flatten(2))
+        out = self.to_out(masked(torch.cat(outs, dim=1), self.head_mask).transpose(1, 2).flatten(2))
         return (out, torch.cat(weights, dim=1)) if return_weights else out
 
     def extra_repr(self) -> str:

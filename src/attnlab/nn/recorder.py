@@ -5,6 +5,12 @@ backends the planner picks; each attention layer keeps only what recomputing its
 (q and k after rotary, the program, the call-time mask inputs, the learnable parameters: never an
 N×M tensor). `rec.weights(layer)` then recomputes the weights of that call with the reference
 backend, the ground truth every backend is tested against, for as many rows as asked.
+
+`record(model, grads=True)` also keeps each call's output and v, and, once `loss.backward()` has
+run inside the block, the gradient reaching that output: `rec.weight_grads(layer)` is then
+∂loss/∂weights (= ∂loss/∂out · vᵀ, since out = weights · v) and `rec.head_grads(layer)` is
+∂loss/∂(a mask multiplying each head's output), per example: what gradient-weighted attention
+(Chefer et al. 2021) and head importance (Michel et al. 2019) read.
 """
 
 from __future__ import annotations
@@ -23,16 +29,49 @@ from attnlab.lang.program import Program
 CALL_INPUTS = ("bias", "segments", "key_lengths", "key_padding_mask", "graph")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
     """One attention call of one head group: q (B, H, N, D) and k (B, H_kv, M, D) as the backend
-    got them, the program, its call-time inputs and learnable tensors, all detached."""
+    got them, the program, its call-time inputs and learnable tensors, all detached. With
+    gradients recorded: v (B, H_kv, M, Dv), the output (B, H, N, Dv) and, after backward, the
+    gradient of the loss with respect to that output."""
 
     program: Program
     q: Tensor
     k: Tensor
     inputs: dict[str, Tensor | tuple[Tensor, Tensor]]
     params: dict[str, Tensor]
+    v: Tensor | None = None
+    out: Tensor | None = None
+    grad: Tensor | None = None
+
+    def listen(self, out: Tensor, v: Tensor) -> None:
+        """Keep out and v, and catch ∂loss/∂out when backward runs (summed over backwards)."""
+        self.out, self.v = out.detach(), v.detach()
+        if out.requires_grad:
+            out.register_hook(self._catch)
+
+    def _catch(self, grad: Tensor) -> None:
+        self.grad = grad.detach() if self.grad is None else self.grad + grad.detach()
+
+    def output_grad(self) -> Tensor:
+        if self.out is None:
+            raise InputError("gradients were not recorded: use attnlab.record(model, grads=True)")
+        if self.grad is None:
+            raise InputError("no gradient reached this attention call: run loss.backward() inside "
+                             "the `with attnlab.record(model, grads=True)` block, with gradients on")
+        return self.grad
+
+    def weight_grads(self) -> Tensor:
+        """(B, H, N, M) ∂loss/∂weights = ∂loss/∂out · vᵀ (out = weights · v, head by head)."""
+        grad = self.output_grad()
+        v = self.v.repeat_interleave(grad.shape[1] // self.v.shape[1], dim=1)  # grouped-query heads
+        return grad @ v.transpose(-1, -2).to(grad.dtype)
+
+    def head_grads(self) -> Tensor:
+        """(B, H) ∂loss/∂ξ_h where each head's output is multiplied by a mask ξ_h (at ξ = 1),
+        per example: Σ_{n,d} ∂loss/∂out · out."""
+        return (self.output_grad() * self.out).sum((-2, -1))
 
     def weights(self) -> Tensor:
         """(B, H, N, M): the weights this call computed, recomputed exactly (eval mode: no
@@ -49,6 +88,7 @@ class Recorder:
 
     names: dict[nn.Module, str]
     heads: int | Sequence[int] | None = None  # what `weights` returns when it is not told
+    grads: bool = False  # keep outputs and v, and catch gradients
     passes: dict[str, list[list[Call]]] = field(default_factory=dict)  # layer -> passes -> groups
 
     @property
@@ -65,6 +105,22 @@ class Recorder:
         forward pass (the last by default); `head` picks heads (an int drops the head axis;
         default: the recorder's `heads`), `rows` picks query rows. Head groups of a
         MixedAttention come back in group order."""
+        return self._pick(torch.cat([c.weights() for c in self._calls(layer, call)], dim=1),
+                          head, rows)
+
+    def weight_grads(self, layer: str | int, head: int | Sequence[int] | None = None,
+                     rows: slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
+        """(B, H, N, M) ∂loss/∂weights of `layer`, picked as `weights` picks (needs
+        `record(..., grads=True)` and a backward pass inside the block)."""
+        return self._pick(torch.cat([c.weight_grads() for c in self._calls(layer, call)], dim=1),
+                          head, rows)
+
+    def head_grads(self, layer: str | int, call: int = -1) -> Tensor:
+        """(B, H) ∂loss/∂ξ_h of every head of `layer`, per example, where ξ_h is a mask
+        multiplying head h's output (Michel et al. 2019, eq. 2, before the absolute value)."""
+        return torch.cat([c.head_grads() for c in self._calls(layer, call)], dim=1)
+
+    def _calls(self, layer: str | int, call: int) -> list[Call]:
         name = self._name(layer)
         passes = self.passes.get(name)
         if not passes:
@@ -73,13 +129,14 @@ class Recorder:
         if not -len(passes) <= call < len(passes):
             raise InputError(f"layer '{name}' was called {len(passes)} time(s); call={call} is "
                              "out of range")
-        w = torch.cat([c.weights() for c in passes[call]], dim=1)
+        return passes[call]
+
+    def _pick(self, w: Tensor, head: int | Sequence[int] | None,
+              rows: slice | Sequence[int] | None) -> Tensor:
         if rows is not None:
             w = w[:, :, rows]
         head = self.heads if head is None else head
-        if head is not None:
-            w = w[:, head]
-        return w
+        return w if head is None else w[:, head]
 
     def _name(self, layer: str | int) -> str:
         names = self.layers
@@ -100,17 +157,19 @@ def recordable(model: nn.Module) -> dict[nn.Module, str]:
 
 @contextmanager
 def record(model: nn.Module, layers: Sequence[str | int] | None = None,
-           heads: int | Sequence[int] | None = None) -> Iterator[Recorder]:
+           heads: int | Sequence[int] | None = None, grads: bool = False) -> Iterator[Recorder]:
     """Record the attention layers of `model` (all, or `layers`: names or indices) while the
     block runs; forward passes inside it run as they always do. `heads` is what `weights`
-    returns by default (every head is kept: ALiBi slopes and head groups depend on them all)."""
+    returns by default (every head is kept: ALiBi slopes and head groups depend on them all).
+    `grads=True` also keeps each call's output and v and catches the gradient that reaches the
+    output when `loss.backward()` runs inside the block (see `Recorder.weight_grads`)."""
     found = recordable(model)
     if not found:
         raise InputError(f"{type(model).__name__} has no attnlab attention layer to record")
     everyone = Recorder(found)
     chosen = found if layers is None else {m: n for m, n in found.items()
                                            if n in {everyone._name(x) for x in layers}}
-    rec = Recorder(chosen, heads)
+    rec = Recorder(chosen, heads, grads)
     for module in chosen:
         module.recorder = rec
     try:
@@ -118,6 +177,12 @@ def record(model: nn.Module, layers: Sequence[str | int] | None = None,
     finally:
         for module in chosen:
             module.recorder = None
+
+
+def listening(rec: Recorder | None, call: Call | None, out: Tensor, v: Tensor) -> None:
+    """After the fused call: with gradients asked for, `call` keeps its output and v."""
+    if rec is not None and rec.grads and call is not None:
+        call.listen(out, v)
 
 
 def kept(program: Program, q: Tensor, k: Tensor, params: dict[str, Tensor], **inputs) -> Call:
