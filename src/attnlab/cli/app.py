@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 import attnlab
 from attnlab.cli.bench import bench_app
 from attnlab.cli.data import data_app
+from attnlab.cli.inspect import inspect_app
 from attnlab.cli.program import program_app
 from attnlab.cli.showcase import showcase_command
 from attnlab.cli.text import shown
@@ -119,6 +120,7 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
 app.add_typer(program_app, name="program")
 app.add_typer(bench_app, name="bench")
 app.add_typer(data_app, name="data")
+app.add_typer(inspect_app, name="inspect")
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("predict")(predict_command)

@@ -8,7 +8,8 @@ ask the task; none of them names a kind.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,6 +57,31 @@ class Step:
         """(correct predictions, scored labels) of the batch: accuracy is their ratio."""
         scored = self.labels != IGNORE_INDEX
         return ((self.logits.argmax(-1) == self.labels) & scored).sum(), scored.sum()
+
+
+@dataclass
+class Picture:
+    """An image whose patches are positions of a sequence: for heatmaps over the image."""
+
+    pixels: Any  # (H, W) numpy array, raw grey levels
+    grid: int  # patches per side
+    first: int  # position of the first patch in the sequence (1 after a [CLS])
+
+
+@dataclass
+class Inspection:
+    """One input made ready to look inside: the forward pass to record, and what each position of
+    each attended sequence is, so a view can label it."""
+
+    forward: Callable[[], Any]  # runs the model once on the one example
+    sequences: dict[str, list[str]]  # name -> a label per position ("tokens", "source", ...)
+    layers: dict[str, tuple[str, str]]  # attention layer name -> (query sequence, key sequence)
+    shown: dict[str, list[int]] = field(default_factory=dict)  # positions worth showing (no padding);
+    # a sequence not named here is shown whole
+    rollout: str | None = None  # the sequence whose self-attention layers rollout runs through
+    picture: Picture | None = None  # for image runs: the image and where its patches sit
+    title: str = ""  # one line: the input and what the model made of it
+    notes: list[str] = field(default_factory=list)  # how to read this view (labels, conventions)
 
 
 class Task:
@@ -161,6 +187,33 @@ class Task:
         raise InputError(f"{exp.name} was trained on a generated task ({self.kind}), which has no "
                          "text to read; predict needs a run on a real data set (attnlab data list)")
 
+    # -- looking inside -------------------------------------------------------------------------
+
+    def inspection(self, model: nn.Module, encoders: Any, exp, *, text: str | None = None,
+                   image: Any = None, example: Tensor | None = None) -> Inspection:
+        """`attnlab inspect`: one input (`text`, an `image` array, or `example`, a row (1, ...)
+        of the saved test split) made ready to record. The default reads token ids: the text
+        is whitespace-separated ids, and every position is labelled by its id."""
+        if image is not None:
+            raise InputError(f"{exp.name} reads token ids, not images: give text or --example N")
+        if example is None:
+            example = _ids_from_text(text, self.kind)
+        ids = example[:1]
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        if vocab is not None and int(ids.max()) >= vocab:
+            raise InputError(f"token id {int(ids.max())} is outside the run's vocabulary of {vocab}")
+        labels = [str(i) for i in ids[0].tolist()]
+        pad = getattr(model, "pad_id", None)
+        real = [i for i, t in enumerate(ids[0].tolist()) if t != pad]
+        if getattr(model, "cls", None) is not None:  # the model puts a learned [CLS] in front
+            labels, real = ["[CLS]", *labels], [0, *(i + 1 for i in real)]
+        return Inspection(lambda: model(ids), {"tokens": labels},
+                          {name: ("tokens", "tokens") for name in attention_layers(model)},
+                          shown={"tokens": real}, rollout="tokens",
+                          title=f"{exp.name}: {ids.shape[1]} token ids",
+                          notes=["tokens are shown as their ids" + (f"; padding ({pad}) is left out"
+                                                                     if pad is not None else "")])
+
 
 @dataclass(frozen=True)
 class Examples:
@@ -184,6 +237,22 @@ def read_examples(exp, **defaults: Any) -> Examples:
                               f"got {value!r:.60}")
     dataset(exp.task.name).check_options(options, beside=(*LOAD_OPTIONS, *defaults))  # lists them all
     return Examples(load(exp.task.name, seed=exp.train.seed, **options), options, settings)
+
+
+def attention_layers(model: nn.Module) -> list[str]:
+    """The names of the model's attention layers (what `attnlab.record` records), in order."""
+    from attnlab.nn.recorder import recordable
+
+    return list(recordable(model).values())
+
+
+def _ids_from_text(text: str | None, kind: str) -> Tensor:
+    """(1, N) ids from "3 14 15 9" (a generated task has no tokenizer)."""
+    words = (text or "").replace(",", " ").split()
+    if not words or not all(w.isdigit() for w in words):
+        raise InputError(f"a {kind} run reads token ids: give them as numbers separated by spaces "
+                         f"(\"3 14 15\"), or --example N; got {text!r:.60}")
+    return torch.tensor([[int(w) for w in words]])
 
 
 def _fields(data: TaskData) -> dict[str, Any]:

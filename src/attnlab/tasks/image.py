@@ -16,7 +16,7 @@ from attnlab.data.base import TaskData
 from attnlab.data.encoding import class_ids, label_ids
 from attnlab.errors import ConfigError, InputError
 from attnlab.runfiles import reading
-from attnlab.tasks.base import Prepared, Task, read_examples
+from attnlab.tasks.base import Inspection, Picture, Prepared, Task, attention_layers, read_examples
 from attnlab.train.metrics import classification_scores
 
 
@@ -92,3 +92,34 @@ class ImageClassification(Task):
     def print_predictions(self, predictor, inputs, exp, echo, *, k: int) -> None:
         raise InputError(f"{exp.name} classifies images; `attnlab predict` reads text. From Python: "
                          "attnlab.load(DIR).predict(images)")
+
+    def inspection(self, model, encoders: PixelEncoder, exp, *, text=None, image=None,
+                   example=None) -> Inspection:
+        if text is not None:
+            raise InputError(f"{exp.name} classifies images, not text: give --image FILE or --example N")
+        side = model.image_size
+        if example is not None:
+            pixels = example[:1]
+            raw = (pixels[0, 0] * encoders.std + encoders.mean).numpy()
+        else:
+            raw = np.asarray(image, dtype=np.float32)
+            if raw.shape != (side, side):
+                raise InputError(f"the image is {'×'.join(map(str, raw.shape))} pixels; {exp.name} "
+                                 f"takes grey {side}×{side} images")
+            pixels = encoders([raw])
+        grid, first = side // model.config.patch_size, int(model.cls is not None)
+        labels = ["[CLS]"] * first + [f"patch ({r}, {c})" for r in range(grid) for c in range(grid)]
+        with torch.no_grad():
+            probs = model(pixels).softmax(-1)[0]
+        best = int(probs.argmax())
+        return Inspection(
+            lambda: model(pixels), {"patches": labels},
+            {name: ("patches", "patches") for name in attention_layers(model)},
+            rollout="patches", picture=Picture(raw, grid, first),
+            title=f"{exp.name}: a {side}×{side} image → {encoders.label_names[best]} "
+                  f"({float(probs[best]):.2f})",
+            notes=["the heatmap is the [CLS] row (what the classifier reads); hover a patch to see "
+                   "where it looks" if first else
+                   "the heatmap is the mean over patches (the model pools by mean); hover a patch "
+                   "to see where it looks"])
+

@@ -24,7 +24,7 @@ from attnlab.data.datasets import DATASETS, item_titles
 from attnlab.errors import DataError, InputError
 from attnlab.ids import IGNORE_INDEX, PAD_ID
 from attnlab.runfiles import reading
-from attnlab.tasks.base import Prepared, Step, Task, read_examples
+from attnlab.tasks.base import Inspection, Prepared, Step, Task, attention_layers, read_examples
 from attnlab.train.metrics import model_ranking_scores, popularity_scores, ranking_scores
 
 MAX_LEN, NEGATIVES = 50, 100  # defaults: items of history a model reads; negatives per target
@@ -141,6 +141,38 @@ class Recommendation(Task):
         titles = _titles(exp.task.name)
         for rank, item in enumerate(predictor.recommend(inputs, k), 1):
             echo(f"{rank:>3}  {item:>6}  {titles.get(item, '')}".rstrip())
+
+
+    def inspection(self, model, encoders: ItemIndex, exp, *, text=None, image=None,
+                   example=None) -> Inspection:
+        if image is not None:
+            raise InputError(f"{exp.name} recommends items, not images: give a history of item "
+                             "ids (\"50 172 133\") or --example N")
+        if example is None:
+            history = (text or "").replace(",", " ").split()
+            unknown = [item for item in history if item not in encoders]
+            if not history or unknown:
+                raise InputError(f"give a history of item ids from the catalogue, oldest first "
+                                 f"(\"50 172 133\"); not in it: {', '.join(unknown[:5]) or 'nothing given'}")
+            ids = encoders.ids(history)[-encoders.max_len:]
+            example = torch.tensor([_left_pad(ids, encoders.max_len, PAD_ID)])
+        items = example[:1]
+        titles = _titles(exp.task.name)
+        labels = ["(none)" if i == PAD_ID else
+                  titles.get(encoders.items[i - 1], f"item {encoders.items[i - 1]}")
+                  for i in items[0].tolist()]
+        real = items[0].ne(PAD_ID).nonzero().flatten().tolist()
+        with torch.no_grad():
+            scores = model(items)[0, -1]
+        scores[items[0]] = float("-inf")
+        best = encoders.items[int(scores.argmax()) - 1]
+        return Inspection(
+            lambda: model(items), {"items": labels},
+            {name: ("items", "items") for name in attention_layers(model)},
+            shown={"items": real}, rollout="items",
+            title=f"{exp.name}: {len(real)} items of history → next: {titles.get(best, best)}",
+            notes=["the history runs oldest first; the last row is what the next item is "
+                   "predicted from", f"padding is left out: {len(real)} of {len(labels)} positions shown"])
 
 
 def _titles(name: str) -> dict[str, str]:

@@ -14,10 +14,10 @@ from torch import Tensor, nn
 
 from attnlab.data.base import TaskData
 from attnlab.data.encoding import class_ids, label_ids, pad_rows, stored_tokenizer
-from attnlab.errors import ConfigError
+from attnlab.errors import ConfigError, InputError
 from attnlab.ids import PAD_ID
 from attnlab.runfiles import reading
-from attnlab.tasks.base import Prepared, Task, read_examples
+from attnlab.tasks.base import Inspection, Prepared, Task, attention_layers, read_examples
 from attnlab.train.metrics import classification_scores
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
@@ -133,4 +133,25 @@ class TextClassification(Task):
         for text, row in zip(inputs, predictor.predict_proba(inputs), strict=True):
             best = int(row.argmax())
             echo(f"{predictor.label_names[best]}\t{row[best]:.3f}\t{text}")
+
+    def inspection(self, model, encoders: TextEncoder, exp, *, text=None, image=None,
+                   example=None) -> Inspection:
+        if image is not None:
+            raise InputError(f"{exp.name} classifies text, not images: give the text to look at")
+        ids = encoders([text]) if example is None else example[:1]
+        real = ids[0].ne(PAD_ID).nonzero().flatten().tolist()
+        labels = [encoders.tokenizer.id_to_token(i) or UNK for i in ids[0].tolist()]
+        if getattr(model, "cls", None) is not None:  # the model puts a learned [CLS] in front
+            labels, real = ["[CLS]", *labels], [0, *(i + 1 for i in real)]
+        with torch.no_grad():
+            probs = model(ids).softmax(-1)[0]
+        best = int(probs.argmax())
+        shown = encoders.tokenizer.decode([i for i in ids[0].tolist() if i != PAD_ID])
+        title = (f"{exp.name}: \u201c{shown[:120]}{'…' if len(shown) > 120 else ''}\u201d → "
+                 f"{encoders.label_names[best]} ({float(probs[best]):.2f})")
+        return Inspection(lambda: model(ids), {"tokens": labels},
+                          {name: ("tokens", "tokens") for name in attention_layers(model)},
+                          shown={"tokens": real}, rollout="tokens", title=title,
+                          notes=[f"padding is left out: {len(real)} of {len(labels)} positions shown",
+                                 "## marks a word piece that continues the word before it"])
 

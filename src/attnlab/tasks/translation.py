@@ -21,11 +21,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data.base import TaskData
 from attnlab.data.encoding import pad_rows, stored_tokenizer
+from attnlab.errors import InputError
 from attnlab.ids import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from attnlab.lang.masks import Causal
 from attnlab.lang.program import Program
 from attnlab.runfiles import read_json, reading
-from attnlab.tasks.base import Prepared, Step, Task, read_examples
+from attnlab.tasks.base import Inspection, Prepared, Step, Task, attention_layers, read_examples
 from attnlab.train.metrics import translation_scores
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"  # ids 0, 1, 2, 3: Seq2Seq's defaults
@@ -91,8 +92,6 @@ class Translator(nn.Module):
         """Translations of source ids (N, S), batched by length so little time goes on padding."""
         from rich.progress import track
 
-        d, model = self.decode, self.model
-        new_tokens = (d.max_len or self.encoder.max_len) - 1  # the row also holds [BOS]
         lengths = src.ne(PAD_ID).sum(-1)
         order = lengths.argsort(descending=True).tolist()
         out: list[str] = [""] * len(order)
@@ -100,11 +99,19 @@ class Translator(nn.Module):
         for start in track(chunks, description="translating the test split", disable=not progress):
             rows = order[start:start + batch]
             ids = src[rows][:, : int(lengths[rows].max().clamp(min=1))]
-            generated = (model.greedy(ids, new_tokens) if d.beam_size == 1 else
-                         model.beam(ids, d.beam_size, new_tokens, d.length_penalty))
+            generated = self.generate(ids)
             for row, text in zip(rows, self.encoder.decode_target(generated), strict=True):
                 out[row] = text
         return out
+
+    @torch.no_grad()
+    def generate(self, src: Tensor) -> Tensor:
+        """Target ids (N, ≤ 1 + max_len) from [BOS], as `decode` says: greedy or beam search."""
+        d = self.decode
+        new_tokens = (d.max_len or self.encoder.max_len) - 1  # the row also holds [BOS]
+        if d.beam_size == 1:
+            return self.model.greedy(src, new_tokens)
+        return self.model.beam(src, d.beam_size, new_tokens, d.length_penalty)
 
     def predict(self, texts: list[str] | str) -> list[str]:
         """The translation of each text."""
@@ -186,6 +193,46 @@ class Translation(Task):
     def print_predictions(self, predictor: Translator, inputs, exp, echo, *, k: int) -> None:
         for text, translation in zip(inputs, predictor.predict(inputs), strict=True):
             echo(f"{text}\n  → {translation}")
+
+
+    def inspection(self, model, encoders: TranslationEncoder, exp, *, text=None, image=None,
+                   example=None) -> Inspection:
+        if image is not None:
+            raise InputError(f"{exp.name} translates text, not images: give the text to translate")
+        src = encoders.encode_source([text]) if example is None else example[:1]
+        src = src[:, : max(1, int(src.ne(PAD_ID).sum()))]  # one example: no padding needed
+        out = Translator(model, encoders, exp.decode).generate(src)[0]
+        ended = (out == EOS_ID).nonzero()
+        out = out[: int(ended[0]) + 1 if len(ended) else len(out)]
+        tgt_in = out[None, :-1]  # the decoder reads [BOS] y1 … and puts out y1 … [EOS]
+        source = _pieces(encoders.source, src[0].tolist())
+        target = _pieces(encoders.target, out[1:].tolist())
+        sides = {}
+        for name in attention_layers(model):
+            sides[name] = (("source", "source") if name.startswith("encoder") else
+                           ("target", "source") if name.endswith("cross_attention") else
+                           ("target", "target"))
+        said = encoders.source.decode(src[0].tolist())
+        return Inspection(
+            lambda: model(src, tgt_in), {"source": source, "target": target}, sides,
+            rollout="source",
+            title=f"{exp.name}: \u201c{said[:80]}\u201d → "
+                  f"\u201c{encoders.decode_target(out[None])[0][:80]}\u201d",
+            notes=["target positions are labelled by the token each one put out (the "
+                   f"{'greedy' if exp.decode.beam_size == 1 else 'beam-searched'} translation); "
+                   "cross-attention rows are target tokens, columns source tokens",
+                   "## marks a piece that continues the word before it"])
+
+
+def _pieces(tokenizer, ids: list[int]) -> list[str]:
+    """Tokens as labels: a word's first piece as the word, a continuation as ##piece (the
+    metaspace ▁ marks where a word starts)."""
+    out = []
+    for i in ids:
+        piece = tokenizer.id_to_token(i) or UNK
+        out.append(piece[1:] or "▁" if piece.startswith("▁") else piece if piece.startswith("[")
+                   else f"##{piece}")
+    return out
 
 
 def with_causal(programs):

@@ -1,0 +1,359 @@
+"""Views of what a trained model attends to, for one input: one self-contained HTML file (a head
+view and a model view in the manner of BertViz, scripts, styles and data inlined, no network) and
+PNGs of the same maps for papers.
+
+Weights come from `attnlab.record` around the model's ordinary forward (the fast path), recomputed
+a block of query rows at a time; each row keeps only its top `top` weights and the share of the
+row's mass they hold, so a 4,096-token input still makes a file of a few MB.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnlab.errors import InputError
+from attnlab.inspect.analyses import rollout
+from attnlab.inspect.view_page import PAGE_TEMPLATE
+from attnlab.nn.recorder import record
+from attnlab.tasks.base import Inspection
+
+TOP = 24  # weights kept per query row
+PAGE = 256  # query rows the page shows at once
+BLOCK = 2**24  # weights recomputed at once (64 MB of float32): rows per block = BLOCK // (heads · keys)
+MAX_BYTES = 16 * 2**20  # the data of a view stays under this: fewer weights per row beyond it
+ROLLOUT = "rollout"
+
+
+@dataclass
+class Map:
+    """One layer's weights (or the rollout) over the shown positions, kept sparse: for each head
+    and query row, the `top` largest weights and their key positions, largest first."""
+
+    label: str
+    query: str  # the sequence queries come from
+    key: str
+    index: np.ndarray  # (H, N, K) key positions, among the shown keys
+    value: np.ndarray  # (H, N, K) weights
+    mass: np.ndarray  # (H, N) share of each row's weight the kept ones hold
+    keys: int  # shown key positions
+
+    @property
+    def heads(self) -> int:
+        return self.index.shape[0]
+
+    def dense(self, head: int) -> np.ndarray:
+        """(N, M) weights of one head, zero where a weight was not kept."""
+        n, m = self.index.shape[1], self.keys
+        out = np.zeros((n, m), dtype=np.float32)
+        np.put_along_axis(out, self.index[head].astype(np.int64), self.value[head], axis=1)
+        return out
+
+
+@dataclass
+class View:
+    """What a view shows: labels of the shown positions, one Map per layer (and the rollout), and
+    how the input was made ready (`inspection`: title, picture, notes)."""
+
+    inspection: Inspection
+    labels: dict[str, list[str]]
+    maps: list[Map]
+    top: int
+    seconds: float = 0.0
+    layers: list[str] = field(default_factory=list)  # recorded layer names, in model order
+
+    def start(self) -> int:
+        """The map a view opens on: the last cross-attention layer (a translation's alignment),
+        else the last layer."""
+        layers = [i for i, m in enumerate(self.maps) if m.label != ROLLOUT]
+        cross = [i for i in layers if self.maps[i].query != self.maps[i].key]
+        return (cross or layers)[-1]
+
+    def pick(self, layer: int | None, head: int | None) -> tuple[int, int | None]:
+        """(map index, head) for --layer/--head, checked against what the model has."""
+        count = len(self.layers)
+        if layer is not None and not 0 <= layer < count:
+            raise InputError(f"--layer {layer} is out of range: the model has {count} attention "
+                             f"layer(s), 0..{count - 1}")
+        chosen = self.start() if layer is None else layer
+        heads = self.maps[chosen].heads
+        if head is not None and not 0 <= head < heads:
+            raise InputError(f"--head {head} is out of range: layer {chosen} has {heads} head(s), "
+                             f"0..{heads - 1}")
+        return chosen, head
+
+
+def build(model: nn.Module, inspection: Inspection, top: int = TOP,
+          max_bytes: int = MAX_BYTES) -> View:
+    """Run `inspection.forward` once under the recorder and keep each layer's top weights per row
+    (fewer than `top` when the view's data would pass `max_bytes`), plus the rollout."""
+    if top < 1:
+        raise InputError(f"top={top}: keep at least one weight per row")
+    started = time.perf_counter()
+    model.eval()
+    with torch.no_grad(), record(model) as rec:
+        inspection.forward()
+    shown = {name: inspection.shown.get(name, list(range(len(labels))))
+             for name, labels in inspection.sequences.items()}
+    sides = [inspection.layers[name] for name in rec.layers]
+    heads = [_heads(rec, name) for name in rec.layers]
+    top = _fitting(top, [(h, len(shown[q])) for h, (q, _) in zip(heads, sides, strict=True)],
+                   len(shown.get(inspection.rollout, [])), max_bytes)
+    maps, flow = [], None
+    for i, (name, (query, key)) in enumerate(zip(rec.layers, sides, strict=True)):
+        through = inspection.rollout is not None and query == key == inspection.rollout
+        index, value, mass, mean = _sparse(rec, name, shown[query], shown[key], top, through)
+        maps.append(Map(f"layer {i} · {name}", query, key, index, value, mass, len(shown[key])))
+        if through:  # rollout, first layer rightmost, one layer at a time (Abnar & Zuidema 2020)
+            step = rollout([mean[None, None]])[0]
+            flow = step if flow is None else step @ flow
+    if flow is not None:
+        n = len(shown[inspection.rollout])
+        values, index = flow.topk(min(top, n), dim=-1)
+        maps.append(Map(ROLLOUT, inspection.rollout, inspection.rollout,
+                        index[None].numpy().astype(np.int32), values[None].numpy(),
+                        (values.sum(-1) / flow.sum(-1).clamp(min=1e-12))[None].numpy(), n))
+    labels = {name: [inspection.sequences[name][p] for p in positions]
+              for name, positions in shown.items()}
+    return View(inspection, labels, maps, top, time.perf_counter() - started, list(rec.layers))
+
+
+def inspect_run(run: str | Path, *, text: str | None = None, example: int | None = None,
+                image: str | Path | None = None, top: int = TOP, max_bytes: int = MAX_BYTES) -> View:
+    """The view of one input to a trained run: `text` (as its task reads it), test `example` N,
+    or an `image` file (.png grey levels 0-255, or .npy raw pixels)."""
+    from attnlab.models.base import load_model
+    from attnlab.tasks import task_of
+    from attnlab.train.run import _experiment
+
+    given = [name for name, value in (("text", text), ("--example", example), ("--image", image))
+             if value is not None]
+    if len(given) != 1:
+        raise InputError("give one input to look at: text, --example N or --image FILE"
+                         + (f" (got {' and '.join(given)})" if given else ""))
+    run = Path(run)
+    if not run.is_dir():
+        raise InputError(f"no run folder {run}: give the folder a training wrote (attnlab runs)")
+    exp = _experiment(run)
+    task, model = task_of(exp.task), load_model(run)
+    row = None
+    if example is not None:
+        test = task.load_test(run, exp)
+        count = 0 if test is None else len(test.test)
+        if not 0 <= example < count:
+            raise InputError(f"--example {example} is out of range: {run} holds {count} test "
+                             f"example(s){f', 0..{count - 1}' if count else ''}")
+        row = test.test.inputs[example:example + 1]
+    pixels = None if image is None else read_image(image)
+    inspection = task.inspection(model, task.load_encoders(run, exp), exp, text=text, image=pixels,
+                                 example=row)
+    return build(model, inspection, top, max_bytes)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W) grey pixels of a .png (as 8-bit grey levels 0-255; colour is averaged) or a .npy
+    (as stored: the data set's own scale)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no image file {path}")
+    try:
+        if path.suffix.lower() == ".npy":
+            pixels = np.load(path, allow_pickle=False)
+        elif path.suffix.lower() == ".png":
+            from matplotlib.image import imread
+
+            pixels = imread(path)
+            pixels = pixels * (255 if pixels.dtype.kind == "f" else 1)  # PNG reads as 0..1
+            if pixels.ndim == 3:
+                pixels = pixels[..., :3].mean(-1)  # grey; alpha left out
+        else:
+            raise InputError(f"{path}: give a .png or a .npy image")
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"{path} is not a readable image: {e}") from None
+    pixels = np.squeeze(np.asarray(pixels, dtype=np.float32))
+    if pixels.ndim != 2:
+        raise InputError(f"{path}: expected a grey (H, W) image, got shape {pixels.shape}")
+    return pixels
+
+
+def _fitting(top: int, layers: list[tuple[int, int]], rollout_rows: int, max_bytes: int) -> int:
+    """The most weights per row (≤ top) whose view stays under max_bytes: each kept weight costs
+    4 bytes of base64 (a 2-byte position, a 1-byte level), each row 7 more (scale and mass)."""
+    rows = sum(h * n for h, n in layers) + rollout_rows
+    return max(1, min(top, (max_bytes // max(rows, 1) - 7) // 4))
+
+
+def _heads(rec, name: str) -> int:
+    return sum(call.q.shape[1] for call in rec.passes[name][-1])  # head groups side by side
+
+
+def _sparse(rec, name: str, queries: list[int], keys: list[int], top: int, keep_mean: bool):
+    """(index, value, mass) of the top weights of each shown query row of layer `name`, recomputed
+    about BLOCK weights at a time; with keep_mean, also the (N, M) head average among the shown
+    positions (what rollout reads), else None."""
+    heads, key_count = _heads(rec, name), len(keys)
+    k = min(top, key_count)
+    step = max(1, BLOCK // max(1, heads * rec.passes[name][-1][0].k.shape[-2]))
+    columns = torch.tensor(keys)
+    index = np.zeros((heads, len(queries), k), dtype=np.int32)
+    value = np.zeros((heads, len(queries), k), dtype=np.float32)
+    mass = np.zeros((heads, len(queries)), dtype=np.float32)
+    mean = torch.zeros(len(queries), key_count) if keep_mean else None
+    for start in range(0, len(queries), step):
+        rows = queries[start:start + step]
+        w = rec.weights(name, rows=rows)[0][:, :, columns].float()  # one example: (H, rows, keys)
+        values, where = w.topk(k, dim=-1)
+        stop = start + len(rows)
+        index[:, start:stop], value[:, start:stop] = where.numpy(), values.numpy()
+        mass[:, start:stop] = (values.sum(-1) / w.sum(-1).clamp(min=1e-12)).numpy()
+        if mean is not None:
+            mean[start:stop] = w.mean(0)
+    return index, value, mass, mean
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+
+
+def _payload(view: View, layer: int, head: int | None) -> dict:
+    """The view as JSON: sparse weights as base64 little-endian arrays (positions uint16 or uint32,
+    levels uint8 of each row's largest weight, that largest weight float32, mass uint8 of 255)."""
+    maps = []
+    for m in view.maps:
+        wide = m.keys > 65535
+        scale = m.value[..., 0] if m.value.shape[-1] else np.zeros(m.mass.shape, np.float32)
+        level = np.rint(255 * m.value / np.maximum(scale, 1e-30)[..., None]).clip(0, 255)
+        maps.append({"label": m.label, "query": m.query, "key": m.key, "heads": m.heads,
+                     "rows": int(m.index.shape[1]), "k": int(m.index.shape[2]), "wide": wide,
+                     "index": _b64(m.index.astype("<u4" if wide else "<u2")),
+                     "level": _b64(level.astype(np.uint8)), "scale": _b64(scale.astype("<f4")),
+                     "mass": _b64(np.rint(255 * m.mass).clip(0, 255).astype(np.uint8))})
+    picture = view.inspection.picture
+    return {"title": view.inspection.title, "notes": view.inspection.notes, "top": view.top,
+            "page": PAGE, "sequences": view.labels, "maps": maps, "start": {"map": layer, "head": head or 0},
+            "picture": None if picture is None else {
+                "pixels": np.asarray(picture.pixels, dtype=float).round(3).ravel().tolist(),
+                "height": int(np.shape(picture.pixels)[0]), "width": int(np.shape(picture.pixels)[1]),
+                "grid": picture.grid, "first": picture.first}}
+
+
+def summary(view: View, size: int) -> str:
+    """'1.8 MB, top 24 weights per row, 4,096 tokens × 8 heads × 4 layers'."""
+    layers = [m for m in view.maps if m.label != ROLLOUT]
+    tokens = " + ".join(f"{len(v):,} {k}" for k, v in view.labels.items())
+    heads = sorted({m.heads for m in layers})
+    return (f"{_size(size)}, top {view.top} weights per row, {tokens} × "
+            f"{'/'.join(map(str, heads))} heads × {len(layers)} layers"
+            + (" + rollout" if len(layers) < len(view.maps) else ""))
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.0f} kB"
+
+
+def write_html(view: View, path: str | Path, layer: int | None = None,
+               head: int | None = None) -> tuple[Path, str]:
+    """Write the view as one HTML file (no network: everything inlined); returns the path and a
+    summary of what it holds, its size first."""
+    chosen, head = view.pick(layer, head)
+    data = json.dumps(_payload(view, chosen, head), separators=(",", ":"), ensure_ascii=False)
+    data = data.replace("</", "<\\/")  # a token "</script>" must not end the script
+    page = PAGE_TEMPLATE.replace("/*DATA*/null", data)
+    first = summary(view, len(page.encode()) + 16)  # the stated size is part of the page itself
+    page = page.replace("<!--SUMMARY-->", _escape(first))
+    path = _writable(path)
+    path.write_text(page, encoding="utf-8")
+    return path, summary(view, path.stat().st_size)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _writable(path: str | Path) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot make the folder {path.parent}: {e.strerror}") from None
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: give a file name for --out")
+    return path
+
+
+# -- PNG ----------------------------------------------------------------------------------------
+
+
+LABELLED = 48  # up to this many positions a side, the axes name each token
+
+
+def write_png(view: View, path: str | Path, layer: int | None = None,
+              head: int | None = None) -> Path:
+    """The chosen layer's map through matplotlib (every head, or `head`): for an image, a heatmap
+    over the image per head and for the rollout; otherwise query × key maps labelled by token
+    (a translation's cross-attention is its source × target alignment)."""
+    from matplotlib.figure import Figure
+
+    chosen, head = view.pick(layer, head)
+    m = view.maps[chosen]
+    heads = list(range(m.heads)) if head is None else [head]
+    picture = view.inspection.picture
+    panels = [(f"head {h}", m, h) for h in heads]
+    flow = [x for x in view.maps if x.label == ROLLOUT]
+    if picture is not None and flow:
+        panels.append(("rollout", flow[0], 0))
+    cols = min(len(panels), 4)
+    rows = -(-len(panels) // cols)
+    n, k = len(view.labels[m.query]), len(view.labels[m.key])
+    side = 2.6 if picture is not None else min(9.0, max(3.0, 0.16 * max(n, k)))
+    fig = Figure(figsize=(cols * side + 0.8, rows * side + 0.9), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (title, shown, h) in zip(axes.flat, panels, strict=False):
+        if picture is not None:
+            _picture_panel(ax, picture, _looked_at(shown.dense(h), picture))
+        else:
+            _map_panel(ax, shown.dense(h), view.labels[shown.query], view.labels[shown.key])
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"{view.inspection.title}\n{m.label} · top {view.top} weights per row",
+                 fontsize=9)
+    path = _writable(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _looked_at(weights: np.ndarray, picture) -> np.ndarray:
+    """(grid, grid) weight on each patch from the [CLS] row, or the mean over patch rows."""
+    rows = weights[:1] if picture.first else weights[picture.first:]
+    patches = rows.mean(0)[picture.first:picture.first + picture.grid ** 2]
+    return patches.reshape(picture.grid, picture.grid)
+
+
+def _picture_panel(ax, picture, heat: np.ndarray) -> None:
+    height, width = np.shape(picture.pixels)
+    ax.imshow(picture.pixels, cmap="gray", extent=(0, width, height, 0))
+    ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, width, height, 0), interpolation="nearest")
+    ax.set_axis_off()
+
+
+def _map_panel(ax, weights: np.ndarray, queries: list[str], keys: list[str]) -> None:
+    ax.imshow(weights, cmap="viridis", vmin=0, aspect="auto", interpolation="nearest")
+    if len(keys) <= LABELLED:
+        ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=7)
+    else:
+        ax.set_xlabel("key position")
+    if len(queries) <= LABELLED:
+        ax.set_yticks(range(len(queries)), queries, fontsize=7)
+    else:
+        ax.set_ylabel("query position")
