@@ -62,7 +62,7 @@ def test_kept_weights_are_each_rows_largest_and_padding_is_never_shown() -> None
     assert view.labels["tokens"] == ["5", "7", "9", "11", "13"]
     for m, full in zip(view.maps, _recorded(model, ids), strict=False):  # layers, then the rollout
         real = full[:, :5, :5]  # padding rows and columns left out
-        values, index = real.topk(3, dim=-1)
+        values = real.topk(3, dim=-1).values
         assert np.allclose(m.value, values.numpy(), atol=1e-6)
         assert np.allclose(np.take_along_axis(real.numpy(), m.index.astype(np.int64), -1), m.value)
         assert np.allclose(m.mass, (values.sum(-1) / real.sum(-1)).numpy(), atol=1e-6)
@@ -181,13 +181,14 @@ def test_image_files_are_read_as_grey_levels(tmp_path) -> None:
     imsave(tmp_path / "grey.png", pixels, cmap="gray", vmin=0, vmax=255)
     assert np.allclose(views.read_image(tmp_path / "grey.png"), pixels, atol=0.5)
     (tmp_path / "raw.bin").write_bytes(pixels.tobytes())
-    with pytest.raises(InputError, match="give a .png or a .npy"):
+    with pytest.raises(InputError, match=r"give a \.png or a \.npy"):
         views.read_image(tmp_path / "raw.bin")
 
 
 def test_translation_views_align_source_and_the_beam_searched_target(tmp_path) -> None:
     pairs = [("the house is red", "la casa es roja"), ("the dog is big", "el perro es grande")] * 4
-    encoder = TranslationEncoder(train_bpe([s for s, _ in pairs], 40), train_bpe([t for _, t in pairs], 40), 12)
+    encoder = TranslationEncoder(train_bpe([s for s, _ in pairs], 40),
+                                 train_bpe([t for _, t in pairs], 40), 12)
     torch.manual_seed(0)
     model = Seq2Seq(Seq2Seq.Config(src_vocab=encoder.source.get_vocab_size(),
                                    tgt_vocab=encoder.target.get_vocab_size(), d_model=16, layers=1,
