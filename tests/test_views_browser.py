@@ -80,6 +80,13 @@ def test_the_text_view_draws_switches_heads_highlights_keys_and_stays_offline(br
     strongest = int(view.maps[1].index[1, 2, 0])
     shades = page.evaluate("[...document.querySelectorAll('#keys .k')].map(s => s.style.background)")
     assert shades[strongest] == "rgb(42, 157, 143)"  # full strength: no alpha left
+    # BertViz-like lines for a short input: every row's lines, then only the hovered row's
+    assert page.locator("#lines text.lq").count() == 7 and page.locator("#lines line").count() == 7
+    page.mouse.move(0, 0)
+    page.hover("#lines text.lq >> nth=4")
+    opacities = page.evaluate("[...document.querySelectorAll('#lines line')]"
+                              ".map(l => +l.getAttribute('stroke-opacity'))")
+    assert len(opacities) == 7 and max(opacities) == 1  # the row's largest weight, fully drawn
     page.select_option("#layer", str(len(view.maps) - 1))  # the rollout, a layer of its own
     assert page.locator("button.head").count() == 1 and page.evaluate(INK, "map") > 1000
     page.click("#tab-model")

@@ -24,10 +24,12 @@ button{font:inherit;border:1px solid #b8c0cc;background:#fff;border-radius:4px;p
 button.on{background:#1d3557;color:#fff;border-color:#1d3557}
 #mass{color:#555;font-size:.92em}
 #head-view{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}
+#tokens{flex:1 1 30em;min-width:20em}
+#lines text{font-size:12px;cursor:default}
+#lines text.on{fill:#e76f51;font-weight:600}
 canvas{border:1px solid #ccd;background:#fff;image-rendering:pixelated}
 .flow{max-width:60em;line-height:1.9}
-.flow span{padding:.05em .12em;margin-left:.22em;border-radius:3px;cursor:default}
-.flow span.cont{margin-left:0}
+.flow span{padding:.05em 0;border-radius:3px;cursor:default}
 .flow span.q:hover,.flow span.q.pinned{outline:2px solid #e76f51}
 .flow span.hot{color:#000}
 h2{font-size:1em;margin:.8em 0 .2em;color:#333}
@@ -50,6 +52,8 @@ h2{font-size:1em;margin:.8em 0 .2em;color:#333}
 <div id="head-view">
  <div><canvas id="map" width="560" height="560"></canvas>
   <div id="map-note" class="summary"></div></div>
+ <div id="lines-box"><svg id="lines" width="340" height="100"></svg>
+  <div class="summary">lines: where each query looks (hover one)</div></div>
  <div id="picture-box"><canvas id="picture" width="336" height="336"></canvas>
   <div id="picture-note" class="summary"></div></div>
  <div id="tokens"><h2 id="queries-title">queries</h2><div id="queries" class="flow"></div>
@@ -151,9 +155,52 @@ function flow(box, labels, first, last, cls) {
     s.textContent = labelOf(labels[i]);
     s.className = cls + (labels[i].startsWith("##") ? " cont" : "");
     s.dataset.i = i;
+    // a space before each word (not before a piece that continues one): where lines may break
+    if (i > first && !labels[i].startsWith("##")) box.appendChild(document.createTextNode(" "));
     box.appendChild(s); spans.push(s);
   }
   return spans;
+}
+
+// BertViz-like lines, for pages short enough to read them: queries left, keys right.
+const SVG = document.getElementById("lines").namespaceURI, LINE_ROWS = 96, STEP = 17;
+function lineable(m) {
+  const [r0, r1] = rowsOfPage(m);
+  return !DATA.picture && r1 - r0 <= LINE_ROWS && DATA.sequences[m.key].length <= LINE_ROWS;
+}
+function drawLabels(m) {
+  const svg = document.getElementById("lines"), [r0, r1] = rowsOfPage(m);
+  const keys = DATA.sequences[m.key];
+  svg.textContent = "";
+  svg.setAttribute("height", STEP * Math.max(r1 - r0, keys.length) + 10);
+  const text = (x, y, label, anchor, cls, i) => {
+    const t = document.createElementNS(SVG, "text");
+    t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("text-anchor", anchor);
+    t.setAttribute("class", cls); t.dataset.i = i; t.textContent = label;
+    svg.appendChild(t); return t;
+  };
+  for (let r = r0; r < r1; r++) {
+    const t = text(120, STEP * (r - r0 + 1), DATA.sequences[m.query][r], "end", "lq", r);
+    t.addEventListener("mouseenter", () => { if (!state.pinned) look(r); });
+  }
+  keys.forEach((label, j) => text(220, STEP * (j + 1), label, "start", "lk", j));
+}
+function drawLines(m, query) {
+  const svg = document.getElementById("lines"), [r0, r1] = rowsOfPage(m);
+  svg.querySelectorAll("line").forEach(l => l.remove());
+  svg.querySelectorAll("text.on").forEach(t => t.classList.remove("on"));
+  for (let r = r0; r < r1; r++) {
+    if (query !== null && r !== query) continue;
+    for (const [key, , level] of row(m, state.head, r)) {
+      const l = document.createElementNS(SVG, "line");
+      l.setAttribute("x1", 125); l.setAttribute("y1", STEP * (r - r0 + 1) - 4);
+      l.setAttribute("x2", 215); l.setAttribute("y2", STEP * (key + 1) - 4);
+      l.setAttribute("stroke", "#1d3557"); l.setAttribute("stroke-width", 2);
+      l.setAttribute("stroke-opacity", (query === null ? 0.35 : 1) * level);
+      svg.insertBefore(l, svg.firstChild);
+    }
+  }
+  if (query !== null) svg.querySelector(`text.lq[data-i="${query}"]`)?.classList.add("on");
 }
 
 let keySpans = [], hot = [];
@@ -175,6 +222,7 @@ function look(query) {
   const m = DATA.maps[state.map];
   drawMap(document.getElementById("map"), m, state.head, query);
   if (DATA.picture) drawPicture(document.getElementById("picture"), m, state.head, query);
+  if (lineable(m)) drawLines(m, query);
   highlight(query);
   const seq = DATA.sequences[m.query];
   document.getElementById("map-note").textContent = query === null ?
@@ -184,6 +232,8 @@ function look(query) {
 
 function drawHeadView() {
   const m = DATA.maps[state.map], [r0, r1] = rowsOfPage(m);
+  document.getElementById("lines-box").style.display = lineable(m) ? "" : "none";
+  if (lineable(m)) drawLabels(m);
   if (!DATA.picture) {
     document.getElementById("queries-title").textContent =
       `queries: ${m.query} ${r0}–${r1 - 1} (hover one to see where it looks; click to pin)`;

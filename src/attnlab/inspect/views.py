@@ -27,7 +27,7 @@ from attnlab.tasks.base import Inspection
 
 TOP = 24  # weights kept per query row
 PAGE = 256  # query rows the page shows at once
-BLOCK = 2**24  # weights recomputed at once (64 MB of float32): rows per block = BLOCK // (heads · keys)
+BLOCK = 2**26  # weights recomputed at once (256 MB of float32): rows per block = BLOCK // (heads · keys)
 MAX_BYTES = 16 * 2**20  # the data of a view stays under this: fewer weights per row beyond it
 ROLLOUT = "rollout"
 
@@ -131,7 +131,8 @@ def inspect_run(run: str | Path, *, text: str | None = None, example: int | None
     or an `image` file (.png grey levels 0-255, or .npy raw pixels)."""
     from attnlab.models.base import load_model
     from attnlab.tasks import task_of
-    from attnlab.train.run import _experiment
+    from attnlab.train.config import load_experiment
+    from attnlab.train.folder import verify
 
     given = [name for name, value in (("text", text), ("--example", example), ("--image", image))
              if value is not None]
@@ -139,9 +140,11 @@ def inspect_run(run: str | Path, *, text: str | None = None, example: int | None
         raise InputError("give one input to look at: text, --example N or --image FILE"
                          + (f" (got {' and '.join(given)})" if given else ""))
     run = Path(run)
-    if not run.is_dir():
-        raise InputError(f"no run folder {run}: give the folder a training wrote (attnlab runs)")
-    exp = _experiment(run)
+    if not (run / "experiment.yaml").is_file():
+        raise InputError(f"{run} holds no trained run (no experiment.yaml): give the folder a "
+                         "training wrote (attnlab runs)")
+    verify(run)  # as attnlab.load does, without importing Lightning: every file as the manifest says
+    exp = load_experiment(run / "experiment.yaml")
     task, model = task_of(exp.task), load_model(run)
     row = None
     if example is not None:

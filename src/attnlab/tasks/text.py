@@ -139,6 +139,8 @@ class TextClassification(Task):
         if image is not None:
             raise InputError(f"{exp.name} classifies text, not images: give the text to look at")
         ids = encoders([text]) if example is None else example[:1]
+        # one text needs no padding after it (positions count from the start, so nothing moves)
+        ids = ids[:, : max(1, int(ids.ne(PAD_ID).sum()))]
         real = ids[0].ne(PAD_ID).nonzero().flatten().tolist()
         labels = [encoders.tokenizer.id_to_token(i) or UNK for i in ids[0].tolist()]
         if getattr(model, "cls", None) is not None:  # the model puts a learned [CLS] in front
@@ -152,6 +154,5 @@ class TextClassification(Task):
         return Inspection(lambda: model(ids), {"tokens": labels},
                           {name: ("tokens", "tokens") for name in attention_layers(model)},
                           shown={"tokens": real}, rollout="tokens", title=title,
-                          notes=[f"padding is left out: {len(real)} of {len(labels)} positions shown",
-                                 "## marks a word piece that continues the word before it"])
+                          notes=["## marks a word piece that continues the word before it"])
 
