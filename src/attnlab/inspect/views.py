@@ -315,20 +315,31 @@ def write_png(view: View, path: str | Path, layer: int | None = None,
     flow = [x for x in view.maps if x.label == ROLLOUT]
     if picture is not None and flow:
         panels.append(("rollout", flow[0], 0))
-    cols = min(len(panels), 4)
-    rows = -(-len(panels) // cols)
+    first = int(picture is not None)  # an image panel comes first, to compare the heat with
+    cols = min(len(panels) + first, 4)
+    rows = -(-(len(panels) + first) // cols)
     n, k = len(view.labels[m.query]), len(view.labels[m.key])
     side = 2.6 if picture is not None else min(9.0, max(3.0, 0.16 * max(n, k)))
-    fig = Figure(figsize=(cols * side + 0.8, rows * side + 0.9), layout="constrained")
+    fig = Figure(figsize=(cols * side + 1.2, rows * side + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) + first:]:
         ax.set_axis_off()
-    for ax, (title, shown, h) in zip(axes.flat, panels, strict=False):
+    if picture is not None:
+        _picture_panel(axes.flat[0], picture, None, 0)
+        axes.flat[0].set_title("image", fontsize=9)
+    dense = [shown.dense(h) for _, shown, h in panels]
+    if picture is not None:
+        dense = [_looked_at(d, picture) for d in dense]
+    top = max(max(float(d.max()) for d in dense), 1e-12)  # one scale: colours compare across heads
+    image = None
+    for ax, (title, shown, _), weights in zip(axes.flat[first:], panels, dense, strict=False):
         if picture is not None:
-            _picture_panel(ax, picture, _looked_at(shown.dense(h), picture))
+            image = _picture_panel(ax, picture, weights, top)
         else:
-            _map_panel(ax, shown.dense(h), view.labels[shown.query], view.labels[shown.key])
+            image = _map_panel(ax, weights, view.labels[shown.query], view.labels[shown.key], top)
         ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
+                 label="weight on each patch" if picture is not None else "attention weight")
     fig.suptitle(f"{view.inspection.title}\n{m.label} · top {view.top} weights per row",
                  fontsize=9)
     path = _writable(path)
@@ -343,15 +354,20 @@ def _looked_at(weights: np.ndarray, picture) -> np.ndarray:
     return patches.reshape(picture.grid, picture.grid)
 
 
-def _picture_panel(ax, picture, heat: np.ndarray) -> None:
+def _picture_panel(ax, picture, heat: np.ndarray | None, top: float):
+    """The image in grey, under the heat (0..top) if given."""
     height, width = np.shape(picture.pixels)
     ax.imshow(picture.pixels, cmap="gray", extent=(0, width, height, 0))
-    ax.imshow(heat, cmap="inferno", alpha=0.55, extent=(0, width, height, 0), interpolation="nearest")
     ax.set_axis_off()
+    if heat is None:
+        return None
+    return ax.imshow(heat, cmap="inferno", alpha=0.6, vmin=0, vmax=top, extent=(0, width, height, 0),
+                     interpolation="nearest")
 
 
-def _map_panel(ax, weights: np.ndarray, queries: list[str], keys: list[str]) -> None:
-    ax.imshow(weights, cmap="viridis", vmin=0, aspect="auto", interpolation="nearest")
+def _map_panel(ax, weights: np.ndarray, queries: list[str], keys: list[str], top: float):
+    image = ax.imshow(weights, cmap="viridis", vmin=0, vmax=top, aspect="auto",
+                      interpolation="nearest")
     if len(keys) <= LABELLED:
         ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=7)
     else:
@@ -360,3 +376,4 @@ def _map_panel(ax, weights: np.ndarray, queries: list[str], keys: list[str]) -> 
         ax.set_yticks(range(len(queries)), queries, fontsize=7)
     else:
         ax.set_ylabel("query position")
+    return image
