@@ -78,6 +78,33 @@ def test_blocks_of_rows_give_what_one_block_gives(monkeypatch) -> None:
         assert np.array_equal(a.index, b.index) and np.allclose(a.value, b.value, atol=1e-7)
 
 
+def test_one_example_of_a_padded_batch_shows_what_it_shows_alone() -> None:
+    model = _classifier()
+    batch = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0], [14, 15, 16, 17, 0, 0]])
+    alone = views.build(model, _ids(model, [11, 12, 13]))
+    inspection = _ids(model, batch[1].tolist())
+    inspection.forward, inspection.row = (lambda: model(batch)), 1
+    picked = views.build(model, inspection)
+    assert picked.labels == alone.labels == {"tokens": ["11", "12", "13"]}
+    for a, b in zip(alone.maps, picked.maps, strict=True):
+        assert np.array_equal(a.index, b.index) and np.allclose(a.value, b.value, atol=1e-6)
+
+
+def test_a_causal_model_keeps_no_weight_on_a_later_token() -> None:
+    from attnlab.models import DecoderLM
+
+    torch.manual_seed(0)
+    model = DecoderLM(DecoderLM.Config(vocab_size=30, d_model=16, layers=1, heads=2)).eval()
+    exp = _experiment("copy", {"name": "copy"})
+    view = views.build(model, tasks.kind("language-modelling").inspection(model, None, exp,
+                                                                          text="3 1 4 1 5 9"))
+    m = view.maps[0]
+    kept = m.value > 0
+    rows = np.arange(6)[None, :, None]
+    assert (m.index[kept.nonzero()] <= np.broadcast_to(rows, m.index.shape)[kept.nonzero()]).all()
+    assert np.allclose(m.dense(0).sum(-1), 1, atol=1e-5)  # 6 keys, top 24: every weight kept
+
+
 def test_rollout_is_the_product_of_head_averaged_layers_with_the_residual() -> None:
     """Abnar & Zuidema 2020: Â_l = ½I + ½·mean_h W_l, rows renormalised; rollout = Â_L … Â_1."""
     model, ids = _classifier(), [4, 6, 8, 10, 0]

@@ -109,7 +109,8 @@ def build(model: nn.Module, inspection: Inspection, top: int = TOP,
     maps, flow = [], None
     for i, (name, (query, key)) in enumerate(zip(rec.layers, sides, strict=True)):
         through = inspection.rollout is not None and query == key == inspection.rollout
-        index, value, mass, mean = _sparse(rec, name, shown[query], shown[key], top, through)
+        index, value, mass, mean = _sparse(rec, name, inspection.row, shown[query], shown[key], top,
+                                           through)
         maps.append(Map(f"layer {i} · {name}", query, key, index, value, mass, len(shown[key])))
         if through:  # rollout, first layer rightmost, one layer at a time (Abnar & Zuidema 2020)
             step = rollout([mean[None, None]])[0]
@@ -197,8 +198,10 @@ def _heads(rec, name: str) -> int:
     return sum(call.q.shape[1] for call in rec.passes[name][-1])  # head groups side by side
 
 
-def _sparse(rec, name: str, queries: list[int], keys: list[int], top: int, keep_mean: bool):
-    """(index, value, mass) of the top weights of each shown query row of layer `name`, recomputed
+def _sparse(rec, name: str, example: int, queries: list[int], keys: list[int], top: int,
+            keep_mean: bool):
+    """(index, value, mass) of the top weights of each shown query row of layer `name` for one
+    `example` of the batch, recomputed
     about BLOCK weights at a time; with keep_mean, also the (N, M) head average among the shown
     positions (what rollout reads), else None."""
     heads, key_count = _heads(rec, name), len(keys)
@@ -211,7 +214,7 @@ def _sparse(rec, name: str, queries: list[int], keys: list[int], top: int, keep_
     mean = torch.zeros(len(queries), key_count) if keep_mean else None
     for start in range(0, len(queries), step):
         rows = queries[start:start + step]
-        w = rec.weights(name, rows=rows)[0][:, :, columns].float()  # one example: (H, rows, keys)
+        w = rec.weights(name, rows=rows)[example][:, :, columns].float()  # (H, rows, keys)
         values, where = w.topk(k, dim=-1)
         stop = start + len(rows)
         index[:, start:stop], value[:, start:stop] = where.numpy(), values.numpy()

@@ -73,7 +73,7 @@ class Inspection:
     """One input made ready to look inside: the forward pass to record, and what each position of
     each attended sequence is, so a view can label it."""
 
-    forward: Callable[[], Any]  # runs the model once on the one example
+    forward: Callable[[], Any]  # runs the model once, on the example (or a batch holding it)
     sequences: dict[str, list[str]]  # name -> a label per position ("tokens", "source", ...)
     layers: dict[str, tuple[str, str]]  # attention layer name -> (query sequence, key sequence)
     shown: dict[str, list[int]] = field(default_factory=dict)  # positions worth showing (no padding);
@@ -82,6 +82,7 @@ class Inspection:
     picture: Picture | None = None  # for image runs: the image and where its patches sit
     title: str = ""  # one line: the input and what the model made of it
     notes: list[str] = field(default_factory=list)  # how to read this view (labels, conventions)
+    row: int = 0  # which example of the forward's batch this is
 
 
 class Task:
