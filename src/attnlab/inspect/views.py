@@ -273,10 +273,14 @@ def write_html(view: View, path: str | Path, layer: int | None = None,
     summary of what it holds, its size first."""
     chosen, head = view.pick(layer, head)
     data = json.dumps(_payload(view, chosen, head), separators=(",", ":"), ensure_ascii=False)
-    data = data.replace("</", "<\\/")  # a token "</script>" must not end the script
-    page = PAGE_TEMPLATE.replace("/*DATA*/null", data)
-    first = summary(view, len(page.encode()) + 16)  # the stated size is part of the page itself
-    page = page.replace("<!--SUMMARY-->", _escape(first))
+    data = data.replace("<", "\\u003c")  # no "</script>" or "<!--" in the data can end the script
+    template = PAGE_TEMPLATE.replace("/*DATA*/null", data)
+    said, page = "", template
+    for _ in range(3):  # the page states its own size, which the statement changes a little
+        stated = summary(view, len(page.encode()))
+        if stated == said:
+            break
+        said, page = stated, template.replace("<!--SUMMARY-->", _escape(stated))
     path = _writable(path)
     path.write_text(page, encoding="utf-8")
     return path, summary(view, path.stat().st_size)
