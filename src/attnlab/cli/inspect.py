@@ -28,8 +28,8 @@ class _ViewUnlessNamed(TyperGroup):
 
 
 inspect_app = typer.Typer(cls=_ViewUnlessNamed, no_args_is_help=True, add_completion=False,
-                          help="Look inside a trained run: `attnlab inspect RUN \"text\"` writes "
-                               "a view of what each head attends to.")
+                          help="Look inside a trained run. `attnlab inspect RUN \"text\"` is "
+                               "`attnlab inspect view RUN \"text\"`.")
 
 
 @inspect_app.command(DEFAULT)
@@ -48,8 +48,7 @@ def view_command(
     png: Annotated[bool, typer.Option("--png", help="Also write the PNG beside the HTML.")] = False,
     top: Annotated[int, typer.Option(min=1, help="Weights kept per query row.")] = 24,
 ) -> None:
-    """Write ONE self-contained HTML view (head view and model view; no network) of what the
-    run's heads attend to for one input."""
+    """Write one self-contained HTML view (no network) of what each head attends to."""
     from attnlab.inspect.views import inspect_run, write_html, write_png
 
     console = Console(highlight=False)
