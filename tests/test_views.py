@@ -56,7 +56,8 @@ def _recorded(model, ids: list[int]) -> list[torch.Tensor]:
     return [rec.weights(layer)[0] for layer in rec.layers]
 
 
-def test_kept_weights_are_each_rows_largest_and_padding_is_never_shown() -> None:
+def test_kept_weights_are_each_rows_largest_and_padding_is_never_shown(monkeypatch) -> None:
+    monkeypatch.setattr(views, "EVERY", 0)  # short rows keep only their top weights too
     model, ids = _classifier(), [5, 7, 9, 11, 13, 0, 0]  # two padding positions
     view = views.build(model, _ids(model, ids), top=3)
     assert view.labels["tokens"] == ["5", "7", "9", "11", "13"]
@@ -118,7 +119,16 @@ def test_rollout_is_the_product_of_head_averaged_layers_with_the_residual() -> N
     assert np.allclose(rollout.dense(0), expected.numpy(), atol=1e-6)
 
 
-def test_the_data_of_a_view_is_bounded_by_taking_fewer_weights_per_row() -> None:
+def test_short_rows_keep_every_weight() -> None:
+    model, ids = _classifier(), [5, 7, 9, 11, 13]
+    view = views.build(model, _ids(model, ids), top=2)
+    for m, full in zip(view.maps, _recorded(model, ids), strict=False):
+        assert m.whole and all(np.allclose(m.dense(h), full[h].numpy(), atol=1e-6) for h in range(2))
+    assert views.summary(view, 2048).startswith("2 kB, every weight, 5 tokens × 2 heads × 2 layers")
+
+
+def test_the_data_of_a_view_is_bounded_by_taking_fewer_weights_per_row(monkeypatch) -> None:
+    monkeypatch.setattr(views, "EVERY", 0)
     # 2 layers × 2 heads × 20 rows + 20 rollout rows = 100 rows at 7 bytes + 4 per weight
     assert views._fitting(24, [(2, 20), (2, 20)], 20, max_bytes=100 * (7 + 4 * 5)) == 5
     assert views._fitting(24, [(2, 20)], 0, max_bytes=10**9) == 24
@@ -132,7 +142,8 @@ def _embedded(page: str) -> dict:
     return json.loads(re.search(r"const DATA = (.*);\n", page).group(1))
 
 
-def test_the_page_holds_its_data_states_its_size_and_reaches_for_nothing(tmp_path) -> None:
+def test_the_page_holds_its_data_states_its_size_and_reaches_for_nothing(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(views, "EVERY", 0)
     model = _classifier()
     view = views.build(model, _ids(model, [5, 7, 9, 11, 13, 0]), top=4)
     path, said = views.write_html(view, tmp_path / "view.html", layer=0, head=1)

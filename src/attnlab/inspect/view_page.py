@@ -47,6 +47,9 @@ h2{font-size:1em;margin:.8em 0 .2em;color:#333}
  <label>layer <select id="layer"></select></label>
  <span id="heads"></span>
  <label id="page-box">rows <select id="page"></select></label>
+ <label title="colour each weight against its row's largest, or against the largest of the map">
+  colour <select id="colour"><option value="row">against its row</option>
+  <option value="map">against the map</option></select></label>
  <span id="mass"></span>
 </div>
 <div id="head-view">
@@ -65,7 +68,8 @@ h2{font-size:1em;margin:.8em 0 .2em;color:#333}
 <script>
 "use strict";
 const DATA = /*DATA*/null;
-const state = {map: DATA.start.map, head: DATA.start.head, page: 0, query: null, pinned: false};
+const state = {map: DATA.start.map, head: DATA.start.head, page: 0, query: null, pinned: false,
+               colour: DATA.maps.some(m => m.k < DATA.sequences[m.key].length) ? "row" : "map"};
 
 function bytes(b64) {
   const s = atob(b64), out = new Uint8Array(s.length);
@@ -96,15 +100,19 @@ function rowsOfPage(m) {
 }
 function labelOf(text) { return text.startsWith("##") ? text.slice(2) : text; }
 
-// A map: rows of this page against every key; colour is a weight against its row's largest.
+// A map: rows of this page against every key; a weight's colour is its share of its row's
+// largest, or of the page's largest (state.colour).
 function drawMap(canvas, m, head, mark) {
   const ctx = canvas.getContext("2d"), [r0, r1] = rowsOfPage(m);
   const keys = DATA.sequences[m.key].length, w = canvas.width, h = canvas.height;
-  const cw = w / keys, ch = h / Math.max(1, r1 - r0);
+  const cw = w / keys, ch = h / Math.max(1, r1 - r0), scale = arrays(m).scale;
+  let top = 0;
+  for (let r = r0; r < r1; r++) top = Math.max(top, scale[head * m.rows + r]);
   ctx.fillStyle = "#ffffff"; ctx.fillRect(0, 0, w, h);
   for (let r = r0; r < r1; r++) {
-    for (const [key, , level] of row(m, head, r)) {
-      ctx.fillStyle = `rgba(29,53,87,${(0.08 + 0.92 * level).toFixed(3)})`;
+    for (const [key, weight, level] of row(m, head, r)) {
+      const shade = state.colour === "row" ? level : weight / Math.max(top, 1e-30);
+      ctx.fillStyle = `rgba(29,53,87,${(0.04 + 0.96 * shade).toFixed(3)})`;
       ctx.fillRect(key * cw, (r - r0) * ch, Math.max(1, cw), Math.max(1, ch));
     }
   }
@@ -326,8 +334,9 @@ function showTab(which) {
 function start() {
   document.getElementById("title").textContent = DATA.title;
   const notes = document.getElementById("notes");
-  for (const n of [...DATA.notes, `only the ${DATA.top} largest weights of each row are kept; ` +
-       "colours are each weight against its row's largest"]) {
+  const whole = DATA.maps.every(m => m.k === DATA.sequences[m.key].length);
+  for (const n of [...DATA.notes, whole ? "every weight is kept" :
+       `only the ${DATA.top} largest weights of each row are kept (rows over few keys keep all)`]) {
     const li = document.createElement("li"); li.textContent = n; notes.appendChild(li);
   }
   const layer = document.getElementById("layer");
@@ -336,6 +345,9 @@ function start() {
   document.getElementById("page").addEventListener("change", e => {
     state.page = +e.target.value; state.pinned = false; drawHeadView();
   });
+  const colour = document.getElementById("colour");
+  colour.value = state.colour;
+  colour.addEventListener("change", () => { state.colour = colour.value; modelDrawn = -1; drawHeadView(); });
   document.getElementById("tab-head").addEventListener("click", () => showTab("head"));
   document.getElementById("tab-model").addEventListener("click", () => showTab("model"));
   const map = document.getElementById("map");

@@ -26,6 +26,7 @@ from attnlab.nn.recorder import record
 from attnlab.tasks.base import Inspection
 
 TOP = 24  # weights kept per query row
+EVERY = 64  # a row over at most this many keys keeps every weight (exact maps for short inputs)
 PAGE = 256  # query rows the page shows at once
 BLOCK = 2**26  # weights recomputed at once (256 MB of float32): rows per block = BLOCK // (heads · keys)
 MAX_BYTES = 16 * 2**20  # the data of a view stays under this: fewer weights per row beyond it
@@ -49,10 +50,15 @@ class Map:
     def heads(self) -> int:
         return self.index.shape[0]
 
+    @property
+    def whole(self) -> bool:
+        """Whether every weight is kept."""
+        return self.index.shape[-1] == self.keys
+
     def dense(self, head: int) -> np.ndarray:
-        """(N, M) weights of one head, zero where a weight was not kept."""
+        """(N, M) weights of one head, NaN where a weight was not kept."""
         n, m = self.index.shape[1], self.keys
-        out = np.zeros((n, m), dtype=np.float32)
+        out = np.full((n, m), np.nan, dtype=np.float32)
         np.put_along_axis(out, self.index[head].astype(np.int64), self.value[head], axis=1)
         return out
 
@@ -117,7 +123,7 @@ def build(model: nn.Module, inspection: Inspection, top: int = TOP,
             flow = step if flow is None else step @ flow
     if flow is not None:
         n = len(shown[inspection.rollout])
-        values, index = flow.topk(min(top, n), dim=-1)
+        values, index = flow.topk(n if n <= EVERY else min(top, n), dim=-1)
         maps.append(Map(ROLLOUT, inspection.rollout, inspection.rollout,
                         index[None].numpy().astype(np.int32), values[None].numpy(),
                         (values.sum(-1) / flow.sum(-1).clamp(min=1e-12))[None].numpy(), n))
@@ -205,7 +211,7 @@ def _sparse(rec, name: str, example: int, queries: list[int], keys: list[int], t
     about BLOCK weights at a time; with keep_mean, also the (N, M) head average among the shown
     positions (what rollout reads), else None."""
     heads, key_count = _heads(rec, name), len(keys)
-    k = min(top, key_count)
+    k = key_count if key_count <= EVERY else min(top, key_count)
     step = max(1, BLOCK // max(1, heads * rec.passes[name][-1][0].k.shape[-2]))
     columns = torch.tensor(keys)
     index = np.zeros((heads, len(queries), k), dtype=np.int32)
@@ -258,9 +264,13 @@ def summary(view: View, size: int) -> str:
     layers = [m for m in view.maps if m.label != ROLLOUT]
     tokens = " + ".join(f"{len(v):,} {k}" for k, v in view.labels.items())
     heads = sorted({m.heads for m in layers})
-    return (f"{_size(size)}, top {view.top} weights per row, {tokens} × "
+    return (f"{_size(size)}, {_kept(view)}, {tokens} × "
             f"{'/'.join(map(str, heads))} heads × {len(layers)} layers"
             + (" + rollout" if len(layers) < len(view.maps) else ""))
+
+
+def _kept(view: View) -> str:
+    return "every weight" if all(m.whole for m in view.maps) else f"top {view.top} weights per row"
 
 
 def _size(size: int) -> str:
@@ -337,7 +347,7 @@ def write_png(view: View, path: str | Path, layer: int | None = None,
     dense = [shown.dense(h) for _, shown, h in panels]
     if picture is not None:
         dense = [_looked_at(d, picture) for d in dense]
-    top = max(max(float(d.max()) for d in dense), 1e-12)  # one scale: colours compare across heads
+    top = max(max(float(np.nanmax(d, initial=0)) for d in dense), 1e-12)  # one scale for all heads
     image = None
     for ax, (title, shown, _), weights in zip(axes.flat[first:], panels, dense, strict=False):
         if picture is not None:
@@ -347,8 +357,8 @@ def write_png(view: View, path: str | Path, layer: int | None = None,
         ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
                  label="weight on each patch" if picture is not None else "attention weight")
-    fig.suptitle(f"{view.inspection.title}\n{m.label} · top {view.top} weights per row",
-                 fontsize=9)
+    fig.suptitle(f"{view.inspection.title}\n{m.label} · {_kept(view)}"
+                 + ("" if m.whole else " (grey: not kept)"), fontsize=9)
     path = _writable(path)
     fig.savefig(path, dpi=120)
     return path
@@ -356,7 +366,7 @@ def write_png(view: View, path: str | Path, layer: int | None = None,
 
 def _looked_at(weights: np.ndarray, picture) -> np.ndarray:
     """(grid, grid) weight on each patch from the [CLS] row, or the mean over patch rows."""
-    rows = weights[:1] if picture.first else weights[picture.first:]
+    rows = np.nan_to_num(weights[:1] if picture.first else weights[picture.first:])
     patches = rows.mean(0)[picture.first:picture.first + picture.grid ** 2]
     return patches.reshape(picture.grid, picture.grid)
 
@@ -373,7 +383,10 @@ def _picture_panel(ax, picture, heat: np.ndarray | None, top: float):
 
 
 def _map_panel(ax, weights: np.ndarray, queries: list[str], keys: list[str], top: float):
-    image = ax.imshow(weights, cmap="viridis", vmin=0, vmax=top, aspect="auto",
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].with_extremes(bad="#c4c4c4")  # NaN: a weight not kept
+    image = ax.imshow(np.ma.masked_invalid(weights), cmap=cmap, vmin=0, vmax=top, aspect="auto",
                       interpolation="nearest")
     if len(keys) <= LABELLED:
         ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=7)
