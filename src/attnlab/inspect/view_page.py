@@ -23,6 +23,7 @@ button{font:inherit;border:1px solid #b8c0cc;background:#fff;border-radius:4px;p
  cursor:pointer}
 button.on{background:#1d3557;color:#fff;border-color:#1d3557}
 #mass{color:#555;font-size:.92em}
+#looks{max-width:40em}
 #head-view{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}
 #tokens{flex:1 1 30em;min-width:20em}
 #lines text{font-size:12px;cursor:default}
@@ -54,7 +55,7 @@ h2{font-size:1em;margin:.8em 0 .2em;color:#333}
 </div>
 <div id="head-view">
  <div><canvas id="map" width="560" height="560"></canvas>
-  <div id="map-note" class="summary"></div></div>
+  <div id="map-note" class="summary"></div><div id="looks" class="summary"></div></div>
  <div id="lines-box"><svg id="lines" width="340" height="100"></svg>
   <div class="summary">lines: where each query looks (hover one)</div></div>
  <div id="picture-box"><canvas id="picture" width="336" height="336"></canvas>
@@ -233,6 +234,10 @@ function look(query) {
   if (lineable(m)) drawLines(m, query);
   highlight(query);
   const seq = DATA.sequences[m.query];
+  const keys = DATA.sequences[m.key];
+  document.getElementById("looks").textContent = query === null ? "" : "looks most at: " +
+    row(m, state.head, query).slice(0, 8).map(([key, weight]) =>
+      `“${labelOf(keys[key])}” ${key} (${(100 * weight).toFixed(1)}%)`).join(", ");
   document.getElementById("map-note").textContent = query === null ?
     `${m.label}, head ${state.head}: rows are ${m.query}, columns ${m.key}` :
     `${m.label}, head ${state.head}: “${labelOf(seq[query])}” (${m.query} ${query})`;

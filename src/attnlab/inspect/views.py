@@ -36,7 +36,8 @@ ROLLOUT = "rollout"
 @dataclass
 class Map:
     """One layer's weights (or the rollout) over the shown positions, kept sparse: for each head
-    and query row, the `top` largest weights and their key positions, largest first."""
+    and query row, the K largest weights and their key positions, largest first (K = `top`, or
+    every key when a row has at most EVERY)."""
 
     label: str
     query: str  # the sequence queries come from
@@ -102,10 +103,13 @@ def build(model: nn.Module, inspection: Inspection, top: int = TOP,
     (fewer than `top` when the view's data would pass `max_bytes`), plus the rollout."""
     if top < 1:
         raise InputError(f"top={top}: keep at least one weight per row")
-    started = time.perf_counter()
-    model.eval()
-    with torch.no_grad(), record(model) as rec:
-        inspection.forward()
+    started, training = time.perf_counter(), model.training
+    model.eval()  # no dropout: the weights the model uses when it predicts
+    try:
+        with torch.no_grad(), record(model) as rec:
+            inspection.forward()
+    finally:
+        model.train(training)
     shown = {name: inspection.shown.get(name, list(range(len(labels))))
              for name, labels in inspection.sequences.items()}
     sides = [inspection.layers[name] for name in rec.layers]
