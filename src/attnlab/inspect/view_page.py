@@ -31,6 +31,7 @@ button.on{background:#1d3557;color:#fff;border-color:#1d3557}
 canvas{border:1px solid #ccd;background:#fff;image-rendering:pixelated}
 .flow{max-width:60em;line-height:1.9}
 .flow span{padding:.05em 0;border-radius:3px;cursor:default}
+.flow.chips span{border:1px solid #d5dae3;margin:.1em;padding:0 .3em;white-space:nowrap}
 .flow span.q:hover,.flow span.q.pinned{outline:2px solid #e76f51}
 .flow span.hot{color:#000}
 h2{font-size:1em;margin:.8em 0 .2em;color:#333}
@@ -158,6 +159,7 @@ function drawPicture(canvas, m, head, query) {
 
 function flow(box, labels, first, last, cls) {
   box.textContent = "";
+  box.classList.toggle("chips", labels.some(l => l.includes(" ")));  // titles, not words
   const spans = [];
   for (let i = first; i < last; i++) {
     const s = document.createElement("span");
@@ -177,22 +179,28 @@ function lineable(m) {
   const [r0, r1] = rowsOfPage(m);
   return !DATA.picture && r1 - r0 <= LINE_ROWS && DATA.sequences[m.key].length <= LINE_ROWS;
 }
+const WIDE = 28, CHAR = 7;  // labels are cut to WIDE characters of about CHAR pixels
+function cut(label) { return label.length > WIDE ? label.slice(0, WIDE - 1) + "…" : label; }
+let lineX = [0, 0];  // where lines start and end
 function drawLabels(m) {
   const svg = document.getElementById("lines"), [r0, r1] = rowsOfPage(m);
-  const keys = DATA.sequences[m.key];
+  const keys = DATA.sequences[m.key], queries = DATA.sequences[m.query].slice(r0, r1);
+  const widest = list => CHAR * Math.max(...list.map(l => cut(l).length), 1);
+  lineX = [widest(queries) + 10, widest(queries) + 100];
   svg.textContent = "";
   svg.setAttribute("height", STEP * Math.max(r1 - r0, keys.length) + 10);
+  svg.setAttribute("width", lineX[1] + widest(keys) + 20);
   const text = (x, y, label, anchor, cls, i) => {
     const t = document.createElementNS(SVG, "text");
     t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("text-anchor", anchor);
-    t.setAttribute("class", cls); t.dataset.i = i; t.textContent = label;
+    t.setAttribute("class", cls); t.dataset.i = i; t.textContent = cut(label);
     svg.appendChild(t); return t;
   };
   for (let r = r0; r < r1; r++) {
-    const t = text(120, STEP * (r - r0 + 1), DATA.sequences[m.query][r], "end", "lq", r);
+    const t = text(lineX[0] - 5, STEP * (r - r0 + 1), DATA.sequences[m.query][r], "end", "lq", r);
     t.addEventListener("mouseenter", () => { if (!state.pinned) look(r); });
   }
-  keys.forEach((label, j) => text(220, STEP * (j + 1), label, "start", "lk", j));
+  keys.forEach((label, j) => text(lineX[1] + 5, STEP * (j + 1), label, "start", "lk", j));
 }
 function drawLines(m, query) {
   const svg = document.getElementById("lines"), [r0, r1] = rowsOfPage(m);
@@ -202,8 +210,8 @@ function drawLines(m, query) {
     if (query !== null && r !== query) continue;
     for (const [key, , level] of row(m, state.head, r)) {
       const l = document.createElementNS(SVG, "line");
-      l.setAttribute("x1", 125); l.setAttribute("y1", STEP * (r - r0 + 1) - 4);
-      l.setAttribute("x2", 215); l.setAttribute("y2", STEP * (key + 1) - 4);
+      l.setAttribute("x1", lineX[0]); l.setAttribute("y1", STEP * (r - r0 + 1) - 4);
+      l.setAttribute("x2", lineX[1]); l.setAttribute("y2", STEP * (key + 1) - 4);
       l.setAttribute("stroke", "#1d3557"); l.setAttribute("stroke-width", 2);
       l.setAttribute("stroke-opacity", (query === null ? 0.35 : 1) * level);
       svg.insertBefore(l, svg.firstChild);
