@@ -321,3 +321,15 @@ def test_inspect_refuses_in_one_line(run, args, message, tmp_path) -> None:
 def test_inspect_without_a_run_says_so(tmp_path) -> None:
     result = runner.invoke(app, ["inspect", str(tmp_path / "nowhere"), "hello"])
     assert result.exit_code == 2 and "holds no trained run" in result.output
+
+
+def test_a_registered_inspect_command_runs_instead_of_the_view(tmp_path) -> None:
+    from attnlab.cli.inspect import inspect_app
+
+    inspect_app.command("probe")(lambda run: print(f"probed {run}"))
+    try:
+        assert runner.invoke(app, ["inspect", "probe", "somewhere"]).output == "probed somewhere\n"
+        routed = runner.invoke(app, ["inspect", str(tmp_path / "probe"), "hello"])  # a folder named probe
+        assert routed.exit_code == 2 and "holds no trained run" in routed.output
+    finally:
+        inspect_app.registered_commands.pop()
