@@ -211,9 +211,9 @@ def _heads(rec, name: str) -> int:
 def _sparse(rec, name: str, example: int, queries: list[int], keys: list[int], top: int,
             keep_mean: bool):
     """(index, value, mass) of the top weights of each shown query row of layer `name` for one
-    `example` of the batch, recomputed
-    about BLOCK weights at a time; with keep_mean, also the (N, M) head average among the shown
-    positions (what rollout reads), else None."""
+    `example` of the batch, recomputed about BLOCK weights at a time (on the model's device);
+    with keep_mean, also the (N, M) head average among the shown positions (what rollout reads),
+    else None."""
     heads, key_count = _heads(rec, name), len(keys)
     k = key_count if key_count <= EVERY else min(top, key_count)
     step = max(1, BLOCK // max(1, heads * rec.passes[name][-1][0].k.shape[-2]))
@@ -224,13 +224,14 @@ def _sparse(rec, name: str, example: int, queries: list[int], keys: list[int], t
     mean = torch.zeros(len(queries), key_count) if keep_mean else None
     for start in range(0, len(queries), step):
         rows = queries[start:start + step]
-        w = rec.weights(name, rows=rows)[example][:, :, columns].float()  # (H, rows, keys)
+        w = rec.weights(name, rows=rows)[example]
+        w = w[:, :, columns.to(w.device)].float()  # (H, rows, keys)
         values, where = w.topk(k, dim=-1)
         stop = start + len(rows)
-        index[:, start:stop], value[:, start:stop] = where.numpy(), values.numpy()
-        mass[:, start:stop] = (values.sum(-1) / w.sum(-1).clamp(min=1e-12)).numpy()
+        index[:, start:stop], value[:, start:stop] = where.cpu().numpy(), values.cpu().numpy()
+        mass[:, start:stop] = (values.sum(-1) / w.sum(-1).clamp(min=1e-12)).cpu().numpy()
         if mean is not None:
-            mean[start:stop] = w.mean(0)
+            mean[start:stop] = w.mean(0).cpu()
     return index, value, mass, mean
 
 
