@@ -41,7 +41,9 @@ def view_command(
     image: Annotated[Path | None, typer.Option(help="Image runs: a grey image, .png (8-bit grey "
                                                "levels 0-255) or .npy (raw pixels, as the data "
                                                "set has them).")] = None,
-    layer: Annotated[int | None, typer.Option(help="The layer to open on (and to draw in the PNG).")] = None,
+    layer: Annotated[int | None, typer.Option(help="The attention layer to open on and draw in the "
+                                              "PNG, 0 = the model's first (default: the last "
+                                              "cross-attention, else the last).")] = None,
     head: Annotated[int | None, typer.Option(help="The head to open on (the PNG draws only it).")] = None,
     out: Annotated[Path, typer.Option(help="The view: .html, or .png for the matplotlib picture "
                                       "only.")] = Path("view.html"),

@@ -4,7 +4,8 @@ no image by address.
 
 Head view: pick a layer (the rollout is one more) and a head; the map shows a page of query rows
 against every key; hovering a query token (or a map row, or a patch of the image) highlights the
-keys it looks at. Model view: one small map per layer × head; a click opens it in the head view.
+keys it looks at, names the strongest, and, on a short page, draws BertViz-like lines from the
+query to them. Model view: one small map per layer × head; a click opens it in the head view.
 """
 
 PAGE_TEMPLATE = r"""<!DOCTYPE html>
