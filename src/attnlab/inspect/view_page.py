@@ -287,7 +287,7 @@ function drawControls() {
   heads.textContent = "head ";
   for (let h = 0; h < m.heads; h++) {
     const b = document.createElement("button");
-    b.textContent = m.heads === 1 && m.label === "rollout" ? "mean of heads" : h;
+    b.textContent = m.heads === 1 && m.label.startsWith("rollout") ? "mean of heads" : h;
     b.className = "head" + (h === state.head ? " on" : "");
     b.dataset.head = h;
     b.addEventListener("click", () => { state.head = h; drawControls(); drawHeadView(); });
@@ -329,7 +329,7 @@ function drawModelView() {
         if (DATA.picture) drawPicture(c, m, h, null); else drawMap(c, m, h, null);
         c.addEventListener("click", () => { showTab("head"); choose(i, h); });
         const cap = document.createElement("figcaption");
-        cap.textContent = m.label === "rollout" ? "rollout" : `head ${h}`;
+        cap.textContent = m.label.startsWith("rollout") ? "rollout" : `head ${h}`;
         fig.append(c, cap);
       }
       grid.appendChild(fig);

@@ -250,7 +250,8 @@ def _payload(view: View, layer: int, head: int | None) -> dict:
         wide = m.keys > 65535
         scale = m.value[..., 0] if m.value.shape[-1] else np.zeros(m.mass.shape, np.float32)
         level = np.rint(255 * m.value / np.maximum(scale, 1e-30)[..., None]).clip(0, 255)
-        maps.append({"label": m.label, "query": m.query, "key": m.key, "heads": m.heads,
+        label = f"{m.label} · {m.query}" if m.label == ROLLOUT and len(view.labels) > 1 else m.label
+        maps.append({"label": label, "query": m.query, "key": m.key, "heads": m.heads,
                      "rows": int(m.index.shape[1]), "k": int(m.index.shape[2]), "wide": wide,
                      "index": _b64(m.index.astype("<u4" if wide else "<u2")),
                      "level": _b64(level.astype(np.uint8)), "scale": _b64(scale.astype("<f4")),
