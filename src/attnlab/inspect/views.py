@@ -342,7 +342,7 @@ def write_png(view: View, path: str | Path, layer: int | None = None,
     cols = min(len(panels) + first, 4)
     rows = -(-(len(panels) + first) // cols)
     n, k = len(view.labels[m.query]), len(view.labels[m.key])
-    side = 2.6 if picture is not None else min(9.0, max(3.0, 0.16 * max(n, k)))
+    side = 2.6 if picture is not None else min(9.0 if len(panels) == 1 else 4.5, max(3.0, 0.16 * max(n, k)))
     fig = Figure(figsize=(cols * side + 1.2, rows * side + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(panels) + first:]:
@@ -350,10 +350,11 @@ def write_png(view: View, path: str | Path, layer: int | None = None,
     if picture is not None:
         _picture_panel(axes.flat[0], picture, None, 0)
         axes.flat[0].set_title("image", fontsize=9)
-    dense = [shown.dense(h) for _, shown, h in panels]
+    # a long row keeps only its top weights: the rest are drawn as 0 (the title says so)
+    dense = [np.nan_to_num(shown.dense(h)) for _, shown, h in panels]
     if picture is not None:
         dense = [_looked_at(d, picture) for d in dense]
-    top = max(max(float(np.nanmax(d, initial=0)) for d in dense), 1e-12)  # one scale for all heads
+    top = max(max(float(d.max()) for d in dense), 1e-12)  # one scale: colours compare across heads
     image = None
     for ax, (title, shown, _), weights in zip(axes.flat[first:], panels, dense, strict=False):
         if picture is not None:
@@ -364,7 +365,7 @@ def write_png(view: View, path: str | Path, layer: int | None = None,
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
                  label="weight on each patch" if picture is not None else "attention weight")
     fig.suptitle(f"{view.inspection.title}\n{m.label} · {_kept(view)}"
-                 + ("" if m.whole else " (grey: not kept)"), fontsize=9)
+                 + ("" if m.whole else " (the rest drawn as 0)"), fontsize=9)
     path = _writable(path)
     fig.savefig(path, dpi=120)
     return path
@@ -372,7 +373,7 @@ def write_png(view: View, path: str | Path, layer: int | None = None,
 
 def _looked_at(weights: np.ndarray, picture) -> np.ndarray:
     """(grid, grid) weight on each patch from the [CLS] row, or the mean over patch rows."""
-    rows = np.nan_to_num(weights[:1] if picture.first else weights[picture.first:])
+    rows = weights[:1] if picture.first else weights[picture.first:]
     patches = rows.mean(0)[picture.first:picture.first + picture.grid ** 2]
     return patches.reshape(picture.grid, picture.grid)
 
@@ -389,11 +390,9 @@ def _picture_panel(ax, picture, heat: np.ndarray | None, top: float):
 
 
 def _map_panel(ax, weights: np.ndarray, queries: list[str], keys: list[str], top: float):
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"].with_extremes(bad="#c4c4c4")  # NaN: a weight not kept
-    image = ax.imshow(np.ma.masked_invalid(weights), cmap=cmap, vmin=0, vmax=top, aspect="auto",
-                      interpolation="nearest")
+    # a map bigger than its pixels is averaged down, so a few strong weights do not vanish
+    image = ax.imshow(weights, cmap="viridis", vmin=0, vmax=top, aspect="auto",
+                      interpolation="nearest" if max(weights.shape) <= 256 else "antialiased")
     if len(keys) <= LABELLED:
         ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=7)
     else:
