@@ -333,3 +333,30 @@ def test_a_registered_inspect_command_runs_instead_of_the_view(tmp_path) -> None
         assert routed.exit_code == 2 and "holds no trained run" in routed.output
     finally:
         inspect_app.registered_commands.pop()
+
+
+DIGITS = {"name": "tiny-digits", "task": {"name": "digits", "train_examples": 64, "val_examples": 16,
+                                          "test_examples": 8},
+          "model": {"d_model": 16, "layers": 1, "heads": 2, "patch_size": 2},
+          "train": {"epochs": 1, "batch_size": 32, "lr": 0.003}}
+
+
+def test_an_image_run_is_looked_at_through_an_image_file(tmp_path) -> None:
+    run = tmp_path / "digits"
+    attnlab.train.train(load_experiment(DIGITS), run, progress=False,
+                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    test = tasks.kind("image-classification").load_test(run, load_experiment(DIGITS))
+    encoder = test.encoders
+    raw = (test.test.inputs[2, 0] * encoder.std + encoder.mean).numpy()  # the set's own 0-16 scale
+    np.save(tmp_path / "digit.npy", raw)
+    from_file = views.inspect_run(run, image=tmp_path / "digit.npy")
+    from_test = views.inspect_run(run, example=2)
+    patches = 16 + from_file.inspection.picture.first  # 4×4 patches of 2×2 pixels, [CLS] if pooled by it
+    assert from_file.labels == from_test.labels and len(from_file.labels["patches"]) == patches
+    for a, b in zip(from_file.maps, from_test.maps, strict=True):
+        assert np.allclose(a.value, b.value, atol=1e-5)
+    result = runner.invoke(app, ["inspect", str(run), "--image", str(tmp_path / "digit.npy"),
+                                 "--out", str(tmp_path / "digit.html")])
+    assert result.exit_code == 0 and f"{patches} patches × 2 heads × 1 layers + rollout" in result.output
+    result = runner.invoke(app, ["inspect", str(run), "a digit"])
+    assert result.exit_code == 2 and "classifies images, not text" in result.output
