@@ -177,18 +177,18 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no image file {path}")
+    if path.suffix.lower() not in (".npy", ".png"):
+        raise InputError(f"{path}: give a .png or a .npy image")
     try:
         if path.suffix.lower() == ".npy":
             pixels = np.load(path, allow_pickle=False)
-        elif path.suffix.lower() == ".png":
+        else:
             from matplotlib.image import imread
 
             pixels = imread(path)
             pixels = pixels * (255 if pixels.dtype.kind == "f" else 1)  # PNG reads as 0..1
             if pixels.ndim == 3:
                 pixels = pixels[..., :3].mean(-1)  # grey; alpha left out
-        else:
-            raise InputError(f"{path}: give a .png or a .npy image")
     except (OSError, ValueError, SyntaxError) as e:
         raise InputError(f"{path} is not a readable image: {e}") from None
     pixels = np.squeeze(np.asarray(pixels, dtype=np.float32))
