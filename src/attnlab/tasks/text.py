@@ -17,7 +17,7 @@ from attnlab.data.encoding import class_ids, label_ids, pad_rows, stored_tokeniz
 from attnlab.errors import ConfigError
 from attnlab.ids import PAD_ID
 from attnlab.runfiles import reading
-from attnlab.tasks.base import Prepared, Task, read_examples
+from attnlab.tasks.base import Prepared, Task, pooled_rows, read_examples, with_learned_cls
 from attnlab.train.metrics import classification_scores
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
@@ -134,3 +134,38 @@ class TextClassification(Task):
             best = int(row.argmax())
             echo(f"{predictor.label_names[best]}\t{row[best]:.3f}\t{text}")
 
+    # -- faithfulness: erasing a token removes it ------------------------------------------------
+
+    def units(self, model, inputs: Tensor) -> Tensor:
+        return with_learned_cls(model, _tokens(model, inputs))
+
+    def readout(self, model, inputs: Tensor) -> Tensor:
+        return pooled_rows(model, with_learned_cls(model, _real(model, inputs)))
+
+    def erase(self, model, inputs: Tensor, keep: Tensor) -> Tensor:
+        kept = keep[:, keep.shape[1] - inputs.shape[1]:] | ~_tokens(model, inputs)
+        kept = kept & _real(model, inputs)
+        # the kept tokens first, in their order (a stable sort), then padding
+        order = (~kept).to(torch.int8).argsort(dim=1, stable=True)
+        after = torch.arange(inputs.shape[1], device=inputs.device) >= kept.sum(1, keepdim=True)
+        pad = PAD_ID if model.pad_id is None else model.pad_id
+        return inputs.gather(1, order).masked_fill(after, pad)
+
+    def erasing(self) -> str:
+        return ("erased tokens are removed and the rest packed in their order, padded at the end; "
+                "[CLS] is always kept")
+
+
+def _real(model, inputs: Tensor) -> Tensor:
+    """(B, L) True at the real tokens (not padding)."""
+    if model.pad_id is None:
+        return torch.ones_like(inputs, dtype=torch.bool)
+    return inputs != model.pad_id
+
+
+def _tokens(model, inputs: Tensor) -> Tensor:
+    """(B, L) True at the tokens an explanation ranks: the real ones after the [CLS] the
+    tokenizer puts first."""
+    tokens = _real(model, inputs)
+    tokens[:, 0] = False
+    return tokens
