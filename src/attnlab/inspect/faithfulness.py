@@ -84,27 +84,37 @@ def probabilities(model: nn.Module, inputs: Tensor, classes: Tensor, batch: int 
                       for x, c in zip(inputs.split(batch), classes.split(batch), strict=True)])
 
 
-def erase_batch(model: nn.Module, task, inputs: Tensor, ks: Sequence[int] = KS, draws: int = 10,
-                generator: torch.Generator | None = None) -> dict[str, tuple[Tensor, Tensor]]:
-    """Per importance: (comprehensiveness, sufficiency), each (B, K), on one batch; random is the
-    mean over `draws` seeded random rankings. Every erased input is run in one stack."""
-    model.eval()
+def erase_by(model: nn.Module, task, inputs: Tensor, rankings: Sequence[Tensor],
+             ks: Sequence[int] = KS) -> tuple[Tensor, Tensor]:
+    """Comprehensiveness and sufficiency, each (R, B, K), of erasing the top k% of units by each
+    ranking (B, S) in `rankings`, ŷ being the class predicted on `inputs`. Every erased input is
+    run in one stack."""
     units = task.units(model, inputs)
     with torch.no_grad():
         predicted = model(inputs).argmax(-1)
     full = probabilities(model, inputs, predicted)
-    rankings = list(importances(model, task, inputs).items())
-    rankings += [("random", torch.rand(units.shape, generator=generator)) for _ in range(draws)]
     erased = []
-    for _, scores in rankings:
+    for scores in rankings:
         for k in ks:
             top = top_units(scores, units, unit_counts(units, k))
             erased += [task.erase(model, inputs, ~top), task.erase(model, inputs, top)]
     p = probabilities(model, torch.cat(erased), predicted.repeat(len(erased)))
     drop = (full - p.view(len(rankings), len(ks), 2, -1)).permute(0, 3, 1, 2)  # (R, B, K, 2)
-    named = {name: drop[i] for i, (name, _) in enumerate(rankings[:-draws])}
-    named["random"] = drop[-draws:].mean(0)
-    return {name: (d[..., 0], d[..., 1]) for name, d in named.items()}
+    return drop[..., 0], drop[..., 1]
+
+
+def erase_batch(model: nn.Module, task, inputs: Tensor, ks: Sequence[int] = KS, draws: int = 10,
+                generator: torch.Generator | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per importance: (comprehensiveness, sufficiency), each (B, K), on one batch; random is the
+    mean over `draws` seeded random rankings."""
+    model.eval()
+    found = importances(model, task, inputs)
+    shape = task.units(model, inputs).shape
+    rankings = [*found.values(), *(torch.rand(shape, generator=generator) for _ in range(draws))]
+    comp, suff = erase_by(model, task, inputs, rankings, ks)
+    named = {name: (comp[i], suff[i]) for i, name in enumerate(found)}
+    named["random"] = (comp[len(found):].mean(0), suff[len(found):].mean(0))
+    return named
 
 
 def erasures(model: nn.Module, task, inputs: Tensor, ks: Sequence[int] = KS, draws: int = 10,
@@ -221,5 +231,5 @@ def faithfulness(run: str | Path, examples: int | None = None, seed: int = 0, dr
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-__all__ = ["KS", "Erasures", "bootstrap_ci", "erase_batch", "erasures", "faithfulness",
+__all__ = ["KS", "Erasures", "bootstrap_ci", "erase_batch", "erase_by", "erasures", "faithfulness",
            "importances", "summary", "top_units", "unit_counts", "verdict"]
