@@ -17,7 +17,9 @@ from attnlab.errors import InputError
 from attnlab.inspect.faithfulness import (
     Erasures,
     bootstrap_ci,
+    erase_batch,
     erase_by,
+    erasures,
     faithfulness,
     summary,
     top_units,
@@ -90,6 +92,25 @@ def test_units_exclude_cls_and_padding_and_readout_follows_pooling() -> None:
     assert TEXT.erase(mean, TOKENS, torch.zeros(2, 6, dtype=torch.bool)).tolist() == [
         [2, 0, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0]]
     assert TEXT.erase(cls, TOKENS, torch.ones(2, 7, dtype=torch.bool)).tolist() == TOKENS.tolist()
+
+
+def test_trailing_padding_is_trimmed_without_changing_anything() -> None:
+    model = text_model()
+    short = torch.tensor([[2, 5, 0, 0, 0, 0], [2, 6, 7, 0, 0, 0]])
+    assert TEXT.trim(model, short).tolist() == [[2, 5, 0], [2, 6, 7]]
+    assert TEXT.trim(model, TOKENS).tolist() == TOKENS.tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(model(TEXT.trim(model, short)), model(short))
+    # batches of examples of similar length, trimmed, give each example what it gets alone
+    texts = torch.tensor([[2, 8, 9, 10, 11, 3], [2, 5, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0],
+                          [2, 6, 7, 4, 0, 0]])
+    alone, together = (erasures(model, TEXT, texts, draws=1, batch=b) for b in (1, 4))
+    assert alone.skipped == together.skipped == 1  # [CLS] alone: nothing to erase
+    for name in ("attention", "rollout", "grad_attention"):
+        torch.testing.assert_close(together.comprehensiveness[name], alone.comprehensiveness[name])
+        torch.testing.assert_close(together.sufficiency[name], alone.sufficiency[name])
+    torch.testing.assert_close(together.comprehensiveness["rollout"][0],
+                               erase_batch(model, TEXT, texts[:1], draws=1)["rollout"][0][0])
 
 
 def test_image_units_are_patches_and_erased_patches_become_the_training_mean() -> None:

@@ -78,17 +78,18 @@ def importances(model: nn.Module, task, inputs: Tensor) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def probabilities(model: nn.Module, inputs: Tensor, classes: Tensor, batch: int = 512) -> Tensor:
-    """(B,) p(classes | inputs), in chunks of `batch`."""
-    return torch.cat([model(x).float().softmax(-1).gather(1, c[:, None]).squeeze(1)
+def probabilities(model: nn.Module, inputs: Tensor, classes: Tensor, batch: int = 512,
+                  trim=lambda x: x) -> Tensor:
+    """(B,) p(classes | inputs), in chunks of `batch`, each cut by `trim` first."""
+    return torch.cat([model(trim(x)).float().softmax(-1).gather(1, c[:, None]).squeeze(1)
                       for x, c in zip(inputs.split(batch), classes.split(batch), strict=True)])
 
 
 def erase_by(model: nn.Module, task, inputs: Tensor, rankings: Sequence[Tensor],
              ks: Sequence[int] = KS) -> tuple[Tensor, Tensor]:
     """Comprehensiveness and sufficiency, each (R, B, K), of erasing the top k% of units by each
-    ranking (B, S) in `rankings`, ŷ being the class predicted on `inputs`. Every erased input is
-    run in one stack."""
+    ranking (B, S) in `rankings`, ŷ being the class predicted on `inputs`. The erased inputs run
+    stacked, in chunks that `task.trim` cuts."""
     units = task.units(model, inputs)
     with torch.no_grad():
         predicted = model(inputs).argmax(-1)
@@ -98,7 +99,8 @@ def erase_by(model: nn.Module, task, inputs: Tensor, rankings: Sequence[Tensor],
         for k in ks:
             top = top_units(scores, units, unit_counts(units, k))
             erased += [task.erase(model, inputs, ~top), task.erase(model, inputs, top)]
-    p = probabilities(model, torch.cat(erased), predicted.repeat(len(erased)))
+    p = probabilities(model, torch.cat(erased), predicted.repeat(len(erased)),
+                      trim=lambda x: task.trim(model, x))
     drop = (full - p.view(len(rankings), len(ks), 2, -1)).permute(0, 3, 1, 2)  # (R, B, K, 2)
     return drop[..., 0], drop[..., 1]
 
@@ -108,6 +110,7 @@ def erase_batch(model: nn.Module, task, inputs: Tensor, ks: Sequence[int] = KS, 
     """Per importance: (comprehensiveness, sufficiency), each (B, K), on one batch; random is the
     mean over `draws` seeded random rankings."""
     model.eval()
+    inputs = task.trim(model, inputs)
     found = importances(model, task, inputs)
     shape = task.units(model, inputs).shape
     rankings = [*found.values(), *(torch.rand(shape, generator=generator) for _ in range(draws))]
@@ -119,8 +122,10 @@ def erase_batch(model: nn.Module, task, inputs: Tensor, ks: Sequence[int] = KS, 
 
 def erasures(model: nn.Module, task, inputs: Tensor, ks: Sequence[int] = KS, draws: int = 10,
              seed: int = 0, batch: int = 64, progress: bool = False) -> Erasures:
-    """Comprehensiveness and sufficiency of every importance on every example of `inputs`
-    (batches of `batch`; a progress bar with `progress`). Examples without a unit are skipped."""
+    """Comprehensiveness and sufficiency of every importance on every example of `inputs`, in
+    their order (run in batches of `batch` of similar length; a progress bar with `progress`).
+    Examples without a unit (an empty text) are skipped."""
+    from rich.console import Console
     from rich.progress import track
 
     if len(inputs) == 0:
@@ -128,20 +133,22 @@ def erasures(model: nn.Module, task, inputs: Tensor, ks: Sequence[int] = KS, dra
     if draws < 1 or not all(isinstance(k, int) and 0 < k <= 100 for k in ks):
         raise InputError(f"faithfulness needs at least one random draw and k's that are whole "
                          f"percents from 1 to 100; got draws={draws}, ks={list(ks)}")
+    counts = task.units(model, inputs).sum(1)
+    some = counts.nonzero().squeeze(1)
+    if len(some) == 0:
+        raise InputError("no example has a unit to erase (every input is empty)")
+    order = some[counts[some].argsort(stable=True)]  # similar lengths together: trimmed alike
     generator = torch.Generator().manual_seed(seed)
     parts: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in IMPORTANCES}
-    skipped = 0
-    for start in track(range(0, len(inputs), batch), description="erasing", disable=not progress):
-        chunk = inputs[start:start + batch]
-        some = task.units(model, chunk).any(1)
-        skipped += int((~some).sum())
-        if some.any():
-            for name, pair in erase_batch(model, task, chunk[some], ks, draws, generator).items():
-                parts[name].append(pair)
-    if not parts["random"]:
-        raise InputError("no example has a unit to erase (every input is empty)")
-    return Erasures(tuple(ks), *({name: torch.cat([p[i] for p in pairs])
-                                  for name, pairs in parts.items()} for i in (0, 1)), skipped)
+    steps = track(order.split(batch), description="erasing", disable=not progress,
+                  console=Console(stderr=True), transient=True)  # stdout keeps only the results
+    for chosen in steps:
+        for name, pair in erase_batch(model, task, inputs[chosen], ks, draws, generator).items():
+            parts[name].append(pair)
+    back = order.argsort()  # the examples' own order
+    return Erasures(tuple(ks), *({name: torch.cat([p[i] for p in pairs])[back]
+                                  for name, pairs in parts.items()} for i in (0, 1)),
+                    len(inputs) - len(some))
 
 
 def bootstrap_ci(differences: Tensor, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:

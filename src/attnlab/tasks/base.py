@@ -182,6 +182,11 @@ class Task:
         """How `erase` erases, in words, for reports."""
         raise self._not_erasable()
 
+    def trim(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """`inputs` without what cannot change the model's output, so that erased inputs run
+        faster (by default: as they are)."""
+        return inputs
+
     def _not_erasable(self) -> InputError:
         return InputError(f"faithfulness needs a classification run whose inputs can be erased "
                           f"(text or images); this run's task kind, {self.kind}, has none")

@@ -151,6 +151,12 @@ class TextClassification(Task):
         pad = PAD_ID if model.pad_id is None else model.pad_id
         return inputs.gather(1, order).masked_fill(after, pad)
 
+    def trim(self, model, inputs: Tensor) -> Tensor:
+        """Without the columns of padding after every row's last token (masked keys, left out of
+        mean pooling: they change nothing)."""
+        used = _real(model, inputs).any(0).nonzero()
+        return inputs[:, :int(used.max()) + 1] if len(used) else inputs[:, :1]
+
     def erasing(self) -> str:
         return ("erased tokens are removed and the rest packed in their order, padded at the end; "
                 "[CLS] is always kept")
