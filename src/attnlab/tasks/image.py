@@ -109,7 +109,7 @@ class ImageClassification(Task):
 
     def erasing(self) -> str:
         return ("erased patches' pixels are set to the training split's mean pixel value (0 after "
-                "standardising), which means 'nothing' to the model")
+                "standardising: the average pixel the model saw in training)")
 
 
 def _patches(model, inputs: Tensor) -> Tensor:
