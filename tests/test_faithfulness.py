@@ -36,6 +36,11 @@ SPAM = {"name": "tiny-spam",
                  "train_examples": 128, "val_examples": 32, "test_examples": 24},
         "model": {"d_model": 16, "layers": 2, "heads": 2},
         "train": {"steps": 4, "batch_size": 32}}
+LM = {"name": "tiny-lm", "task": {"name": "mqar", "params": {"vocab_size": 32, "seq_len": 16,
+                                                           "num_kv_pairs": 2},
+                                "train_examples": 32, "val_examples": 16, "test_examples": 16},
+      "model": {"d_model": 16, "layers": 1, "heads": 2}, "attention": "causal ; softmax",
+      "train": {"steps": 1, "batch_size": 16}}
 DIGITS = {"name": "tiny-digits", "task": {"name": "digits", "train_examples": 256,
                                           "val_examples": 32, "test_examples": 16},
           "model": {"d_model": 16, "layers": 2, "heads": 2, "patch_size": 4},
@@ -189,11 +194,12 @@ def test_the_summary_compares_each_importance_with_random_example_by_example() -
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny text run and a tiny ViT run on digits, trained once for the module (seconds)."""
+    """A tiny text run, a tiny ViT on digits and a tiny language model, trained once for the
+    module (seconds)."""
     tmp = tmp_path_factory.mktemp("faith")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ATTNLAB_CACHE", str(tmp / "cache"))
-        for name, exp in (("text", SPAM), ("image", DIGITS)):
+        for name, exp in (("text", SPAM), ("image", DIGITS), ("lm", LM)):
             attnlab.train.train(load_experiment(exp), tmp / name, progress=False,
                                 tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
     return tmp
@@ -234,17 +240,10 @@ def test_an_image_run_is_erased_by_patches(runs) -> None:
         "importances"]  # seeded
 
 
-def test_runs_that_are_not_classifiers_are_refused_in_one_line(tmp_path) -> None:
-    lm = {"name": "tiny-lm", "task": {"name": "mqar", "params": {"vocab_size": 32, "seq_len": 16,
-                                                                 "num_kv_pairs": 2},
-                                      "train_examples": 32, "val_examples": 16, "test_examples": 16},
-          "model": {"d_model": 16, "layers": 1, "heads": 2}, "attention": "causal ; softmax",
-          "train": {"steps": 1, "batch_size": 16}}
-    attnlab.train.train(load_experiment(lm), tmp_path / "lm", progress=False,
-                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_runs_that_are_not_classifiers_are_refused_in_one_line(runs) -> None:
     with pytest.raises(InputError, match=r"^faithfulness needs a classification run .*"
                                           r"language-modelling, has none$"):
-        faithfulness(tmp_path / "lm")
+        faithfulness(runs / "lm")
     for kind in ("translation", "recommendation", "sequence-classification"):
         with pytest.raises(InputError, match="faithfulness needs a classification run"):
             tasks.kind(kind).units(None, torch.zeros(1, 3))
