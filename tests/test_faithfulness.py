@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import attnlab.train
 from attnlab import tasks
+from attnlab.cli.app import _Group
 from attnlab.cli.faithfulness import faithfulness_command
 from attnlab.errors import InputError
 from attnlab.inspect.faithfulness import (
@@ -206,7 +207,7 @@ def runs(tmp_path_factory):
 
 
 def cli() -> typer.Typer:
-    app = typer.Typer()
+    app = typer.Typer(cls=_Group)  # attnlab's root: errors as one line
     app.command("faithfulness")(faithfulness_command)
     app.callback()(lambda: None)  # a group, as under `attnlab inspect`
     return app
@@ -244,6 +245,9 @@ def test_runs_that_are_not_classifiers_are_refused_in_one_line(runs) -> None:
     with pytest.raises(InputError, match=r"^faithfulness needs a classification run .*"
                                           r"language-modelling, has none$"):
         faithfulness(runs / "lm")
+    result = CliRunner().invoke(cli(), ["faithfulness", str(runs / "lm")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("error: faithfulness needs a classification run")
     for kind in ("translation", "recommendation", "sequence-classification"):
         with pytest.raises(InputError, match="faithfulness needs a classification run"):
             tasks.kind(kind).units(None, torch.zeros(1, 3))
