@@ -68,3 +68,8 @@ def view_command(
         console.print(line, soft_wrap=True)
     console.print(f"in {time.perf_counter() - started:.1f} s")
 
+
+
+from attnlab.cli.faithfulness import faithfulness_command  # noqa: E402  (registers after the view)
+
+inspect_app.command("faithfulness")(faithfulness_command)

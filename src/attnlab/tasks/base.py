@@ -215,6 +215,36 @@ class Task:
                           notes=["tokens are shown as their ids" + (f"; padding ({pad}) is left out"
                                                                      if pad is not None else "")])
 
+    # -- faithfulness: what an explanation ranks and how erasing works (classifiers only) -------
+
+    def units(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """(B, S) bool over the model's attention sequence: the input units an explanation ranks
+        and erasing removes (tokens, patches); never [CLS] or padding."""
+        raise self._not_erasable()
+
+    def readout(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """(B, S): the rows of the last layer the classifier reads (its pooling), as weights that
+        sum to one per example."""
+        raise self._not_erasable()
+
+    def erase(self, model: nn.Module, inputs: Tensor, keep: Tensor) -> Tensor:
+        """`inputs` with each unit where `keep` (B, S, over the attention sequence) is False
+        erased; positions that are not units are never erased."""
+        raise self._not_erasable()
+
+    def erasing(self) -> str:
+        """How `erase` erases, in words, for reports."""
+        raise self._not_erasable()
+
+    def trim(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """`inputs` without what cannot change the model's output, so that erased inputs run
+        faster (by default: as they are)."""
+        return inputs
+
+    def _not_erasable(self) -> InputError:
+        return InputError(f"faithfulness needs a classification run whose inputs can be erased "
+                          f"(text or images); this run's task kind, {self.kind}, has none")
+
 
 @dataclass(frozen=True)
 class Examples:
@@ -254,6 +284,24 @@ def _ids_from_text(text: str | None, kind: str) -> Tensor:
         raise InputError(f"a {kind} run reads token ids: give them as numbers separated by spaces "
                          f"(\"3 14 15\"), or --example N; got {text!r:.60}")
     return torch.tensor([[int(w) for w in words]])
+
+def with_learned_cls(model: nn.Module, per_input: Tensor) -> Tensor:
+    """(B, S) from (B, L) per input position: a False column first where the model prepends a
+    learned [CLS] (EncoderClassifier and ViT with pooling='cls'), whose row is no input."""
+    if getattr(model, "cls", None) is None:
+        return per_input
+    return torch.cat([per_input.new_zeros(per_input.shape[0], 1), per_input], dim=1)
+
+
+def pooled_rows(model: nn.Module, pooled: Tensor) -> Tensor:
+    """(B, S) weights of the rows a classifier's head reads: the first row for pooling 'cls' or
+    'first', else the mean over `pooled` (B, S bool: the rows mean pooling averages)."""
+    if model.pooling in ("cls", "first"):
+        rows = torch.zeros(pooled.shape, dtype=torch.float32, device=pooled.device)
+        rows[:, 0] = 1
+        return rows
+    rows = pooled.float()
+    return rows / rows.sum(1, keepdim=True).clamp(min=1)
 
 
 def _fields(data: TaskData) -> dict[str, Any]:

@@ -16,7 +16,16 @@ from attnlab.data.base import TaskData
 from attnlab.data.encoding import class_ids, label_ids
 from attnlab.errors import ConfigError, InputError
 from attnlab.runfiles import reading
-from attnlab.tasks.base import Inspection, Picture, Prepared, Task, attention_layers, read_examples
+from attnlab.tasks.base import (
+    Inspection,
+    Picture,
+    Prepared,
+    Task,
+    attention_layers,
+    pooled_rows,
+    read_examples,
+    with_learned_cls,
+)
 from attnlab.train.metrics import classification_scores
 
 
@@ -123,3 +132,25 @@ class ImageClassification(Task):
                    "the heatmap is the mean over patches (the model pools by mean); hover a patch "
                    "to see where it looks"])
 
+    # -- faithfulness: erasing a patch sets its pixels to the training mean ------------------------
+
+    def units(self, model, inputs: Tensor) -> Tensor:
+        return with_learned_cls(model, _patches(model, inputs))
+
+    def readout(self, model, inputs: Tensor) -> Tensor:
+        return pooled_rows(model, with_learned_cls(model, _patches(model, inputs)))
+
+    def erase(self, model, inputs: Tensor, keep: Tensor) -> Tensor:
+        side, size = model.image_size // model.config.patch_size, model.config.patch_size
+        kept = keep[:, keep.shape[1] - side * side:].reshape(-1, 1, side, side)
+        kept = kept.repeat_interleave(size, dim=2).repeat_interleave(size, dim=3)
+        return inputs * kept.to(inputs.dtype)  # 0 is the training mean after standardising
+
+    def erasing(self) -> str:
+        return ("erased patches' pixels are set to the training split's mean pixel value (0 after "
+                "standardising: the average pixel the model saw in training)")
+
+
+def _patches(model, inputs: Tensor) -> Tensor:
+    """(B, patches) all True: every patch of an image is a unit."""
+    return torch.ones(inputs.shape[0], model.num_patches, dtype=torch.bool, device=inputs.device)

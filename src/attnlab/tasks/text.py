@@ -17,7 +17,15 @@ from attnlab.data.encoding import class_ids, label_ids, pad_rows, stored_tokeniz
 from attnlab.errors import ConfigError, InputError
 from attnlab.ids import PAD_ID
 from attnlab.runfiles import reading
-from attnlab.tasks.base import Inspection, Prepared, Task, attention_layers, read_examples
+from attnlab.tasks.base import (
+    Inspection,
+    Prepared,
+    Task,
+    attention_layers,
+    pooled_rows,
+    read_examples,
+    with_learned_cls,
+)
 from attnlab.train.metrics import classification_scores
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
@@ -156,3 +164,44 @@ class TextClassification(Task):
                           shown={"tokens": real}, rollout="tokens", title=title,
                           notes=["## marks a word piece that continues the word before it"])
 
+    # -- faithfulness: erasing a token removes it ------------------------------------------------
+
+    def units(self, model, inputs: Tensor) -> Tensor:
+        return with_learned_cls(model, _tokens(model, inputs))
+
+    def readout(self, model, inputs: Tensor) -> Tensor:
+        return pooled_rows(model, with_learned_cls(model, _real(model, inputs)))
+
+    def erase(self, model, inputs: Tensor, keep: Tensor) -> Tensor:
+        kept = keep[:, keep.shape[1] - inputs.shape[1]:] | ~_tokens(model, inputs)
+        kept = kept & _real(model, inputs)
+        # the kept tokens first, in their order (a stable sort), then padding
+        order = (~kept).to(torch.int8).argsort(dim=1, stable=True)
+        after = torch.arange(inputs.shape[1], device=inputs.device) >= kept.sum(1, keepdim=True)
+        pad = PAD_ID if model.pad_id is None else model.pad_id
+        return inputs.gather(1, order).masked_fill(after, pad)
+
+    def trim(self, model, inputs: Tensor) -> Tensor:
+        """Without the columns of padding after every row's last token (masked keys, left out of
+        mean pooling: they change nothing)."""
+        used = _real(model, inputs).any(0).nonzero()
+        return inputs[:, :int(used.max()) + 1] if len(used) else inputs[:, :1]
+
+    def erasing(self) -> str:
+        return ("erased tokens are removed and the rest packed in their order, padded at the end; "
+                "[CLS] is always kept")
+
+
+def _real(model, inputs: Tensor) -> Tensor:
+    """(B, L) True at the real tokens (not padding)."""
+    if model.pad_id is None:
+        return torch.ones_like(inputs, dtype=torch.bool)
+    return inputs != model.pad_id
+
+
+def _tokens(model, inputs: Tensor) -> Tensor:
+    """(B, L) True at the tokens an explanation ranks: the real ones after the [CLS] the
+    tokenizer puts first."""
+    tokens = _real(model, inputs)
+    tokens[:, 0] = False
+    return tokens
