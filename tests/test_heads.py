@@ -3,12 +3,17 @@ loop written by hand or a finite difference."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typer.testing import CliRunner
 
 from attnlab import tasks
+from attnlab.cli.app import app
 from attnlab.data import TaskData
 from attnlab.errors import InputError
 from attnlab.ids import IGNORE_INDEX
@@ -27,6 +32,7 @@ from attnlab.models.vit import ViT, ViTConfig
 from attnlab.nn import Attention, MixedAttention
 from attnlab.nn.recorder import recordable
 from attnlab.tasks.base import Task
+from attnlab.train import load_experiment, train
 
 
 def test_a_masked_head_contributes_nothing_and_the_mask_goes_away() -> None:
@@ -205,8 +211,67 @@ def test_the_pruning_curve_masks_heads_in_order_until_none_is_left() -> None:
 
 def test_removable_counts_heads_until_the_loss_first_passes_the_tolerance() -> None:
     def report(curve):
-        return HeadReport("test_accuracy", curve[0], [], [], curve)
+        return HeadReport("test_accuracy", "test", 10, curve[0], [], [], curve)
 
     assert report([0.80, 0.80, 0.795, 0.78, 0.80]).removable(0.01) == 2
     assert report([0.80, 0.81, 0.795]).removable(0.01) == 2
     assert report([0.80, 0.70, 0.80]).removable(0.01) == 0
+
+
+# -- attnlab heads RUN ---------------------------------------------------------------------------
+
+LISTOPS = {"name": "tiny-listops",
+           "task": {"name": "listops", "params": {"max_depth": 3, "max_args": 3, "min_length": 5,
+                                                  "max_length": 24},
+                    "train_examples": 192, "val_examples": 32, "test_examples": 48},
+           "model": {"d_model": 16, "layers": 2, "heads": 2},
+           "train": {"epochs": 1, "batch_size": 16, "lr": 0.003}}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("heads")
+    train(load_experiment(LISTOPS), tmp / "run", progress=False,
+          tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    return tmp / "run"
+
+
+def test_heads_prints_the_table_and_writes_the_curve(run, tmp_path) -> None:
+    result = CliRunner().invoke(app, ["heads", str(run), "--out", str(tmp_path / "h"),
+                                      "--examples", "40"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "h" / "heads.json").read_text())
+    assert saved["metric"] == "test_accuracy" and saved["examples"] == 40
+    assert saved["score"] == pytest.approx(evaluate_first(run, 40))
+    assert [(h["layer"], h["head"]) for h in saved["heads"]] == [
+        (f"blocks.{layer}.attention", h) for layer in (0, 1) for h in (0, 1)]
+    for h in saved["heads"]:
+        assert h["drop"] == pytest.approx(saved["score"] - h["without"])
+    assert [p["removed"] for p in saved["curve"]] == list(range(5))
+    assert saved["curve"][0]["score"] == saved["score"]
+    k = saved["removable"]
+    assert all(p["score"] >= saved["score"] - 0.01 for p in saved["curve"][:k + 1])
+    assert k == 4 or saved["curve"][k + 1]["score"] < saved["score"] - 0.01
+    assert f"{k} of 4 heads can be removed at ≤ 1 point loss" in result.output
+    assert "blocks.1.attention" in result.output and "importance" in result.output
+    assert (tmp_path / "h" / "pruning.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def evaluate_first(run: Path, n: int) -> float:
+    """Accuracy of the run's model on the first n saved test examples, counted here."""
+    from attnlab.models.base import load_model
+
+    saved = torch.load(run / "test.pt")
+    model = load_model(run).eval()
+    with torch.no_grad():
+        logits = model(saved["inputs"][:n])
+    return (logits.argmax(-1) == saved["labels"][:n]).double().mean().item()
+
+
+def test_heads_mistakes_are_one_line(run, tmp_path) -> None:
+    for args, message in ((["heads", str(tmp_path)], "holds no trained run"),
+                          (["heads", str(run), "--split", "train", "--out", str(tmp_path / "o")],
+                           "test or the validation split")):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and message in result.output
+        assert "Traceback" not in result.output

@@ -146,6 +146,8 @@ class HeadReport:
     """Head importance, ablation and the pruning curve of one model on one split."""
 
     metric: str  # the task's main metric, "test_accuracy" say
+    split: str  # "test" or "validation"
+    examples: int  # how many of the split were read
     score: float  # with every head
     heads: list[Head]  # in model order
     order: list[HeadId]  # the pruning order: least important first
@@ -160,13 +162,16 @@ class HeadReport:
         return len(self.curve) - 1
 
     def as_dict(self) -> dict:
-        return {"metric": self.metric, "score": self.score,
+        return {"metric": self.metric, "split": self.split, "examples": self.examples,
+                "score": self.score, "ranking": RANKING,
                 "heads": [vars(h) for h in self.heads],
                 "order": [list(h) for h in self.order],
                 "curve": [{"removed": k, "score": v} for k, v in enumerate(self.curve)]}
 
 
 SPLITS = ("test", "validation")
+RANKING = ("Michel et al. 2019: mean |dL/dxi_h| over the split's examples, normalised by layer, "
+           "ranked once on the whole model (the paper's main curve)")
 
 
 def heads_report(out: str | Path, split: str = "test", examples: int | None = None,
@@ -204,7 +209,34 @@ def heads_report(out: str | Path, split: str = "test", examples: int | None = No
     curve = pruning_curve(model, score, track(order, "pruning", disable=not progress))
     rows = [Head(layer, h, float(scores[layer][h]), s, curve[0] - s)
             for (layer, h), s in zip(heads, without, strict=True)]
-    return HeadReport(task.main_metric, curve[0], rows, order, curve)
+    return HeadReport(task.main_metric, split, len(prepared.test), curve[0], rows, order, curve)
+
+
+def pruning_plot(report: HeadReport, path: str | Path, tolerance: float, label: str,
+                 title: str) -> Path:
+    """The pruning curve as a PNG: `label` (the main metric) against heads removed, the unpruned
+    score as a line, the band of `tolerance` below it, and a marker at the last head removed
+    before the loss first passes `tolerance`."""
+    from matplotlib.figure import Figure
+
+    kept = report.removable(tolerance)
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.axhspan(report.score - tolerance, report.score, color="#3b6ea5", alpha=0.12, lw=0,
+               label=f"within {tolerance:g} of it")
+    ax.axhline(report.score, color="#3b6ea5", ls="--", lw=1, label="every head")
+    ax.plot(range(len(report.curve)), report.curve, marker="o", ms=3, color="#333333",
+            label="least important removed first")
+    ax.plot([kept], [report.curve[kept]], marker="D", ms=9, color="#c0392b", ls="none",
+            label=f"{kept} of {len(report.order)} removed")
+    ax.set_xlabel("heads removed")
+    ax.set_ylabel(label)
+    ax.set_xlim(-0.5, len(report.order) + 0.5)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def _split(task, out: Path, exp, split: str):
@@ -223,4 +255,4 @@ def _split(task, out: Path, exp, split: str):
 
 
 __all__ = ["Head", "HeadReport", "ablation", "heads_of", "heads_report", "importance",
-           "least_important_first", "main_score", "masked", "pruning_curve"]
+           "least_important_first", "main_score", "masked", "pruning_curve", "pruning_plot"]
