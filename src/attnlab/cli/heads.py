@@ -32,7 +32,7 @@ def heads_command(
     check_writable(out)
     console = Console(highlight=False)
     report = heads_report(run, split, examples, progress=True)
-    label = COLUMNS.get(report.metric, report.metric)
+    label = COLUMNS.get(report.metric, report.metric).removeprefix("test ")  # either split
     tolerance = 1.0 if report.metric in PERCENT else 0.01  # one point: of 100, or of 100%
     kept = report.removable(tolerance)
 
@@ -53,4 +53,4 @@ def heads_command(
     console.print(f"{kept} of {len(report.order)} heads can be removed at ≤ 1 point loss ({label} "
                   f"{format_metric(report.metric, report.score)} → "
                   f"{format_metric(report.metric, report.curve[kept])})")
-    console.print(literal(f"wrote {out / 'heads.json'} and {out / 'pruning.png'}"))
+    console.print(literal(f"wrote {out / 'heads.json'} and {out / 'pruning.png'}"), soft_wrap=True)

@@ -223,12 +223,12 @@ def pruning_plot(report: HeadReport, path: str | Path, tolerance: float, label: 
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
     ax.axhspan(report.score - tolerance, report.score, color="#3b6ea5", alpha=0.12, lw=0,
-               label=f"within {tolerance:g} of it")
-    ax.axhline(report.score, color="#3b6ea5", ls="--", lw=1, label="every head")
+               label=f"at most {tolerance:g} below")
+    ax.axhline(report.score, color="#3b6ea5", ls="--", lw=1, label=f"every head: {report.score:.4g}")
     ax.plot(range(len(report.curve)), report.curve, marker="o", ms=3, color="#333333",
             label="least important removed first")
     ax.plot([kept], [report.curve[kept]], marker="D", ms=9, color="#c0392b", ls="none",
-            label=f"{kept} of {len(report.order)} removed")
+            label=f"{kept} of {len(report.order)} removed, still in the band")
     ax.set_xlabel("heads removed")
     ax.set_ylabel(label)
     ax.set_xlim(-0.5, len(report.order) + 0.5)
