@@ -21,6 +21,7 @@ from attnlab.inspect.heads import (
     HeadReport,
     ablation,
     heads_of,
+    heads_report,
     importance,
     least_important_first,
     masked,
@@ -275,3 +276,15 @@ def test_heads_mistakes_are_one_line(run, tmp_path) -> None:
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and message in result.output
         assert "Traceback" not in result.output
+
+
+def test_heads_reads_the_validation_split_again_from_the_data(run) -> None:
+    """The run saves only its test split; validation is made again from the experiment."""
+    report = heads_report(run, split="validation", examples=20)
+    assert (report.split, report.examples) == ("validation", 20)
+    validation = tasks.kind("sequence-classification").prepare(
+        load_experiment(LISTOPS)).validation.head(20)
+    from attnlab.models.base import load_model
+
+    model = load_model(run).eval()
+    assert report.score == pytest.approx(accuracy(model, validation))
