@@ -249,8 +249,8 @@ def _split(task, out: Path, exp, split: str):
     if split == "test":
         return full
     if full.test_examples is not None:  # the task's scores read raw test examples (references)
-        raise InputError(f"{exp.name}: the {task.kind} scores read the raw test examples; "
-                         "use --split test")
+        raise InputError(f"{exp.name}: {task.main_metric} is scored against the raw examples "
+                         "(references) that only the test split keeps; use --split test")
     return replace(full, test=full.validation)
 
 
