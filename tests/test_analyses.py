@@ -127,6 +127,18 @@ def test_flow_lies_between_the_widest_path_and_the_cuts_at_either_end() -> None:
             assert got[i, j].item() <= min(sum(a[0][k][j] for k in range(3)), 1) + 1e-12
 
 
+@pytest.mark.parametrize("depth", [3, 4])
+def test_flow_is_at_least_rollout(depth) -> None:
+    """Rollout[i, j] is the sum over paths j → i of the product of their edges. Any cut C meets
+    every path: grouping paths by an edge e = (a → b) of C they cross, their sum is at most
+    w_e · (A_L⋯)[i, b] · (⋯A_1)[a, j] ≤ w_e, entries of row-stochastic products being ≤ 1. So
+    rollout ≤ every cut's capacity, the smallest of which is the max flow."""
+    ws = [weights(seed=10 + s, b=2, h=2, n=5, m=5) ** 3 for s in range(depth)]
+    for w in ws:
+        w[0, 0, 1] = 0.2
+    assert (flow(ws, normalize=False) >= rollout(ws) - 1e-12).all()
+
+
 def test_flow_refuses_long_inputs_and_names_rollout() -> None:
     w = torch.full((1, 1, 65, 65), 1 / 65)
     with pytest.raises(InputError, match="use rollout"):

@@ -74,7 +74,8 @@ def flow(layers: Sequence[Tensor], residual: float = 0.5, max_tokens: int = 64,
     edge from node j of layer l - 1 to node i of layer l has capacity A_l[i, j], A_l the
     residual-mixed, head-averaged, row-normalised weights that `rollout` multiplies. With
     `normalize`, each row is divided by its sum, as the paper's code does, so it reads like a row
-    of rollout. Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", §3.
+    of rollout. Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", §3. Unnormalised,
+    it is never below rollout: every cut bounds rollout's sum over paths.
 
     N² max-flow problems per example: inputs longer than `max_tokens` are refused (use rollout)."""
     graphs = _attention_graph(layers, residual, "flow")
