@@ -69,7 +69,8 @@ def importance(model: nn.Module, task, batches: Iterable, normalize: bool = True
     `task.loss` is the mean over a batch's scored labels; times their count it is their sum, so
     each example's gradient is that of its own (summed) loss, whatever the batch size. A layer
     called several times per forward (weights shared, say) sums its calls' gradients: its mask
-    multiplies every call. Gradients go through torch.autograd.grad: the model's .grad stays."""
+    multiplies every call. The model is put in eval mode (no dropout); gradients go through
+    torch.autograd.grad, so its .grad stays as it was."""
     model.eval()
     params = [p for p in model.parameters() if p.requires_grad]
     grads: dict[str, list[Tensor]] = {name: [] for name in recordable(model).values()}
@@ -152,6 +153,7 @@ class HeadReport:
     heads: list[Head]  # in model order
     order: list[HeadId]  # the pruning order: least important first
     curve: list[float]  # curve[k]: the metric with the first k heads of `order` masked
+    normalized: bool = True  # importance divided by its l2 norm within each layer
 
     def removable(self, tolerance: float) -> int:
         """How many heads, in pruning order, go before the metric first falls more than
@@ -163,15 +165,17 @@ class HeadReport:
 
     def as_dict(self) -> dict:
         return {"metric": self.metric, "split": self.split, "examples": self.examples,
-                "score": self.score, "ranking": RANKING,
+                "score": self.score, "importance": RANKING + (
+                    ", divided by its l2 norm within each layer" if self.normalized else ""),
                 "heads": [vars(h) for h in self.heads],
                 "order": [list(h) for h in self.order],
                 "curve": [{"removed": k, "score": v} for k, v in enumerate(self.curve)]}
 
 
 SPLITS = ("test", "validation")
-RANKING = ("Michel et al. 2019: mean |dL/dxi_h| over the split's examples, normalised by layer, "
-           "ranked once on the whole model (the paper's main curve)")
+# what the table's importance is, and how the pruning order was made from it
+RANKING = ("Michel et al. 2019: the mean over the split's examples of |dL(x)/dxi_h|, ranked once on "
+           "the whole model as in the paper's main pruning curve")
 
 
 def heads_report(out: str | Path, split: str = "test", examples: int | None = None,
@@ -209,7 +213,8 @@ def heads_report(out: str | Path, split: str = "test", examples: int | None = No
     curve = pruning_curve(model, score, track(order, "pruning", disable=not progress))
     rows = [Head(layer, h, float(scores[layer][h]), s, curve[0] - s)
             for (layer, h), s in zip(heads, without, strict=True)]
-    return HeadReport(task.main_metric, split, len(prepared.test), curve[0], rows, order, curve)
+    return HeadReport(task.main_metric, split, len(prepared.test), curve[0], rows, order, curve,
+                      normalize)
 
 
 def pruning_plot(report: HeadReport, path: str | Path, tolerance: float, label: str,
