@@ -165,17 +165,17 @@ class HeadReport:
 
     def as_dict(self) -> dict:
         return {"metric": self.metric, "split": self.split, "examples": self.examples,
-                "score": self.score, "importance": RANKING + (
-                    ", divided by its l2 norm within each layer" if self.normalized else ""),
+                "score": self.score,
+                "importance": "Michel et al. 2019: the mean over the split's examples of |dL(x)/dxi_h|"
+                              + (", divided by its l2 norm within each layer" if self.normalized else ""),
+                "pruning": PRUNING,
                 "heads": [vars(h) for h in self.heads],
                 "order": [list(h) for h in self.order],
                 "curve": [{"removed": k, "score": v} for k, v in enumerate(self.curve)]}
 
 
 SPLITS = ("test", "validation")
-# what the table's importance is, and how the pruning order was made from it
-RANKING = ("Michel et al. 2019: the mean over the split's examples of |dL(x)/dxi_h|, ranked once on "
-           "the whole model as in the paper's main pruning curve")
+PRUNING = "least important first, ranked once on the whole model, as in the paper's main curve"
 
 
 def heads_report(out: str | Path, split: str = "test", examples: int | None = None,
