@@ -11,6 +11,7 @@ import attnlab
 from attnlab.errors import InputError
 from attnlab.inspect.analyses import (
     entropy,
+    flow,
     grad_attention,
     head_importance,
     mean_distance,
@@ -66,6 +67,84 @@ def test_rollout_multiplies_residual_averaged_layers() -> None:
         want = (a / a.sum(-1, keepdim=True)) @ want
     torch.testing.assert_close(rollout(layers), want)
     torch.testing.assert_close(rollout(layers).sum(-1), torch.ones(2, 4, dtype=torch.float64))
+
+
+def one_head(*rows: list[list[float]]) -> list[torch.Tensor]:
+    """Layers of one example and one head, each given as rows (query i: its weights on keys j)."""
+    return [torch.tensor(r, dtype=torch.float64)[None, None] for r in rows]
+
+
+def test_flow_through_three_layers_is_the_min_cut_worked_by_hand() -> None:
+    """Two tokens, three layers, no residual. From input 0 to output 0: input 0 sends 0.9 to node
+    (1, 0) and 0.1 to (1, 1); (1, 0) passes on at most 0.2 + 0.2, (1, 1) all it gets; both of layer
+    2 reach output 0 with 0.5 each. Cut {input 0, (1, 0)} from the rest: 0.1 + 0.2 + 0.2 = 0.5, and
+    0.5 flows (0.4 via (1, 0), 0.1 via (1, 1)). Rollout, the sum over paths of products, is
+    0.5·(0.2·0.9 + 0.8·0.1)·2 = 0.26."""
+    a1 = [[0.9, 0.1], [0.1, 0.9]]
+    a2 = [[0.2, 0.8], [0.2, 0.8]]
+    a3 = [[0.5, 0.5], [0.5, 0.5]]
+    layers = one_head(a1, a2, a3)
+    raw = flow(layers, residual=0, normalize=False)
+    assert raw[0, 0, 0].item() == pytest.approx(0.5)
+    assert rollout(layers, residual=0)[0, 0, 0].item() == pytest.approx(0.26)
+    torch.testing.assert_close(flow(layers, residual=0), raw / raw.sum(-1, keepdim=True))
+
+
+def test_flow_through_one_or_two_layers_has_a_closed_form() -> None:
+    """One layer: the edge itself. Two layers: the paths j → k → i share no edge, so the flow is
+    Σ_k min(A1[k, j], A2[i, k]), at least rollout's Σ_k A1[k, j]·A2[i, k] (each factor ≤ 1)."""
+    ws = [weights(seed=s, b=2, h=2, n=4, m=4) for s in (3, 4)]
+    ws[0][0, 0, 1] = 0.25  # the row that saw nothing sees every key
+    a = []  # what rollout multiplies, layer by layer, written out
+    for w in ws:
+        mixed = 0.5 * torch.eye(4, dtype=torch.float64) + 0.5 * w.mean(1)
+        a.append(mixed / mixed.sum(-1, keepdim=True))
+    torch.testing.assert_close(flow(ws[:1], normalize=False), a[0])
+    got = flow(ws, normalize=False)
+    for b in range(2):
+        for i in range(4):
+            for j in range(4):
+                want = sum(min(a[0][b, k, j].item(), a[1][b, i, k].item()) for k in range(4))
+                assert got[b, i, j].item() == pytest.approx(want, rel=1e-9)
+    assert (got >= rollout(ws) - 1e-12).all()
+
+
+def test_flow_lies_between_the_widest_path_and_the_cuts_at_either_end() -> None:
+    """For any depth: at least the bottleneck of the widest single path from j to i, at most what
+    can leave input j (its column of the first layer) and what can reach output i (its row of the
+    last layer, which sums to 1)."""
+    ws = [weights(seed=s, b=1, h=2, n=3, m=3) for s in (5, 6, 7)]
+    ws[0][0, 0, 1] = 1 / 3
+    got = flow(ws, normalize=False)[0]
+    a = []
+    for w in ws:
+        mixed = 0.5 * torch.eye(3, dtype=torch.float64) + 0.5 * w[0].mean(0)
+        a.append((mixed / mixed.sum(-1, keepdim=True)).tolist())
+    for i in range(3):
+        for j in range(3):
+            widest = max(min(a[0][k][j], a[1][m][k], a[2][i][m]) for k in range(3) for m in range(3))
+            assert widest - 1e-12 <= got[i, j].item()
+            assert got[i, j].item() <= min(sum(a[0][k][j] for k in range(3)), 1) + 1e-12
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_flow_is_at_least_rollout(depth) -> None:
+    """Rollout[i, j] is the sum over paths j → i of the product of their edges. Any cut C meets
+    every path: grouping paths by an edge e = (a → b) of C they cross, their sum is at most
+    w_e · (A_L⋯)[i, b] · (⋯A_1)[a, j] ≤ w_e, entries of row-stochastic products being ≤ 1. So
+    rollout ≤ every cut's capacity, the smallest of which is the max flow."""
+    ws = [weights(seed=10 + s, b=2, h=2, n=5, m=5) ** 3 for s in range(depth)]
+    for w in ws:
+        w[0, 0, 1] = 0.2
+    assert (flow(ws, normalize=False) >= rollout(ws) - 1e-12).all()
+
+
+def test_flow_refuses_long_inputs_and_names_rollout() -> None:
+    w = torch.full((1, 1, 65, 65), 1 / 65)
+    with pytest.raises(InputError, match="use rollout"):
+        flow([w, w])
+    with pytest.raises(InputError, match="flow is for self-attention"):
+        flow([torch.ones(1, 1, 2, 3)])
 
 
 def test_analyses_read_a_recorder() -> None:

@@ -61,19 +61,77 @@ def rollout(layers: Sequence[Tensor], residual: float = 0.5) -> Tensor:
     through all layers, Π_l (residual·I + (1 - residual)·mean_h W_l), rows renormalised, first
     layer rightmost. Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", §3.
     Self-attention only: every layer's weights must be (B, H, N, N)."""
-    if not layers:
-        raise InputError("rollout needs the weights of at least one layer")
     result = None
+    for a in _attention_graph(layers, residual, "rollout"):
+        result = a if result is None else a @ result
+    return result
+
+
+def flow(layers: Sequence[Tensor], residual: float = 0.5, max_tokens: int = 64,
+         normalize: bool = True) -> Tensor:
+    """(B, N, N) attention flow: entry [b, i, j] is the maximum flow from input token j (node j of
+    layer 0) to output position i (node i of layer L) in the graph of L + 1 layers of N nodes whose
+    edge from node j of layer l - 1 to node i of layer l has capacity A_l[i, j], A_l the
+    residual-mixed, head-averaged, row-normalised weights that `rollout` multiplies. With
+    `normalize`, each row is divided by its sum, as the paper's code does, so it reads like a row
+    of rollout. Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", §3. Unnormalised,
+    it is never below rollout: every cut bounds rollout's sum over paths.
+
+    N² max-flow problems per example: inputs longer than `max_tokens` are refused (use rollout)."""
+    graphs = _attention_graph(layers, residual, "flow")
+    n = graphs[0].shape[-1]
+    if n > max_tokens:
+        raise InputError(f"attention flow solves {n}² max-flow problems per example; {n} tokens is "
+                         f"over max_tokens={max_tokens}: use rollout, or raise max_tokens")
+    capacities = torch.stack(graphs, 1).double().cpu()  # (B, L, N, N)
+    # one layer: a single edge from each input to each output, whose capacity is the flow
+    result = (capacities[:, 0] if len(graphs) == 1 else
+              torch.stack([_max_flows(c) for c in capacities]))
+    if normalize:
+        result = result / result.sum(-1, keepdim=True).clamp(min=torch.finfo(result.dtype).tiny)
+    return result.to(device=graphs[0].device, dtype=graphs[0].dtype)
+
+
+def _max_flows(capacities: Tensor) -> Tensor:
+    """(N, N) max flow from each input token j to each output position i through L ≥ 2 layers
+    of edge capacities (L, N, N). The edges between layers 1 and L - 1 stay; those leaving input
+    j and those reaching output i change with (i, j): no other input or output node can carry
+    flow from j to i."""
+    import networkx as nx
+    from networkx.algorithms.flow import boykov_kolmogorov  # the fastest of networkx's here
+
+    layers, n, _ = capacities.shape
+    graph = nx.DiGraph()
+    for layer, a in enumerate(capacities[1:-1], 2):
+        for i, j in a.nonzero().tolist():  # a zero weight is no edge at all
+            graph.add_edge((layer - 1, j), (layer, i), capacity=a[i, j].item())
+    first, last = capacities[0].tolist(), capacities[-1].tolist()
+    result = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(n):
+            graph.add_edges_from(("input", (1, k), {"capacity": first[k][j]}) for k in range(n))
+            graph.add_edges_from(((layers - 1, k), "output", {"capacity": last[i][k]})
+                                 for k in range(n))
+            result[i, j] = nx.maximum_flow_value(graph, "input", "output",
+                                                 flow_func=boykov_kolmogorov)
+    return result
+
+
+def _attention_graph(layers: Sequence[Tensor], residual: float, name: str) -> list[Tensor]:
+    """Per layer, (B, N, N) residual·I + (1 - residual)·mean_h W, rows renormalised: the token
+    graph rollout multiplies and flow pushes through."""
+    if not layers:
+        raise InputError(f"{name} needs the weights of at least one layer")
+    graphs = []
     for w in layers:
         _check(w)
         n, m = w.shape[-2:]
-        if n != m or (result is not None and result.shape[-1] != n):
-            raise InputError(f"rollout is for self-attention over one sequence: got weights of "
+        if n != m or (graphs and graphs[0].shape[-1] != n):
+            raise InputError(f"{name} is for self-attention over one sequence: got weights of "
                              f"shape {tuple(w.shape)}")
         a = residual * torch.eye(n, dtype=w.dtype, device=w.device) + (1 - residual) * w.mean(1)
-        a = a / a.sum(-1, keepdim=True)
-        result = a if result is None else a @ result
-    return result
+        graphs.append(a / a.sum(-1, keepdim=True))
+    return graphs
 
 
 def grad_attention(layers: Sequence[Tensor], grads: Sequence[Tensor]) -> Tensor:
@@ -111,4 +169,4 @@ def head_importance(head_grads: Sequence[Tensor], normalize: bool = True) -> Ten
     return scores
 
 
-__all__ = ["entropy", "grad_attention", "head_importance", "mean_distance", "rollout", "zero_share"]
+__all__ = ["entropy", "flow", "grad_attention", "head_importance", "mean_distance", "rollout", "zero_share"]
