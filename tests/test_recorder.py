@@ -4,11 +4,14 @@ gives back the output the fast backend computed."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 import attnlab
 from attnlab.errors import AttnlabError, InputError
@@ -45,11 +48,10 @@ def reference_weights(m: Attention | MixedAttention, x: Tensor, context=None, **
                       for p, qh, kh, params in groups], dim=1)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs(), st.sampled_from(BACKENDS), st.integers(1, 2), st.integers(1, 12),
-       st.integers(1, 12), st.booleans(), st.integers(0, 10**6))
-def test_recorded_weights_equal_the_reference_on_every_backend(program, backend, hk, n, m, rotary,
-                                                               seed) -> None:
+def recorded_errors(program, backend, hk, n, m, rotary, seed) -> tuple[float, float] | None:
+    """Record one call of an Attention(heads 2·hk, kv_heads hk) running `program` on `backend`
+    and return (max |recorded weights - reference weights|, max |weights @ v - fused output|),
+    checked against 1e-6 and 1e-5; None when the backend does not run this program."""
     program = program.replace(dropout=0.0, layout=Layout())
     if isinstance(program.approximation, LowRank):
         program = program.replace(approximation=LowRank(program.approximation.k, 64))
@@ -61,19 +63,110 @@ def test_recorded_weights_equal_the_reference_on_every_backend(program, backend,
     x, context = torch.randn(2, n, 16), (torch.randn(2, m, 16) if cross else None)
     data = call_data(program, 2, n, m, torch.Generator().manual_seed(seed))
     args = (x,) if context is None else (x, context)
-    try:
-        with attnlab.record(module) as rec:
+    try:  # flex has no backward on CPU: run it as inference
+        with attnlab.record(module) as rec, torch.set_grad_enabled(backend != "flex"):
             out = module(*args, backend=backend, **data)
     except AttnlabError:  # this backend does not run this program
         event(f"{backend}: refused")
-        return
-    event(f"{backend}: compared")
+        return None
     got = rec.weights(0)
     want = reference_weights(module, *args, **data)
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0, equal_nan=True)
+    errors = [_max_error(got, want), 0.0]
     if out.isfinite().all():  # the recomputed weights are the ones the fast backend used
-        torch.testing.assert_close(fused_output_from(module, x, got, context), out, atol=1e-5,
-                                   rtol=1e-4)
+        fused = fused_output_from(module, x, got, context)
+        torch.testing.assert_close(fused, out, atol=1e-5, rtol=1e-4)
+        errors[1] = _max_error(fused, out)
+    event(f"{backend}: weights error {_bucket(errors[0])}")
+    event(f"{backend}: output error {_bucket(errors[1])}")
+    return errors[0], errors[1]
+
+
+def _max_error(a: Tensor, b: Tensor) -> float:
+    same = a.isnan() & b.isnan()
+    return (a - b).abs().masked_fill(same, 0).max().item() if a.numel() else 0.0
+
+
+def _bucket(error: float) -> str:
+    """0, or the power of ten just above: what --hypothesis-show-statistics counts."""
+    return "0" if error == 0 else f"< 1e{math.floor(math.log10(error)) + 1}"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(), st.sampled_from(BACKENDS), st.integers(1, 2), st.integers(1, 12),
+       st.integers(1, 12), st.booleans(), st.integers(0, 10**6))
+def test_recorded_weights_equal_the_reference_on_every_backend(program, backend, hk, n, m, rotary,
+                                                               seed) -> None:
+    recorded_errors(program, backend, hk, n, m, rotary, seed)
+
+
+@st.composite
+def row_picks(draw, n: int) -> slice | list[int] | int:
+    """What a caller may pass as rows=: a slice (maybe empty or stepped), a list of row numbers
+    (maybe negative, repeated, unsorted) or one row."""
+    kind = draw(st.sampled_from(["slice", "list", "int"]))
+    if kind == "slice":
+        return slice(draw(st.none() | st.integers(-n, n)), draw(st.none() | st.integers(-n, n)),
+                     draw(st.integers(1, 3)))
+    if kind == "int":
+        return draw(st.integers(-n, n - 1))
+    return draw(st.lists(st.integers(-n, n - 1), min_size=1, max_size=2 * n))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(), st.integers(1, 2), st.integers(1, 12), st.integers(1, 12), st.booleans(),
+       st.integers(0, 10**6), st.data())
+def test_asked_rows_are_those_rows_of_the_whole(program, hk, n, m, rotary, seed, data) -> None:
+    """weights(rows=R) == weights()[:, :, R] for self- and cross-attention and GQA (heads
+    2·kv_heads), every mask, mod, normalizer and approximation: rows are computed alone."""
+    program = program.replace(dropout=0.0, layout=Layout(cross=n != m))
+    if isinstance(program.approximation, LowRank):
+        program = program.replace(approximation=LowRank(program.approximation.k, 64))
+    torch.manual_seed(seed)
+    module = Attention(16, program, heads=2 * hk, kv_heads=hk, rotary=rotary and n == m).eval()
+    args = (torch.randn(2, n, 16),) + ((torch.randn(2, m, 16),) if n != m else ())
+    with attnlab.record(module) as rec:
+        module(*args, **call_data(program, 2, n, m, torch.Generator().manual_seed(seed)))
+    rows = data.draw(row_picks(n), label="rows")
+    whole = rec.weights(0)
+    want = whole[:, :, rows] if not isinstance(rows, list) else whole[:, :, torch.tensor(rows)]
+    torch.testing.assert_close(rec.weights(0, rows=rows), want, atol=1e-6, rtol=0,
+                               equal_nan=True)
+
+
+def test_one_row_of_a_long_input_never_builds_the_whole_matrix() -> None:
+    """Two rows of a 20,000-token call are computed from 2×M scores: no tensor made while
+    recomputing them holds more than 64·N numbers (N×M is 20,000·N), and they equal the
+    softmax written out."""
+    n, d = 20_000, 8
+    torch.manual_seed(0)
+    m = Attention(d, "alibi ; causal & window(64) ; softmax", heads=1, bias=False).eval()
+    x = torch.randn(1, n, d)
+    with attnlab.record(m) as rec, torch.no_grad():
+        m(x)
+    with Largest() as largest:
+        got = rec.weights(0, head=0, rows=[n - 1, 5])
+    assert got.shape == (1, 2, n) and 0 < largest.numel <= n * 64
+    q, k = m.to_q(x)[0].detach(), m.to_k(x)[0].detach()
+    for row, i in enumerate([n - 1, 5]):
+        j = torch.arange(max(0, i - 64), i + 1)  # causal & window(64): i-64 … i
+        scores = k[j] @ q[i] / d**0.5 - 2**-8 * (i - j)  # one head's ALiBi slope is 2^-8
+        want = torch.zeros(n)
+        want[j] = torch.softmax(scores, 0)
+        torch.testing.assert_close(got[0, row], want, atol=1e-6, rtol=0)
+
+
+class Largest(TorchFunctionMode):
+    """The most numbers any torch call made while it was on (views included)."""
+
+    numel = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, Tensor):
+                self.numel = max(self.numel, t.numel())
+        return out
 
 
 def test_mixed_head_groups_come_back_in_group_order() -> None:
@@ -85,6 +178,8 @@ def test_mixed_head_groups_come_back_in_group_order() -> None:
     want = reference_weights(m, x)
     torch.testing.assert_close(rec.weights(0), want, atol=1e-6, rtol=0)
     torch.testing.assert_close(rec.weights(0, head=2, rows=slice(3, 5)), want[:, 2, 3:5])
+    torch.testing.assert_close(rec.weights(0, rows=[8, 0, 8]), want[:, :, [8, 0, 8]], atol=1e-6,
+                               rtol=0)
 
 
 def test_decoding_with_a_cache_records_each_step() -> None:
