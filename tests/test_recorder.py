@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 import attnlab
 from attnlab.errors import AttnlabError, InputError
-from attnlab.lang import Layout, LowRank
+from attnlab.lang import Additive, Layout, LowRank, Program, ScaledDot, Softmax
 from attnlab.models.decoder_lm import DecoderLM, DecoderLMConfig
 from attnlab.nn import Attention, KVCache, MixedAttention
 from attnlab.nn.attention import qkv
@@ -98,6 +98,22 @@ def _bucket(error: float) -> str:
 def test_recorded_weights_equal_the_reference_on_every_backend(program, backend, hk, n, m, rotary,
                                                                seed) -> None:
     recorded_errors(program, backend, hk, n, m, rotary, seed)
+
+
+def flex_runs(program: Program) -> Program:
+    """The program made one FlexAttention takes (softmax, exact, a score a score_mod can
+    express), so examples are not spent on refusals."""
+    score = ScaledDot() if isinstance(program.score, Additive) else program.score
+    return program.replace(score=score, normalizer=Softmax(), approximation=None)
+
+
+# Each flex example compiles a kernel (seconds on CPU), so flex gets a few examples of its own,
+# at one shape per length so that repeated lengths reuse the compile.
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs().map(flex_runs), st.integers(1, 2), st.sampled_from([5, 12]),
+       st.sampled_from([5, 12]), st.booleans(), st.integers(0, 10**6))
+def test_recorded_weights_equal_the_reference_on_flex(program, hk, n, m, rotary, seed) -> None:
+    assert recorded_errors(program, "flex", hk, n, m, rotary, seed) is not None
 
 
 @st.composite
