@@ -260,6 +260,8 @@ def test_recorded_gradients_are_those_of_the_loss(backend) -> None:
     out = m.to_out((w @ v).transpose(1, 2).flatten(2))
     ((out - target) ** 2).sum().backward()
     torch.testing.assert_close(rec.weight_grads(0), w.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(rec.weight_grads(0, rows=[6, 1]), w.grad[:, :, [6, 1]], atol=1e-5,
+                               rtol=1e-4)
     m.zero_grad()
     m.head_mask = torch.ones(4, requires_grad=True)
     ((m(x, backend="reference") - target) ** 2).sum().backward()
