@@ -243,6 +243,10 @@ def test_mistakes_are_one_clear_error() -> None:
         rec.weights(3)
     with pytest.raises(InputError, match="no recorded attention layer 'nope'"):
         rec.weights("nope")
+    with attnlab.record(m) as rec:
+        m(torch.randn(1, 4, 16))
+    with pytest.raises(InputError, match=r"rows=\[1, 9\] does not pick query rows out of 4"):
+        rec.weights(0, rows=[1, 9])
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "tiled", "linear", None])

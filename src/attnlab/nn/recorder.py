@@ -162,12 +162,16 @@ def _row_index(rows: int | slice | Sequence[int] | None, n: int) -> Tensor | Non
     """The query positions `rows` picks out of n, as a (R,) tensor (None: every row)."""
     if rows is None:
         return None
-    rows = [rows] if isinstance(rows, int) else rows
     try:
-        return torch.arange(n)[rows if isinstance(rows, slice) else torch.as_tensor(rows)]
+        picked = rows if isinstance(rows, slice) else torch.as_tensor(
+            [rows] if isinstance(rows, int) else rows)
+        index = torch.arange(n)[picked]
     except (IndexError, TypeError, RuntimeError, ValueError):
+        index = None
+    if index is None or index.dim() != 1:
         raise InputError(f"rows={rows!r} does not pick query rows out of {n}: give a slice or "
-                         f"a list of row numbers in [-{n}, {n})") from None
+                         f"a list of row numbers in [-{n}, {n})")
+    return index
 
 
 def recordable(model: nn.Module) -> dict[nn.Module, str]:
