@@ -107,6 +107,7 @@ class RecallView:
     visible: Tensor  # (N, N) what the program's mask lets each query see
     on_key: list[float]  # per layer: a query's share of attention on its matching key, mean
     on_value: list[float]  # per layer: the same on the value right after that key
+    value_on_key: list[float]  # per layer: a value's attention on the key before it, mean
     uniform: float  # what on_key + on_value would be if each query spread evenly over what it sees
 
     @property
@@ -148,6 +149,7 @@ def recall_view(run: Path, program: str, example: int = 0) -> RecallView:
     return RecallView(program, tokens.tolist(), layers, queries, keys, visible,
                       on_key=[w[q, k].mean().item() for w in layers],
                       on_value=[w[q, k + 1].mean().item() for w in layers],
+                      value_on_key=[w[k + 1, k].mean().item() for w in layers],
                       uniform=(pair_seen / visible[q].sum(-1)).mean().item())
 
 
@@ -161,43 +163,53 @@ def attention_section(views: list[RecallView], out: Path):
     figures = []
     for i, view in enumerate(views, 1):
         marks = [(q, k + d) for q, k in zip(view.queries, view.keys, strict=True) for d in (0, 1)]
+        marks += [(k + 1, k) for k in view.keys]  # each value's row: the key it belongs to
         png = draw_weights(torch.stack(view.layers), out / f"attention-{i}.png",
                            titles=[f"layer {layer} (heads averaged)"
                                    for layer in range(len(view.layers))],
                            mask=view.visible, marks=marks, labels=view.labels(),
                            suptitle=view.program)
         figures.append((view.program, png))
-    rows = [[view.program, str(layer), f"{view.on_key[layer]:.1%}", f"{view.on_value[layer]:.1%}",
-             f"{view.uniform:.1%}", f"{view.hidden} of {len(view.queries)}"]
+    rows = [[view.program, str(layer), f"{view.value_on_key[layer]:.1%}",
+             f"{view.on_key[layer]:.1%}", f"{view.on_value[layer]:.1%}", f"{view.uniform:.1%}",
+             f"{view.hidden} of {len(view.queries)}"]
             for view in views for layer in range(len(view.layers))]
     (out / "attention.json").write_text(json.dumps(
         [{"program": v.program, "queries": v.queries, "keys": v.keys, "on_key": v.on_key,
-          "on_value": v.on_value, "uniform": v.uniform, "hidden": v.hidden} for v in views],
+          "on_value": v.on_value, "value_on_key": v.value_on_key, "uniform": v.uniform,
+          "hidden": v.hidden} for v in views],
         indent=2))
     return AttentionSection(
         text=_what_to_look_for(views),
-        header=["program", "layer", "on its key", "on the value after it", "if spread evenly",
+        header=["program", "layer", "a value on its key", "a query on its key",
+                "a query on the value after it", "query on key or value if spread evenly",
                 "queries whose pair is hidden"],
         rows=rows, figures=figures)
 
 
 def _what_to_look_for(views: list[RecallView]) -> str:
     """One paragraph; every number in it is read off the views."""
-    def best(v: RecallView) -> int:  # the layer that looks most at the pairs
+    def best(v: RecallView) -> int:  # the layer whose queries look most at their pairs
         return max(range(len(v.layers)), key=lambda layer: v.on_key[layer] + v.on_value[layer])
 
     def share(v: RecallView) -> float:
         return v.on_key[best(v)] + v.on_value[best(v)]
 
-    shares = "; ".join(f"{v.program}: {share(v):.1%} in layer {best(v)} (spread evenly: "
-                       f"{v.uniform:.1%})" for v in sorted(views, key=share, reverse=True))
+    def copying(v: RecallView) -> int:  # the layer whose values look most at their keys
+        return max(range(len(v.layers)), key=lambda layer: v.value_on_key[layer])
+
+    shares = "; ".join(
+        f"{v.program}: a query {share(v):.1%} in layer {best(v)} (spread evenly: "
+        f"{v.uniform:.1%}), a value {v.value_on_key[copying(v)]:.1%} in layer {copying(v)}"
+        for v in sorted(views, key=share, reverse=True))
     text = (f"One test example ({len(views[0].tokens)} tokens) through each trained model, every "
             "layer recorded. Rows are queries, columns keys; k1 v1 … are the pairs and q1 … the "
-            "positions that must recall v1 …; red rings mark, on each query's row, its key and "
-            "the value right after it. A recall circuit puts weight there: one layer copies each "
-            "key into the value after it, and a later one lets the query find that value. Share "
-            "of a query's attention on its key or the value after it, at each program's layer "
-            f"that looks there most: {shares}.")
+            "positions that must recall v1 …. Red rings mark, on each query's row, its key and "
+            "the value right after it, and on each value's row the key before it: a recall "
+            "circuit puts its weight there, one layer letting each value look at its key (so the "
+            "value's position learns which key it answers) and a later one letting the query "
+            "find that value. Share of attention on the ringed cells, at the layer that puts "
+            f"most there: {shares}.")
     blind = [f"{v.program} hides the pair from {v.hidden} of its {len(v.queries)} queries"
              for v in views if v.hidden]
     if blind:
