@@ -211,7 +211,6 @@ def draw_weights(
         if labels is not None:
             _label_positions(ax, labels, n, m)
     label = "attention weight" + ("  (grey: masked)" if mask is not None else "")
-    label += "  (red rings: where to look)" if marks else ""
     # fraction and pad are shares of the whole panel grid; fix them in inches instead, or a wide
     # grid pushes the colour bar far away from the panels.
     grid_width = fig.get_figwidth()
@@ -223,6 +222,6 @@ def draw_weights(
         fraction=min(0.15, 0.4 / grid_width),
         pad=min(0.05, 0.12 / grid_width),
     )
-    if suptitle:
-        fig.suptitle(suptitle)
+    if suptitle or marks:
+        fig.suptitle("\n".join(filter(None, [suptitle, "red rings: where to look" if marks else ""])))
     return _save(fig, path)
