@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import attnlab
 from attnlab import ConfigError, ProgramError
 from attnlab.models import (
     MODELS,
@@ -157,7 +158,9 @@ def test_head_groups_each_follow_their_own_mask() -> None:
     assert m(torch.randint(0, V, (2, 8))).shape == (2, 8, V)
     mixed = m.blocks[1].attention
     assert isinstance(mixed, MixedAttention) and mixed.group_heads == [2, 2]
-    _, w = mixed(torch.randn(2, 8, 32), return_weights=True)
+    with attnlab.record(mixed) as rec:
+        mixed(torch.randn(2, 8, 32))
+    w = rec.weights(0)
     assert w.shape == (2, 4, 8, 8)
     q, kv = torch.arange(8)[:, None], torch.arange(8)[None, :]
     assert not w[:, :, kv > q].any()  # every group is causal

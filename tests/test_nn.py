@@ -15,7 +15,9 @@ from attnlab.nn import Attention, MixedAttention
 def test_self_attention_shapes_and_gqa() -> None:
     m = Attention(32, "alibi ; causal ; entmax(1.5)", heads=4, kv_heads=2)
     x = torch.randn(3, 10, 32)
-    out, w = m(x, return_weights=True)
+    with attnlab.record(m) as rec:
+        out = m(x)
+    w = rec.weights(0)
     assert out.shape == (3, 10, 32) and w.shape == (3, 4, 10, 10)
     assert m.to_k.out_features == 2 * 8 and m.to_q.out_features == 4 * 8
     assert torch.equal(torch.triu(w[0, 0], 1), torch.zeros(10, 10))  # causal: no look-ahead
@@ -63,7 +65,9 @@ def test_key_padding_hides_padded_keys() -> None:
     y = x.clone()
     y[0, 4:] = torch.randn(2, 16) * 10  # change only what sits under padding
     torch.testing.assert_close(m(x, key_padding_mask=pad)[0, :4], m(y, key_padding_mask=pad)[0, :4])
-    _, w = m(x, key_lengths=torch.tensor([4, 6]), return_weights=True)
+    with attnlab.record(m) as rec:
+        m(x, key_lengths=torch.tensor([4, 6]))
+    w = rec.weights(0)
     assert torch.equal(w[0, ..., 4:], torch.zeros_like(w[0, ..., 4:]))
     with pytest.raises(InputError, match="nothing reads it"):
         Attention(16, "causal", heads=2)(x, key_padding_mask=pad)

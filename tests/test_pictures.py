@@ -101,6 +101,22 @@ def test_draw_weights_checks_shapes(tmp_path):
         draw_weights(torch.rand(2, 4, 4), tmp_path / "b.png", mask=torch.ones(3, 4, dtype=bool))
 
 
+def _red_fraction(image):
+    red = np.array([0xE6, 0x39, 0x46]) / 255  # pictures.MARK
+    return (np.abs(image[..., :3] - red).max(axis=-1) < 0.08).mean()
+
+
+def test_draw_weights_rings_marked_cells_and_names_positions(tmp_path):
+    weights = torch.softmax(torch.randn(2, 8, 8, generator=torch.Generator().manual_seed(0)), -1)
+    plain = _read_png(draw_weights(weights, tmp_path / "plain.png"))[1]
+    labels = ["k1", "v1", "k2", "v2", "q2", ".", "q1", "."]
+    _, marked = _read_png(draw_weights(weights, tmp_path / "marked.png", marks=[(4, 2), (6, 0)],
+                                       labels=labels))
+    assert _red_fraction(plain) == 0 and _red_fraction(marked) > 0
+    with pytest.raises(ValueError, match="labels name the positions"):
+        draw_weights(weights, tmp_path / "bad.png", labels=labels[:5])
+
+
 def test_draw_masks_side_by_side(tmp_path):
     named = [
         ("causal", torch.ones(16, 16).tril().bool()),

@@ -23,8 +23,12 @@ from attnlab.lang.program import Program
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: MaskInputs, *,
                         bias: Tensor | None = None, params: dict[str, Tensor] | None = None,
                         training: bool = False, generator: torch.Generator | None = None,
-                        ) -> tuple[Tensor, Tensor]:
-    """(output (B, H, N, Dv), weights (B, H, N, M)) with output == dropout(weights) @ v."""
+                        rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(output (B, H, N, Dv), weights (B, H, N, M)) with output == dropout(weights) @ v.
+
+    `rows` (R,) says q holds only those query positions of the inp.n the call has (the
+    recorder's pages of rows): masks and score mods read those positions, and every normalizer
+    and approximation works row by row, so the R rows equal those of the whole call."""
     params = params or {}
     b, h, n, _ = q.shape
     memory.require_fit(memory.reference_bytes(b, h, n, k.shape[2], q.dtype), q.device,
@@ -37,7 +41,7 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
     finite = hidden.all_finite(k, v)  # before the GQA repeat: the same answer on less data
     group = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-    visible = program.mask.dense(inp) if program.mask is not None else None
+    visible = program.mask.dense(inp, rows) if program.mask is not None else None
     if not finite:  # keep NaN and inf out of every product; poison what sees them at the end
         raw_k, raw_v, k, v = k, v, hidden.clean(k), hidden.clean(v)
 
@@ -47,7 +51,7 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
         scores = compute_scores(program.score, q, k, params)
         mods = compose_mods(program.mods, inp, params, bias)
         if mods is not None:
-            scores = mods(scores, *index_grid(inp))
+            scores = mods(scores, *index_grid(inp, rows))
         weights = normalize(program.normalizer, scores, visible, training, generator)
 
     used = weights
@@ -91,12 +95,14 @@ def normalize(norm: N.Normalizer, scores: Tensor, visible: Tensor | None, traini
     raise NotImplementedError(f"normalizer {norm} has no implementation")
 
 
-def index_grid(inp: MaskInputs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Broadcastable (b, h, q_idx, kv_idx) index tensors of shape (B,1,1,1) … (1,1,1,M)."""
+def index_grid(inp: MaskInputs, rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Broadcastable (b, h, q_idx, kv_idx) index tensors of shape (B,1,1,1) … (1,1,1,M);
+    q_idx holds `rows` (R,) when given, else 0 … N - 1."""
     dev = inp.device
+    q = torch.arange(inp.n, device=dev) if rows is None else rows.to(dev)
     return (torch.arange(inp.batch, device=dev).view(-1, 1, 1, 1),
             torch.arange(inp.heads, device=dev).view(1, -1, 1, 1),
-            torch.arange(inp.n, device=dev).view(1, 1, -1, 1),
+            q.view(1, 1, -1, 1),
             torch.arange(inp.m, device=dev).view(1, 1, 1, -1))
 
 

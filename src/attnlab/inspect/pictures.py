@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 VISIBLE = "#1d3557"
 HIDDEN = "#eef0f2"
 MASKED_GREY = "#c4c4c4"
+MARK = "#e63946"
 MAX_COLUMNS = 8
 _GRID_LIMIT = 48  # up to this many cells a side, cell borders are drawn and still readable
 _DPI = 120
@@ -85,6 +86,15 @@ def _style_axes(ax, n: int, m: int, *, xlabel: bool = True, ylabel: bool = True)
         ax.tick_params(which="minor", length=0)
 
 
+def _label_positions(ax, labels: Sequence[str], n: int, m: int) -> None:
+    if not len(labels) == n == m:
+        raise ValueError(f"labels name the positions of a self-attention: got {len(labels)} for "
+                         f"({n}, {m}) panels")
+    ticks = np.arange(n)
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=6)
+    ax.set_yticks(ticks, labels, fontsize=6)
+
+
 def _density_title(visible: np.ndarray, title: str | None) -> str:
     count = int(visible.sum())
     density = count / max(visible.size, 1)
@@ -148,12 +158,21 @@ def draw_masks(
 
 
 def draw_weights(
-    panels, path, *, titles: Sequence[str] | None = None, suptitle: str | None = None, mask=None
+    panels,
+    path,
+    *,
+    titles: Sequence[str] | None = None,
+    suptitle: str | None = None,
+    mask=None,
+    marks: Sequence[tuple[int, int]] = (),
+    labels: Sequence[str] | None = None,
 ) -> Path:
     """Draw (G, N, M) attention weights, one panel each, on one shared colour scale.
 
     Cells where ``mask`` (N, M) is False are grey, so "masked" reads differently from a weight
-    that is merely zero; non-finite weights are grey too.
+    that is merely zero; non-finite weights are grey too. ``marks`` are (query, key) cells ringed
+    in red on every panel (where a reader should look); ``labels`` name the N = M positions of a
+    self-attention on both axes (every position gets its tick).
     """
     weights = _as_array(panels, dtype=float)
     if weights.ndim == 2:
@@ -186,6 +205,11 @@ def draw_weights(
         )
         ax.set_title(titles[i] if titles is not None else f"panel {i}", fontsize=9)
         _style_axes(ax, n, m, xlabel=row == axes.shape[0] - 1 or i + cols >= g, ylabel=col == 0)
+        if marks:
+            rows_, cols_ = zip(*marks, strict=True)
+            ax.scatter(cols_, rows_, s=28, facecolors="none", edgecolors=MARK, linewidths=1.1)
+        if labels is not None:
+            _label_positions(ax, labels, n, m)
     label = "attention weight" + ("  (grey: masked)" if mask is not None else "")
     # fraction and pad are shares of the whole panel grid; fix them in inches instead, or a wide
     # grid pushes the colour bar far away from the panels.
@@ -198,6 +222,6 @@ def draw_weights(
         fraction=min(0.15, 0.4 / grid_width),
         pad=min(0.05, 0.12 / grid_width),
     )
-    if suptitle:
-        fig.suptitle(suptitle)
+    if suptitle or marks:
+        fig.suptitle("\n".join(filter(None, [suptitle, "red rings: where to look" if marks else ""])))
     return _save(fig, path)

@@ -1,6 +1,7 @@
 """One self-contained HTML page for a comparison of attention programs: a table of the runs,
-the accuracy chart and each program's mask. Images are embedded, so the file can be mailed,
-attached to a run or opened from anywhere without the folder beside it."""
+the accuracy chart, each program's mask and, when given, what each trained program attends to.
+Images are embedded, so the file can be mailed, attached to a run or opened from anywhere
+without the folder beside it."""
 
 from __future__ import annotations
 
@@ -38,8 +39,19 @@ class ReportEntry:
     density: float  # fraction of (query, key) pairs the mask leaves visible
 
 
+@dataclass(frozen=True)
+class AttentionSection:
+    """What the trained programs attend to: a paragraph, a table and one picture per program."""
+
+    text: str
+    header: list[str]
+    rows: list[list[str]]  # cells as they are shown; the first is the program
+    figures: list[tuple[str, Path]]  # (program, PNG)
+
+
 def write_report(path: str | Path, *, title: str, lede: str, entries: list[ReportEntry],
-                 chart_png: Path, experiment_yaml: str, footer: str = "") -> Path:
+                 chart_png: Path, experiment_yaml: str, footer: str = "",
+                 attention: AttentionSection | None = None) -> Path:
     """Write the report to `path` and return it."""
     best = max(e.metrics["test_accuracy"] for e in entries)
     rows = "\n".join(_row(e, best) for e in entries)
@@ -64,6 +76,7 @@ def write_report(path: str | Path, *, title: str, lede: str, entries: list[Repor
 <div class="masks">
 {masks}
 </div>
+{_attention(attention) if attention is not None else ""}
 <h2>Experiment</h2>
 <pre>{html.escape(experiment_yaml)}</pre>
 <footer>{html.escape(footer)}</footer>
@@ -73,6 +86,24 @@ def write_report(path: str | Path, *, title: str, lede: str, entries: list[Repor
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _attention(section: AttentionSection) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in section.header)
+    rows = "\n".join("<tr><td><code>" + html.escape(cells[0]) + "</code></td>"
+                     + "".join(f"<td>{html.escape(c)}</td>" for c in cells[1:]) + "</tr>"
+                     for cells in section.rows)
+    figures = "\n".join(
+        f'<figure><img alt="attention of {html.escape(program)}" src="{_data_uri(png)}">'
+        f"<figcaption><code>{html.escape(program)}</code></figcaption></figure>"
+        for program, png in section.figures)
+    return f"""<h2 id="attention">What each program attends to</h2>
+<p>{html.escape(section.text)}</p>
+<table>
+<tr>{head}</tr>
+{rows}
+</table>
+{figures}"""
 
 
 def _row(e: ReportEntry, best: float) -> str:

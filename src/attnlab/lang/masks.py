@@ -187,17 +187,18 @@ class Mask(Part):
         """The FlexAttention / HF signature (b, h, q_idx, kv_idx) -> bool, inputs bound."""
         return lambda b, h, q, kv: self.visible(b, h, q, kv, inp)
 
-    def dense(self, inp: MaskInputs) -> Tensor:
-        """The whole mask as a bool tensor (B', H', N, M); B', H' are 1 where it does not vary."""
+    def dense(self, inp: MaskInputs, rows: Tensor | None = None) -> Tensor:
+        """The whole mask as a bool tensor (B', H', N, M); B', H' are 1 where it does not vary.
+        `rows` (R,) query positions in [0, N) give just those rows, (B', H', R, M)."""
         dev = inp.device
         b = torch.arange(inp.batch, device=dev).view(-1, 1, 1, 1)
         h = torch.arange(inp.heads, device=dev).view(1, -1, 1, 1)
-        q = torch.arange(inp.n, device=dev).view(1, 1, -1, 1)
+        q = (torch.arange(inp.n, device=dev) if rows is None else rows.to(dev)).view(1, 1, -1, 1)
         kv = torch.arange(inp.m, device=dev).view(1, 1, 1, -1)
         out = _as4d(torch.as_tensor(self.visible(b, h, q, kv, inp), device=dev))
         if out.dtype != torch.bool:
             raise ProgramError(f"mask {self} returned {out.dtype}; a mask must return booleans")
-        return out.expand(out.shape[0], out.shape[1], inp.n, inp.m)
+        return out.expand(out.shape[0], out.shape[1], q.shape[2], inp.m)
 
     def block_summary(self, inp: MaskInputs, block: int | tuple[int, int] = 64) -> BlockSummary:
         """Exact EMPTY / PARTIAL / FULL state of every (query block, key block)."""

@@ -101,16 +101,16 @@ class Attention(nn.Module):
                 key_padding_mask: Tensor | None = None, key_lengths: Tensor | None = None,
                 segments: Tensor | tuple[Tensor, Tensor] | None = None,
                 graph: Tensor | None = None, bias: Tensor | None = None,
-                return_weights: bool = False, backend: str | None = None,
-                cache: KVCache | None = None, positions: Tensor | None = None,
-                ) -> Tensor | tuple[Tensor, Tensor]:
+                backend: str | None = None, cache: KVCache | None = None,
+                positions: Tensor | None = None) -> Tensor:
         """Attend from x (B, N, dim) to itself or to context (B, M, kv_dim).
 
         key_padding_mask is (B, M) with True at padding keys, as in nn.MultiheadAttention.
         With `cache`, x holds only the new tokens: their keys and values are appended to the
         cache, the queries attend over all of them, and key_padding_mask (if any) must cover
         past + new keys. `positions` (N,) or (B, N) are the rotary positions of x; they default
-        to 0 .. N - 1, or to past .. past + N - 1 with a cache.
+        to 0 .. N - 1, or to past .. past + N - 1 with a cache. The weights are never built
+        here: `attnlab.record(m)` recomputes them on demand.
         """
         self._check_kind(context)
         q, k, v = qkv(self, x, context, cache, positions)
@@ -124,13 +124,10 @@ class Attention(nn.Module):
             self.recorder.keep(self, [call])
         out = attention(q, k, v, self.program, bias=bias, segments=segments,
                         key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
-                        params=params, return_weights=return_weights,
-                        backend=backend or (self.frozen[0] if self.frozen else None),
+                        params=params, backend=backend or (self.frozen[0] if self.frozen else None),
                         training=self.training)
-        out, weights = out if return_weights else (out, None)
         listening(self.recorder, call, out, v)
-        out = self.to_out(masked(out, self.head_mask).transpose(1, 2).flatten(2))
-        return (out, weights) if return_weights else out
+        return self.to_out(masked(out, self.head_mask).transpose(1, 2).flatten(2))
 
     def _split(self, t: Tensor, heads: int) -> Tensor:
         """(B, L, heads·head_dim) -> (B, heads, L, head_dim)."""

@@ -111,14 +111,14 @@ class MixedAttention(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
-                positions: Tensor | None = None, return_weights: bool = False,
-                backend: str | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """As Attention.forward; weights come back as (B, all heads, N, M) in group order."""
+                positions: Tensor | None = None, backend: str | None = None) -> Tensor:
+        """As Attention.forward; the recorder gives the weights as (B, all heads, N, M) in
+        group order."""
         if context is not None and self.rotary is not None:
             raise InputError("rotary=True needs self-attention: queries and keys must share one "
                              "position axis")
         q, k, v = qkv(self, x, context, cache, positions)
-        outs, weights, calls, start = [], [], [], 0
+        outs, calls, start = [], [], 0
         for i, (program, h, params, causality) in enumerate(zip(
                 self.programs, self.group_heads, self.program_params, self.causalities, strict=True)):
             heads = slice(start, start + h)
@@ -131,17 +131,14 @@ class MixedAttention(nn.Module):
                             key_padding_mask=key_padding_mask)
                 calls.append(call)
             out = attention(q[:, heads], k[:, heads], v[:, heads], program,
-                            key_padding_mask=key_padding_mask, return_weights=return_weights,
-                            params=params.as_params(), training=self.training,
+                            key_padding_mask=key_padding_mask, params=params.as_params(),
+                            training=self.training,
                             backend=backend or (self.frozen[i] if self.frozen else None))
-            out, w = out if return_weights else (out, None)
             listening(self.recorder, call, out, v[:, heads])
             outs.append(out)
-            weights.append(w)
         if self.recorder is not None:
             self.recorder.keep(self, calls)
-        out = self.to_out(masked(torch.cat(outs, dim=1), self.head_mask).transpose(1, 2).flatten(2))
-        return (out, torch.cat(weights, dim=1)) if return_weights else out
+        return self.to_out(masked(torch.cat(outs, dim=1), self.head_mask).transpose(1, 2).flatten(2))
 
     def extra_repr(self) -> str:
         groups = ", ".join(f"('{p}', {h})" for p, h in zip(self.programs, self.group_heads,

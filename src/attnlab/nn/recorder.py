@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.errors import InputError
-from attnlab.exec import attention
+from attnlab.exec.api import check_call
+from attnlab.exec.reference import reference_attention
 from attnlab.lang.program import Program
 
 CALL_INPUTS = ("bias", "segments", "key_lengths", "key_padding_mask", "graph")
@@ -62,9 +63,11 @@ class Call:
                              "the `with attnlab.record(model, grads=True)` block, with gradients on")
         return self.grad
 
-    def weight_grads(self) -> Tensor:
-        """(B, H, N, M) ∂loss/∂weights = ∂loss/∂out · vᵀ (out = weights · v, head by head)."""
+    def weight_grads(self, rows: Tensor | None = None) -> Tensor:
+        """(B, H, N, M) ∂loss/∂weights = ∂loss/∂out · vᵀ (out = weights · v, head by head);
+        only the query rows `rows` (R,) when given."""
         grad = self.output_grad()
+        grad = grad if rows is None else grad[:, :, rows]
         v = self.v.repeat_interleave(grad.shape[1] // self.v.shape[1], dim=1)  # grouped-query heads
         return grad @ v.transpose(-1, -2).to(grad.dtype)
 
@@ -73,13 +76,16 @@ class Call:
         per example: Σ_{n,d} ∂loss/∂out · out."""
         return (self.output_grad() * self.out).sum((-2, -1))
 
-    def weights(self) -> Tensor:
+    def weights(self, rows: Tensor | None = None) -> Tensor:
         """(B, H, N, M): the weights this call computed, recomputed exactly (eval mode: no
-        dropout, no Gumbel noise)."""
+        dropout, no Gumbel noise); with `rows` (R,) query positions, only those rows,
+        (B, H, R, M), never the N×M whole (every normalizer and approximation is row by row)."""
         v = self.k.new_zeros(*self.k.shape[:-1], 1)  # weights never read v
-        _, w = attention(self.q, self.k, v, self.program, params=self.params, backend="reference",
-                         return_weights=True, training=False, **self.inputs)
-        return w
+        # The whole call's shapes: masks and mods read absolute query positions.
+        inp = check_call(self.q, self.k, v, self.program, params=self.params, **self.inputs)
+        q = self.q if rows is None else self.q[:, :, rows]
+        return reference_attention(q, self.k, v, self.program, inp, bias=self.inputs.get("bias"),
+                                   params=self.params, rows=rows)[1]
 
 
 @dataclass
@@ -100,20 +106,23 @@ class Recorder:
         self.passes.setdefault(self.names[module], []).append(calls)
 
     def weights(self, layer: str | int, head: int | Sequence[int] | None = None,
-                rows: slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
+                rows: int | slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
         """(B, H, N, M) weights of `layer` (a name or an index into `layers`) in its `call`-th
         forward pass (the last by default); `head` picks heads (an int drops the head axis;
-        default: the recorder's `heads`), `rows` picks query rows. Head groups of a
-        MixedAttention come back in group order."""
-        return self._pick(torch.cat([c.weights() for c in self._calls(layer, call)], dim=1),
-                          head, rows)
+        default: the recorder's `heads`), `rows` picks query rows (an int drops the row axis)
+        and only those are computed, so a page of rows of a long input costs R×M, not N×M.
+        Head groups of a MixedAttention come back in group order."""
+        calls = self._calls(layer, call)
+        index = _row_index(rows, calls[0].q.shape[2])
+        return self._pick(torch.cat([c.weights(index) for c in calls], dim=1), head, rows)
 
     def weight_grads(self, layer: str | int, head: int | Sequence[int] | None = None,
-                     rows: slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
+                     rows: int | slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
         """(B, H, N, M) ∂loss/∂weights of `layer`, picked as `weights` picks (needs
         `record(..., grads=True)` and a backward pass inside the block)."""
-        return self._pick(torch.cat([c.weight_grads() for c in self._calls(layer, call)], dim=1),
-                          head, rows)
+        calls = self._calls(layer, call)
+        index = _row_index(rows, calls[0].q.shape[2])
+        return self._pick(torch.cat([c.weight_grads(index) for c in calls], dim=1), head, rows)
 
     def head_grads(self, layer: str | int, call: int = -1) -> Tensor:
         """(B, H) ∂loss/∂ξ_h of every head of `layer`, per example, where ξ_h is a mask
@@ -132,9 +141,9 @@ class Recorder:
         return passes[call]
 
     def _pick(self, w: Tensor, head: int | Sequence[int] | None,
-              rows: slice | Sequence[int] | None) -> Tensor:
-        if rows is not None:
-            w = w[:, :, rows]
+              rows: int | slice | Sequence[int] | None) -> Tensor:
+        """Heads out of w (B, H, R, M), whose rows were computed as `rows` asked."""
+        w = w[:, :, 0] if isinstance(rows, int) else w
         head = self.heads if head is None else head
         return w if head is None else w[:, head]
 
@@ -147,6 +156,22 @@ class Recorder:
         if layer not in names:
             raise InputError(f"no recorded attention layer '{layer}'; recorded: {', '.join(names)}")
         return layer
+
+
+def _row_index(rows: int | slice | Sequence[int] | None, n: int) -> Tensor | None:
+    """The query positions `rows` picks out of n, as a (R,) tensor (None: every row)."""
+    if rows is None:
+        return None
+    try:
+        picked = rows if isinstance(rows, slice) else torch.as_tensor(
+            [rows] if isinstance(rows, int) else rows)
+        index = torch.arange(n)[picked]
+    except (IndexError, TypeError, RuntimeError, ValueError):
+        index = None
+    if index is None or index.dim() != 1:
+        raise InputError(f"rows={rows!r} does not pick query rows out of {n}: give a slice or "
+                         f"a list of row numbers in [-{n}, {n})")
+    return index
 
 
 def recordable(model: nn.Module) -> dict[nn.Module, str]:
