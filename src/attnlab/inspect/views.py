@@ -28,7 +28,8 @@ from attnlab.tasks.base import Inspection
 TOP = 24  # weights kept per query row
 EVERY = 64  # a row over at most this many keys keeps every weight (exact maps for short inputs)
 PAGE = 256  # query rows the page shows at once
-BLOCK = 2**26  # weights recomputed at once (256 MB of float32): rows per block = BLOCK // (heads · keys)
+BLOCK = 2**24  # weights recomputed at once (64 MB of float32): rows per block = BLOCK // (heads · keys);
+# the recorder computes only the rows asked, so smaller blocks bound memory and cost nothing more
 MAX_BYTES = 16 * 2**20  # the data of a view stays under this: fewer weights per row beyond it
 ROLLOUT = "rollout"
 
