@@ -20,6 +20,7 @@ from attnlab.inspect.faithfulness import (
     erase_by,
     erasures,
     faithfulness,
+    importances,
     summary,
     top_units,
     unit_counts,
@@ -247,3 +248,11 @@ def test_runs_that_are_not_classifiers_are_refused_in_one_line(runs) -> None:
     for kind in ("translation", "recommendation", "sequence-classification"):
         with pytest.raises(InputError, match="faithfulness needs a classification run"):
             tasks.kind(kind).units(None, torch.zeros(1, 3))
+
+
+def test_importances_leave_the_models_gradients_as_they_were() -> None:
+    model = text_model()
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    importances(model, tasks.kind("text-classification"), TOKENS)
+    assert all((p.grad == 7).all() for p in model.parameters())

@@ -66,12 +66,14 @@ def importances(model: nn.Module, task, inputs: Tensor) -> dict[str, Tensor]:
     rollout over all layers, and gradient × attention with the gradient of the predicted class's
     logit (Chefer et al. 2021, who back-propagate the one-hot predicted class's score)."""
     readout = task.readout(model, inputs)
+    params = [p for p in model.parameters() if p.requires_grad]
     with torch.enable_grad(), record(model, grads=True) as rec:
         logits = model(inputs)
-        logits.gather(1, logits.argmax(-1, keepdim=True)).sum().backward()  # examples independent
+        score = logits.gather(1, logits.argmax(-1, keepdim=True)).sum()  # examples independent
+        # through autograd.grad, so the model's own .grad stays as it was
+        torch.autograd.grad(score, params, allow_unused=True)
         weights = [rec.weights(layer) for layer in rec.layers]
         grads = [rec.weight_grads(layer) for layer in rec.layers]
-    model.zero_grad(set_to_none=True)
     return {name: (readout[:, None, :].to(m.dtype) @ m).squeeze(1).detach()
             for name, m in (("attention", weights[-1].mean(1)), ("rollout", rollout(weights)),
                             ("grad_attention", grad_attention(weights, grads)))}
