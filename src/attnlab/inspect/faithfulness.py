@@ -221,10 +221,10 @@ def faithfulness(run: str | Path, examples: int | None = None, seed: int = 0, dr
     the comparison with random; the dict `attnlab inspect faithfulness` prints and writes."""
     from attnlab.models.base import load_model
     from attnlab.tasks import task_of
-    from attnlab.train.run import _experiment
+    from attnlab.train.folder import read_run
 
     run = Path(run)
-    exp = _experiment(run)
+    exp = read_run(run)
     task = task_of(exp.task)
     task.erasing()  # a task whose inputs cannot be erased says so before anything loads
     prepared = task.load_test(run, exp)

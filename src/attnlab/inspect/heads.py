@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from attnlab.errors import InputError
 from attnlab.inspect.analyses import head_importance
-from attnlab.nn.recorder import record, recordable
+from attnlab.nn.recorder import layer_name, record, recordable
+from attnlab.train.metrics import accuracy
 
 HeadId = tuple[str, int]  # (attention layer name, head index)
 
@@ -24,11 +25,10 @@ HeadId = tuple[str, int]  # (attention layer name, head index)
 def masked(model: nn.Module, heads: Mapping[str | int, Sequence[int]]) -> Iterator[None]:
     """Inside the block, the heads `heads[layer]` of each layer (a name or an index into the
     model's attention layers) give a zero output; the model's weights are untouched."""
-    layers = list(recordable(model).items())
-    names = {name: module for module, name in layers}
+    modules = {name: module for module, name in recordable(model).items()}
     chosen: dict[nn.Module, list[int]] = {}
     for layer, off in heads.items():
-        module = _layer(layers, names, layer)
+        module = modules[layer_name(list(modules), layer)]
         bad = [h for h in off if not 0 <= h < module.heads]
         if bad:
             raise InputError(f"layer '{layer}' has heads 0..{module.heads - 1}; got {bad}")
@@ -42,18 +42,6 @@ def masked(model: nn.Module, heads: Mapping[str | int, Sequence[int]]) -> Iterat
     finally:
         for module in chosen:
             module.head_mask = None
-
-
-def _layer(layers: list[tuple[nn.Module, str]], names: dict[str, nn.Module],
-           layer: str | int) -> nn.Module:
-    if isinstance(layer, int) and not isinstance(layer, bool):
-        if not -len(layers) <= layer < len(layers):
-            raise InputError(f"layer {layer} is out of range: the model has {len(layers)} "
-                             "attention layer(s)")
-        return layers[layer][0]
-    if layer not in names:
-        raise InputError(f"no attention layer '{layer}'; the model has: {', '.join(names)}")
-    return names[layer]
 
 
 def heads_of(model: nn.Module) -> list[HeadId]:
@@ -122,12 +110,8 @@ def main_score(model: nn.Module, task, prepared, exp) -> float:
     `attnlab eval` counts it, or the score `task.test_scores` reports under that name."""
     if task.main_metric != "test_accuracy":
         return float(task.test_scores(model, prepared, exp, progress=False)[task.main_metric])
-    correct = scored = 0
-    with torch.no_grad():
-        for batch in task.loader(prepared.test, exp.train.batch_size, False, torch.Generator()):
-            hits, labels = task.step(model, batch).hits()
-            correct, scored = correct + int(hits), scored + int(labels)
-    return correct / max(scored, 1)
+    return accuracy(task, model, task.loader(prepared.test, exp.train.batch_size, False,
+                                             torch.Generator()))
 
 
 @dataclass(frozen=True)
@@ -187,14 +171,14 @@ def heads_report(out: str | Path, split: str = "test", examples: int | None = No
 
     from attnlab.models.base import load_model
     from attnlab.tasks import task_of
-    from attnlab.train.run import _experiment
+    from attnlab.train.folder import read_run
 
     if split not in SPLITS:
         raise InputError(f"split '{split}': heads reads the test or the validation split")
     if examples is not None and examples < 1:
         raise InputError(f"examples={examples}: give at least 1")
     out = Path(out)
-    exp = _experiment(out)
+    exp = read_run(out)
     task = task_of(exp.task)
     model = load_model(out).eval()
     prepared = _split(task, out, exp, split).head({"test": examples})

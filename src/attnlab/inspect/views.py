@@ -143,8 +143,7 @@ def inspect_run(run: str | Path, *, text: str | None = None, example: int | None
     or an `image` file (.png grey levels 0-255, or .npy raw pixels)."""
     from attnlab.models.base import load_model
     from attnlab.tasks import task_of
-    from attnlab.train.config import load_experiment
-    from attnlab.train.folder import verify
+    from attnlab.train.folder import read_run
 
     given = [name for name, value in (("text", text), ("--example", example), ("--image", image))
              if value is not None]
@@ -152,11 +151,7 @@ def inspect_run(run: str | Path, *, text: str | None = None, example: int | None
         raise InputError("give one input to look at: text, --example N or --image FILE"
                          + (f" (got {' and '.join(given)})" if given else ""))
     run = Path(run)
-    if not (run / "experiment.yaml").is_file():
-        raise InputError(f"{run} holds no trained run (no experiment.yaml): give the folder a "
-                         "training wrote (attnlab runs)")
-    verify(run)  # as attnlab.load does, without importing Lightning: every file as the manifest says
-    exp = load_experiment(run / "experiment.yaml")
+    exp = read_run(run)
     task, model = task_of(exp.task), load_model(run)
     row = None
     if example is not None:

@@ -27,8 +27,6 @@ from attnlab.exec.api import check_call
 from attnlab.exec.reference import reference_attention
 from attnlab.lang.program import Program
 
-CALL_INPUTS = ("bias", "segments", "key_lengths", "key_padding_mask", "graph")
-
 
 @dataclass
 class Call:
@@ -148,14 +146,20 @@ class Recorder:
         return w if head is None else w[:, head]
 
     def _name(self, layer: str | int) -> str:
-        names = self.layers
-        if isinstance(layer, int) and not isinstance(layer, bool):
-            if not -len(names) <= layer < len(names):
-                raise InputError(f"layer {layer} is out of range: {len(names)} layer(s) recorded")
-            return names[layer]
-        if layer not in names:
-            raise InputError(f"no recorded attention layer '{layer}'; recorded: {', '.join(names)}")
-        return layer
+        return layer_name(self.layers, layer, "recorded")
+
+
+def layer_name(names: Sequence[str], layer: str | int, which: str = "") -> str:
+    """The attention layer `layer` names among `names` (`which` ones, for messages): itself, or
+    the one at that index."""
+    kind = f"{which} attention layer" if which else "attention layer"
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        if not -len(names) <= layer < len(names):
+            raise InputError(f"layer {layer} is out of range: {len(names)} {kind}(s)")
+        return names[layer]
+    if layer not in names:
+        raise InputError(f"no {kind} '{layer}'; there are: {', '.join(names)}")
+    return layer
 
 
 def _row_index(rows: int | slice | Sequence[int] | None, n: int) -> Tensor | None:
@@ -191,9 +195,9 @@ def record(model: nn.Module, layers: Sequence[str | int] | None = None,
     found = recordable(model)
     if not found:
         raise InputError(f"{type(model).__name__} has no attnlab attention layer to record")
-    everyone = Recorder(found)
+    names = list(found.values())
     chosen = found if layers is None else {m: n for m, n in found.items()
-                                           if n in {everyone._name(x) for x in layers}}
+                                           if n in {layer_name(names, x) for x in layers}}
     rec = Recorder(chosen, heads, grads)
     for module in chosen:
         module.recorder = rec

@@ -26,7 +26,8 @@ from attnlab.lang.program import parse
 from attnlab.nn.recorder import record
 from attnlab.tasks import task_of
 from attnlab.train.compare import _slug, compare
-from attnlab.train.run import _experiment, load
+from attnlab.train.folder import read_run
+from attnlab.train.run import load
 
 DEMO_PROGRAMS = ("causal ; softmax", "causal & window(8) ; softmax", "linear(elu1) ; causal")
 
@@ -132,7 +133,7 @@ def recall_view(run: Path, program: str, example: int = 0) -> RecallView:
 
     MQAR puts K pairs k1 v1 … kK vK first and scores exactly K positions, each a repeat of a
     key whose value is the answer (attnlab.data.mqar)."""
-    exp = _experiment(run)
+    exp = read_run(run)
     test = task_of(exp.task).load_test(run, exp).test
     tokens, labels = test.inputs[example], test.labels[example]
     queries = (labels != IGNORE_INDEX).nonzero().flatten().tolist()

@@ -96,3 +96,17 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_run(out: str | Path):
+    """The experiment of the trained run in `out`, once its manifest vouches for every file of
+    the folder: what loading, evaluating and inspecting a run start from (no Lightning needed)."""
+    from attnlab.errors import ConfigError
+    from attnlab.train.config import load_experiment
+
+    out = Path(out)
+    if not (out / "experiment.yaml").is_file():
+        raise ConfigError(f"{out} holds no trained run (no experiment.yaml): give the folder a "
+                          "training wrote (attnlab runs)")
+    verify(out)
+    return load_experiment(out / "experiment.yaml")

@@ -11,6 +11,17 @@ from attnlab.data.base import TaskData
 TOP_K = 10  # HR@10 and NDCG@10, as SASRec reports them
 
 
+@torch.no_grad()
+def accuracy(task, model: nn.Module, batches) -> float:
+    """Correct predictions over scored labels of `batches`, as the task's `Step.hits` counts them
+    (what `attnlab eval` reports as test_accuracy)."""
+    correct = scored = 0
+    for batch in batches:
+        hits, labels = task.step(model, batch).hits()
+        correct, scored = correct + int(hits), scored + int(labels)
+    return correct / max(scored, 1)
+
+
 def classification_scores(model: nn.Module, test: TaskData, batch: int,
                           positive: str | None) -> dict:
     """Majority rate (always guess the commonest class), macro F1, and the F1 of `positive`

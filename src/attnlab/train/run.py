@@ -31,8 +31,9 @@ from attnlab.runfiles import load_tensors
 from attnlab.tasks import task_of
 from attnlab.train.checkpoints import AtomicCheckpointIO, BestCheckpoint, FolderCheckpoint
 from attnlab.train.config import RUN_NAME, Experiment, load_experiment
-from attnlab.train.folder import MANIFEST, clean_leftovers, locked, verify, write_manifest
+from attnlab.train.folder import MANIFEST, clean_leftovers, locked, read_run, verify, write_manifest
 from attnlab.train.loaders import loader
+from attnlab.train.metrics import accuracy
 from attnlab.train.module import TaskModule
 from attnlab.train.tracking import log_params, log_run, mlflow_logger
 
@@ -227,7 +228,7 @@ def load(out: str | Path) -> torch.nn.Module:
     names, a translator's translations. Only JSON, tokenizer files and tensors are read, so the
     data set need not be installed."""
     out = Path(out)
-    exp = _experiment(out)
+    exp = read_run(out)
     task = task_of(exp.task)
     return task.predictor(load_model(out), task.load_encoders(out, exp), exp).eval()
 
@@ -236,7 +237,7 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
     """Test scores of a trained run, on the test split saved with it or on `task`'s: accuracy,
     and what training reported beside it (F1, BLEU, HR@10, …)."""
     out = Path(out)
-    exp = _experiment(out)
+    exp = read_run(out)
     kind = task_of(exp.task)
     model = load_model(out)
     prepared = kind.load_test(out, exp) if task in (None, exp.task.name) else None
@@ -251,19 +252,9 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
                                   f"trained on {kind.kind}")
         prepared = kind.prepare(exp, kind.load_encoders(out, exp)).head(
             {"test": exp.task.examples("test")})
-    correct = scored = 0
-    with torch.no_grad():
-        for batch in loader(kind, prepared.test, exp.train.batch_size, False, exp.train.seed):
-            hits, labels = kind.step(model, batch).hits()
-            correct, scored = correct + int(hits), scored + int(labels)
+    batches = loader(kind, prepared.test, exp.train.batch_size, False, exp.train.seed)
     return {"task": exp.task.name, "examples": len(prepared.test),
-            "test_accuracy": correct / max(scored, 1),
+            "test_accuracy": accuracy(kind, model, batches),
             **kind.test_scores(model, prepared, exp, progress=False)}
 
 
-def _experiment(out: Path) -> Experiment:
-    """The run's experiment, once its manifest vouches for every file of the folder."""
-    if not (out / "experiment.yaml").is_file():
-        raise ConfigError(f"{out} holds no trained run (no experiment.yaml)")
-    verify(out)
-    return load_experiment(out / "experiment.yaml")
