@@ -146,7 +146,9 @@ def test_asked_rows_are_those_rows_of_the_whole(program, hk, n, m, rotary, seed,
     rows = data.draw(row_picks(n), label="rows")
     whole = rec.weights(0)
     want = whole[:, :, rows] if not isinstance(rows, list) else whole[:, :, torch.tensor(rows)]
-    torch.testing.assert_close(rec.weights(0, rows=rows), want, atol=1e-6, rtol=0,
+    # q @ kᵀ of fewer rows may take another float32 matmul kernel: scores of a sharp program
+    # (scale 40, say) then round a unit or two apart, so the bound is relative as well
+    torch.testing.assert_close(rec.weights(0, rows=rows), want, atol=1e-6, rtol=1e-5,
                                equal_nan=True)
 
 
