@@ -41,16 +41,17 @@ def task_of(task_config) -> Task:
     """The kind of an experiment's task: its `kind` if it names one, else its data set's or
     generator's."""
     from attnlab.data import DATASETS, GENERATORS
+    from attnlab.data.files import FORMATS
 
     if task_config.kind is not None:
         return kind(task_config.kind)
     name = task_config.name
-    info = DATASETS.get(name) or GENERATORS.get(name)
+    info = DATASETS.get(name) or GENERATORS.get(name) or FORMATS.get(name)
     if info is None:
-        known = [*DATASETS, *GENERATORS]
+        known = [*DATASETS, *GENERATORS, *FORMATS]
         raise ConfigError(f"unknown task '{name}'{did_you_mean(name, known)}; tasks are the generated "
-                          f"{', '.join(GENERATORS)} and the data sets {', '.join(DATASETS)} "
-                          "(attnlab data list)")
+                          f"{', '.join(GENERATORS)}, the data sets {', '.join(DATASETS)} and your own "
+                          f"files as {', '.join(FORMATS)} (attnlab tasks)")
     return kind(info.kind)
 
 

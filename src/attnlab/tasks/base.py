@@ -259,6 +259,7 @@ def read_examples(exp, **defaults: Any) -> Examples:
     """`exp.task.params` split into the task's own parameters (`defaults` names them and their
     defaults) and the data set's options, and the data set read with those options."""
     from attnlab.data.datasets import LOAD_OPTIONS, dataset, load
+    from attnlab.data.files import FORMATS
 
     options = dict(exp.task.params)
     settings = {key: options.pop(key, default) for key, default in defaults.items()}
@@ -266,7 +267,8 @@ def read_examples(exp, **defaults: Any) -> Examples:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
             raise ConfigError(f"task.params.{key}: a whole number from 1 (default {defaults[key]}), "
                               f"got {value!r:.60}")
-    dataset(exp.task.name).check_options(options, beside=(*LOAD_OPTIONS, *defaults))  # lists them all
+    source = FORMATS.get(exp.task.name) or dataset(exp.task.name)
+    source.check_options(options, beside=(*LOAD_OPTIONS, *defaults))  # lists them all
     return Examples(load(exp.task.name, seed=exp.train.seed, **options), options, settings)
 
 

@@ -330,6 +330,10 @@ def load(name: str, *, path: str | Path | None = None, seed: int = 0, download: 
     installed package's. A missing source raises DataError naming the command that installs it;
     with ``download=True`` it is fetched instead (see ``fetch``), then read.
     """
+    from attnlab.data.files import FORMATS  # a user's file, read with a format's own options
+
+    if name in FORMATS:
+        return FORMATS[name].load(path, seed, **options)
     check_seed(seed)
     info = dataset(name)
     info.check_options(options)
