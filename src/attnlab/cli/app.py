@@ -24,6 +24,7 @@ from attnlab.cli.heads import heads_command
 from attnlab.cli.inspect import inspect_app
 from attnlab.cli.program import program_app
 from attnlab.cli.showcase import showcase_command
+from attnlab.cli.tasks import tasks_command
 from attnlab.cli.text import shown
 from attnlab.cli.train import (
     COMPARE_SETTINGS,
@@ -121,6 +122,7 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
 app.add_typer(program_app, name="program")
 app.add_typer(bench_app, name="bench")
 app.add_typer(data_app, name="data")
+app.command("tasks")(tasks_command)
 app.add_typer(inspect_app, name="inspect")
 app.command("train")(train_command)
 app.command("eval")(eval_command)

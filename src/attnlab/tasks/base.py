@@ -95,6 +95,9 @@ class Task:
     main_metric: ClassVar[str] = "test_accuracy"  # what compare and runs show a run by
     monitor: ClassVar[str] = "val_accuracy"  # the validation score that picks the best checkpoint
     scores: ClassVar[tuple[str, ...]] = ()  # the extra scores its Step carries on validation
+    # the kind's own task.params (whole numbers: a length, a vocabulary) and their defaults; the
+    # rest of task.params are the data set's or file format's options (`read_examples`)
+    settings: ClassVar[dict[str, int]] = {}
 
     def validation_metrics(self) -> tuple[str, ...]:
         """What validation logs: the names early stopping and the best checkpoint may watch."""
@@ -255,12 +258,14 @@ class Examples:
     settings: dict[str, Any]  # the task's own parameters, defaults filled in
 
 
-def read_examples(exp, **defaults: Any) -> Examples:
-    """`exp.task.params` split into the task's own parameters (`defaults` names them and their
-    defaults) and the data set's options, and the data set read with those options."""
+def read_examples(exp) -> Examples:
+    """`exp.task.params` split into the task kind's settings (`Task.settings`, defaults filled in)
+    and the data set's or file format's options, and the data read with those options."""
     from attnlab.data.datasets import LOAD_OPTIONS, dataset, load
     from attnlab.data.files import FORMATS
+    from attnlab.tasks import task_of
 
+    defaults = task_of(exp.task).settings
     options = dict(exp.task.params)
     settings = {key: options.pop(key, default) for key, default in defaults.items()}
     for key, value in settings.items():  # every task setting is a count: a length, a vocabulary

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -79,13 +79,14 @@ class Recommendation(Task):
     kind = "recommendation"
     summary = "the next item of a user's history"
     models = ("recommender",)
+    settings: ClassVar[dict[str, int]] = {"max_len": MAX_LEN, "negatives": NEGATIVES}
     main_metric = "test_ndcg10"
     monitor = "val_ndcg10"
     scores = ("hr10", "ndcg10")
 
     def prepare(self, exp, encoders: ItemIndex | None = None) -> Prepared:
         t, seed = exp.task, exp.train.seed
-        read = read_examples(exp, max_len=MAX_LEN, negatives=NEGATIVES)
+        read = read_examples(exp)
         splits, max_len, negatives = read.splits, read.settings["max_len"], read.settings["negatives"]
         catalogue = sorted({i for examples in splits.values() for ex in examples for i in ex["items"]},
                            key=lambda item: (len(item), item))  # numeric ids in numeric order

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -92,9 +92,10 @@ class TextClassification(Task):
     kind = "text-classification"
     summary = "one label per text"
     models = ("encoder_classifier",)
+    settings: ClassVar[dict[str, int]] = {"vocab_size": VOCAB, "max_len": MAX_LEN}
 
     def prepare(self, exp, encoders: TextEncoder | None = None) -> Prepared:
-        t, read = exp.task, read_examples(exp, vocab_size=VOCAB, max_len=MAX_LEN)
+        t, read = exp.task, read_examples(exp)
         splits = read.splits
         if encoders is None:
             texts = [ex["text"] for ex in splits["train"]]

@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -123,10 +123,11 @@ class Translation(Task):
     kind = "translation"
     summary = "a target text for each source text"
     models = ("seq2seq",)
+    settings: ClassVar[dict[str, int]] = {"vocab_size": VOCAB, "max_len": MAX_LEN}
     main_metric = "test_bleu"
 
     def prepare(self, exp, encoders: TranslationEncoder | None = None) -> Prepared:
-        t, read = exp.task, read_examples(exp, vocab_size=VOCAB, max_len=MAX_LEN)
+        t, read = exp.task, read_examples(exp)
         splits = read.splits
         if encoders is None:
             train, vocab_size = splits["train"], read.settings["vocab_size"]

@@ -250,9 +250,12 @@ def log_params(logger, exp, program: str, main_metric: str) -> None:
     what the run does not hold yet."""
     from lightning.pytorch.utilities import rank_zero_only
 
+    from attnlab.data.files import source_params
+
     params = {"program": program, "main_metric": main_metric, "seed": exp.train.seed,
               "task": exp.task.name,
               **{f"task.{k}": v for k, v in exp.task.params.items()},
+              **source_params(exp.task),  # a user's file: its format and content sha256
               **{f"model.{k}": v for k, v in exp.model.model_dump().items()},
               **{f"train.{k}": v for k, v in exp.train.model_dump().items()}}
     if getattr(rank_zero_only, "rank", 0) == 0:

@@ -238,10 +238,11 @@ PACKAGES = tuple(dict.fromkeys(info.source.requirement for info in DATASETS.valu
 
 def dataset(name: str) -> DatasetInfo:
     """The registry entry for ``name``, or a DataError listing the names."""
+    from attnlab.data.files import unknown_task  # lists the generated tasks and file formats too
+
     info = DATASETS.get(name)
     if info is None:
-        raise DataError(f"unknown data set '{name}'{did_you_mean(name, DATASETS)}; "
-                        f"data sets are {', '.join(DATASETS)}")
+        raise DataError(unknown_task(name, "data set"))
     return info
 
 
