@@ -233,7 +233,7 @@ def test_interactions_become_time_ordered_histories_cut_leave_one_out(tmp_path, 
     splits = load("interactions", path=path, user="uid", time="when", short_users="drop")
     assert capsys.readouterr().err == (
         f"attnlab: interactions: left out 1 of 3 users of {path} with fewer than 3 interactions (1 "
-        "interactions; short_users=drop), e.g. user 'cy' (line 8) has 1\n")
+        "interaction in all; short_users=drop), e.g. user 'cy' (line 8) has 1\n")
     assert [ex["user"] for ex in splits["test"]] == ["ana", "bo"]
     # ana's in time order: i4 (07:30 UTC), i2 (09:30 UTC), i3, i1
     assert splits["train"][0]["items"] == ["i4", "i2"] and splits["validation"][0]["items"] == ["i3"]
@@ -242,7 +242,7 @@ def test_interactions_become_time_ordered_histories_cut_leave_one_out(tmp_path, 
     with pytest.raises(DataError) as caught:
         load("interactions", path=path, user="uid", time="when")
     assert str(caught.value) == (
-        f"{path}: 1 of 3 users have fewer than 3 interactions, e.g. user 'cy' (line 8) has 1; "
+        f"{path}: 1 of 3 users has fewer than 3 interactions, e.g. user 'cy' (line 8) has 1; "
         "leave-one-out needs 3 (train, validation, test): add theirs, or leave them out with "
         "short_users=drop")
     bad = write_csv(tmp_path / "bad.csv", [("ana", "i1", "yesterday")], ("user", "item", "timestamp"))

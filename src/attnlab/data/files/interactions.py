@@ -38,12 +38,14 @@ def read_interactions(path: Path, user: str = "user", item: str = "item", time: 
     if short:
         who = short[0]
         example = f"user {who!r} ({first_row[who]}) has {len(histories[who])}"
+        have = "has" if len(short) == 1 else "have"
         if short_users == "error":
-            raise DataError(f"{table.path}: {len(short)} of {len(histories)} users have fewer than {FEWEST} "
-                            f"interactions, e.g. {example}; leave-one-out needs {FEWEST} (train, "
+            raise DataError(f"{table.path}: {len(short)} of {len(histories)} users {have} fewer than "
+                            f"{FEWEST} interactions, e.g. {example}; leave-one-out needs {FEWEST} (train, "
                             "validation, test): add theirs, or leave them out with short_users=drop")
+        lost = sum(len(histories[w]) for w in short)
         note(f"interactions: left out {len(short)} of {len(histories)} users of {table.path} with fewer "
-             f"than {FEWEST} interactions ({sum(len(histories[w]) for w in short)} interactions; "
+             f"than {FEWEST} interactions ({lost} interaction{'s' * (lost != 1)} in all; "
              f"short_users=drop), e.g. {example}")
         if len(short) == len(histories):
             raise DataError(f"{table.path}: every user has fewer than {FEWEST} interactions; nothing "
