@@ -337,3 +337,6 @@ def test_unknown_task_errors_list_every_task(tmp_path) -> None:
         message = str(caught.value)
         assert "'cvs' — did you mean 'csv'?" in message and every in message and formats in message
     assert task_of(TaskConfig(name="interactions")).kind == "recommendation"
+    with pytest.raises(DataError, match=r"^'mqar' is a generated task, not a data set: "
+                                        r"attnlab.data.make\('mqar', num_examples=N\) makes it"):
+        load("mqar")

@@ -96,6 +96,9 @@ def unknown_task(name: str, what: str = "task") -> str:
     from attnlab.data.datasets.registry import DATASETS
     from attnlab.data.generators import GENERATORS
 
+    if name in GENERATORS:  # a name that is a task, only not of this sort
+        return (f"'{name}' is a generated task, not a {what}: attnlab.data.make({name!r}, "
+                "num_examples=N) makes it, and an experiment names it as its task")
     known = [*GENERATORS, *DATASETS, *FORMATS]
     return (f"unknown {what} '{name}'{did_you_mean(name, known)}; tasks are the generated "
             f"{', '.join(GENERATORS)}, the data sets {', '.join(DATASETS)} and your own files as "
