@@ -160,6 +160,9 @@ BAD_TEXT_FILES = {
     "no train rows": ("csv", b"text,label,split\nhi,a,test\nho,a,dev\n", {},
                       "{path}: no row of column 'split' says train; mark the rows to train on, or read "
                       "the file without its split column (split=null)"),
+    "a label only held out": ("csv", b"text,label,split\nhi,a,train\nho,a,train\nhey,b,test\nyo,b,dev\n", {},
+                              "{path}, line 4: the label 'b' is in the test split only; mark some of its "
+                              "rows train"),
     "a bad duplicates option": ("csv", b"text,label\nhi,a\n", {"duplicates": "remove"},
                                 "csv: duplicates='remove'; it is keep (the default) or drop"),
 }

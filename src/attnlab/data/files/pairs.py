@@ -24,8 +24,7 @@ def read_pairs(path: Path, source: str = "source", target: str = "target", split
                          **({"split": table.split_of(row, split)} if has_split else {})})
             for row in table.rows]
     if has_split:
-        check_split_column("pairs", table, split, [(w, {**ex, "label": ""}) for w, ex in rows],
-                           share="of them")
+        check_split_column("pairs", table, split, rows, share="of them")
     return [example for _, example in rows]
 
 

@@ -38,6 +38,7 @@ def text_reader(kind: str) -> Callable[..., list[Example]]:
             rows = without_repeats(kind, table, rows)
         check_labels(table, rows)
         if has_split:
+            check_held_out_labels(table, rows)
             check_split_column(kind, table, split, rows)
         return [example for _, example in rows]
 
@@ -77,20 +78,26 @@ def check_labels(table: Table, rows: list[tuple[str, Example]]) -> None:
 
 def check_split_column(kind: str, table: Table, column: str, rows: list[tuple[str, Example]],
                        share: str = "of each label") -> None:
-    """DataError when no row is marked train or a held-out row's label is never trained on; a note
-    for each held-out split the column leaves out (it is then cut from train)."""
+    """DataError when no row is marked train; a note for each held-out split the column leaves out
+    (it is then cut from train, ``share`` saying how)."""
     named = {example["split"] for _, example in rows}
     if "train" not in named:
         raise DataError(f"{table.path}: no row of column '{column}' says train; mark the rows to train "
                         "on, or read the file without its split column (split=null)")
+    for missing in (s for s in SPLITS if s not in named):
+        note(f"{kind}: no row of {table.path} is marked {missing} in column '{column}'; {missing} is "
+             f"cut from the train rows ({HELD_OUT:.0%} {share})")
+
+
+def check_held_out_labels(table: Table, rows: list[tuple[str, Example]]) -> None:
+    """DataError for a label the split column puts in validation or test only: never learned."""
     trained = {example["label"] for _, example in rows if example["split"] == "train"}
+    if not trained:  # no train rows at all: check_split_column says so
+        return
     for where, example in rows:
         if example["label"] not in trained:
             raise DataError(f"{table.path}, {where}: the label {example['label']!r} is in the "
                             f"{example['split']} split only; mark some of its rows train")
-    for missing in (s for s in SPLITS if s not in named):
-        note(f"{kind}: no row of {table.path} is marked {missing} in column '{column}'; {missing} is "
-             f"cut from the train rows ({HELD_OUT:.0%} {share})")
 
 
 def stratified_split(examples: list[Example], seed: int) -> dict[str, list[Example]]:
