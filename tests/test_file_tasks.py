@@ -36,6 +36,12 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One MLflow store for the module's runs: making one costs seconds of migrations."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
 def messages(n_per_label: int = 20) -> list[tuple[str, str]]:
     """(text, label) rows, labels interleaved, texts distinct."""
     return [(INTENTS[label][i % 3].format(n=i), label) for i in range(n_per_label) for label in INTENTS]
@@ -201,7 +207,7 @@ def test_a_folder_or_a_missing_file_is_one_line(tmp_path) -> None:
 # -- pairs and interactions ------------------------------------------------------------------------
 
 
-def test_pairs_from_tsv_and_jsonl_train_a_translator(tmp_path) -> None:
+def test_pairs_from_tsv_and_jsonl_train_a_translator(tmp_path, store) -> None:
     words = ["house", "cat", "dog", "tree", "water", "sun", "moon", "book"]
     spanish = ["casa", "gato", "perro", "árbol", "agua", "sol", "luna", "libro"]
     rows = [(f"the {a} and the {b}", f"el {x} y el {y}") for a, x in zip(words, spanish, strict=True)
@@ -223,7 +229,7 @@ def test_pairs_from_tsv_and_jsonl_train_a_translator(tmp_path) -> None:
            "train": {"epochs": 1, "batch_size": 16}}
     out = tmp_path / "run"
     metrics = attnlab.train.train(load_experiment(exp), out, progress=False,
-                                  tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+                                  tracking_uri=store)
     assert {"test_bleu", "test_copy_bleu"} <= set(metrics)
     assert len(attnlab.load(out).predict(["the cat and the sun"])) == 1
 
@@ -254,7 +260,7 @@ def test_interactions_become_time_ordered_histories_cut_leave_one_out(tmp_path, 
         load("interactions", path=bad)
 
 
-def test_interactions_train_a_recommender_that_recommends(tmp_path) -> None:
+def test_interactions_train_a_recommender_that_recommends(tmp_path, store) -> None:
     rows = [(f"u{u}", f"m{(u + k) % 12}", k) for u in range(24) for k in range(6)]
     path = write_csv(tmp_path / "views.tsv", rows, ("user", "item", "timestamp"), "\t")
     exp = {"name": "tiny-views",
@@ -264,7 +270,7 @@ def test_interactions_train_a_recommender_that_recommends(tmp_path) -> None:
            "train": {"epochs": 1, "batch_size": 16}}
     out = tmp_path / "run"
     metrics = attnlab.train.train(load_experiment(exp), out, progress=False,
-                                  tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+                                  tracking_uri=store)
     assert 0 <= metrics["test_ndcg10"] <= metrics["test_hr10"] <= 1
     result = CliRunner().invoke(attnlab.cli.app.app, ["predict", str(out), "m1", "m2", "--k", "3"])
     assert result.exit_code == 0, result.output
@@ -302,18 +308,18 @@ def test_the_tokenizer_cache_follows_the_content_not_the_path(tmp_path, cache) -
     assert len(list((cache / "tokenizers").glob("csv-200-*.json"))) == 2  # changed content: a new one
 
 
-def test_a_run_from_a_csv_logs_its_sha256_and_predicts_after_the_csv_is_deleted(tmp_path) -> None:
+def test_a_run_from_a_csv_logs_its_sha256_and_predicts_after_the_csv_is_deleted(tmp_path, store) -> None:
     import hashlib
 
     import mlflow
 
     path = write_csv(tmp_path / "service.csv", messages(20))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    out, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    metrics = attnlab.train.train(load_experiment(with_path(path)), out, progress=False, tracking_uri=uri)
+    out = tmp_path / "run"
+    metrics = attnlab.train.train(load_experiment(with_path(path)), out, progress=False, tracking_uri=store)
     assert {"test_accuracy", "test_macro_f1", "test_majority_rate"} <= set(metrics)
     run_id = json.loads((out / "tracking.json").read_text())["run_id"]
-    params = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id).data.params
+    params = mlflow.MlflowClient(tracking_uri=store).get_run(run_id).data.params
     assert params["data.format"] == "csv" and params["data.sha256"] == digest
     assert json.loads((out / "labels.json").read_text())["labels"] == sorted(INTENTS)
     path.unlink()
