@@ -346,6 +346,11 @@ def test_unknown_task_errors_list_every_task(tmp_path) -> None:
         message = str(caught.value)
         assert "'cvs' — did you mean 'csv'?" in message and every in message and formats in message
     assert task_of(TaskConfig(name="interactions")).kind == "recommendation"
+    # eval --task from a run on a file: the file's options stay behind, the kind's settings go along
+    from attnlab.data import options_carried_over
+
+    params = {"path": "my.csv", "text": "message", "label": "intent", "max_len": 16}
+    assert options_carried_over(params, "csv", "sms-spam") == {"max_len": 16}
     with pytest.raises(DataError, match=r"^'mqar' is a generated task, not a data set: "
                                         r"attnlab.data.make\('mqar', num_examples=N\) makes it"):
         load("mqar")

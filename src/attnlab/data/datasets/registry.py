@@ -255,9 +255,12 @@ def options_carried_over(params: Mapping[str, Any], trained_on: str, task: str) 
     """The task parameters of a run trained on ``trained_on`` that apply to ``task`` (``eval --task``):
     the task kind's own settings, and the data-set options ``task`` takes too; never ``path``, which
     names a copy of ``trained_on``'s file."""
+    from attnlab.data.files import FORMATS  # a run trained on a user's file carries its options too
+
     if task == trained_on:
         return dict(params)
-    source, target = DATASETS.get(trained_on), DATASETS.get(task)
+    source = DATASETS.get(trained_on) or FORMATS.get(trained_on)
+    target = DATASETS.get(task) or FORMATS.get(task)
     dropped = {"path", *(source.options if source else ())} - set(target.options if target else ())
     return {key: value for key, value in params.items() if key not in dropped}
 
