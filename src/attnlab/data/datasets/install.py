@@ -120,7 +120,7 @@ def copy_members(archive: Path, folder: str, names: Iterable[str], into: Path) -
     """
     into.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with tarfile.open(archive, "r:gz") as tar:
             for name in names:
                 member = f"{folder}/{name}"
                 try:
