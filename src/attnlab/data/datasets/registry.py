@@ -357,9 +357,11 @@ def load(name: str, *, path: str | Path | None = None, seed: int = 0, download: 
     names them; movielens-100k's are one history per user, ``{"user", "items", "timestamps"}`` in
     time order, and kjv-spanish's are verse pairs, ``{"source", "target", "ref"}``. The whole set is
     shuffled with ``seed`` and cut 80/10/10, so the splits are the same for the same seed and
-    together hold every example. Two sets cut otherwise: fashion-mnist keeps its official test
-    split and cuts validation from its train split; movielens-100k is cut leave-one-out, the same
-    for every seed: each user's last item is test, the one before it validation, the rest train.
+    together hold every example. Some sets cut otherwise: fashion-mnist keeps its official test
+    split and cuts validation from its train split; snips-intents keeps its official train, dev
+    (validation) and test parts; atis-intents keeps its official test part and cuts validation from
+    the rest, 10% of each intent; movielens-100k is cut leave-one-out, the same for every seed:
+    each user's last item is test, the one before it validation, the rest train.
     ``path`` reads a local copy of the source file (or, for a set of several files, the folder
     holding them; for kjv-spanish, the folder holding its two module folders) instead of the
     installed package's. A missing source raises DataError naming the command that installs it;
