@@ -140,6 +140,11 @@ def test_snips_file_that_is_not_the_zip(tmp_path):
         read("snips-intents", path=other)
     with pytest.raises(DataError, match=r"the pickle holds a list, not a DatasetManager"):
         read("snips-intents", path=_torch_zip(tmp_path / "list.pkl", pickle.dumps([1, 2])))
+    evil = _torch_zip(tmp_path / "evil.pkl", CALLS["os.system"](tmp_path / "ran"))
+    with pytest.raises(DataError, match=r"evil.pkl:archive/data.pkl names the global os.system, which is "
+                                        r"refused .*; is it the dataset.pkl .* fetches it$"):
+        read("snips-intents", path=evil)
+    assert not (tmp_path / "ran").exists()
 
 
 # --- the restricted unpickler: nothing outside its list is ever called ---------------------------

