@@ -194,7 +194,7 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
                 "atis_cheapest": 1},
         intents.atis_intents,
         split=intents.official_test_by_label,
-        split_rule="official test; validation 10% of each intent's train"),
+        split_rule="official test; validation 10% of each intent"),
     DatasetInfo(
         "digits", "8×8 handwritten digits, 0–9", "image-classification",
         "UCI optical recognition of handwritten digits, the copy scikit-learn's load_digits reads",
