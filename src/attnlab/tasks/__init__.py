@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.tasks.base import Prepared, Step, Task
+from attnlab.tasks.frames import FrameClassification
 from attnlab.tasks.generated import LanguageModelling, SequenceClassification
 from attnlab.tasks.image import ImageClassification
 from attnlab.tasks.recommendation import Recommendation
@@ -25,7 +26,7 @@ def register(task: Task) -> Task:
 
 
 for _task in (LanguageModelling(), SequenceClassification(), TextClassification(),
-              ImageClassification(), Translation(), Recommendation()):
+              ImageClassification(), FrameClassification(), Translation(), Recommendation()):
     register(_task)
 
 

