@@ -76,6 +76,15 @@ def test_a_pickle_or_a_non_archive_is_never_unpickled(tmp_path) -> None:
         read("spoken-digits", path=tmp_path / "frames.npy")
 
 
+def test_data_get_shows_a_frames_example() -> None:
+    result = runner.invoke(app, ["data", "get", "spoken-digits"])
+    assert result.exit_code == 0, result.output
+    assert "3,000 examples, 10 labels: as expected" in result.output
+    first = attnlab.data.load("spoken-digits", seed=0)["train"][0]
+    assert (f"example  label={first['label']!r} frames {len(first['frames'])}×13 float32\n"
+            f"         frame 0: {first['frames'][0, 0]:.1f} {first['frames'][0, 1]:.1f} ") in result.output
+
+
 # -- frames as tensors, and the model reading them ----------------------------------------------------
 
 def test_frames_are_standardised_with_training_statistics_and_padded_with_nan() -> None:
@@ -183,6 +192,12 @@ def test_inspect_heads_and_faithfulness_read_frames(run, tmp_path) -> None:
     view = inspect_run(out, example=0)
     assert view.inspection.sequences["frames"] == [f"frame {t}" for t in range(count)]
     assert view.inspection.title.startswith(f"tiny-speech: {count} frames → ")
+    utterance = attnlab.data.load("spoken-digits", seed=0)["test"][1]["frames"]
+    np.save(tmp_path / "digit.npy", utterance)  # a file: raw frames, standardised by the run
+    seen = inspect_run(out, text=str(tmp_path / "digit.npy")).inspection
+    assert seen.sequences["frames"] == [f"frame {t}" for t in range(min(len(utterance), 40))]
+    assert seen.title.endswith(f"→ {attnlab.load(out).predict(utterance)[0]} "
+                               f"({float(attnlab.load(out).predict_proba(utterance).max()):.2f})")
     result = runner.invoke(app, ["heads", str(out), "--examples", "16", "--out", str(tmp_path / "h")])
     assert result.exit_code == 0, result.output
     assert len(json.loads((tmp_path / "h" / "heads.json").read_text())["heads"]) == 4
