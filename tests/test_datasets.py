@@ -42,7 +42,8 @@ runner = CliRunner()
 # so that a registry edit cannot quietly move both sides of the check.
 SIZES = {"rotten-tomatoes": 12_808, "sms-spam": 5_574, "vader-sentiment": 23_703, "trec-questions": 5_382,
          "digits": 1_797, "mnist-5k": 5_000, "fashion-mnist": 70_000, "movielens-100k": 943,
-         "kjv-spanish": 31_084, "snips-intents": 14_484, "atis-intents": 5_869}
+         "kjv-spanish": 31_084, "snips-intents": 14_484, "atis-intents": 5_869,
+         "spoken-digits": 3_000}
 LABELS = {"rotten-tomatoes": {"fresh", "rotten"}, "sms-spam": {"ham", "spam"},
           "vader-sentiment": {"positive", "negative", "neutral"},
           "trec-questions": {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"},
@@ -54,7 +55,8 @@ LABELS = {"rotten-tomatoes": {"fresh", "rotten"}, "sms-spam": {"ham", "spam"},
               "quantity", "restriction")},
           "digits": {str(d) for d in range(10)}, "mnist-5k": {str(d) for d in range(10)},
           "fashion-mnist": {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                            "Sneaker", "Bag", "Ankle boot"}}
+                            "Sneaker", "Bag", "Ankle boot"},
+          "spoken-digits": {str(d) for d in range(10)}}
 IMAGE_SHAPES = {"digits": (8, 8), "mnist-5k": (28, 28), "fashion-mnist": (28, 28)}
 FASHION_DEB = "dataset-fashion-mnist=0.0~git20200523.55506a9-1"
 SWORD_DEBS = ["sword-text-kjv=14.3-1", "sword-text-sparv=2.60-1"]
@@ -84,7 +86,7 @@ def same(a, b) -> bool:
 
 # --- full counts -------------------------------------------------------------------------------------
 
-def test_registry_lists_the_eleven_sets():
+def test_registry_lists_the_twelve_sets():
     assert set(DATASETS) == set(SIZES)
     assert {name for name, info in DATASETS.items() if info.labels} == set(LABELS)
 
@@ -112,6 +114,10 @@ def test_examples_have_the_documented_fields(name):
             assert set(ex) == {"source", "target", "ref"} and re.fullmatch(r"\w+\.\d+\.\d+", ex["ref"])
             for side in (ex["source"], ex["target"]):  # plain text: no markup, whitespace collapsed
                 assert side and "<" not in side and ">" not in side and side == " ".join(side.split())
+        elif kind == "frame-classification":  # spoken-digits: 6–92 frames of 13 MFCCs
+            assert set(ex) == {"frames", "label"} and isinstance(ex["label"], str)
+            assert ex["frames"].dtype == np.float32 and ex["frames"].shape[1] == 13
+            assert 6 <= len(ex["frames"]) <= 92
         elif kind == "text-classification":
             assert isinstance(ex["label"], str)
             assert isinstance(ex["text"], str) and ex["text"].strip()

@@ -136,7 +136,13 @@ def describe_example(example: Example, titles: Mapping[str, str] | None = None) 
         sides = [f"{side} {_preview(example[side])}" for side in ("source", "target")]
         return "\n         ".join([escape(f"ref={example['ref']!r}"), *sides])
     fields = [f"label={example['label']!r}"]
-    fields += [f"{key}={value!r}" for key, value in example.items() if key not in ("label", "text", "image")]
+    fields += [f"{key}={value!r}" for key, value in example.items()
+               if key not in ("label", "text", "image", "frames")]
+    if "frames" in example:  # a sequence of feature frames: its shape and the first frame
+        frames = example["frames"]
+        first = " ".join(f"{v:.1f}" for v in frames[0].tolist())
+        fields.append(f"frames {frames.shape[0]}×{frames.shape[1]} {frames.dtype}")
+        return escape(" ".join(fields) + f"\n         frame 0: {first}")
     if "image" in example:
         image = example["image"]
         fields.append(f"image {image.shape[0]}×{image.shape[1]} {image.dtype}")

@@ -18,10 +18,11 @@ class TaskData:
 
     Labels are one class id per example (N,), or per position (N, L): ``labels[n, t]`` is what the
     output at position ``t`` (having seen ``inputs[n, :t + 1]``) is scored against, ``IGNORE_INDEX``
-    where nothing is. Inputs are token ids (N, L) or images (N, C, H, W). With ``candidates``
-    (N, C), an example is also scored by where its last position ranks the items
-    ``candidates[n]``, of which column 0 is the true next item. Which task kind reads them is the
-    task registry's business (`attnlab.tasks`), not the data's.
+    where nothing is. Inputs are token ids (N, L), images (N, C, H, W) or frames (N, L, F) of F
+    floats each (a frame of NaN is padding). With ``candidates`` (N, C), an example is also scored
+    by where its last position ranks the items ``candidates[n]``, of which column 0 is the true next
+    item. Which task kind reads them is the task registry's business (`attnlab.tasks`), not the
+    data's.
     """
 
     inputs: torch.Tensor
@@ -35,9 +36,12 @@ class TaskData:
 
     def __post_init__(self) -> None:
         n = self.inputs.shape[:1]
-        if self.inputs.dim() not in (2, 4) or self.labels.shape[:1] != n or self.labels.dim() > 2:
-            raise ConfigError(f"TaskData needs inputs (N, L) or images (N, C, H, W) and labels (N,) "
-                              f"or (N, L), got {tuple(self.inputs.shape)} and {tuple(self.labels.shape)}")
+        frames = self.inputs.dim() == 3 and self.inputs.is_floating_point()
+        if (self.inputs.dim() not in (2, 4) and not frames) or self.labels.shape[:1] != n \
+                or self.labels.dim() > 2:
+            raise ConfigError(f"TaskData needs inputs (N, L), images (N, C, H, W) or float frames "
+                              f"(N, L, F) and labels (N,) or (N, L), got {tuple(self.inputs.shape)} "
+                              f"and {tuple(self.labels.shape)}")
         if self.candidates is not None and self.candidates.shape[:1] != n:
             raise ConfigError(f"candidates {tuple(self.candidates.shape)} need one row per example")
         if self.label_names is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from attnlab.errors import ConfigError, did_you_mean
 from attnlab.tasks.base import Prepared, Step, Task
+from attnlab.tasks.frames import FrameClassification
 from attnlab.tasks.generated import LanguageModelling, SequenceClassification
 from attnlab.tasks.image import ImageClassification
 from attnlab.tasks.recommendation import Recommendation
@@ -28,7 +29,7 @@ def register(task: Task) -> Task:
 
 
 for _task in (LanguageModelling(), SequenceClassification(), TextClassification(),
-              ImageClassification(), Translation(), Recommendation()):
+              ImageClassification(), FrameClassification(), Translation(), Recommendation()):
     register(_task)
 
 

