@@ -88,6 +88,23 @@ def test_tsv_jsonl_and_csv_of_the_same_rows_give_the_same_splits(tmp_path) -> No
     assert as_csv == as_tsv == as_jsonl
 
 
+def test_parquet_of_the_same_rows_gives_the_same_splits_and_a_damaged_one_is_one_line(tmp_path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")  # the test extra installs it
+    import pyarrow as pa
+
+    rows = messages(10)
+    table = pa.table({"text": [t for t, _ in rows], "label": [lab for _, lab in rows]})
+    pq.write_table(table, tmp_path / "a.parquet")
+    as_csv = load("csv", path=write_csv(tmp_path / "a.csv", rows, ("text", "label")))
+    assert load("parquet", path=tmp_path / "a.parquet") == as_csv
+    pq.write_table(pa.table({"message": ["x"], "intent": ["y"]}), tmp_path / "cols.parquet")
+    with pytest.raises(DataError, match=r"cols.parquet: no column 'text'.*message, intent"):
+        load("parquet", path=tmp_path / "cols.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=r"bad.parquet: not a Parquet file pyarrow can read"):
+        load("parquet", path=tmp_path / "bad.parquet")
+
+
 def test_json_numbers_become_their_text_and_labels_keep_their_case(tmp_path) -> None:
     rows = [{"text": f"rating {i}", "label": i % 2, "extra": [1]} for i in range(10)]
     rows += [{"text": 404, "label": "Not-Found"}, {"text": "gone", "label": "Not-Found"}]
