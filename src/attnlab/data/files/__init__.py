@@ -63,3 +63,8 @@ def register_format(fmt: FileFormat) -> FileFormat:
 
 
 __all__ = ["FORMATS", "FileFormat", "register_format"]
+
+from attnlab.data.files import images  # noqa: E402  (the formats plug in once the registry exists)
+
+register_format(FileFormat("image-folder", "image-classification", "a folder of class folders of PNG or JPEG "
+                           "images", images.image_folder, images.split_folder))
