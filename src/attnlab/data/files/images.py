@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def image_folder(path: Path, size: int | None = None, colour: str = "auto") -> l
                         f"images per class (e.g. {path.parent / 'pictures'}/cat/1.png)")
     files = _class_files(path)
     _check_sizes(path, files, size)
-    pixels = [read_image(path / file, size, "rgb") for file, _, _ in files]
+    pixels = [read_image(path / file, size, "rgb", error=_folder_error) for file, _, _ in files]
     if colour == "auto":
         colour = "rgb" if any(_has_colour(p) for p in pixels) else "grey"
     examples = []
@@ -46,12 +47,12 @@ def image_folder(path: Path, size: int | None = None, colour: str = "auto") -> l
     return examples
 
 
-def read_image(file: Path, size: int | None, colour: str, error: type[AttnlabError] = DataError,
-               ) -> np.ndarray:
+def read_image(file: Path, size: int | None, colour: str,
+               error: Callable[[str], AttnlabError] = DataError) -> np.ndarray:
     """One image file as uint8 pixels, made as ``image_folder`` makes its images: turned as its EXIF
     says, transparency laid on white, resized to size × size (bilinear; None: as it is), then grey
-    (H, W) or rgb (H, W, 3). ``error`` (DataError unless given) names the file if it does not
-    decode."""
+    (H, W) or rgb (H, W, 3). If it does not decode, ``error`` (DataError unless given) is raised
+    with a message naming the file."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -59,10 +60,9 @@ def read_image(file: Path, size: int | None, colour: str, error: type[AttnlabErr
             image = ImageOps.exif_transpose(opened)
             image.load()
     except UnidentifiedImageError:
-        raise error(f"'{file}' is not an image Pillow can read (PNG or JPEG); fix or remove "
-                    "it") from None
+        raise error(f"'{file}' is not an image Pillow can read (a PNG or JPEG)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise error(f"'{file}' does not decode as an image ({e}); fix or remove it") from None
+        raise error(f"'{file}' does not decode as an image ({e})") from None
     image = _eight_bit_rgb(image)
     if size is not None and image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
@@ -106,12 +106,20 @@ def _shuffled(examples: list[Example], rng: np.random.Generator) -> list[Example
     return [examples[i] for i in rng.permutation(len(examples))]
 
 
+def _folder_error(message: str) -> DataError:
+    return DataError(f"{NAME}: {message}; fix or remove it")
+
+
 def _check_options(size: object, colour: object) -> None:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 4096):
         raise DataError(f"{NAME}: size is the side in pixels every image is resized to, a whole "
                         f"number from 1 to 4096; got {size!r:.40}")
     if colour not in COLOURS:
         raise DataError(f"{NAME}: colour is one of {', '.join(COLOURS)}; got {colour!r:.40}")
+
+
+def _loose(images: list[str]) -> str:
+    return f" (its {len(images)} image(s) lie in it directly)" if images else ""
 
 
 def _visible(entry: Path) -> bool:
@@ -123,12 +131,12 @@ def _class_files(path: Path) -> list[tuple[str, str, str | None]]:
     layout is not class folders (or split folders of class folders) with 2+ images each."""
     folders = sorted(e for e in path.iterdir() if e.is_dir() and _visible(e))
     loose = sorted(e.name for e in path.iterdir() if e.is_file() and e.suffix.lower() in SUFFIXES)
+    if not folders:
+        raise DataError(f"{NAME}: '{path}' holds no class folders{_loose(loose)}; put each class's "
+                        "images in a folder named after the class (e.g. cat/1.png, dog/2.png)")
     if loose:
         raise DataError(f"{NAME}: '{path / loose[0]}' is not in a class folder; put each image in "
                         "the folder of its class (e.g. cat/1.png), or move it out of the folder")
-    if not folders:
-        raise DataError(f"{NAME}: '{path}' holds no class folders; put each class's images in a "
-                        "folder named after the class (e.g. cat/1.png, dog/2.png)")
     skipped: dict[str, list[str]] = {"other": [], "hidden": []}
     for entry in sorted(path.iterdir()):
         if entry.is_file():
