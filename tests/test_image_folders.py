@@ -56,6 +56,8 @@ def test_class_folders_become_labelled_images_in_sorted_order_cut_per_class(tmp_
     for name, each in (("train", 16), ("validation", 2), ("test", 2)):  # 80/10/10 of every class
         labels = [ex["label"] for ex in splits[name]]
         assert {label: labels.count(label) for label in COLOURS} == dict.fromkeys(COLOURS, each)
+    small = load(make_folder(tmp_path / "small", per_class=5))  # at least one of each class held out
+    assert [sorted(ex["label"] for ex in small[s]) for s in ("validation", "test")] == [sorted(COLOURS)] * 2
     files = sorted(ex["file"] for split in splits.values() for ex in split)
     assert files == sorted(ex["file"] for ex in examples)
     assert [ex["file"] for ex in load(root)["test"]] == [ex["file"] for ex in splits["test"]]
@@ -142,6 +144,8 @@ def bad_folder(tmp_path, case: str):
     ("one image", {}, r"image-folder: class 'yellow' has one image \(yellow/only\.png\); each class "
                       r"needs at least 2"),
     ("one class", {}, r"image-folder: '.*/shapes' has one class \(red\); a classifier needs at least 2"),
+    ("fine", {}, r"image-folder: 6 images are too few to hold some out: the validation split would be "
+                 r"empty; give a class at least 3 images"),
     ("fine", {"colour": "sepia"}, r"image-folder: colour is one of auto, grey, rgb; got 'sepia'"),
     ("fine", {"size": 0}, r"image-folder: size is the side in pixels .* from 1 to 4096; got 0"),
 ])

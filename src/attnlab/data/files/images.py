@@ -34,7 +34,7 @@ def image_folder(path: Path, size: int | None = None, colour: str = "auto") -> l
     _check_options(size, colour)
     if not path.is_dir():
         raise DataError(f"{NAME}: '{path}' is a file; path= takes a folder holding one folder of "
-                        f"images per class (e.g. {path.parent / 'pictures'}/cat/1.png)")
+                        "images per class (e.g. pictures/ holding pictures/cat/1.png, pictures/dog/2.png)")
     files = _class_files(path)
     _check_sizes(path, files, size)
     pixels = [read_image(path / file, size, "rgb", error=_folder_error) for file, _, _ in files]
@@ -77,25 +77,31 @@ def split_folder(examples: list[Example], seed: int) -> dict[str, list[Example]]
     check_seed(seed)
     rng = np.random.default_rng(seed)
     if examples and "subset" in examples[0]:
-        own = {name: [ex for ex in examples if ex["subset"] == name] for name in SPLIT_FOLDERS.values()}
-        if not own["validation"]:
-            cut = _stratified(own["train"], rng, test=False)
-            own = {**own, "train": cut["train"], "validation": cut["validation"]}
-        return {name: _shuffled(split, rng) for name, split in own.items()}
-    return {name: _shuffled(split, rng) for name, split in _stratified(examples, rng).items()}
+        splits = {name: [ex for ex in examples if ex["subset"] == name] for name in SPLIT_FOLDERS.values()}
+        if not splits["validation"]:
+            cut = _stratified(splits["train"], rng, test=False)
+            splits = {**splits, "train": cut["train"], "validation": cut["validation"]}
+    else:
+        splits = _stratified(examples, rng)
+    empty = [name for name, split in splits.items() if not split]
+    if empty:
+        raise DataError(f"{NAME}: {len(examples)} images are too few to hold some out: the {empty[0]} "
+                        "split would be empty; give a class at least 3 images (one each to train, "
+                        "validate and test)")
+    return {name: _shuffled(split, rng) for name, split in splits.items()}
 
 
 def _stratified(examples: list[Example], rng: np.random.Generator, test: bool = True,
                 ) -> dict[str, list[Example]]:
-    """Each label's examples shuffled and cut: round(10%) to validation (and as many to test),
-    the rest (never none) to train."""
+    """Each label's examples shuffled and cut: round(10%) to validation (and as many to test), at
+    least one each from a label with enough to keep 1 for train (3 images), the rest to train."""
     by_label: dict[str, list[Example]] = defaultdict(list)
     for ex in examples:
         by_label[ex["label"]].append(ex)
     splits: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
     for label in sorted(by_label):
         group = [by_label[label][i] for i in rng.permutation(len(by_label[label]))]
-        held = round(HELD_OUT * len(group))
+        held = max(round(HELD_OUT * len(group)), int(len(group) >= (3 if test else 2)))
         splits["validation"] += group[:held]
         splits["test"] += group[held:2 * held] if test else []
         splits["train"] += group[(2 if test else 1) * held:]
