@@ -225,7 +225,7 @@ def test_a_folder_run_predicts_new_image_files(shapes_run) -> None:
     arrays = [np.asarray(Image.open(f).resize((16, 16), Image.Resampling.BILINEAR)) for f in files]
     assert model.predict(arrays) == model.predict(files)  # an array of raw pixels is read the same
     (root / "notes.txt").write_text("hello")
-    for bad, said in ((root / "missing.png", "no image file '.*missing.png'"),
+    for bad, said in ((root / "missing.png", "no image file '.*missing.png'; tiny-shapes classifies images"),
                       (root / "notes.txt", "'.*notes.txt' is not an image Pillow can read")):
         result = CliRunner().invoke(app, ["predict", str(run), files[0], str(bad)])
         assert result.exit_code == 2 and re.search(said, result.output), result.output

@@ -176,6 +176,10 @@ class ImageClassification(Task):
 
     def print_predictions(self, predictor: ImageClassifier, inputs, exp, echo, *, k: int) -> None:
         """Each input is an image file: `label<TAB>probability<TAB>file`."""
+        for file in inputs:
+            if not Path(file).is_file():
+                raise InputError(f"no image file '{file}'; {exp.name} classifies images: give PNG or "
+                                 "JPEG files")
         for file, row in zip(inputs, predictor.predict_proba(list(inputs)), strict=True):
             best = int(row.argmax())
             echo(f"{predictor.label_names[best]}\t{row[best]:.3f}\t{file}")
