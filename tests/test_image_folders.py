@@ -182,10 +182,11 @@ def test_a_png_is_read_at_the_runs_size_and_scale(tmp_path) -> None:
     ink[:, 16:] = 255
     Image.fromarray(ink).save(tmp_path / "half.png")
     encoder = PixelEncoder(0.0, 1.0, ("a", "b"), 8, "grey", 16.0)
-    read = encoder.read(tmp_path / "half.png")
-    assert read.shape == (1, 8, 8) and read[0, :, :3].max() == 0 and read[0, :, 5:].min() == 16
-    shrunk = np.asarray(Image.fromarray(ink).resize((8, 8), Image.Resampling.BILINEAR))
-    assert np.allclose(read[0], shrunk.astype(np.float32) * 16 / 255)
+    # shrunk by averaging 4×4 blocks, then 0–255 put on 0–16: digits' own counts
+    assert encoder.read(tmp_path / "half.png").tolist() == [[[0.0] * 4 + [16.0] * 4] * 8]
+    ink[:2, :2] = 255  # a quarter of the top-left 4×4 block: 4 of 16 pixels
+    Image.fromarray(ink).save(tmp_path / "corner.png")
+    assert encoder.read(tmp_path / "corner.png")[0, 0, 0] == pytest.approx(4.0, abs=0.05)  # 63.75 → 64
 
 
 EXPERIMENT = {"name": "tiny-shapes", "model": {"d_model": 16, "layers": 1, "heads": 2, "patch_size": 4},
@@ -222,7 +223,7 @@ def test_a_folder_run_predicts_new_image_files(shapes_run) -> None:
     assert all(line[0] in COLOURS and 0 < float(line[1]) <= 1 for line in lines)
     model = attnlab.load(run)
     assert model.predict(files) == [line[0] for line in lines]
-    arrays = [np.asarray(Image.open(f).resize((16, 16), Image.Resampling.BILINEAR)) for f in files]
+    arrays = [np.asarray(Image.open(f).resize((16, 16), Image.Resampling.BOX)) for f in files]
     assert model.predict(arrays) == model.predict(files)  # an array of raw pixels is read the same
     (root / "notes.txt").write_text("hello")
     for bad, said in ((root / "missing.png", "no image file '.*missing.png'; tiny-shapes classifies images"),

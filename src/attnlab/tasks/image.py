@@ -55,6 +55,8 @@ class PixelEncoder:
     def __call__(self, images: list[Any] | np.ndarray) -> Tensor:
         """Each image an array (H, W) or (H, W, C) of raw pixels as the data set has them, or an
         image file's path (read as `read` reads it)."""
+        if isinstance(images, str | Path):  # one file, not the characters of its name
+            images = [images]
         return self.standardise(np.stack([self.read(x) if isinstance(x, str | Path) else self.shaped(x)
                                           for x in images]))
 

@@ -50,7 +50,8 @@ def image_folder(path: Path, size: int | None = None, colour: str = "auto") -> l
 def read_image(file: Path, size: int | None, colour: str,
                error: Callable[[str], AttnlabError] = DataError) -> np.ndarray:
     """One image file as uint8 pixels, made as ``image_folder`` makes its images: turned as its EXIF
-    says, transparency laid on white, resized to size × size (bilinear; None: as it is), then grey
+    says, transparency laid on white, resized to size × size (area average when shrinking, else
+    bilinear; None: as it is), then grey
     (H, W) or rgb (H, W, 3). If it does not decode, ``error`` (DataError unless given) is raised
     with a message naming the file."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -65,7 +66,10 @@ def read_image(file: Path, size: int | None, colour: str,
         raise error(f"'{file}' does not decode as an image ({e})") from None
     image = _eight_bit_rgb(image)
     if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
+        # shrinking averages the pixels each new one covers (so 8×8 digits, counts over 4×4 blocks,
+        # come back exactly from a 32×32 drawing); enlarging interpolates
+        shrinks = image.width >= size and image.height >= size
+        image = image.resize((size, size), Image.Resampling.BOX if shrinks else Image.Resampling.BILINEAR)
     rgb = np.asarray(image, dtype=np.uint8)
     return rgb if colour == "rgb" else _grey(rgb)
 
