@@ -110,8 +110,14 @@ class PixelEncoder:
     def from_saved(cls, saved: dict[str, Any]) -> PixelEncoder:
         """From pixels.json; one written before it held channels (one float mean and std, no
         size, colour or scale) reads as one grey channel."""
-        return cls(saved["mean"], saved["std"], tuple(saved["labels"]), saved.get("size"),
-                   saved.get("colour", "grey"), saved.get("white"))
+        found = cls(saved["mean"], saved["std"], tuple(saved["labels"]), saved.get("size"),
+                    saved.get("colour", "grey"), saved.get("white"))
+        size, white = found.size, found.white
+        if (found.colour != ("rgb" if found.channels == 3 else "grey") or len(found.std) != found.channels
+                or not (size is None or (type(size) is int and size > 0))
+                or not (white is None or (type(white) in (int, float) and white > 0))):
+            raise ValueError(f"channels, colour, size or scale out of place: {saved}"[:200])
+        return found
 
 
 def _per_channel(value: float | list[float] | tuple[float, ...]) -> tuple[float, ...]:

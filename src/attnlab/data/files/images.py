@@ -51,20 +51,17 @@ def read_image(file: Path, size: int | None, colour: str,
                error: Callable[[str], AttnlabError] = DataError) -> np.ndarray:
     """One image file as uint8 pixels, made as ``image_folder`` makes its images: turned as its EXIF
     says, transparency laid on white, resized to size × size (area average when shrinking, else
-    bilinear; None: as it is), then grey
-    (H, W) or rgb (H, W, 3). If it does not decode, ``error`` (DataError unless given) is raised
-    with a message naming the file."""
+    bilinear; None: as it is), then grey (H, W) or rgb (H, W, 3). If it does not decode, ``error``
+    (DataError unless given) is raised with a message naming the file."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(file) as opened:
-            image = ImageOps.exif_transpose(opened)
-            image.load()
+            image = _eight_bit_rgb(ImageOps.exif_transpose(opened))
     except UnidentifiedImageError:
         raise error(f"'{file}' is not an image Pillow can read (a PNG or JPEG)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise error(f"'{file}' does not decode as an image ({e})") from None
-    image = _eight_bit_rgb(image)
     if size is not None and image.size != (size, size):
         # shrinking averages the pixels each new one covers (so 8×8 digits, counts over 4×4 blocks,
         # come back exactly from a 32×32 drawing); enlarging interpolates
@@ -83,7 +80,7 @@ def split_folder(examples: list[Example], seed: int) -> dict[str, list[Example]]
     if examples and "subset" in examples[0]:
         splits = {name: [ex for ex in examples if ex["subset"] == name] for name in SPLIT_FOLDERS.values()}
         if not splits["validation"]:
-            cut = _stratified(splits["train"], rng, test=False)
+            cut = _stratified(splits["train"], rng, with_test=False)
             splits = {**splits, "train": cut["train"], "validation": cut["validation"]}
     else:
         splits = _stratified(examples, rng)
@@ -95,20 +92,21 @@ def split_folder(examples: list[Example], seed: int) -> dict[str, list[Example]]
     return {name: _shuffled(split, rng) for name, split in splits.items()}
 
 
-def _stratified(examples: list[Example], rng: np.random.Generator, test: bool = True,
+def _stratified(examples: list[Example], rng: np.random.Generator, with_test: bool = True,
                 ) -> dict[str, list[Example]]:
-    """Each label's examples shuffled and cut: round(10%) to validation (and as many to test), at
-    least one each from a label with enough to keep 1 for train (3 images), the rest to train."""
+    """Each label's examples shuffled and cut: round(10%) to validation (and as many to test, if
+    `with_test`), at least one each where a label keeps one for train too, the rest to train."""
     by_label: dict[str, list[Example]] = defaultdict(list)
     for ex in examples:
         by_label[ex["label"]].append(ex)
     splits: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
     for label in sorted(by_label):
         group = [by_label[label][i] for i in rng.permutation(len(by_label[label]))]
-        held = max(round(HELD_OUT * len(group)), int(len(group) >= (3 if test else 2)))
+        cuts = 2 if with_test else 1
+        held = max(round(HELD_OUT * len(group)), int(len(group) > cuts))
         splits["validation"] += group[:held]
-        splits["test"] += group[held:2 * held] if test else []
-        splits["train"] += group[(2 if test else 1) * held:]
+        splits["test"] += group[held:cuts * held]
+        splits["train"] += group[cuts * held:]
     return splits
 
 
