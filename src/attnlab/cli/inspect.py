@@ -38,9 +38,10 @@ def view_command(
     text: Annotated[str | None, typer.Argument(help="The input to look at (text, token ids, or "
                                                "item ids, as the run's task reads).")] = None,
     example: Annotated[int | None, typer.Option(help="Look at test example N instead.")] = None,
-    image: Annotated[Path | None, typer.Option(help="Image runs: a grey image, .png (8-bit grey "
-                                               "levels 0-255) or .npy (raw pixels, as the data "
-                                               "set has them).")] = None,
+    image: Annotated[Path | None, typer.Option(help="Image runs: a .png or .jpg file (made as the "
+                                               "run's training images were: size, colour, pixel "
+                                               "scale; shown in grey) or .npy (raw pixels, as the "
+                                               "data set has them).")] = None,
     layer: Annotated[int | None, typer.Option(help="The attention layer to open on and draw in the "
                                               "PNG, 0 = the model's first (default: the last "
                                               "cross-attention, else the last).")] = None,

@@ -140,7 +140,7 @@ def build(model: nn.Module, inspection: Inspection, top: int = TOP,
 def inspect_run(run: str | Path, *, text: str | None = None, example: int | None = None,
                 image: str | Path | None = None, top: int = TOP, max_bytes: int = MAX_BYTES) -> View:
     """The view of one input to a trained run: `text` (as its task reads it), test `example` N,
-    or an `image` file (.png grey levels 0-255, or .npy raw pixels)."""
+    or an `image` file (PNG or JPEG, read as the run's training images were; or .npy raw pixels)."""
     from attnlab.models.base import load_model
     from attnlab.tasks import task_of
     from attnlab.train.folder import read_run
@@ -161,36 +161,10 @@ def inspect_run(run: str | Path, *, text: str | None = None, example: int | None
             raise InputError(f"--example {example} is out of range: {run} holds {count} test "
                              f"example(s){f', 0..{count - 1}' if count else ''}")
         row = test.test.inputs[example:example + 1]
-    pixels = None if image is None else read_image(image)
-    inspection = task.inspection(model, task.load_encoders(run, exp), exp, text=text, image=pixels,
-                                 example=row)
+    # an image file is the task's to read: an image run makes it as its training images were
+    inspection = task.inspection(model, task.load_encoders(run, exp), exp, text=text,
+                                 image=None if image is None else Path(image), example=row)
     return build(model, inspection, top, max_bytes)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """(H, W) grey pixels of a .png (as 8-bit grey levels 0-255; colour is averaged) or a .npy
-    (as stored: the data set's own scale)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no image file {path}")
-    if path.suffix.lower() not in (".npy", ".png"):
-        raise InputError(f"{path}: give a .png or a .npy image")
-    try:
-        if path.suffix.lower() == ".npy":
-            pixels = np.load(path, allow_pickle=False)
-        else:
-            from matplotlib.image import imread
-
-            pixels = imread(path)
-            pixels = pixels * (255 if pixels.dtype.kind == "f" else 1)  # PNG reads as 0..1
-            if pixels.ndim == 3:
-                pixels = pixels[..., :3].mean(-1)  # grey; alpha left out
-    except (OSError, ValueError, SyntaxError) as e:
-        raise InputError(f"{path} is not a readable image: {e}") from None
-    pixels = np.squeeze(np.asarray(pixels, dtype=np.float32))
-    if pixels.ndim != 2:
-        raise InputError(f"{path}: expected a grey (H, W) image, got shape {pixels.shape}")
-    return pixels
 
 
 def _fitting(top: int, layers: list[tuple[int, int]], rollout_rows: int, max_bytes: int) -> int:

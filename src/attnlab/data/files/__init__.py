@@ -105,7 +105,8 @@ def unknown_task(name: str, what: str = "task") -> str:
             f"{', '.join(FORMATS)} (attnlab tasks)")
 
 
-from attnlab.data.files.interactions import read_interactions  # noqa: E402 - they need FileFormat above
+from attnlab.data.files import images  # noqa: E402 - they need FileFormat above
+from attnlab.data.files.interactions import read_interactions  # noqa: E402
 from attnlab.data.files.pairs import pairs_split, read_pairs  # noqa: E402
 from attnlab.data.files.text import stratified_split, text_reader  # noqa: E402
 
@@ -122,5 +123,9 @@ register_format(FileFormat(
     "interactions", "recommendation", "your own users' interactions: user, item, timestamp per row "
     "(CSV or TSV)", read_interactions, leave_one_out,
     "leave-one-out: last item test, second-to-last validation"))
+register_format(FileFormat(
+    "image-folder", "image-classification", "your own images: a folder of class folders of PNG or JPEG "
+    "files", images.image_folder, images.split_folder,
+    "its train/ validation/ test/ folders, else 80/10/10 per class (from 3 images, one in each split)"))
 
 __all__ = ["FORMATS", "FileFormat", "content_sha256", "register_format", "source_params", "unknown_task"]
