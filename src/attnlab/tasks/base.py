@@ -249,6 +249,32 @@ class Task:
                           f"(text or images); this run's task kind, {self.kind}, has none")
 
 
+class Classifier(nn.Module):
+    """A trained classifier (`.model`) with its encoder, which makes raw inputs (texts, images,
+    frames) into the model's: `predict(inputs)` gives label names. Called on encoded inputs it is
+    the bare model: logits (B, classes). A kind says how its raw inputs are encoded (`encode`)."""
+
+    def __init__(self, model: nn.Module, encoder: Any) -> None:
+        super().__init__()
+        self.model, self.encoder, self.label_names = model, encoder, encoder.label_names
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.model(inputs)
+
+    def encode(self, inputs: Any) -> Tensor:
+        """Raw inputs as the model's batch."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_proba(self, inputs: Any) -> Tensor:
+        """Class probabilities (N, classes), in the order of `label_names`."""
+        return self.model(self.encode(inputs)).softmax(-1)
+
+    def predict(self, inputs: Any) -> list[str]:
+        """The most probable label name for each input."""
+        return [self.label_names[i] for i in self.predict_proba(inputs).argmax(-1).tolist()]
+
+
 @dataclass(frozen=True)
 class Examples:
     """A real data set's splits as the experiment asks for them."""

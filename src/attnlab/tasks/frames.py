@@ -20,6 +20,7 @@ from attnlab.data.encoding import class_ids, label_ids
 from attnlab.errors import ConfigError, InputError
 from attnlab.runfiles import reading
 from attnlab.tasks.base import (
+    Classifier,
     Inspection,
     Prepared,
     Step,
@@ -97,32 +98,17 @@ def read_frames(path: str | Path, features: int) -> np.ndarray:
     return check_frames(array, features, str(path))
 
 
-class FrameClassifier(nn.Module):
-    """A trained classifier (`.model`) with its encoder: `predict(utterances)` gives label names.
+class FrameClassifier(Classifier):
+    """A trained classifier with its frame statistics: `predict(utterances)` gives label names for
+    utterances, each raw frames (T, F) as the data set gives them (one (T, F) array alone is one
+    utterance). Called on frames (B, L, F), standardised and NaN-padded, it is the bare model."""
 
-    Called on frames (B, L, F), standardised and NaN-padded, it is the bare model: logits (B, C).
-    """
-
-    def __init__(self, model: nn.Module, encoder: FrameEncoder) -> None:
-        super().__init__()
-        self.model, self.encoder, self.label_names = model, encoder, encoder.label_names
-
-    def forward(self, frames: Tensor) -> Tensor:
-        return self.model(frames)
-
-    @torch.no_grad()
-    def predict_proba(self, utterances: Sequence[np.ndarray] | np.ndarray) -> Tensor:
-        """Class probabilities (N, classes) of utterances, each raw frames (T, F) as the data set
-        gives them (one (T, F) array alone is one utterance)."""
+    def encode(self, utterances: Sequence[np.ndarray] | np.ndarray) -> Tensor:
         if isinstance(utterances, np.ndarray) and utterances.ndim == 2:
             utterances = [utterances]
         checked = [check_frames(u, self.encoder.features, f"utterance {i}")
                    for i, u in enumerate(utterances)]
-        return self.model(trim(self.encoder(checked))).softmax(-1)
-
-    def predict(self, utterances: Sequence[np.ndarray] | np.ndarray) -> list[str]:
-        """The most probable label name for each utterance."""
-        return [self.label_names[i] for i in self.predict_proba(utterances).argmax(-1).tolist()]
+        return trim(self.encoder(checked))
 
 
 class FrameClassification(Task):

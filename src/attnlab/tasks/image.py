@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from attnlab.data.base import TaskData
 from attnlab.data.encoding import class_ids, label_ids
@@ -19,6 +19,7 @@ from attnlab.data.files.images import read_image
 from attnlab.errors import ConfigError, InputError
 from attnlab.runfiles import reading
 from attnlab.tasks.base import (
+    Classifier,
     Inspection,
     Picture,
     Prepared,
@@ -124,25 +125,12 @@ def _per_channel(value: float | list[float] | tuple[float, ...]) -> tuple[float,
     return tuple(float(v) for v in value) if isinstance(value, list | tuple) else (float(value),)
 
 
-class ImageClassifier(nn.Module):
-    """A trained ViT (`.model`) with its pixel statistics: `predict(images)` gives label names,
-    for arrays of raw pixels or image files."""
+class ImageClassifier(Classifier):
+    """A trained ViT with its pixel statistics: `predict(images)` gives label names, for images
+    (H, W) or (H, W, C) of raw pixels, or image files."""
 
-    def __init__(self, model: nn.Module, encoder: PixelEncoder) -> None:
-        super().__init__()
-        self.model, self.encoder, self.label_names = model, encoder, encoder.label_names
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.model(images)
-
-    @torch.no_grad()
-    def predict_proba(self, images: list[Any] | np.ndarray) -> Tensor:
-        """(N, classes) probabilities for images (H, W) or (H, W, C) of raw pixels, or files."""
-        return self.model(self.encoder(images)).softmax(-1)
-
-    def predict(self, images: list[Any] | np.ndarray) -> list[str]:
-        """The most probable label name for each image (an array of raw pixels, or a file)."""
-        return [self.label_names[i] for i in self.predict_proba(images).argmax(-1).tolist()]
+    def encode(self, images: list[Any] | np.ndarray) -> Tensor:
+        return self.encoder(images)
 
 
 class ImageClassification(Task):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from attnlab.data.base import TaskData
 from attnlab.data.encoding import class_ids, label_ids, pad_rows, stored_tokenizer
@@ -18,6 +18,7 @@ from attnlab.errors import ConfigError, InputError
 from attnlab.ids import PAD_ID
 from attnlab.runfiles import reading
 from attnlab.tasks.base import (
+    Classifier,
     Inspection,
     Prepared,
     Task,
@@ -64,28 +65,11 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return tok
 
 
-class TextClassifier(nn.Module):
-    """A trained classifier (`.model`) with its encoder: `predict(texts)` gives label names.
+class TextClassifier(Classifier):
+    """A trained text classifier with its tokenizer: `predict(texts)` gives label names."""
 
-    Called on token ids (B, L) it is the bare model: logits (B, classes).
-    """
-
-    def __init__(self, model: nn.Module, encoder: TextEncoder) -> None:
-        super().__init__()
-        self.model, self.encoder, self.label_names = model, encoder, encoder.label_names
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.model(tokens)
-
-    @torch.no_grad()
-    def predict_proba(self, texts: list[str] | str) -> Tensor:
-        """Class probabilities (N, classes), in the order of `label_names`."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        return self.model(self.encoder(texts)).softmax(-1)
-
-    def predict(self, texts: list[str] | str) -> list[str]:
-        """The most probable label name for each text."""
-        return [self.label_names[i] for i in self.predict_proba(texts).argmax(-1).tolist()]
+    def encode(self, texts: list[str] | str) -> Tensor:
+        return self.encoder([texts] if isinstance(texts, str) else list(texts))
 
 
 class TextClassification(Task):
