@@ -51,11 +51,12 @@ def eval_command(
 def predict_command(
     out: Annotated[Path, typer.Argument(help="A run's output folder (trained on a real data set).")],
     inputs: Annotated[list[str], typer.Argument(
-        help="Texts to classify or translate; for a recommender, a user's item ids, oldest first.")],
+        help="Texts to classify or translate; image files (PNG, JPEG) for an image run; .npy "
+             "frame files for a frames run; for a recommender, a user's item ids, oldest first.")],
     k: Annotated[int, typer.Option(min=1, help="Recommendations to list.")] = 10,
 ) -> None:
-    """Run a trained model on new input: each text's label and its probability, each text's
-    translation, or the items to recommend after a history."""
+    """Run a trained model on new input: each text's (image's, utterance's) label and its
+    probability, each text's translation, or the items to recommend after a history."""
     from attnlab.tasks import task_of
     from attnlab.train.config import load_experiment
     from attnlab.train.run import load
