@@ -54,3 +54,9 @@ def test_a_text_model_kind_for_images_is_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"model.kind decoder_lm does not fit digits, an? "
                                           r"image-classification task; it takes model.kind vit"):
         attnlab.train.train(exp, tmp_path / "run", progress=False)
+
+
+def test_an_unknown_positive_label_names_the_image_labels() -> None:
+    exp = load_experiment(DIGITS, ["task.positive=seven"])
+    with pytest.raises(ConfigError, match="'seven' is not a label of digits; its labels are 0, 1, 2, 3"):
+        tasks.kind("image-classification").prepare(exp)

@@ -274,6 +274,12 @@ class Classifier(nn.Module):
         """The most probable label name for each input."""
         return [self.label_names[i] for i in self.predict_proba(inputs).argmax(-1).tolist()]
 
+    def print_best(self, inputs: Any, shown: list[str], echo: Callable[[str], None]) -> None:
+        """`attnlab predict`: `label<TAB>probability<TAB>input` per input, `shown` naming each."""
+        for name, row in zip(shown, self.predict_proba(inputs), strict=True):
+            best = int(row.argmax())
+            echo(f"{self.label_names[best]}\t{row[best]:.3f}\t{name}")
+
 
 @dataclass(frozen=True)
 class Examples:
@@ -301,6 +307,14 @@ def read_examples(exp) -> Examples:
     source = FORMATS.get(exp.task.name) or dataset(exp.task.name)
     source.check_options(options, beside=(*LOAD_OPTIONS, *defaults))  # lists them all
     return Examples(load(exp.task.name, seed=exp.train.seed, **options), options, settings)
+
+
+def check_positive(task_config, names: tuple[str, ...]) -> None:
+    """ConfigError unless `task.positive` (the class whose F1 is reported) is one of `names`."""
+    positive = task_config.positive
+    if positive is not None and positive not in names:
+        raise ConfigError(f"task.positive: '{positive}' is not a label of {task_config.name}; its labels "
+                          f"are {', '.join(names)}")
 
 
 def attention_layers(model: nn.Module) -> list[str]:

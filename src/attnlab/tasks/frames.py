@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from attnlab.data.base import TaskData
 from attnlab.data.encoding import class_ids, label_ids
-from attnlab.errors import ConfigError, InputError
+from attnlab.errors import InputError
 from attnlab.runfiles import reading
 from attnlab.tasks.base import (
     Classifier,
@@ -26,6 +26,7 @@ from attnlab.tasks.base import (
     Step,
     Task,
     attention_layers,
+    check_positive,
     pooled_rows,
     read_examples,
     with_learned_cls,
@@ -127,9 +128,7 @@ class FrameClassification(Task):
         else:
             labels = {s: label_ids(t.name, s, ex, encoders.label_names) for s, ex in splits.items()}
         names = encoders.label_names
-        if t.positive is not None and t.positive not in names:
-            raise ConfigError(f"task.positive: '{t.positive}' is not a label of {t.name}; its labels "
-                              f"are {', '.join(names)}")
+        check_positive(t, names)
         return Prepared(**{s: TaskData(encoders([ex["frames"] for ex in examples]), labels[s],
                                        num_classes=len(names), label_names=names)
                            for s, examples in splits.items()}, encoders=encoders)
@@ -162,9 +161,7 @@ class FrameClassification(Task):
 
     def print_predictions(self, predictor: FrameClassifier, inputs, exp, echo, *, k: int) -> None:
         utterances = [read_frames(path, predictor.encoder.features) for path in inputs]
-        for path, row in zip(inputs, predictor.predict_proba(utterances), strict=True):
-            best = int(row.argmax())
-            echo(f"{predictor.label_names[best]}\t{row[best]:.3f}\t{path}")
+        predictor.print_best(utterances, inputs, echo)
 
     def inspection(self, model, encoders: FrameEncoder, exp, *, text=None, image=None,
                    example=None) -> Inspection:

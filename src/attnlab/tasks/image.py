@@ -25,6 +25,7 @@ from attnlab.tasks.base import (
     Prepared,
     Task,
     attention_layers,
+    check_positive,
     pooled_rows,
     read_examples,
     with_learned_cls,
@@ -146,6 +147,7 @@ class ImageClassification(Task):
         else:
             labels = {s: label_ids(t.name, s, ex, encoders.label_names) for s, ex in splits.items()}
         names = encoders.label_names
+        check_positive(t, names)
         return Prepared(**{s: TaskData(encoders([ex["image"] for ex in examples]), labels[s],
                                        num_classes=len(names), label_names=names)
                            for s, examples in splits.items()}, encoders=encoders)
@@ -176,9 +178,7 @@ class ImageClassification(Task):
             if not Path(file).is_file():
                 raise InputError(f"no image file '{file}'; {exp.name} classifies images: give PNG or "
                                  "JPEG files")
-        for file, row in zip(inputs, predictor.predict_proba(list(inputs)), strict=True):
-            best = int(row.argmax())
-            echo(f"{predictor.label_names[best]}\t{row[best]:.3f}\t{file}")
+        predictor.print_best(list(inputs), inputs, echo)
 
     def inspection(self, model, encoders: PixelEncoder, exp, *, text=None, image=None,
                    example=None) -> Inspection:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from attnlab.data.base import TaskData
 from attnlab.data.encoding import class_ids, label_ids, pad_rows, stored_tokenizer
-from attnlab.errors import ConfigError, InputError
+from attnlab.errors import InputError
 from attnlab.ids import PAD_ID
 from attnlab.runfiles import reading
 from attnlab.tasks.base import (
@@ -23,6 +23,7 @@ from attnlab.tasks.base import (
     Prepared,
     Task,
     attention_layers,
+    check_positive,
     pooled_rows,
     read_examples,
     with_learned_cls,
@@ -90,9 +91,7 @@ class TextClassification(Task):
         else:
             labels = {s: label_ids(t.name, s, ex, encoders.label_names) for s, ex in splits.items()}
         names = encoders.label_names
-        if t.positive is not None and t.positive not in names:
-            raise ConfigError(f"task.positive: '{t.positive}' is not a label of {t.name}; its labels "
-                              f"are {', '.join(names)}")
+        check_positive(t, names)
         data = {s: TaskData(encoders([ex["text"] for ex in examples]), labels[s],
                             vocab_size=encoders.vocab_size, num_classes=len(names), pad_id=PAD_ID,
                             label_names=names) for s, examples in splits.items()}
@@ -123,9 +122,7 @@ class TextClassification(Task):
         return TextClassifier(model, encoders)
 
     def print_predictions(self, predictor: TextClassifier, inputs, exp, echo, *, k: int) -> None:
-        for text, row in zip(inputs, predictor.predict_proba(inputs), strict=True):
-            best = int(row.argmax())
-            echo(f"{predictor.label_names[best]}\t{row[best]:.3f}\t{text}")
+        predictor.print_best(inputs, inputs, echo)
 
     def inspection(self, model, encoders: TextEncoder, exp, *, text=None, image=None,
                    example=None) -> Inspection:
