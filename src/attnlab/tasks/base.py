@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from attnlab.data.base import TaskData
+from attnlab.data.encoding import class_ids, label_ids
 from attnlab.errors import ConfigError, InputError
 from attnlab.ids import IGNORE_INDEX
 from attnlab.runfiles import load_tensors, reading
@@ -309,12 +310,22 @@ def read_examples(exp) -> Examples:
     return Examples(load(exp.task.name, seed=exp.train.seed, **options), options, settings)
 
 
-def check_positive(task_config, names: tuple[str, ...]) -> None:
-    """ConfigError unless `task.positive` (the class whose F1 is reported) is one of `names`."""
-    positive = task_config.positive
+def class_labels(task_config, splits: dict[str, list[dict]], encoders: Any,
+                 fit: Callable[[tuple[str, ...]], Any]) -> tuple[Any, dict[str, Tensor]]:
+    """A classifier's encoders and each split's labels as class ids. Without `encoders` (a trained
+    run's), the classes are the training split's labels and `fit(label names)` makes the encoders;
+    `task.positive` (the class whose F1 is reported) must be one of them."""
+    name = task_config.name
+    if encoders is None:
+        names, labels = class_ids(name, splits)
+        encoders = fit(names)
+    else:
+        labels = {s: label_ids(name, s, ex, encoders.label_names) for s, ex in splits.items()}
+    names, positive = encoders.label_names, task_config.positive
     if positive is not None and positive not in names:
-        raise ConfigError(f"task.positive: '{positive}' is not a label of {task_config.name}; its labels "
+        raise ConfigError(f"task.positive: '{positive}' is not a label of {name}; its labels "
                           f"are {', '.join(names)}")
+    return encoders, labels
 
 
 def attention_layers(model: nn.Module) -> list[str]:

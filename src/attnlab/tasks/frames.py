@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.base import TaskData
-from attnlab.data.encoding import class_ids, label_ids
 from attnlab.errors import InputError
 from attnlab.runfiles import reading
 from attnlab.tasks.base import (
@@ -26,7 +25,7 @@ from attnlab.tasks.base import (
     Step,
     Task,
     attention_layers,
-    check_positive,
+    class_labels,
     pooled_rows,
     read_examples,
     with_learned_cls,
@@ -121,14 +120,9 @@ class FrameClassification(Task):
     def prepare(self, exp, encoders: FrameEncoder | None = None) -> Prepared:
         t, read = exp.task, read_examples(exp)
         splits = read.splits
-        if encoders is None:
-            names, labels = class_ids(t.name, splits)
-            encoders = FrameEncoder.fit([ex["frames"] for ex in splits["train"]],
-                                        read.settings["max_frames"], names)
-        else:
-            labels = {s: label_ids(t.name, s, ex, encoders.label_names) for s, ex in splits.items()}
+        encoders, labels = class_labels(t, splits, encoders, lambda names: FrameEncoder.fit(
+            [ex["frames"] for ex in splits["train"]], read.settings["max_frames"], names))
         names = encoders.label_names
-        check_positive(t, names)
         return Prepared(**{s: TaskData(encoders([ex["frames"] for ex in examples]), labels[s],
                                        num_classes=len(names), label_names=names)
                            for s, examples in splits.items()}, encoders=encoders)

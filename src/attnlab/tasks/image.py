@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 
 from attnlab.data.base import TaskData
-from attnlab.data.encoding import class_ids, label_ids
 from attnlab.data.files.images import read_image
 from attnlab.errors import ConfigError, InputError
 from attnlab.runfiles import reading
@@ -25,7 +24,7 @@ from attnlab.tasks.base import (
     Prepared,
     Task,
     attention_layers,
-    check_positive,
+    class_labels,
     pooled_rows,
     read_examples,
     with_learned_cls,
@@ -141,13 +140,9 @@ class ImageClassification(Task):
 
     def prepare(self, exp, encoders: PixelEncoder | None = None) -> Prepared:
         t, splits = exp.task, read_examples(exp).splits
-        if encoders is None:
-            names, labels = class_ids(t.name, splits)
-            encoders = _statistics(t.name, splits["train"], names)
-        else:
-            labels = {s: label_ids(t.name, s, ex, encoders.label_names) for s, ex in splits.items()}
+        encoders, labels = class_labels(t, splits, encoders,
+                                        lambda names: _statistics(t.name, splits["train"], names))
         names = encoders.label_names
-        check_positive(t, names)
         return Prepared(**{s: TaskData(encoders([ex["image"] for ex in examples]), labels[s],
                                        num_classes=len(names), label_names=names)
                            for s, examples in splits.items()}, encoders=encoders)

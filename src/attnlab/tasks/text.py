@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from attnlab.data.base import TaskData
-from attnlab.data.encoding import class_ids, label_ids, pad_rows, stored_tokenizer
+from attnlab.data.encoding import pad_rows, stored_tokenizer
 from attnlab.errors import InputError
 from attnlab.ids import PAD_ID
 from attnlab.runfiles import reading
@@ -23,7 +23,7 @@ from attnlab.tasks.base import (
     Prepared,
     Task,
     attention_layers,
-    check_positive,
+    class_labels,
     pooled_rows,
     read_examples,
     with_learned_cls,
@@ -82,16 +82,15 @@ class TextClassification(Task):
     def prepare(self, exp, encoders: TextEncoder | None = None) -> Prepared:
         t, read = exp.task, read_examples(exp)
         splits = read.splits
-        if encoders is None:
+
+        def fit(names: tuple[str, ...]) -> TextEncoder:
             texts = [ex["text"] for ex in splits["train"]]
             tokenizer = stored_tokenizer(t.name, read.options, exp.train.seed, read.settings["vocab_size"],
                                          texts, train_tokenizer)
-            names, labels = class_ids(t.name, splits)
-            encoders = TextEncoder(tokenizer, read.settings["max_len"], names)
-        else:
-            labels = {s: label_ids(t.name, s, ex, encoders.label_names) for s, ex in splits.items()}
+            return TextEncoder(tokenizer, read.settings["max_len"], names)
+
+        encoders, labels = class_labels(t, splits, encoders, fit)
         names = encoders.label_names
-        check_positive(t, names)
         data = {s: TaskData(encoders([ex["text"] for ex in examples]), labels[s],
                             vocab_size=encoders.vocab_size, num_classes=len(names), pad_id=PAD_ID,
                             label_names=names) for s, examples in splits.items()}
