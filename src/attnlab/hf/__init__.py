@@ -11,6 +11,7 @@ sight of padding. `program_of(model)` is the program equal to the model's own at
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -160,11 +161,14 @@ def attnlab_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tens
     return out.transpose(1, 2).contiguous(), None
 
 
+# Called on every layer of every forward: the program with the model's mask is made once per program.
+@functools.lru_cache(maxsize=256)
 def _with_graph(program: Program) -> Program:
     mask = program.mask
     return program.replace(mask=Graph() if mask is None else mask & Graph())
 
 
+@functools.lru_cache(maxsize=256)
 def _with_causal(program: Program) -> Program:
     mask = program.mask
     if mask is not None and any(isinstance(leaf, Causal) for leaf in mask.leaves()):
