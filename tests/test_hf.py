@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import attnlab
 import attnlab.hf as hf
 from attnlab.errors import ConfigError, InputError
 
@@ -128,7 +129,8 @@ def test_mistakes_are_one_line() -> None:
 def test_smollm2_runs_on_attnlab_as_on_transformers_sdpa_and_generates_the_same_tokens() -> None:
     """SmolLM2 (30 layers, GQA 9/3) on a left-padded batch. Against eager attention, float32
     rounding over 30 layers leaves ~1e-4 on hidden states of size ~40 for transformers' own SDPA
-    as for attnlab (which runs SDPA here): so attnlab is checked against SDPA, to 1e-6."""
+    as for attnlab when the planner picks SDPA: that is checked against SDPA, to 1e-6; with the
+    reference backend attnlab equals eager exactly."""
     pytest.importorskip("gguf")
     model, tokenizer = hf.pretrained("smollm2-135m-instruct")
     tokenizer.padding_side = "left"
@@ -149,3 +151,32 @@ def test_smollm2_runs_on_attnlab_as_on_transformers_sdpa_and_generates_the_same_
     assert (ours - sdpa)[real].abs().max() <= 1e-6
     assert (ours - eager)[real].abs().max() <= 1e-6 * eager[real].abs().max() * 10
     assert torch.equal(tokens, sdpa_tokens)
+    # the reference backend computes in eager's order: the same numbers, bit for bit
+    with torch.no_grad():
+        hf.use(model, hf.program_of(model), backend="reference")
+        reference = model.model(**batch).last_hidden_state
+        reference_tokens = model.generate(**batch, max_new_tokens=8, do_sample=False)
+    assert torch.equal(reference[real], eager[real])
+    assert torch.equal(reference_tokens, sdpa_tokens)
+    with pytest.raises(ConfigError, match=r"backend 'refrence' is not one of .* did you mean 'reference'"):
+        hf.use(model, hf.program_of(model), backend="refrence")
+    # the recorder reads SmolLM2's weights as transformers' eager attention returns them
+    # (grouped-query heads, left padding, causality), and a windowed program's as that program says
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        eager = model.model(**batch, output_attentions=True).attentions
+        hf.use(model, "scaled_dot ; window(3) ; softmax")
+        with attnlab.record(model, layers=[0, 29]) as rec:
+            model.model(**batch)
+        hf.use(model, hf.program_of(model))
+        with attnlab.record(model, layers=[0, 29]) as same:
+            model.model(**batch)
+    rows = real[:, None, :, None]  # eager's rows at padded queries are not meaningful
+    for layer, index in ((0, 0), (29, 1)):
+        assert (same.weights(index) - eager[layer]).masked_select(rows).abs().max() < 1e-4
+    w = rec.weights(1)
+    n = w.shape[-1]
+    q, k = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    seen = (k <= q) & (q - k <= 3) & real[:, None, None, :]
+    assert w.shape[1] == 9 and torch.all(w.masked_select(~seen.expand_as(w)) == 0)
+    assert torch.allclose(w.sum(-1).masked_select(real[:, None, :]), torch.tensor(1.0), atol=1e-5)
