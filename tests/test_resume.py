@@ -19,7 +19,7 @@ import yaml
 import attnlab
 import attnlab.train
 from attnlab.train.config import load_experiment
-from attnlab.train.module import TaskModule
+from interrupting import train_until
 
 # 64 examples in batches of 16: 4 batches an epoch; 6 steps are validated (and checkpointed) after
 # steps 3 and 6, both mid-epoch, so a resume must restore the loader's position, not just its epoch.
@@ -32,31 +32,11 @@ EXP = {"name": "tiny-resume",
        "train": {"steps": 6, "batch_size": 16, "lr": 0.003, "seed": 5}}
 
 
-class Interrupted(Exception):
-    pass
-
-
 def train(out: Path, tracking: str, *, resume: bool = False, stop_at: int | None = None,
           monkeypatch=None) -> dict | None:
     """Train EXP into `out`; with `stop_at`, raise out of training step `stop_at` (1-based)."""
-    if stop_at is not None:
-        original, calls = TaskModule.training_step, [0]
-
-        def step(self, batch, index):
-            calls[0] += 1
-            if calls[0] == stop_at:
-                raise Interrupted
-            return original(self, batch, index)
-
-        monkeypatch.setattr(TaskModule, "training_step", step)
-    try:
-        return attnlab.train.train(load_experiment(EXP), out, resume=resume, tracking_uri=tracking,
-                                   progress=False)
-    except Interrupted:
-        return None
-    finally:
-        if monkeypatch is not None:
-            monkeypatch.undo()
+    return train_until(stop_at, monkeypatch, lambda: attnlab.train.train(
+        load_experiment(EXP), out, resume=resume, tracking_uri=tracking, progress=False))
 
 
 def weights(out: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -98,3 +98,23 @@ def test_an_unknown_positive_label_names_the_labels(tmp_path) -> None:
     exp = load_experiment(SPAM, ["task.positive=spma"])
     with pytest.raises(ConfigError, match="'spma' is not a label of sms-spam; its labels are ham, spam"):
         attnlab.train.train(exp, tmp_path / "run", progress=False)
+
+
+def test_a_byte_level_tokenizers_pieces_are_labelled_with_their_spaces() -> None:
+    """Views label GPT-2/Llama-style pieces as text (' wrote'), not as their 'Ġwrote' form."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from attnlab.tasks.text import _token_labels
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(["who wrote hamlet"] * 10, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    ids = tok.encode("who wrote hamlet").ids
+    labels, note = _token_labels(tok, ids)
+    assert "".join(labels) == "who wrote hamlet" and labels[1] == " wrote"
+    assert "Ġ" in tok.id_to_token(ids[1]) and "space" in note
+    wordpiece = attnlab.tasks.text.train_tokenizer(["unbelievable things"] * 5, 60)
+    ids = wordpiece.encode("unbelievable things").ids
+    labels, note = _token_labels(wordpiece, ids)  # WordPiece pieces are shown as they are
+    assert labels == ["[CLS]", "unbelievable", "things"] and "##" in note

@@ -58,6 +58,37 @@ class Model(nn.Module):
                 seen[f"[{groups}]"] = None
         return list(seen)
 
+    def saved_state(self) -> dict[str, torch.Tensor]:
+        """The tensors a run saves (model.pt, checkpoints): all of them, unless a model rebuilds
+        some from elsewhere (a pretrained model's frozen weights come from their package)."""
+        return self.state_dict()
+
+    def load_saved(self, state: dict[str, torch.Tensor]) -> None:
+        """Put back what `saved_state` gave."""
+        self.load_state_dict(state)
+
+    def penalty(self) -> torch.Tensor | float:
+        """What the model adds to its training loss (0 for most)."""
+        return 0.0
+
+    def training_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps besides the tensors, so a resumed run goes on exactly (an
+        adapter's running statistics); empty for most."""
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Put back what `training_state` gave."""
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimiser step, before gradients are zeroed (AdaLoRA reallocates
+        its ranks there)."""
+
+    @classmethod
+    def tokenizer(cls, settings: Any, max_len: int) -> Any:
+        """The tokenizer a model brings with it (a `tokenizers.Tokenizer`), or None when the task
+        learns one from its data. `settings` is the experiment's model section."""
+        return None
+
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> Model:
         """The model from whichever of `settings` its config has (others are ignored)."""
@@ -78,12 +109,12 @@ def save_model(model: Model, folder: str | Path, state: dict[str, torch.Tensor] 
     folder = Path(folder)
     (folder / MODEL_FILE).write_text(json.dumps({"model": model.kind, "config": model.config_dict()},
                                                 indent=2))
-    torch.save(state if state is not None else model.state_dict(), folder / WEIGHTS_FILE)
+    torch.save(state if state is not None else model.saved_state(), folder / WEIGHTS_FILE)
 
 
 def load_model(folder: str | Path) -> Model:
     """The model saved in `folder`, in eval mode. Only JSON and tensors are read: no pickled code."""
-    from attnlab.models import MODELS
+    from attnlab.models import MODELS, PLUGINS, model_class
 
     folder = Path(folder)
     path = folder / MODEL_FILE
@@ -91,12 +122,12 @@ def load_model(folder: str | Path) -> Model:
         raise ConfigError(f"{folder} holds no saved model (no {MODEL_FILE})")
     saved = read_json(path)
     kind = saved.get("model") if isinstance(saved, dict) else None
-    if not isinstance(kind, str) or kind not in MODELS:
+    if not isinstance(kind, str) or kind not in {**MODELS, **PLUGINS}:
         raise RunFolderError(f"{path}: unknown model kind {kind!r}{did_you_mean(str(kind), MODELS)}")
-    cls = MODELS[kind]
+    cls = model_class(kind)
     with reading(path):  # a config that does not build its model is a damaged file
         model = cls(cls.Config(**saved["config"]))
     state = load_tensors(folder / WEIGHTS_FILE)
     with reading(folder / WEIGHTS_FILE):  # tensors of another shape or name: damaged too
-        model.load_state_dict(state)
+        model.load_saved(state)
     return model.eval()

@@ -93,6 +93,7 @@ class Task:
     kind: ClassVar[str]  # the registry name: data sets and generators name their kind with it
     summary: ClassVar[str]
     models: ClassVar[tuple[str, ...]]  # model kinds that fit (`model.kind`); the first is the default
+    pretrained_model: ClassVar[str | None] = None  # the kind `model.pretrained` asks for, if any
     main_metric: ClassVar[str] = "test_accuracy"  # what compare and runs show a run by
     monitor: ClassVar[str] = "val_accuracy"  # the validation score that picks the best checkpoint
     scores: ClassVar[tuple[str, ...]] = ()  # the extra scores its Step carries on validation
@@ -125,17 +126,35 @@ class Task:
         return {"vocab_size": data.vocab_size, "max_len": data.inputs.shape[1],
                 "programs": exp.attention}
 
-    def build_model(self, exp, data: TaskData):
-        """The model `exp.model.kind` names (by default this task's), shaped for `data`."""
-        from attnlab.models import MODELS
-
-        kind = exp.model.kind or self.models[0]
+    def model_kind(self, exp) -> str:
+        """The model kind the experiment asks for: `model.kind`, or the task's default (its
+        pretrained one with `model.pretrained`)."""
+        pretrained = exp.model.pretrained
+        if pretrained and self.pretrained_model is None:
+            raise ConfigError(f"model.pretrained: {exp.task.name} is {_article(self.kind)} {self.kind} "
+                              "task, which cannot start from a pretrained model yet (text "
+                              "classification can)")
+        kind = exp.model.kind or (self.pretrained_model if pretrained else self.models[0])
         if kind not in self.models:
             raise ConfigError(f"model.kind {kind} does not fit {exp.task.name}, {_article(self.kind)} "
                               f"{self.kind} task; it takes model.kind {' or '.join(self.models)}")
+        if (kind == self.pretrained_model) != bool(pretrained):
+            raise ConfigError(f"model.kind {kind} " + ("starts from a pretrained model: give model."
+                              "pretrained" if pretrained is None else "is trained from scratch: "
+                              "leave out model.pretrained, or model.kind"))
+        return kind
+
+    def build_model(self, exp, data: TaskData, steps: int = 0):
+        """The model `exp.model.kind` names (by default this task's), shaped for `data`; `steps`
+        is the run's optimiser steps (an AdaLoRA adapter plans over them)."""
+        from attnlab.models import model_class
+
         given = {k: v for k, v in exp.model.model_dump().items() if v is not None and k != "kind"}
-        return MODELS[kind].from_settings({**given, **self.model_settings(exp, data),
-                                           **({"max_len": exp.model.max_len} if exp.model.max_len else {})})
+        run = {"adapter": exp.adapter.model_dump() if exp.adapter else None, "steps": steps,
+               "seed": exp.train.seed}
+        return model_class(self.model_kind(exp)).from_settings({
+            **run, **given, **self.model_settings(exp, data),
+            **({"max_len": exp.model.max_len} if exp.model.max_len else {})})
 
     # -- training -----------------------------------------------------------------------------
 
@@ -353,10 +372,13 @@ def with_learned_cls(model: nn.Module, per_input: Tensor) -> Tensor:
 
 def pooled_rows(model: nn.Module, pooled: Tensor) -> Tensor:
     """(B, S) weights of the rows a classifier's head reads: the first row for pooling 'cls' or
-    'first', else the mean over `pooled` (B, S bool: the rows mean pooling averages)."""
-    if model.pooling in ("cls", "first"):
+    'first', the last of `pooled` for 'last', else the mean over `pooled` (B, S bool: the rows
+    mean pooling averages)."""
+    if model.pooling in ("cls", "first", "last"):
         rows = torch.zeros(pooled.shape, dtype=torch.float32, device=pooled.device)
-        rows[:, 0] = 1
+        last = (pooled.long().cumsum(1).argmax(1) if model.pooling == "last"
+                else torch.zeros(len(rows), dtype=torch.long, device=pooled.device))
+        rows[torch.arange(len(rows), device=pooled.device), last] = 1
         return rows
     rows = pooled.float()
     return rows / rows.sum(1, keepdim=True).clamp(min=1)

@@ -76,7 +76,8 @@ class TextClassifier(Classifier):
 class TextClassification(Task):
     kind = "text-classification"
     summary = "one label per text"
-    models = ("encoder_classifier",)
+    models = ("encoder_classifier", "pretrained_classifier")
+    pretrained_model = "pretrained_classifier"
     settings: ClassVar[dict[str, int]] = {"vocab_size": VOCAB, "max_len": MAX_LEN}
 
     def prepare(self, exp, encoders: TextEncoder | None = None) -> Prepared:
@@ -84,10 +85,16 @@ class TextClassification(Task):
         splits = read.splits
 
         def fit(names: tuple[str, ...]) -> TextEncoder:
-            texts = [ex["text"] for ex in splits["train"]]
-            tokenizer = stored_tokenizer(t.name, read.options, exp.train.seed, read.settings["vocab_size"],
-                                         texts, train_tokenizer)
-            return TextEncoder(tokenizer, read.settings["max_len"], names)
+            from attnlab.models import model_class
+
+            max_len = read.settings["max_len"]
+            # a pretrained model reads with its own tokenizer; otherwise one is learned from train
+            tokenizer = model_class(self.model_kind(exp)).tokenizer(exp.model, max_len)
+            if tokenizer is None:
+                texts = [ex["text"] for ex in splits["train"]]
+                tokenizer = stored_tokenizer(t.name, read.options, exp.train.seed,
+                                             read.settings["vocab_size"], texts, train_tokenizer)
+            return TextEncoder(tokenizer, max_len, names)
 
         encoders, labels = class_labels(t, splits, encoders, fit)
         names = encoders.label_names
@@ -131,7 +138,7 @@ class TextClassification(Task):
         # one text needs no padding after it (positions count from the start, so nothing moves)
         ids = ids[:, : max(1, int(ids.ne(PAD_ID).sum()))]
         real = ids[0].ne(PAD_ID).nonzero().flatten().tolist()
-        labels = [encoders.tokenizer.id_to_token(i) or UNK for i in ids[0].tolist()]
+        labels, note = _token_labels(encoders.tokenizer, ids[0].tolist())
         if getattr(model, "cls", None) is not None:  # the model puts a learned [CLS] in front
             labels, real = ["[CLS]", *labels], [0, *(i + 1 for i in real)]
         with torch.no_grad():
@@ -143,7 +150,7 @@ class TextClassification(Task):
         return Inspection(lambda: model(ids), {"tokens": labels},
                           {name: ("tokens", "tokens") for name in attention_layers(model)},
                           shown={"tokens": real}, rollout="tokens", title=title,
-                          notes=["## marks a word piece that continues the word before it"])
+                          notes=[note])
 
     # -- faithfulness: erasing a token removes it ------------------------------------------------
 
@@ -171,6 +178,19 @@ class TextClassification(Task):
     def erasing(self) -> str:
         return ("erased tokens are removed and the rest packed in their order, padded at the end; "
                 "[CLS] is always kept")
+
+
+def _token_labels(tokenizer, ids: list[int]) -> tuple[list[str], str]:
+    """A label per token id, and how to read them: WordPiece pieces as they are (## continues a
+    word); byte-level BPE pieces (GPT-2, Llama-style tokenizers) decoded, so a piece that starts a
+    word shows its space rather than 'Ġ'."""
+    from tokenizers import decoders
+
+    if isinstance(tokenizer.decoder, decoders.ByteLevel):
+        return ([tokenizer.decode([i]) for i in ids],
+                "tokens are byte-level pieces: one that starts a word begins with a space")
+    return ([tokenizer.id_to_token(i) or UNK for i in ids],
+            "## marks a word piece that continues the word before it")
 
 
 def _real(model, inputs: Tensor) -> Tensor:

@@ -108,9 +108,12 @@ class TaskConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Model size and shape; `kind` defaults to what the task needs."""
+    """Model size and shape; `kind` defaults to what the task needs. `pretrained` starts from a
+    pretrained model (attnlab.hf.PRETRAINED), which brings its own size and shape."""
 
-    kind: Literal["decoder_lm", "encoder_classifier", "vit", "seq2seq", "recommender"] | None = None
+    kind: Literal["decoder_lm", "encoder_classifier", "vit", "seq2seq", "recommender",
+                  "pretrained_classifier"] | None = None
+    pretrained: str | None = Field(None, min_length=1)
     d_model: Int = Field(64, ge=1, le=WIDE)
     layers: Int = Field(2, ge=1, le=1024)
     heads: Int = Field(4, ge=1, le=WIDE)
@@ -118,8 +121,30 @@ class ModelConfig(_Strict):
     positions: Literal["learned", "sinusoidal", "rotary", "none"] = "learned"
     max_len: Int | None = Field(None, ge=1, le=2**24)
     dropout: Real = Field(0.0, ge=0, lt=1)
-    pooling: Literal["mean", "cls", "first"] = "mean"
+    pooling: Literal["mean", "cls", "first", "last"] = "mean"
     patch_size: Int = Field(4, ge=1, le=WIDE)  # ViT: image patches of patch_size × patch_size pixels
+
+    @model_validator(mode="after")
+    def _pretrained_has_its_shape(self) -> ModelConfig:
+        # (a saved experiment.yaml holds every default: those are not the user's)
+        shaped = sorted(k for k in _SHAPE if getattr(self, k) != type(self).model_fields[k].default)
+        if self.pretrained and shaped:
+            raise ValueError(f"{shaped[0]}: a pretrained model has its own size and shape; leave "
+                             f"out {', '.join(shaped)}")
+        return self
+
+
+_SHAPE = {"d_model", "layers", "heads", "kv_heads", "positions", "patch_size"}
+
+
+class AdapterConfig(_Strict):
+    """Fine-tune a pretrained model through a peft adapter instead of all its weights."""
+
+    method: Literal["lora", "dora", "ia3", "adalora"] = "lora"
+    r: Int = Field(8, ge=1, le=4096)  # rank (AdaLoRA: the average rank it prunes down to)
+    alpha: Real | None = Field(None, gt=0, le=1e6)  # LoRA's scale is alpha / r; default 2r
+    dropout: Real = Field(0.0, ge=0, lt=1)
+    targets: list[str] | None = None  # module names; default: peft's for the model family
 
 
 class DecodeConfig(_Strict):
@@ -194,7 +219,15 @@ class Experiment(_Strict):
     decoder_attention: Programs = None
     cross_attention: Programs = None
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    adapter: AdapterConfig | None = None  # with model.pretrained: train a peft adapter only
     train: TrainConfig
+
+    @model_validator(mode="after")
+    def _adapter_needs_pretrained(self) -> Experiment:
+        if self.adapter is not None and not self.model.pretrained:
+            raise ValueError("adapter: an adapter fine-tunes a pretrained model (model.pretrained); "
+                             "a model trained from scratch has no weights worth freezing")
+        return self
 
     @field_validator("name")
     @classmethod

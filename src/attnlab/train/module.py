@@ -28,6 +28,8 @@ class TaskModule(L.LightningModule):
     def _step(self, batch: tuple[Tensor, ...], stage: str) -> Tensor:
         step = self.task.step(self.model, batch)
         loss = self.task.loss(step)
+        if stage == "train":
+            loss = loss + self.model.penalty()
         correct, scored = step.hits()
         accuracy = correct / scored.clamp(min=1)
         on_step = stage == "train"
@@ -55,13 +57,30 @@ class TaskModule(L.LightningModule):
         if 0 < self.trainer.max_steps <= self.trainer.global_step:
             self.trainer.should_stop = True
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # the step's gradients are still there (Lightning zeroes them in the next step's closure)
+        self.model.after_step(self.global_step)
+
+    # Checkpoints hold what the model saves (`Model.saved_state`): a pretrained model's frozen
+    # weights come back from their package, not from every checkpoint.
+    def state_dict(self, *args, **kwargs) -> dict:
+        if args or kwargs:
+            return super().state_dict(*args, **kwargs)
+        return {f"model.{k}": v for k, v in self.model.saved_state().items()}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.model.load_saved({k.removeprefix("model."): v for k, v in state_dict.items()})
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng"] = rng_state()
+        checkpoint["model_state"] = self.model.training_state()
         # a validation can fall inside a gradient accumulation: the partial sum travels too
         checkpoint["grads"] = {n: p.grad.clone() for n, p in self.named_parameters()
                                if p.grad is not None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.model.load_training_state(checkpoint.get("model_state", {}))
         # applied when training starts: restoring the model must not be followed by draws
         self._to_restore = checkpoint.get("rng"), checkpoint.get("grads", {})
 
@@ -74,8 +93,9 @@ class TaskModule(L.LightningModule):
                 p.grad = grads[name].to(p.device)
 
     def configure_optimizers(self):
-        decay = [p for n, p in self.named_parameters() if p.dim() >= 2]
-        keep = [p for n, p in self.named_parameters() if p.dim() < 2]
+        trained = [p for p in self.parameters() if p.requires_grad]  # not a frozen pretrained model
+        decay = [p for p in trained if p.dim() >= 2]
+        keep = [p for p in trained if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
                                  {"params": keep, "weight_decay": 0.0}], lr=self.cfg.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(self.cfg, self.total_steps))

@@ -141,10 +141,10 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
     L.seed_everything(exp.train.seed, workers=True, verbose=False)
     task = task_of(exp.task)
     prepared = task.prepare(exp).head({s: exp.task.examples(s) for s in SPLITS})
-    model = task.build_model(exp, prepared.train)
     cfg = exp.train
     batches = math.ceil(len(prepared.train) / cfg.batch_size)
     total = cfg.steps or (cfg.epochs * math.ceil(batches / cfg.accumulate))
+    model = task.build_model(exp, prepared.train, total)
     module = TaskModule(model, task, cfg, total)
     best = BestCheckpoint(dirpath=out, filename="best", monitor=task.monitor, mode="max",
                           enable_version_counter=False, tie_break="val_loss")
@@ -181,6 +181,7 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
     metrics = {"test_accuracy": tested["test_accuracy"], "test_loss": tested["test_loss"],
                "train_seconds": round(seconds, 2),
                "params": sum(p.numel() for p in model.parameters()),
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
                "program": program, "main_metric": task.main_metric, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seed": cfg.seed}
     metrics.update(task.test_scores(module.model, prepared, exp, progress))
