@@ -40,7 +40,8 @@ def heads_command(
                                 f"{format_metric(report.metric, report.score)} with every head)"),
                   title_justify="left")
     for column in ("layer", "head", "importance", f"{label} without it", "drop"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
+        # a layer's name is folded, never cut: a pretrained model's differ only at their end
+        table.add_column(column, **({"overflow": "fold"} if column == "layer" else {"justify": "right"}))
     for h in report.heads:
         table.add_row(literal(h.layer), str(h.head), f"{h.importance:.4f}",
                       format_metric(report.metric, h.without), format_metric(report.metric, h.drop))
