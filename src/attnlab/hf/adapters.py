@@ -3,15 +3,13 @@
 `attach(model, settings, steps)` injects the adapter into the model in place (its module names do
 not change, so a state dict stays readable) and freezes everything but the adapter and the
 attnlab programs' own parameters, which train with it and are saved with it. `ADAPTERS` maps an
-experiment's `adapter.method` to the peft config it builds; AdaLoRA also needs its
-`update_and_allocate` after every optimiser step and its orthogonality penalty in the loss,
-which `Adapter` gives.
+experiment's `adapter.method` to its `Adapter` class: the peft config it builds, and what
+training must do besides (AdaLoRA reallocates ranks after every optimiser step, adds an
+orthogonality penalty to the loss and keeps running statistics a checkpoint must carry).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,80 +20,87 @@ from attnlab.errors import ConfigError
 NAME = "default"  # peft's adapter name: one adapter per model here
 
 
-def _lora(s: dict[str, Any], steps: int, **extra: Any):
-    from peft import LoraConfig
-
-    return LoraConfig(r=s["r"], lora_alpha=s.get("alpha") or 2 * s["r"], lora_dropout=s["dropout"],
-                      target_modules=s.get("targets"), **extra)
-
-
-def _dora(s: dict[str, Any], steps: int):
-    return _lora(s, steps, use_dora=True)
-
-
-def _ia3(s: dict[str, Any], steps: int):
-    from peft import IA3Config
-
-    targets = s.get("targets")
-    # IA3 scales the inputs of feed-forward layers and the outputs of the others; with the user's
-    # own targets, none of them is taken for feed-forward unless peft's defaults say so
-    return IA3Config(target_modules=targets, feedforward_modules=[] if targets else None)
-
-
-def _adalora(s: dict[str, Any], steps: int):
-    from peft import AdaLoraConfig
-
-    if steps < 10:
-        raise ConfigError(f"adapter.method adalora reallocates ranks during training: it needs at "
-                          f"least 10 optimiser steps (this run has {steps})")
-    # AdaLoRA's three phases: warm up at the initial rank, prune towards r, then fine-tune at it
-    return AdaLoraConfig(init_r=s.get("init_r") or int(1.5 * s["r"]), target_r=s["r"],
-                         lora_alpha=s.get("alpha") or 2 * s["r"], lora_dropout=s["dropout"],
-                         target_modules=s.get("targets"), total_step=steps,
-                         tinit=steps // 10, tfinal=steps // 5, deltaT=max(1, steps // 50))
-
-
-ADAPTERS: dict[str, Callable[[dict[str, Any], int], Any]] = {
-    "lora": _lora, "dora": _dora, "ia3": _ia3, "adalora": _adalora}
-
-
-@dataclass(eq=False)
 class Adapter:
     """The peft tuner that injected an adapter into a model (kept out of the model's modules, so
-    its parameters are not counted or saved twice)."""
+    its parameters are not counted or saved twice), and the adapter's part in training."""
 
-    tuner: Any  # peft's BaseTuner (LoraModel, IA3Model, AdaLoraModel)
-    method: str
+    def __init__(self, tuner: Any) -> None:
+        self.tuner = tuner  # peft's BaseTuner (LoraModel, IA3Model, AdaLoraModel)
+
+    @staticmethod
+    def config(s: dict[str, Any], steps: int) -> Any:
+        """The peft config of the experiment's adapter settings `s` for a run of `steps`."""
+        raise NotImplementedError
 
     def after_step(self, step: int) -> None:
-        if self.method == "adalora":
-            self.tuner.update_and_allocate(step)
-
-    def state(self) -> dict[str, Any]:
-        """What training keeps besides the weights, for a checkpoint: AdaLoRA's importance
-        averages and its rank pattern (without them a resumed run would allocate differently)."""
-        if self.method != "adalora":
-            return {}
-        ranks, pattern = self.tuner.rankallocator, self.tuner.peft_config[NAME].rank_pattern
-        return {"ipt": dict(ranks.ipt), "exp_avg_ipt": dict(ranks.exp_avg_ipt),
-                "exp_avg_unc": dict(ranks.exp_avg_unc),
-                "rank_pattern": None if pattern is None else {k: torch.tensor(v) for k, v in pattern.items()}}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        if self.method != "adalora" or not state:
-            return
-        ranks = self.tuner.rankallocator
-        ranks.ipt, ranks.exp_avg_ipt, ranks.exp_avg_unc = (dict(state[k]) for k in (
-            "ipt", "exp_avg_ipt", "exp_avg_unc"))
-        pattern = state["rank_pattern"]
-        self.tuner.peft_config[NAME].rank_pattern = (None if pattern is None else
-                                                     {k: v.tolist() for k, v in pattern.items()})
+        """Called after each optimiser step, while its gradients are there."""
 
     def penalty(self) -> Tensor | float:
-        """AdaLoRA's orthogonality penalty on P and Q (its paper's R(P, Q), weighted as peft
-        weights it); 0 for the others."""
-        if self.method != "adalora":
-            return 0.0
+        """What the adapter adds to the training loss."""
+        return 0.0
+
+    def state(self) -> dict[str, Any]:
+        """What training keeps besides the weights, for a checkpoint."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put back what `state` gave."""
+
+
+class LoRA(Adapter):
+    """Low-rank updates BA of the target projections (Hu et al. 2021)."""
+
+    @staticmethod
+    def config(s: dict[str, Any], steps: int, **extra: Any) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(r=s["r"], lora_alpha=s.get("alpha") or 2 * s["r"], lora_dropout=s["dropout"],
+                          target_modules=s.get("targets"), **extra)
+
+
+class DoRA(LoRA):
+    """LoRA with a learned magnitude per output (Liu et al. 2024)."""
+
+    @staticmethod
+    def config(s: dict[str, Any], steps: int) -> Any:
+        return LoRA.config(s, steps, use_dora=True)
+
+
+class IA3(Adapter):
+    """One learned scale per channel of keys, values and feed-forward inputs (Liu et al. 2022)."""
+
+    @staticmethod
+    def config(s: dict[str, Any], steps: int) -> Any:
+        from peft import IA3Config
+
+        targets = s.get("targets")
+        # IA3 scales the inputs of feed-forward layers and the outputs of the others; with the
+        # user's own targets, none of them is taken for feed-forward
+        return IA3Config(target_modules=targets, feedforward_modules=[] if targets else None)
+
+
+class AdaLoRA(Adapter):
+    """LoRA whose ranks are reallocated between layers while training (Zhang et al. 2023)."""
+
+    @staticmethod
+    def config(s: dict[str, Any], steps: int) -> Any:
+        from peft import AdaLoraConfig
+
+        if steps < 10:
+            raise ConfigError(f"adapter.method adalora reallocates ranks during training: it needs at "
+                              f"least 10 optimiser steps (this run has {steps})")
+        # three phases: warm up at the initial rank, prune towards r, then fine-tune at it
+        return AdaLoraConfig(init_r=int(1.5 * s["r"]), target_r=s["r"],
+                             lora_alpha=s.get("alpha") or 2 * s["r"], lora_dropout=s["dropout"],
+                             target_modules=s.get("targets"), total_step=steps,
+                             tinit=steps // 10, tfinal=steps // 5, deltaT=max(1, steps // 50))
+
+    def after_step(self, step: int) -> None:
+        self.tuner.update_and_allocate(step)
+
+    def penalty(self) -> Tensor | float:
+        """The orthogonality penalty on P and Q (the paper's R(P, Q), weighted as peft weights it;
+        peft adds it only when its own forward is given labels)."""
         weight = self.tuner.peft_config[NAME].orth_reg_weight
         terms = []
         for name, p in self.tuner.model.named_parameters():
@@ -104,6 +109,27 @@ class Adapter:
                 eye = torch.eye(gram.shape[0], device=gram.device, dtype=gram.dtype)
                 terms.append(torch.linalg.matrix_norm(gram - eye))
         return weight * torch.stack(terms).mean() if terms else 0.0
+
+    def state(self) -> dict[str, Any]:
+        """The importance averages and the rank pattern: without them a resumed run would
+        allocate ranks differently."""
+        ranks, pattern = self.tuner.rankallocator, self.tuner.peft_config[NAME].rank_pattern
+        return {"ipt": dict(ranks.ipt), "exp_avg_ipt": dict(ranks.exp_avg_ipt),
+                "exp_avg_unc": dict(ranks.exp_avg_unc),
+                "rank_pattern": None if pattern is None else {k: torch.tensor(v) for k, v in pattern.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        ranks = self.tuner.rankallocator
+        ranks.ipt, ranks.exp_avg_ipt, ranks.exp_avg_unc = (dict(state[k]) for k in (
+            "ipt", "exp_avg_ipt", "exp_avg_unc"))
+        pattern = state["rank_pattern"]
+        self.tuner.peft_config[NAME].rank_pattern = (None if pattern is None else
+                                                     {k: v.tolist() for k, v in pattern.items()})
+
+
+ADAPTERS: dict[str, type[Adapter]] = {"lora": LoRA, "dora": DoRA, "ia3": IA3, "adalora": AdaLoRA}
 
 
 def attach(model: nn.Module, settings: dict[str, Any], steps: int) -> Adapter:
@@ -114,17 +140,17 @@ def attach(model: nn.Module, settings: dict[str, Any], steps: int) -> Adapter:
     method = settings["method"]
     if method not in ADAPTERS:
         raise ConfigError(f"adapter.method '{method}' is not one of {', '.join(ADAPTERS)}")
-    config = ADAPTERS[method](settings, steps)
-    tuner_class = peft.PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type]
+    adapter = ADAPTERS[method]
+    config = adapter.config(settings, steps)
     try:
-        tuner = tuner_class(model, config, NAME)
+        tuner = peft.PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type](model, config, NAME)
     except ValueError as e:  # peft says which target modules it could not find
         raise ConfigError(f"adapter: {str(e).splitlines()[0]}; adapter.targets names modules of "
                           f"{type(model).__name__} (e.g. {', '.join(_linear_names(model)[:6])})") from None
     for name, p in model.named_parameters():
         if "program_params" in name:
             p.requires_grad_(True)  # the program is what is being programmed: it trains with the adapter
-    return Adapter(tuner, method)
+    return adapter(tuner)
 
 
 def _linear_names(model: nn.Module) -> list[str]:
@@ -133,4 +159,4 @@ def _linear_names(model: nn.Module) -> list[str]:
                               if isinstance(m, nn.Linear)))
 
 
-__all__ = ["ADAPTERS", "Adapter", "attach"]
+__all__ = ["ADAPTERS", "IA3", "AdaLoRA", "Adapter", "DoRA", "LoRA", "attach"]

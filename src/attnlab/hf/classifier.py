@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.errors import ConfigError, RunFolderError
-from attnlab.hf import attention_modules, pretrained, tokenizer_of, use
-from attnlab.hf.adapters import NAME, attach
+from attnlab.hf import attention_modules, pretrained_model, running, tokenizer_of, use
+from attnlab.hf.adapters import NAME, Adapter, attach
 from attnlab.models import MODELS
-from attnlab.models.base import Model
+from attnlab.models.base import Model, pool
 
 POOLING = ("mean", "first", "last")
 
@@ -50,8 +50,7 @@ class PretrainedClassifier(Model):
             raise ConfigError(f"model.pooling '{c.pooling}' does not fit a pretrained model, which "
                               f"brings its own [CLS]; use one of {', '.join(POOLING)}")
         self.pooling, self.pad_id = c.pooling, c.pad_id
-        model, _ = pretrained(c.pretrained)
-        self.backbone = model.base_model  # without a language-model head
+        self.backbone = pretrained_model(c.pretrained).base_model  # without a language-model head
         limit = getattr(self.backbone.config, "max_position_embeddings", None)
         if limit is not None and c.max_len > limit:
             raise ConfigError(f"task.params.max_len {c.max_len} is longer than {c.pretrained} reads "
@@ -71,9 +70,10 @@ class PretrainedClassifier(Model):
             self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=gen) * 0.02)
             self.head.bias.zero_()
         self.backbone.train()  # `pretrained` gives it in eval mode; training starts in train mode
-        self._adapter = attach(self.backbone, c.adapter, c.steps) if c.adapter else None
+        # without an adapter the whole model trains, and Adapter's defaults do nothing besides
+        self._adapter = attach(self.backbone, c.adapter, c.steps) if c.adapter else Adapter(None)
         self._saved = {name for name, p in self.named_parameters() if p.requires_grad}
-        if self._adapter is not None:  # peft's own tensors that do not train (AdaLoRA's ranknum)
+        if c.adapter:  # peft's own tensors that do not train (AdaLoRA's ranknum)
             self._saved |= {name for name in self.state_dict() if f".{NAME}" in name}
 
     def forward(self, ids: Tensor) -> Tensor:
@@ -83,33 +83,22 @@ class PretrainedClassifier(Model):
         used = int(real.any(0).nonzero().max()) + 1 if real.any() else 1
         ids, real = ids[:, :used], real[:, :used]
         hidden = self.backbone(input_ids=ids, attention_mask=real.long()).last_hidden_state
-        if self.pooling == "first":
-            pooled = hidden[:, 0]
-        elif self.pooling == "last":  # the text is padded after it: its last token is at length - 1
-            last = (real.sum(1) - 1).clamp(min=0)
-            pooled = hidden[torch.arange(len(ids), device=ids.device), last]
-        else:
-            weights = real.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-        return self.head(self.drop(pooled))
+        return self.head(self.drop(pool(hidden, real, self.pooling)))
 
     def programs(self) -> list[str]:
-        return list(dict.fromkeys(str(m._attnlab_program) for m in attention_modules(self.backbone)))
+        return list(dict.fromkeys(map(str, running(self.backbone))))
 
     def after_step(self, step: int) -> None:
-        if self._adapter is not None:
-            self._adapter.after_step(step)
+        self._adapter.after_step(step)
 
     def training_state(self) -> dict[str, Any]:
-        return {} if self._adapter is None else self._adapter.state()
+        return self._adapter.state()
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        if self._adapter is not None:
-            self._adapter.load_state(state)
+        self._adapter.load_state(state)
 
     def penalty(self) -> Tensor | float:
-        """AdaLoRA's orthogonality penalty (0 for the other adapters)."""
-        return 0.0 if self._adapter is None else self._adapter.penalty()
+        return self._adapter.penalty()
 
     def saved_state(self) -> dict[str, Tensor]:
         """What training changed: every tensor when the whole model trains, else the adapter,

@@ -96,6 +96,20 @@ class Model(nn.Module):
         return cls(cls.Config(**{k: v for k, v in settings.items() if k in names}))
 
 
+def pool(x: torch.Tensor, real: torch.Tensor | None, how: str) -> torch.Tensor:
+    """(B, D) from a last layer x (B, L, D): its first row ('cls', 'first'), the last real one
+    ('last': the inputs are padded after them), or the mean over the real rows ('mean'); `real`
+    (B, L) is True at real positions (None: all are)."""
+    if how in ("cls", "first"):
+        return x[:, 0]
+    if real is None:
+        return x[:, -1] if how == "last" else x.mean(1)
+    if how == "last":
+        return x[torch.arange(len(x), device=x.device), (real.sum(1) - 1).clamp(min=0)]
+    weights = real.unsqueeze(-1).to(x.dtype)  # padded positions still have outputs: skip them
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Program):
         return str(value)

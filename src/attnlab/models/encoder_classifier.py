@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.errors import ConfigError
-from attnlab.models.base import Model
+from attnlab.models.base import Model, pool
 from attnlab.nn.blocks import Block, Positions, attention_layers, with_padding
 
 POOLING = ("mean", "cls", "first")
@@ -106,9 +106,4 @@ class EncoderClassifier(Model):
         x = self.norm(x)
         if self.per == "token":
             return self.head(x[:, 1:] if self.cls is not None else x)
-        if self.pooling in ("cls", "first"):
-            return self.head(x[:, 0])
-        if pad is None:
-            return self.head(x.mean(dim=1))
-        real = (~pad).unsqueeze(-1).to(x.dtype)  # padded positions still have outputs: skip them
-        return self.head((x * real).sum(1) / real.sum(1).clamp(min=1))
+        return self.head(pool(x, None if pad is None else ~pad, self.pooling))

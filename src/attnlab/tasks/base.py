@@ -371,17 +371,12 @@ def with_learned_cls(model: nn.Module, per_input: Tensor) -> Tensor:
 
 
 def pooled_rows(model: nn.Module, pooled: Tensor) -> Tensor:
-    """(B, S) weights of the rows a classifier's head reads: the first row for pooling 'cls' or
-    'first', the last of `pooled` for 'last', else the mean over `pooled` (B, S bool: the rows
-    mean pooling averages)."""
-    if model.pooling in ("cls", "first", "last"):
-        rows = torch.zeros(pooled.shape, dtype=torch.float32, device=pooled.device)
-        last = (pooled.long().cumsum(1).argmax(1) if model.pooling == "last"
-                else torch.zeros(len(rows), dtype=torch.long, device=pooled.device))
-        rows[torch.arange(len(rows), device=pooled.device), last] = 1
-        return rows
-    rows = pooled.float()
-    return rows / rows.sum(1, keepdim=True).clamp(min=1)
+    """(B, S) weights of the rows a classifier's head reads, `pooled` (B, S bool) being the rows
+    its pooling may read: the model's own pooling rule applied to the identity."""
+    from attnlab.models.base import pool
+
+    identity = torch.eye(pooled.shape[1], device=pooled.device).expand(len(pooled), -1, -1)
+    return pool(identity, pooled, model.pooling)
 
 
 def _fields(data: TaskData) -> dict[str, Any]:

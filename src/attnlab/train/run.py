@@ -180,8 +180,8 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
                    out)
     metrics = {"test_accuracy": tested["test_accuracy"], "test_loss": tested["test_loss"],
                "train_seconds": round(seconds, 2),
-               "params": sum(p.numel() for p in model.parameters()),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+               "params": model.num_parameters(),
+               "trainable_params": model.num_parameters(trainable_only=True),
                "program": program, "main_metric": task.main_metric, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seed": cfg.seed}
     metrics.update(task.test_scores(module.model, prepared, exp, progress))
