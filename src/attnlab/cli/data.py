@@ -134,6 +134,8 @@ def describe_example(example: Example, titles: Mapping[str, str] | None = None) 
         return describe_history(example, titles or {})
     if "source" in example:
         sides = [f"{side} {_preview(example[side])}" for side in ("source", "target")]
+        if "alignment" in example:
+            sides.append(describe_alignment(example))
         return "\n         ".join([escape(f"ref={example['ref']!r}"), *sides])
     fields = [f"label={example['label']!r}"]
     fields += [f"{key}={value!r}" for key, value in example.items()
@@ -148,6 +150,14 @@ def describe_example(example: Example, titles: Mapping[str, str] | None = None) 
         fields.append(f"image {image.shape[0]}×{image.shape[1]} {image.dtype}")
         return escape(" ".join(fields) + "\n" + draw(image))
     return escape(" ".join(fields)) + "\n         " + _preview(example["text"])
+
+
+def describe_alignment(example: Example) -> str:
+    """A pair's gold word alignment as ``source→target`` word pairs, as many as fit the preview."""
+    source, target = example["source"].split(), example["target"].split()
+    pairs = " ".join(f"{source[s]}→{target[t]}" for s, t in example["alignment"])
+    shown = pairs if len(pairs) <= TEXT_PREVIEW else pairs[:TEXT_PREVIEW] + "…"
+    return escape(f"links {len(example['alignment'])}: {shown}")
 
 
 def describe_history(example: Example, titles: Mapping[str, str]) -> str:

@@ -172,13 +172,17 @@ def aligned_verses(where: Path) -> Aligned:
     file = where / ALIGNMENTS
     links: dict[str, set[tuple[int, int]]] = {}
     dropped = across = 0
-    for number, (sources, targets) in enumerate(_records(file)):
-        places = ([_place(greek, word, file, number) for word in sources],
-                  [_place(english, word, file, number) for word in targets])
-        if len({verse for side in places for verse, _ in side}) > 1:
+    for number, record in enumerate(_records(file)):
+        sides = (record.get("source"), record.get("target")) if isinstance(record, dict) else (None, None)
+        if not all(isinstance(side, list) and side for side in sides):
+            raise DataError(f"{file}: record {number} does not link a list of source words to a list of "
+                            f"target words; {_FETCH}")
+        sources = [_place(greek, word, file, number) for word in sides[0]]
+        targets = [_place(english, word, file, number) for word in sides[1]]
+        if len({verse for verse, _ in sources} | {verse for verse, _ in targets}) > 1:
             across += 1
-        for verse, s in places[0]:
-            for other, t in places[1]:
+        for verse, s in sources:
+            for other, t in targets:
                 if verse == other:
                     links.setdefault(verse, set()).add((s, t))
                 else:
@@ -222,28 +226,20 @@ def _words(file: Path, header: list[str], prefix: str = "") -> _Words:
     return table
 
 
-def _place(words: _Words, word_id: str, file: Path, number: int) -> tuple[str, int]:
+def _place(words: _Words, word_id: object, file: Path, number: int) -> tuple[str, int]:
     """(verse, index in the verse) of a word an alignment record names; DataError for an unknown id."""
-    place = words.places.get(word_id)
+    place = words.places.get(word_id) if isinstance(word_id, str) else None
     if place is None:
-        raise DataError(f"{file}: record {number} links the word {word_id[:20]!r}, which the word files do "
-                        f"not have; {_FETCH}")
+        raise DataError(f"{file}: record {number} links the word {str(word_id)[:20]!r}, which the word files "
+                        f"do not have; {_FETCH}")
     return place
 
 
-def _records(file: Path) -> list[tuple[list[str], list[str]]]:
-    """The alignment file's records as ``(source word ids, target word ids)``."""
+def _records(file: Path) -> list:
+    """The alignment file's records, each to be a ``{"source": [word id, …], "target": [word id, …]}``."""
     with open_text(file) as f:
         document = json.load(f)
     records = document.get("records") if isinstance(document, dict) else None
     if not isinstance(records, list):
         raise DataError(f"{file}: no list of alignment records; {_FETCH}")
-    pairs = []
-    for number, record in enumerate(records):
-        sides = [record.get(side) if isinstance(record, dict) else None for side in ("source", "target")]
-        if not all(isinstance(side, list) and side and all(isinstance(w, str) for w in side)
-                   for side in sides):
-            raise DataError(f"{file}: record {number} does not link a list of source words to a list of "
-                            f"target words; {_FETCH}")
-        pairs.append((sides[0], sides[1]))
-    return pairs
+    return records
