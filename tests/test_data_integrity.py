@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import pickle
 import shutil
 import sys
@@ -25,12 +26,14 @@ from attnlab.data import DATASETS, load, options_carried_over
 from attnlab.data.datasets import base, install, integrity, read
 from attnlab.data.encoding import stored_tokenizer
 from attnlab.errors import DataError
+from attnlab.machine import cache_dir
 from attnlab.tasks.text import train_tokenizer
 from attnlab.train.config import load_experiment
-from test_datasets import chapter, write_idx, write_ztext
+from test_datasets import chapter, write_alignment_files, write_idx, write_ztext
 
 runner = CliRunner()
 REAL_PACKAGE_DIR = base.package_dir
+REAL_CACHE = cache_dir()  # where the Makefile fetched the sets: read before each test moves it
 
 
 @pytest.fixture(autouse=True)
@@ -218,6 +221,137 @@ def test_cli_list_shows_an_altered_set(monkeypatch, tmp_path):
     assert "altered" in row and "attnlab data get digits" in row
 
 
+# --- the greek-english wheel: only its pinned regular files are copied out, each checked ---------------
+
+WHEEL_FILES = {"eng/words.tsv": b"word\n", "sources/greek.tsv": b"\xce\xbb\xe1\xbd\xb9\n"}
+
+
+def _wheel(path: Path, members: dict[str, bytes | None], links: tuple[str, ...] = ()) -> Path:
+    """A small wheel (a zip): each member with its bytes, a folder for None (named as a file would be), a
+    symbolic link for a name in ``links`` (its target as its bytes), and a file of code."""
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("pkg/__init__.py", b"raise SystemExit\n")
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name)
+            mode = 0o040755 if data is None else 0o120777 if name in links else 0o100644
+            info.external_attr = mode << 16 | (0x10 if data is None else 0)  # 0x10: a folder, to MS-DOS
+            wheel.writestr(info, data or b"")
+    return path
+
+
+def _wheel_source(wheel: Path, **pins: str) -> base.WheelSource:
+    """The small wheel's source: its two files under data/, pinned to WHEEL_FILES unless told."""
+    files = {name: pins.get(name, hashlib.sha256(data).hexdigest()) for name, data in WHEEL_FILES.items()}
+    wheel_sha = pins.get("wheel_sha", base.sha256(wheel))
+    return base.WheelSource("my-pkg", "1.0", wheel_sha, folder="data", files=files)
+
+
+def fake_wheel_download(monkeypatch, wheel: Path) -> list[list[str]]:
+    """Stand in for `pip download`: put ``wheel`` in the --dest folder; the commands run."""
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    def run(command, check, **options):
+        calls.append(command)
+        dest = Path(command[command.index("--dest") + 1])
+        dest.mkdir(parents=True)
+        shutil.copy(wheel, dest / wheel.name)
+        return Done()
+
+    monkeypatch.setattr(install.subprocess, "run", run)
+    return calls
+
+
+def test_a_wheel_is_downloaded_with_its_hash_and_only_the_pinned_files_copied(monkeypatch, tmp_path, cache):
+    wheel = _wheel(tmp_path / "my_pkg-1.0-py3-none-any.whl",
+                   {f"data/{name}": data for name, data in WHEEL_FILES.items()} | {"data/other.bin": b"x"})
+    source = _wheel_source(wheel)
+    calls = fake_wheel_download(monkeypatch, wheel)
+    install.install(source, "my-set", progress=lambda line: None)
+    (command,) = calls
+    assert command[1:] == ["-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                           "--ignore-requires-python", "--require-hashes", "--dest", command[-3], "-r",
+                           command[-1]]
+    assert Path(command[-1]).name == "requirement.txt"  # the hash pins the wheel: pip refuses another
+    stored = sorted(p.relative_to(cache / "pypi").as_posix() for p in (cache / "pypi").rglob("*")
+                    if p.is_file())
+    assert stored == ["my_pkg-1.0/data/eng/words.tsv", "my_pkg-1.0/data/sources/greek.tsv"]
+    assert base.installed_location(source) == cache / "pypi" / "my_pkg-1.0" / "data"
+    assert source.install_command == ("pip download --no-deps --only-binary :all: --ignore-requires-python "
+                                      "my-pkg==1.0")
+    assert source.describe() == "my-pkg==1.0 wheel: data/ (2 files)"
+
+
+@pytest.mark.parametrize(("members", "links", "pins", "message"), [
+    ({}, (), {"wheel_sha": "0" * 64}, r"^my_pkg-1.0-py3-none-any.whl: sha256 \w+, expected 0{64}; the package "
+                                 r"index served another archive than the pinned one, so nothing was put in "
+                                 r"place \(`pip config list` shows the index pip uses\)$"),
+    ({"data/eng/words.tsv": b"/etc/passwd"}, ("data/eng/words.tsv",), {},
+     r"^my_pkg-1.0-py3-none-any.whl: data/eng/words.tsv is not a regular file$"),
+    ({"data/eng/words.tsv": None}, (), {},
+     r"^my_pkg-1.0-py3-none-any.whl: data/eng/words.tsv is not a regular file$"),
+    ({"data/eng/words.tsv": b"altered\n"}, (), {},
+     r"^the downloaded my-pkg==1.0 is not the pinned version, so nothing was replaced: eng/words.tsv: "
+     r"sha256"),
+    ({"data/eng/words.tsv": b"word\n"}, (), {"sources/greek.tsv": "1" * 64},
+     r"^the downloaded my-pkg==1.0 is not the pinned version, so nothing was replaced: sources/greek.tsv: "
+     r"sha256 \w+, expected 1{64}$"),
+    ({"data/words.tsv": b"word\n"}, (), {},
+     r"^my_pkg-1.0-py3-none-any.whl has no file data/eng/words.tsv: it is not the pinned wheel, so nothing "
+     r"was put in place$"),
+    (None, (), {}, r"^my_pkg-1.0-py3-none-any.whl: cannot read it as a wheel \(a zip archive: .*\), so "
+                   r"nothing was put in place; fetching again downloads it afresh$"),
+])
+def test_wheel_failures_leave_nothing_behind(monkeypatch, tmp_path, cache, members, links, pins, message):
+    wheel = tmp_path / "my_pkg-1.0-py3-none-any.whl"
+    if members is None:
+        wheel.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        _wheel(wheel, {"data/sources/greek.tsv": WHEEL_FILES["sources/greek.tsv"], **members}, links)
+    fake_wheel_download(monkeypatch, wheel)
+    with pytest.raises(DataError, match=message):
+        install.install_archive(_wheel_source(wheel, **pins), progress=lambda line: None)
+    assert [p.name for p in cache.rglob("*")] == ["pypi"]
+
+
+def test_a_tampered_greek_english_file_is_refused_and_fetched_again(monkeypatch, tmp_path, cache):
+    """The real files, copied into a fresh cache: loads until one byte of the BSB words changes, is then
+    refused with the command that restores it, and `attnlab data get` fetches the wheel again (pip
+    stood in for by a wheel holding the real files) and puts the pinned files back."""
+    from attnlab.data.datasets.registry import checked_folder
+
+    source = DATASETS["greek-english"].source
+    real = REAL_CACHE / "pypi" / source.stored
+    folder = cache / "pypi" / source.stored
+    with pytest.raises(DataError, match=r"^greek-english reads its data from the wheel of the PyPI package "
+                                        r"bible-alignments==0.4.2 \(data/eng/alignments/BSB/"
+                                        r"SBLGNT-BSB-manual\.json, data/eng/targets/BSB/nt_BSB.tsv, "
+                                        r"data/sources/SBLGNT.tsv\), not found in .*; get it with "
+                                        r"`attnlab data get greek-english`"):
+        load("greek-english")
+    for name in source.files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(real / name, folder / name)
+    assert checked_folder(DATASETS["greek-english"]) == folder
+    words = folder / "eng/targets/BSB/nt_BSB.tsv"
+    words.write_bytes(words.read_bytes().replace(b"\tgenealogy\t", b"\tgenealogz\t", 1))
+    with pytest.raises(DataError, match=r"nt_BSB\.tsv: sha256 \w+, expected d388c73f.*; restore it with "
+                                        r"`attnlab data get greek-english`$"):
+        load("greek-english")
+    wheel = _wheel(tmp_path / "bible_alignments-0.4.2-py3-none-any.whl",
+                   {f"data/{name}": (real / name).read_bytes() for name in source.files})
+    calls = fake_wheel_download(monkeypatch, wheel)
+    monkeypatch.setattr(install, "sha256", lambda path: source.archive_sha256)  # the stand-in is not the pin
+    result = runner.invoke(app, ["data", "get", "greek-english"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert len(calls) == 1 and "fetching bible-alignments==0.4.2 again" in out
+    assert "7,919 examples, 189,473 links: as expected" in out
+    assert words.read_bytes() == (real / "eng/targets/BSB/nt_BSB.tsv").read_bytes()
+
+
 # --- 4. path=, other tasks' options, the accepted options -------------------------------------------------
 
 @pytest.mark.parametrize("name", ["digits", "sms-spam", "rotten-tomatoes", "trec-questions", "mnist-5k"])
@@ -337,6 +471,13 @@ def _atis(folder: Path) -> Path:
     return folder
 
 
+def _greek_english(folder: Path) -> Path:
+    return write_alignment_files(folder, [("n40001001001", "Βίβλος"), ("n40001001002", "γενέσεως")],
+                                 [("40001001001", "The"), ("40001001002", "book"), ("40001001003", ".")],
+                                 [(["n40001001001"], ["40001001001", "40001001002"]),
+                                  (["n40001001002"], ["40001001002"])])
+
+
 SMALL_COPIES = {
     "rotten-tomatoes": _text_file("rt.csv.bz2", "category,text,movie_name,has_plot_and_reviews\n"
                                                 "fresh,Loved it,m,True\nrotten,\"Meh, really\",m,True\n"),
@@ -350,6 +491,7 @@ SMALL_COPIES = {
     "kjv-spanish": _kjv,
     "snips-intents": _snips,
     "atis-intents": _atis,
+    "greek-english": _greek_english,
 }
 DAMAGE = {
     "truncate": lambda data, at, junk: data[:at],
