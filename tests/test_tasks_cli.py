@@ -45,7 +45,7 @@ def test_kind_filters_and_an_unknown_kind_names_the_kinds() -> None:
     result = run("--kind", "translation")
     assert result.exit_code == 0, result.output
     names = [line.split("│")[1].strip() for line in result.output.splitlines() if line.count("│") > 4]
-    assert names == ["kjv-spanish", "pairs"]
+    assert names == ["kjv-spanish", "greek-english", "pairs"]
     assert [t.name for t in named_tasks("recommendation")] == ["movielens-100k", "interactions"]
     with pytest.raises(ConfigError, match="unknown task kind 'translate' — did you mean 'translation'"):
         named_tasks("translate")
