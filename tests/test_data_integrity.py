@@ -285,9 +285,9 @@ def test_a_wheel_is_downloaded_with_its_hash_and_only_the_pinned_files_copied(mo
 
 
 @pytest.mark.parametrize(("members", "links", "pins", "message"), [
-    ({}, (), {"wheel_sha": "0" * 64}, r"^my_pkg-1.0-py3-none-any.whl: sha256 \w+, expected 0{64}; the package "
-                                 r"index served another archive than the pinned one, so nothing was put in "
-                                 r"place \(`pip config list` shows the index pip uses\)$"),
+    ({}, (), {"wheel_sha": "0" * 64},
+     r"^my_pkg-1.0-py3-none-any.whl: sha256 \w+, expected 0{64}; the package index served another archive "
+     r"than the pinned one, so nothing was put in place \(`pip config list` shows the index pip uses\)$"),
     ({"data/eng/words.tsv": b"/etc/passwd"}, ("data/eng/words.tsv",), {},
      r"^my_pkg-1.0-py3-none-any.whl: data/eng/words.tsv is not a regular file$"),
     ({"data/eng/words.tsv": None}, (), {},
