@@ -40,12 +40,15 @@ def eval_command(
     out: Annotated[Path, typer.Argument(help="A run's output folder.")],
     task: Annotated[str | None, typer.Option(help="Evaluate on another task's test split "
                                              "(same parameters).")] = None,
+    measure: Annotated[list[str] | None, typer.Option(
+        help="An attention objective to measure on the test split, over every layer and head: "
+             "entropy, sparsity, head_diversity, z_loss, supervise (repeatable).")] = None,
 ) -> None:
     """Test scores of a trained run on its test split (or another task's): accuracy, and F1,
-    BLEU or HR@10 where the task reports them."""
+    BLEU or HR@10 where the task reports them; with --measure, attention statistics."""
     from attnlab.train.run import evaluate
 
-    Console(highlight=False).print_json(json.dumps(evaluate(out, task=task)))
+    Console(highlight=False).print_json(json.dumps(evaluate(out, task=task, measure=measure or [])))
 
 
 def predict_command(
@@ -84,6 +87,7 @@ def runs_command(
 
     rows = list_runs(experiment, tracking_uri)
     columns = ["experiment", "run", "status", "program", "score", "test_accuracy",
+               *(["objectives"] if any(r.get("objectives") for r in rows) else []),
                "train_seconds", "params", "started"]
     if csv:
         print(",".join(columns))
@@ -93,7 +97,7 @@ def runs_command(
     table = Table(title=f"{len(rows)} runs", title_justify="left")
     headers = {"score": "main metric", "test_accuracy": "accuracy", "train_seconds": "seconds"}
     for c in columns:
-        if c == "program":  # what a person compares: it folds, never loses its end
+        if c in ("program", "objectives"):  # what a person compares: folds, never loses its end
             table.add_column(c, overflow="fold", ratio=1, min_width=24)
         else:
             table.add_column(headers.get(c, c), no_wrap=True, justify="right" if c in (

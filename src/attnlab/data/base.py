@@ -21,8 +21,10 @@ class TaskData:
     where nothing is. Inputs are token ids (N, L), images (N, C, H, W) or frames (N, L, F) of F
     floats each (a frame of NaN is padding). With ``candidates`` (N, C), an example is also scored
     by where its last position ranks the items ``candidates[n]``, of which column 0 is the true next
-    item. Which task kind reads them is the task registry's business (`attnlab.tasks`), not the
-    data's.
+    item. With ``alignments`` (N, P, 2), an example also says where attention should look: up to
+    P (query position, key position) pairs, padded with -1 rows, that attention objectives
+    (`attnlab.objectives`) supervise and alignment scores read. Which task kind reads them is the
+    task registry's business (`attnlab.tasks`), not the data's.
     """
 
     inputs: torch.Tensor
@@ -33,6 +35,7 @@ class TaskData:
     label_names: tuple[str, ...] | None = None  # class id → the data set's name for it
     target_vocab_size: int | None = None  # translation: the target side's vocabulary
     candidates: torch.LongTensor | None = None  # items to rank per example, the true one first
+    alignments: torch.Tensor | None = None  # (N, P, 2) (query, key) pairs, -1 rows as padding
 
     def __post_init__(self) -> None:
         n = self.inputs.shape[:1]
@@ -44,8 +47,17 @@ class TaskData:
                               f"and {tuple(self.labels.shape)}")
         if self.candidates is not None and self.candidates.shape[:1] != n:
             raise ConfigError(f"candidates {tuple(self.candidates.shape)} need one row per example")
+        if self.alignments is not None and (self.alignments.dim() != 3 or self.alignments.shape[0]
+                                            != n[0] or self.alignments.shape[2] != 2):
+            raise ConfigError(f"alignments {tuple(self.alignments.shape)} need one row of (query, "
+                              f"key) pairs per example: (N, P, 2)")
         if self.label_names is not None:
             object.__setattr__(self, "label_names", tuple(self.label_names))
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """What a batch holds: inputs, labels, then candidates and alignments where present."""
+        return tuple(t for t in (self.inputs, self.labels, self.candidates, self.alignments)
+                     if t is not None)
 
     @property
     def images(self) -> bool:
@@ -58,7 +70,9 @@ class TaskData:
     def head(self, n: int) -> TaskData:
         """The first n examples."""
         candidates = None if self.candidates is None else self.candidates[:n]
-        return replace(self, inputs=self.inputs[:n], labels=self.labels[:n], candidates=candidates)
+        alignments = None if self.alignments is None else self.alignments[:n]
+        return replace(self, inputs=self.inputs[:n], labels=self.labels[:n], candidates=candidates,
+                       alignments=alignments)
 
     def label_distribution(self) -> dict[int, float]:
         """Fraction of examples per class (one label per example), or of scored positions per

@@ -28,6 +28,7 @@ def mqar(*, vocab_size: int = 8192, seq_len: int = 64, num_kv_pairs: int = 4, nu
     - Labels are next-token targets: the label *at the query position itself* is the key's value
       (Zoology puts the value one past the query and then shifts labels left by one). Every other
       label is -100, so each example has exactly K scored positions.
+    - Alignments (ours): each query position is paired with the position of its key's value.
     - Unused positions hold 0; with ``random_non_queries`` each is replaced by a token drawn uniformly
       from the whole vocabulary ``[0, V)``, as Zoology does (so a filler may by chance equal a key).
 
@@ -64,7 +65,10 @@ def mqar(*, vocab_size: int = 8192, seq_len: int = 64, num_kv_pairs: int = 4, nu
     if random_non_queries:
         filler = inputs == 0
         inputs[filler] = rng.integers(0, vocab_size, size=int(filler.sum()))
-    return TaskData(torch.from_numpy(inputs), torch.from_numpy(labels), vocab_size=vocab_size)
+    # each query attends to its key's value: where the answer is
+    alignments = np.stack([query_pos, np.broadcast_to(np.arange(1, context, 2), (n, k))], axis=-1)
+    return TaskData(torch.from_numpy(inputs), torch.from_numpy(labels), vocab_size=vocab_size,
+                    alignments=torch.from_numpy(alignments.astype(np.int64)))
 
 
 def distinct_rows(rng: np.random.Generator, rows: int, k: int, *, low: int, high: int) -> np.ndarray:

@@ -36,8 +36,11 @@ def copy(*, vocab_size: int = 16, seq_len: int = 32, copy_len: int = 16, num_exa
     full[:, seq_len - copy_len + 1:] = data
     labels = np.full((num_examples, seq_len), IGNORE_INDEX, dtype=np.int64)
     labels[:, seq_len - copy_len:] = full[:, seq_len - copy_len + 1:]
+    # the position that predicts the i-th copied token attends to that token's first place, i
+    rows = np.arange(seq_len - copy_len, seq_len)
+    keys = np.arange(copy_len)
     return TaskData(torch.from_numpy(full[:, :-1].copy()), torch.from_numpy(labels),
-                    vocab_size=vocab_size)
+                    vocab_size=vocab_size, alignments=pairs(rows, keys, num_examples))
 
 
 def selective_copy(*, vocab_size: int = 16, seq_len: int = 256, num_tokens: int = 16, num_examples: int,
@@ -73,7 +76,9 @@ def selective_copy(*, vocab_size: int = 16, seq_len: int = 256, num_tokens: int 
     inputs[:, region:] = vocab_size - 1
     labels = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
     labels[:, region:] = data
-    return TaskData(torch.from_numpy(inputs), torch.from_numpy(labels), vocab_size=vocab_size)
+    # the i-th marker attends to where the i-th data token is
+    return TaskData(torch.from_numpy(inputs), torch.from_numpy(labels), vocab_size=vocab_size,
+                    alignments=pairs(np.arange(region, seq_len), positions, n))
 
 
 def induction_head(*, vocab_size: int = 20, seq_len: int = 32, induction_len: int = 1, num_triggers: int = 1,
@@ -103,12 +108,14 @@ def induction_head(*, vocab_size: int = 20, seq_len: int = 32, induction_len: in
     region = seq_len - k
     full = np.empty((n, seq_len + 1), dtype=np.int64)
     full[:, :region] = rng.integers(0, vocab_size - 1, size=(n, region))
-    for row in full:
+    first = np.empty(n, dtype=np.int64)  # each example's first trigger
+    for index, row in enumerate(full):
         count = num_triggers if num_triggers > 1 and rng.random() >= 0.5 else 1
         kept: list[int] = []
         for pos in sorted(rng.integers(0, region - 1 - k, size=count).tolist()):
             if not kept or pos - kept[-1] > k:  # triggers must not overlap the previous targets
                 kept.append(pos)
+        first[index] = kept[0]
         targets = row[kept[0] + 1:kept[0] + 1 + k].copy()
         for pos in kept:
             row[pos] = trigger
@@ -117,5 +124,15 @@ def induction_head(*, vocab_size: int = 20, seq_len: int = 32, induction_len: in
         row[region + 1:] = targets
     labels = np.full((n, seq_len), IGNORE_INDEX, dtype=np.int64)
     labels[:, seq_len - k:] = full[:, seq_len - k + 1:]
+    # the position predicting target i attends to target i after the trigger's first place
     return TaskData(torch.from_numpy(full[:, :-1].copy()), torch.from_numpy(labels),
-                    vocab_size=vocab_size)
+                    vocab_size=vocab_size,
+                    alignments=pairs(np.arange(region, seq_len), first[:, None] + 1 + np.arange(k), n))
+
+
+def pairs(rows: np.ndarray, keys: np.ndarray, n: int) -> torch.Tensor:
+    """(n, P, 2) alignment pairs (query row, key) from P rows (shared by every example) and keys
+    (P,) shared, or (n, P) per example."""
+    keys = np.broadcast_to(keys, (n, len(rows)))
+    out = np.stack([np.broadcast_to(rows, (n, len(rows))), keys], axis=-1)
+    return torch.from_numpy(out.astype(np.int64))

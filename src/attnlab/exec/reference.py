@@ -48,10 +48,7 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
     if program.approximation is not None:
         weights = approximate_weights(program.approximation, q, k, visible, inp, params)
     else:
-        scores = compute_scores(program.score, q, k, params)
-        mods = compose_mods(program.mods, inp, params, bias)
-        if mods is not None:
-            scores = mods(scores, *index_grid(inp, rows))
+        scores = modded_scores(q, k, program, inp, bias=bias, params=params, rows=rows)
         weights = normalize(program.normalizer, scores, visible, training, generator)
 
     used = weights
@@ -64,6 +61,16 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, program: Program, inp: 
         out = hidden.poison(out, hits)
         weights = torch.where(hits[..., -1:] > 0, math.nan, weights)
     return out.to(in_dtype), weights.to(in_dtype)
+
+
+def modded_scores(q: Tensor, k: Tensor, program: Program, inp: MaskInputs, *,
+                  bias: Tensor | None = None, params: dict[str, Tensor] | None = None,
+                  rows: Tensor | None = None) -> Tensor:
+    """(B, H, N, M) scores with the program's mods applied, before its mask and normalizer; k
+    has as many heads as q. What the normalizer turns into weights (and a z-loss reads)."""
+    scores = compute_scores(program.score, q, k, params or {})
+    mods = compose_mods(program.mods, inp, params or {}, bias)
+    return scores if mods is None else mods(scores, *index_grid(inp, rows))
 
 
 _ADVICE = ("use a shorter sequence or a smaller batch, or backend='tiled' (exact programs with a "

@@ -11,6 +11,10 @@ run inside the block, the gradient reaching that output: `rec.weight_grads(layer
 ∂loss/∂weights (= ∂loss/∂out · vᵀ, since out = weights · v) and `rec.head_grads(layer)` is
 ∂loss/∂(a mask multiplying each head's output), per example: what gradient-weighted attention
 (Chefer et al. 2021) and head importance (Michel et al. 2019) read.
+
+`record(model, attached=True)` keeps q, k and the outputs inside autograd's graph, so weights
+recomputed from them carry gradients back into the model: what attention objectives
+(`attnlab.objectives`) train through, while the forward pass itself stays on the fast backends.
 """
 
 from __future__ import annotations
@@ -24,16 +28,18 @@ from torch import Tensor, nn
 
 from attnlab.errors import InputError
 from attnlab.exec.api import check_call
-from attnlab.exec.reference import reference_attention
+from attnlab.exec.reference import modded_scores, reference_attention
+from attnlab.lang.layout import Layout
+from attnlab.lang.masks import Predicate
 from attnlab.lang.program import Program
 
 
 @dataclass
 class Call:
     """One attention call of one head group: q (B, H, N, D) and k (B, H_kv, M, D) as the backend
-    got them, the program, its call-time inputs and learnable tensors, all detached. With
-    gradients recorded: v (B, H_kv, M, Dv), the output (B, H, N, Dv) and, after backward, the
-    gradient of the loss with respect to that output."""
+    got them, the program, its call-time inputs and learnable tensors (detached unless the
+    recorder is attached). With gradients recorded, or attached: v (B, H_kv, M, Dv), the output
+    (B, H, N, Dv) and, after backward, the gradient of the loss with respect to that output."""
 
     program: Program
     q: Tensor
@@ -49,6 +55,12 @@ class Call:
         self.out, self.v = out.detach(), v.detach()
         if out.requires_grad:
             out.register_hook(self._catch)
+
+    def detach(self) -> None:
+        """Cut what this call keeps out of autograd's graph (in place)."""
+        self.q, self.k = self.q.detach(), self.k.detach()
+        self.inputs = {key: _detached(v) for key, v in self.inputs.items()}
+        self.params = {key: p.detach() for key, p in self.params.items()}
 
     def _catch(self, grad: Tensor) -> None:
         self.grad = grad.detach() if self.grad is None else self.grad + grad.detach()
@@ -74,16 +86,63 @@ class Call:
         per example: Σ_{n,d} ∂loss/∂out · out."""
         return (self.output_grad() * self.out).sum((-2, -1))
 
-    def weights(self, rows: Tensor | None = None) -> Tensor:
+    def weights(self, rows: Tensor | None = None, heads: Sequence[int] | None = None) -> Tensor:
         """(B, H, N, M): the weights this call computed, recomputed exactly (eval mode: no
         dropout, no Gumbel noise); with `rows` (R,) query positions, only those rows,
-        (B, H, R, M), never the N×M whole (every normalizer and approximation is row by row)."""
+        (B, H, R, M), never the N×M whole (every normalizer and approximation is row by row);
+        with `heads`, only those heads (B, len(heads), …), computed alone where the program
+        treats every head alike."""
+        if heads is not None:
+            if not self._heads_alike():
+                return self.weights(rows)[:, list(heads)]
+            group = self.q.shape[1] // self.k.shape[1]
+            alone = Call(self.program.replace(layout=Layout()), self.q[:, list(heads)],
+                         self.k[:, [h // group for h in heads]], self.inputs, self.params)
+            return alone.weights(rows)
         v = self.k.new_zeros(*self.k.shape[:-1], 1)  # weights never read v
         # The whole call's shapes: masks and mods read absolute query positions.
         inp = check_call(self.q, self.k, v, self.program, params=self.params, **self.inputs)
         q = self.q if rows is None else self.q[:, :, rows]
         return reference_attention(q, self.k, v, self.program, inp, bias=self.inputs.get("bias"),
                                    params=self.params, rows=rows)[1]
+
+    def _heads_alike(self) -> bool:
+        """No part of the program tells heads apart (no score mods, learnable tensors, call-time
+        bias or predicate), so a head's weights need only its own q and k."""
+        p = self.program
+        return not (p.mods or self.params or "bias" in self.inputs or p.approximation is not None
+                    or (p.mask is not None and any(isinstance(leaf, Predicate)
+                                                   for leaf in p.mask.leaves())))
+
+    def scores(self) -> tuple[Tensor, Tensor | None]:
+        """(B, H, N, M) scores before the normalizer (the program's mods applied) and the (B or 1,
+        H or 1, N, M) bool mask of keys each query may see (None: every key)."""
+        if self.program.approximation is not None:
+            raise InputError(f"'{self.program}' approximates its weights without scores: there "
+                             "are no logits to read (a z-loss needs exact attention)")
+        v = self.k.new_zeros(*self.k.shape[:-1], 1)
+        inp = check_call(self.q, self.k, v, self.program, params=self.params, **self.inputs)
+        k = self.k.repeat_interleave(self.q.shape[1] // self.k.shape[1], dim=1)
+        scores = modded_scores(self.q, k, self.program, inp, bias=self.inputs.get("bias"),
+                               params=self.params)
+        visible = self.program.mask.dense(inp) if self.program.mask is not None else None
+        return scores, visible
+
+    def real_queries(self) -> Tensor | None:
+        """(B, N) bool: the query rows that are real tokens, for self-attention over a padded
+        batch (a padding position's query is no token); None when every row counts."""
+        keep = self.inputs.get("key_padding_mask")
+        n, m = self.q.shape[2], self.k.shape[2]
+        if keep is not None and n <= m:
+            return ~keep[:, m - n:].bool()
+        lengths = self.inputs.get("key_lengths")
+        if lengths is not None and n <= m:
+            positions = torch.arange(m - n, m, device=self.q.device)
+            return positions[None] < torch.as_tensor(lengths, device=self.q.device).reshape(-1, 1)
+        graph = self.inputs.get("graph")
+        if graph is not None and n == m:  # a padding position (HF's masks) does not see itself
+            return graph.diagonal(dim1=-2, dim2=-1).reshape(graph.shape[0], n).bool()
+        return None
 
 
 @dataclass
@@ -93,6 +152,7 @@ class Recorder:
     names: dict[nn.Module, str]
     heads: int | Sequence[int] | None = None  # what `weights` returns when it is not told
     grads: bool = False  # keep outputs and v, and catch gradients
+    attached: bool = False  # keep q, k, v and outputs in autograd's graph
     passes: dict[str, list[list[Call]]] = field(default_factory=dict)  # layer -> passes -> groups
 
     @property
@@ -101,7 +161,15 @@ class Recorder:
         return list(self.names.values())
 
     def keep(self, module: nn.Module, calls: list[Call]) -> None:
+        if not self.attached:
+            for call in calls:
+                call.detach()
         self.passes.setdefault(self.names[module], []).append(calls)
+
+    def calls(self, layer: str | int, call: int = -1) -> list[Call]:
+        """The head groups' Calls of `layer`'s `call`-th forward pass (one unless the layer is a
+        MixedAttention), in head order."""
+        return self._calls(layer, call)
 
     def weights(self, layer: str | int, head: int | Sequence[int] | None = None,
                 rows: int | slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
@@ -186,19 +254,22 @@ def recordable(model: nn.Module) -> dict[nn.Module, str]:
 
 @contextmanager
 def record(model: nn.Module, layers: Sequence[str | int] | None = None,
-           heads: int | Sequence[int] | None = None, grads: bool = False) -> Iterator[Recorder]:
+           heads: int | Sequence[int] | None = None, grads: bool = False,
+           attached: bool = False) -> Iterator[Recorder]:
     """Record the attention layers of `model` (all, or `layers`: names or indices) while the
     block runs; forward passes inside it run as they always do. `heads` is what `weights`
     returns by default (every head is kept: ALiBi slopes and head groups depend on them all).
     `grads=True` also keeps each call's output and v and catches the gradient that reaches the
-    output when `loss.backward()` runs inside the block (see `Recorder.weight_grads`)."""
+    output when `loss.backward()` runs inside the block (see `Recorder.weight_grads`).
+    `attached=True` keeps what it records in autograd's graph: weights recomputed from it carry
+    gradients into the model (see `attnlab.objectives`)."""
     found = recordable(model)
     if not found:
         raise InputError(f"{type(model).__name__} has no attnlab attention layer to record")
     names = list(found.values())
     chosen = found if layers is None else {m: n for m, n in found.items()
                                            if n in {layer_name(names, x) for x in layers}}
-    rec = Recorder(chosen, heads, grads)
+    rec = Recorder(chosen, heads, grads, attached)
     for module in chosen:
         module.recorder = rec
     try:
@@ -209,16 +280,20 @@ def record(model: nn.Module, layers: Sequence[str | int] | None = None,
 
 
 def listening(rec: Recorder | None, call: Call | None, out: Tensor, v: Tensor) -> None:
-    """After the fused call: with gradients asked for, `call` keeps its output and v."""
-    if rec is not None and rec.grads and call is not None:
+    """After the fused call: an attached recorder keeps the output and v as they are; one
+    recording gradients keeps them detached and catches the output's gradient."""
+    if rec is None or call is None:
+        return
+    if rec.attached:
+        call.out, call.v = out, v
+    elif rec.grads:
         call.listen(out, v)
 
 
 def kept(program: Program, q: Tensor, k: Tensor, params: dict[str, Tensor], **inputs) -> Call:
-    """A Call of detached copies-by-reference (no N×M tensor, no autograd graph)."""
+    """A Call of references (no N×M tensor); `Recorder.keep` detaches it unless attached."""
     given = {key: value for key, value in inputs.items() if value is not None}
-    return Call(program, q.detach(), k.detach(), {key: _detached(v) for key, v in given.items()},
-                {key: p.detach() for key, p in params.items()})
+    return Call(program, q, k, given, dict(params))
 
 
 def _detached(t: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tensor]:

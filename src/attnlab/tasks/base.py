@@ -113,10 +113,10 @@ class Task:
         raise NotImplementedError
 
     def loader(self, data: TaskData, batch: int, shuffle: bool, generator: torch.Generator) -> DataLoader:
-        """Batches of (inputs, labels[, candidates]); a shuffled loader draws from `generator`."""
-        extra = () if data.candidates is None else (data.candidates,)
-        dataset = TensorDataset(data.inputs, data.labels, *extra)
-        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=generator)
+        """Batches of (inputs, labels[, candidates][, alignments]); a shuffled loader draws from
+        `generator`."""
+        return DataLoader(TensorDataset(*data.tensors()), batch_size=batch, shuffle=shuffle,
+                          generator=generator)
 
     # -- model --------------------------------------------------------------------------------
 
@@ -169,6 +169,11 @@ class Task:
     def loss(self, step: Step) -> Tensor:
         return F.cross_entropy(step.logits.float(), step.labels, ignore_index=IGNORE_INDEX)
 
+    def aligned_layers(self, model: nn.Module) -> list[str]:
+        """The attention layers whose (query, key) positions the data's alignments are given in:
+        for one sequence attending to itself, every layer."""
+        return attention_layers(model)
+
     def test_scores(self, model: nn.Module, prepared: Prepared, exp, progress: bool) -> dict[str, float]:
         """Scores beyond loss and accuracy, each beside the baseline that says what it is worth."""
         return {}
@@ -179,7 +184,8 @@ class Task:
         """What `load` and `evaluate` need besides the model: the encoders and the test split."""
         test = prepared.test
         torch.save({"inputs": test.inputs, "labels": test.labels, "candidates": test.candidates,
-                    "fields": json.dumps(_fields(test))}, out / TEST_FILE)
+                    "alignments": test.alignments, "fields": json.dumps(_fields(test))},
+                   out / TEST_FILE)
         self.save_encoders(prepared.encoders, out)
 
     def save_encoders(self, encoders: Any, out: Path) -> None:
@@ -195,7 +201,7 @@ class Task:
         saved = load_tensors(out / TEST_FILE)
         with reading(out / TEST_FILE):
             test = TaskData(saved["inputs"], saved["labels"], candidates=saved["candidates"],
-                            **json.loads(saved["fields"]))
+                            alignments=saved.get("alignments"), **json.loads(saved["fields"]))
         # only the test split is saved; it stands in for the other two, which nothing reads here
         return Prepared(test, test, test, self.load_encoders(out, exp), self.load_test_examples(out))
 

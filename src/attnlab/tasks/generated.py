@@ -10,6 +10,7 @@ from typing import Any
 from attnlab.data import SPLITS, make
 from attnlab.data.base import TaskData
 from attnlab.ids import IGNORE_INDEX
+from attnlab.tasks.alignments import position_scores
 from attnlab.tasks.base import Prepared, Step, Task
 from attnlab.train.metrics import classification_scores
 
@@ -40,6 +41,12 @@ class LanguageModelling(Generated):
             # (MQAR scores 4 positions of 64)
             return Step(model(tokens, select=scored), labels[scored], {})
         return super().step(model, batch)
+
+    def test_scores(self, model, prepared: Prepared, exp, progress: bool) -> dict[str, float]:
+        if prepared.test.alignments is None:
+            return {}
+        # where attention looks against where the answer is (copy, MQAR, …)
+        return position_scores(model, self, prepared.test, exp)
 
 
 class SequenceClassification(Generated):

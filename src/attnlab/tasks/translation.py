@@ -26,6 +26,7 @@ from attnlab.ids import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 from attnlab.lang.masks import Causal
 from attnlab.lang.program import Program
 from attnlab.runfiles import read_json, reading
+from attnlab.tasks.alignments import alignment_scores, cross_layers, has_alignments, token_pairs
 from attnlab.tasks.base import Inspection, Prepared, Step, Task, attention_layers, read_examples
 from attnlab.train.metrics import translation_scores
 
@@ -138,7 +139,9 @@ class Translation(Task):
         data = {s: TaskData(encoders.encode_source([ex["source"] for ex in examples]),
                             encoders.encode_target([ex["target"] for ex in examples]),
                             vocab_size=encoders.source.get_vocab_size(), pad_id=PAD_ID,
-                            target_vocab_size=encoders.target.get_vocab_size())
+                            target_vocab_size=encoders.target.get_vocab_size(),
+                            alignments=token_pairs(encoders, examples)
+                            if has_alignments(examples) else None)
                 for s, examples in splits.items()}
         return Prepared(**data, encoders=encoders, test_examples=splits["test"])
 
@@ -146,7 +149,7 @@ class Translation(Task):
         if not shuffle:
             return super().loader(data, batch, shuffle, generator)
         lengths = data.inputs.ne(PAD_ID).sum(-1) + data.labels.ne(PAD_ID).sum(-1)
-        return DataLoader(TensorDataset(data.inputs, data.labels),
+        return DataLoader(TensorDataset(*data.tensors()),
                           batch_sampler=LengthBatches(lengths, batch, generator))
 
     def model_settings(self, exp, data: TaskData) -> dict[str, Any]:
@@ -161,10 +164,16 @@ class Translation(Task):
         target = tgt[:, 1:].masked_fill(tgt[:, 1:] == PAD_ID, IGNORE_INDEX)
         return Step(model(src, tgt[:, :-1]).flatten(0, 1), target.flatten(), {})
 
+    def aligned_layers(self, model) -> list[str]:
+        return cross_layers(model)  # alignments link target rows to source columns
+
     def test_scores(self, model, prepared: Prepared, exp, progress: bool) -> dict[str, float]:
         translator = Translator(model, prepared.encoders, exp.decode).eval()
         outputs = translator.translate_ids(prepared.test.inputs, progress=progress)
-        return translation_scores(outputs, prepared.test_examples)
+        scores = translation_scores(outputs, prepared.test_examples)
+        if has_alignments(prepared.test_examples):  # gold word alignments: the AER of attention
+            scores.update(alignment_scores(model, prepared, exp))
+        return scores
 
     def save(self, prepared: Prepared, out: Path) -> None:
         super().save(prepared, out)

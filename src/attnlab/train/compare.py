@@ -41,7 +41,7 @@ def compare(experiment: str | Path | dict, programs: list[str], out: str | Path,
 
 # What a comparison shows, in this order, when every run reports it; a run's main metric is the one
 # its task names (a translation's token accuracy is teacher-forced: BLEU says more).
-COLUMNS = {"test_bleu": "BLEU", "test_chrf": "chrF", "test_copy_bleu": "copy BLEU",
+COLUMNS = {"test_bleu": "BLEU", "test_chrf": "chrF", "test_aer": "AER", "test_copy_bleu": "copy BLEU",
            "test_copy_chrf": "copy chrF", "test_ndcg10": "NDCG@10", "test_hr10": "HR@10",
            "test_popular_ndcg10": "popular NDCG@10", "test_popular_hr10": "popular HR@10",
            "test_accuracy": "test accuracy", "test_f1": "test f1", "test_macro_f1": "macro f1",
@@ -59,13 +59,21 @@ def _table(rows: list[dict]) -> Table:
     main = main_metric(rows[0])[0]
     shown = [k for k in COLUMNS if all(k in r for r in rows)
              and not (k == "test_accuracy" and main != k)]
+    # the attention objectives' test values (`objectives:` in the experiment file)
+    shown += [k for k in objective_columns(rows[0]) if all(k in r for r in rows)]
     table = Table(title="comparison", title_justify="left")
-    for column in ("program", *(COLUMNS[k] for k in shown), "train seconds", "params"):
+    for column in ("program", *(COLUMNS.get(k, k.removeprefix("test_")) for k in shown),
+                   "train seconds", "params"):
         table.add_column(column, justify="left" if column == "program" else "right")
     for r in rows:
         table.add_row(r["program"], *(format_metric(k, r[k]) for k in shown),
                       f"{r['train_seconds']:.0f}", f"{r['params']:,}")
     return table
+
+
+def objective_columns(metrics: dict) -> list[str]:
+    """The test values of a run's attention objectives (metrics.json's `objectives`)."""
+    return [f"test_{name}" for name in metrics.get("objectives", [])]
 
 
 def format_metric(name: str, value: float) -> str:

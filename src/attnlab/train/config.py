@@ -24,6 +24,7 @@ from pydantic import (
 
 from attnlab.errors import ConfigError, ProgramError, did_you_mean
 from attnlab.lang.program import Program, parse
+from attnlab.objectives import AnyObjective
 
 
 def _parse_programs(value: Any) -> Any:
@@ -157,11 +158,13 @@ class DecodeConfig(_Strict):
 
 class EarlyStopping(_Strict):
     """Stop when `monitor` (a validation metric the task logs) has not improved for `patience`
-    validations; `mode` defaults to min for a loss, max for a score."""
+    validations, or once it passes `threshold` (above it for max, below for min); `mode`
+    defaults to min for a loss, max for a score."""
 
     monitor: str = "val_accuracy"
     patience: Int = Field(3, ge=1, le=MANY)
     mode: Literal["max", "min"]
+    threshold: Real | None = Field(None, ge=-1e12, le=1e12)  # stop once monitor passes it
 
     @model_validator(mode="before")
     @classmethod
@@ -199,6 +202,7 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStopping | None = None
     seed: Int = Field(0, ge=0, lt=SEED_LIMIT)
     devices: Int = Field(1, ge=1, le=1024)
+    validate_every: Int | None = Field(None, ge=1, le=MANY)  # optimiser steps; default each epoch
 
     @model_validator(mode="after")
     def _budget(self) -> TrainConfig:
@@ -220,6 +224,7 @@ class Experiment(_Strict):
     cross_attention: Programs = None
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     adapter: AdapterConfig | None = None  # with model.pretrained: train a peft adapter only
+    objectives: list[AnyObjective] = Field(default_factory=list)  # losses on the attention itself
     train: TrainConfig
 
     @model_validator(mode="after")

@@ -94,3 +94,15 @@ def translation_scores(translations: list[str], examples: list[dict]) -> dict:
             "test_chrf": chrf.corpus_score(translations, refs).score,
             "test_copy_bleu": bleu.corpus_score(sources, refs).score,
             "test_copy_chrf": chrf.corpus_score(sources, refs).score}
+
+
+def alignment_error_rate(predicted: list[set], sure: list[set], possible: list[set] | None = None) -> float:
+    """Och & Ney's (2003) alignment error rate over a corpus: 1 − (|A∩S| + |A∩P|) / (|A| + |S|),
+    A the predicted links, S the sure gold links and P ⊇ S the possible ones (P = S when only
+    sure links are given), each summed over the examples. 0 is perfect."""
+    possible = sure if possible is None else possible
+    a = sum(len(x) for x in predicted)
+    s = sum(len(x) for x in sure)
+    hits = sum(len(x & y) for x, y in zip(predicted, sure, strict=True)) + sum(
+        len(x & (y | z)) for x, y, z in zip(predicted, sure, possible, strict=True))
+    return 1.0 - hits / (a + s) if a + s else 0.0

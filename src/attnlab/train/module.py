@@ -1,4 +1,5 @@
-"""The Lightning module: a model, its task's loss and scores, AdamW with a schedule."""
+"""The Lightning module: a model, its task's loss and scores, attention objectives, AdamW with a
+schedule."""
 
 from __future__ import annotations
 
@@ -10,24 +11,36 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attnlab.objectives import Objectives
 from attnlab.tasks import Task
 from attnlab.train.config import TrainConfig
 
 
 class TaskModule(L.LightningModule):
     """Trains any attnlab model on its task: the task (`attnlab.tasks`) turns a batch into logits
-    and labels and says the loss; this logs loss, accuracy and the task's batch scores."""
+    and labels and says the loss, to which training adds the attention objectives' (each logged
+    under its name, on validation too); this logs loss, accuracy and the task's batch scores."""
 
-    def __init__(self, model: nn.Module, task: Task, train: TrainConfig, total_steps: int) -> None:
+    def __init__(self, model: nn.Module, task: Task, train: TrainConfig, total_steps: int,
+                 objectives: Objectives | None = None) -> None:
         super().__init__()
         self.model, self.task, self.cfg, self.total_steps = model, task, train, total_steps
+        self.objectives = objectives or Objectives([], model, task)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.model(tokens)
 
     def _step(self, batch: tuple[Tensor, ...], stage: str) -> Tensor:
-        step = self.task.step(self.model, batch)
+        with self.objectives.recording(self.model) as rec:
+            step = self.task.step(self.model, batch)
         loss = self.task.loss(step)
+        if self.objectives:
+            # alignments, when the data has them, are the batch's last tensor (TaskData.tensors)
+            values = self.objectives.values(rec, batch[-1] if self.objectives.supervised else None)
+            for name, value in values.items():
+                self.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, sync_dist=True)
+            if stage == "train":
+                loss = loss + self.objectives.loss(values)
         if stage == "train":
             loss = loss + self.model.penalty()
         correct, scored = step.hits()

@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from attnlab.data import SPLITS, options_carried_over
 from attnlab.errors import ConfigError, RunFolderError, UnsafeFileError
 from attnlab.models.base import load_model, save_model
+from attnlab.objectives import Objectives
 from attnlab.runfiles import load_tensors
 from attnlab.tasks import task_of
 from attnlab.train.checkpoints import AtomicCheckpointIO, BestCheckpoint, FolderCheckpoint
@@ -44,6 +45,9 @@ for _message in (r"Checkpoint directory .* exists and is not empty",
     warnings.filterwarnings("ignore", message=_message)
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage())
+
+
+ALIGNED = "copy, selective_copy, induction_head, mqar and greek-english"  # tasks with alignments
 
 
 def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *, resume: bool = False,
@@ -144,8 +148,15 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
     cfg = exp.train
     batches = math.ceil(len(prepared.train) / cfg.batch_size)
     total = cfg.steps or (cfg.epochs * math.ceil(batches / cfg.accumulate))
+    if cfg.validate_every and cfg.validate_every > total:
+        raise ConfigError(f"train.validate_every: {cfg.validate_every} steps is more than the run's "
+                          f"{total}, so it would never validate (nor keep a best checkpoint)")
     model = task.build_model(exp, prepared.train, total)
-    module = TaskModule(model, task, cfg, total)
+    objectives = Objectives(exp.objectives, model, task)
+    if objectives.supervised and prepared.train.alignments is None:
+        raise ConfigError(f"objectives: supervise reads the task's alignments, and "
+                          f"{exp.task.name} has none; {ALIGNED} do")
+    module = TaskModule(model, task, cfg, total, objectives)
     best = BestCheckpoint(dirpath=out, filename="best", monitor=task.monitor, mode="max",
                           enable_version_counter=False, tie_break="val_loss")
     # last.ckpt at every validation: Lightning's save_last writes it only when best.ckpt improved,
@@ -155,7 +166,8 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
     callbacks = [best, last]
     if cfg.early_stopping:
         es = cfg.early_stopping
-        callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode))
+        callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode,
+                                       stopping_threshold=es.threshold))
     logger = mlflow_logger(exp, tracking_uri, out, resume)
     program = " · ".join(model.programs())  # what runs, from the model: the file's text may differ
     log_params(logger, exp, program, task.main_metric)
@@ -183,7 +195,9 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
                "params": model.num_parameters(),
                "trainable_params": model.num_parameters(trainable_only=True),
                "program": program, "main_metric": task.main_metric, "epochs": trainer.current_epoch,
-               "steps": trainer.global_step, "seed": cfg.seed}
+               "steps": trainer.global_step, "seed": cfg.seed,
+               **({"objectives": objectives.names} if objectives else {}),
+               **{f"test_{n}": tested[f"test_{n}"] for n in objectives.names}}
     metrics.update(task.test_scores(module.model, prepared, exp, progress))
     if trainer.is_global_zero:  # under DDP every process gets here; one writes and logs
         save_model(module.model, out)  # the best checkpoint's weights: trainer.test loaded them
@@ -214,8 +228,12 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _validation_cadence(cfg, batches: int) -> dict:
-    """Validate each epoch; a budget in steps is cut into equal stretches of at most an epoch
-    that end on the last step, so the best checkpoint exists even for a run shorter than one."""
+    """Validate each epoch, or every `validate_every` steps; a budget in steps is cut into equal
+    stretches of at most an epoch that end on the last step, so the best checkpoint exists even
+    for a run shorter than one."""
+    if cfg.validate_every:
+        return {"val_check_interval": cfg.validate_every * cfg.accumulate,
+                "check_val_every_n_epoch": None}
     if not cfg.steps:
         return {}
     updates = cfg.steps * cfg.accumulate  # in batches, the unit val_check_interval counts
@@ -234,9 +252,11 @@ def load(out: str | Path) -> torch.nn.Module:
     return task.predictor(load_model(out), task.load_encoders(out, exp), exp).eval()
 
 
-def evaluate(out: str | Path, task: str | None = None) -> dict:
+def evaluate(out: str | Path, task: str | None = None, measure: list[str] = ()) -> dict:
     """Test scores of a trained run, on the test split saved with it or on `task`'s: accuracy,
-    and what training reported beside it (F1, BLEU, HR@10, …)."""
+    and what training reported beside it (F1, BLEU, HR@10, …); `measure` names attention
+    objectives (`attnlab.objectives`: entropy, head_diversity, …) whose value on the test split
+    is reported too, each over every layer and head (`test_<kind>`)."""
     out = Path(out)
     exp = read_run(out)
     kind = task_of(exp.task)
@@ -254,8 +274,22 @@ def evaluate(out: str | Path, task: str | None = None) -> dict:
         prepared = kind.prepare(exp, kind.load_encoders(out, exp)).head(
             {"test": exp.task.examples("test")})
     batches = loader(kind, prepared.test, exp.train.batch_size, False, exp.train.seed)
+    measured = objective_measures(model, kind, batches, measure)
     return {"task": exp.task.name, "examples": len(prepared.test),
             "test_accuracy": accuracy(kind, model, batches),
-            **kind.test_scores(model, prepared, exp, progress=False)}
+            **kind.test_scores(model, prepared, exp, progress=False), **measured}
+
+
+def objective_measures(model, task, batches, kinds: list[str]) -> dict[str, float]:
+    """`test_<kind>` for each objective kind named, with its default settings over all layers."""
+    from attnlab.objectives import measure, parse_objective
+
+    entries = []
+    for kind in kinds:
+        try:
+            entries.append(parse_objective({"kind": kind, "layers": "all", "heads": "all"}))
+        except ValueError as err:
+            raise ConfigError(f"--measure: {err}") from None
+    return {f"test_{name}": value for name, value in measure(model, task, batches, entries).items()}
 
 

@@ -257,11 +257,24 @@ def log_params(logger, exp, program: str, main_metric: str) -> None:
               **{f"task.{k}": v for k, v in exp.task.params.items()},
               **source_params(exp.task),  # a user's file: its format and content sha256
               **{f"model.{k}": v for k, v in exp.model.model_dump().items()},
-              **{f"train.{k}": v for k, v in exp.train.model_dump().items()}}
+              **{f"train.{k}": v for k, v in exp.train.model_dump().items()},
+              **objective_params(exp)}
     if getattr(rank_zero_only, "rank", 0) == 0:
         logged = logger.experiment.get_run(logger.run_id).data.params
         params = {k: v for k, v in params.items() if k not in logged}
     logger.log_hyperparams(params)
+
+
+def objective_params(exp) -> dict[str, str]:
+    """`objectives` (the logged names, for `attnlab runs`) and each objective's settings."""
+    from attnlab.objectives import logged_names
+
+    if not exp.objectives:
+        return {}
+    names = logged_names(exp.objectives)
+    return {"objectives": ",".join(names),
+            **{f"objective.{n}": json.dumps(o.model_dump(exclude={"name"}), sort_keys=True)
+               for n, o in zip(names, exp.objectives, strict=True)}}
 
 
 def log_run(logger, out: Path, metrics: dict) -> None:
@@ -338,11 +351,20 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
                      "program": p.get("program"),
                      "test_accuracy": m.get("test_accuracy"),
                      "score": _main_score(m, p.get("main_metric", "test_accuracy")),
+                     "objectives": _objectives(m, p.get("objectives")),
                      "train_seconds": m.get("train_seconds"),
                      "params": int(m["params"]) if "params" in m else None,
                      "started": datetime.fromtimestamp(run.info.start_time / 1000).strftime(
                          "%Y-%m-%d %H:%M")})
     return rows
+
+
+def _objectives(metrics: dict, names: str | None) -> str | None:
+    """A run's attention objectives with their test values: 'supervise 0.0123, entropy 1.02'."""
+    if not names:
+        return None
+    return ", ".join(f"{n} {metrics[f'test_{n}']:.4g}" if f"test_{n}" in metrics else n
+                     for n in names.split(","))
 
 
 def _main_score(metrics: dict, name: str) -> str | None:
