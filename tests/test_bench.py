@@ -198,3 +198,21 @@ def test_train_bench_compares_equal_sized_models():
     result = run(TrainBench(seq=16, batch=2, d_model=32, layers=1, heads=2, repeats=1, warmup=1))
     assert result["params"]["attnlab"] == result["params"]["torch"]
     assert result["ratio"] > 0 and set(result["tokens_per_s"]) == {"attnlab", "torch"}
+
+
+def test_the_objective_bench_times_both_steps_and_the_cli_writes_json(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from attnlab.bench import train
+    from attnlab.cli.app import app
+
+    small = train.ObjectiveBench(seq=16, batch=2, d_model=16, layers=1, heads=2, vocab=20,
+                                 repeats=1, warmup=0)
+    result = train.objective_run(small)
+    assert set(result["median_step_s"]) == {"with", "without"}
+    assert result["ratio"] == result["median_step_s"]["with"] / result["median_step_s"]["without"]
+    # the command as a user runs it, at that small size
+    monkeypatch.setattr(train, "ObjectiveBench", lambda seq, batch: small)
+    out = CliRunner().invoke(app, ["bench", "objectives", "--json", str(tmp_path / "o.json")])
+    assert out.exit_code == 0, out.output
+    assert "with / without = " in out.output and (tmp_path / "o.json").exists()

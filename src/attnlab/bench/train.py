@@ -81,3 +81,56 @@ def run(b: TrainBench) -> dict:
     throughput = {k: b.batch * b.seq / median[k] for k in models}
     return {"config": b.__dict__, "params": params, "median_step_s": median,
             "tokens_per_s": throughput, "ratio": throughput["attnlab"] / throughput["torch"]}
+
+
+@dataclass(frozen=True)
+class ObjectiveBench(TrainBench):
+    """A decoder LM's training step with one head of its last layer supervised against a target
+    alignment, against the same step without the objective."""
+
+    program: str = "scaled_dot ; causal ; softmax"
+
+
+def objective_run(b: ObjectiveBench) -> dict:
+    """Step times with and without `supervise` on head 0 of the last layer, in alternating
+    rounds; the forward pass runs on the planner's backend either way."""
+    from attnlab.models import DecoderLM, DecoderLMConfig
+    from attnlab.objectives import Objectives, parse_objective
+    from attnlab.tasks import task_of
+    from attnlab.train.config import TaskConfig
+
+    torch.manual_seed(0)
+    model = DecoderLM(DecoderLMConfig(b.vocab, d_model=b.d_model, layers=b.layers, heads=b.heads,
+                                      max_len=b.seq, programs=b.program))
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, b.vocab, (b.batch, b.seq), generator=g)
+    rows = torch.arange(1, b.seq).expand(b.batch, -1)  # every row aligned to a random earlier key
+    keys = (torch.rand(b.batch, b.seq - 1, generator=g) * rows).long()
+    pairs = torch.stack([rows, keys], dim=-1)
+    objectives = Objectives([parse_objective({"kind": "supervise", "layers": [-1], "heads": [0]})],
+                            model, task_of(TaskConfig(name="copy")))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(with_objective: bool) -> float:
+        start = time.perf_counter()
+        used = objectives if with_objective else Objectives([], model, None)
+        with used.recording(model) as rec:
+            logits = model(tokens)
+        loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+        if with_objective:
+            loss = loss + used.loss(used.values(rec, pairs))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(3):
+        for name in times:
+            for i in range(b.warmup + b.repeats):
+                t = step(name == "with")
+                if i >= b.warmup:
+                    times[name].append(t)
+    median = {k: statistics.median(v) for k, v in times.items()}
+    return {"config": b.__dict__, "median_step_s": median,
+            "ratio": median["with"] / median["without"]}

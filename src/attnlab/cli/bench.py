@@ -182,3 +182,31 @@ def train_command(
     console.print(f"attnlab / torch throughput = {result['ratio']:.3f}× ({verdict}: ≥ 0.95×)")
     if json_path:
         json_path.write_text(json.dumps(result, indent=2))
+
+
+@bench_app.command("objectives")
+def objectives_command(
+    seq: Annotated[int, typer.Option(min=2)] = 512,
+    batch: Annotated[int, typer.Option(min=1)] = 16,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 2,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+) -> None:
+    """A decoder LM's training step with one supervised head vs the same step without it."""
+    import json
+
+    from attnlab.bench.train import ObjectiveBench, objective_run
+
+    torch.set_num_threads(threads)
+    result = objective_run(ObjectiveBench(seq=seq, batch=batch))
+    console = table_console()
+    table = Table(title=f"training step, decoder LM, seq {seq}, batch {batch}, {threads} threads, "
+                        "median of 21 (3 alternating rounds of 7)", title_justify="left")
+    for column in ("step", "median"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for name, label in (("without", "task loss only"), ("with", "+ supervise head 0, last layer")):
+        table.add_row(label, f"{result['median_step_s'][name] * 1000:.0f} ms")
+    console.print(table)
+    verdict = "met" if result["ratio"] <= 1.3 else "NOT met"
+    console.print(f"with / without = {result['ratio']:.3f}× ({verdict}: ≤ 1.3×)")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
