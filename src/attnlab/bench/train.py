@@ -109,11 +109,12 @@ def objective_run(b: ObjectiveBench) -> dict:
     pairs = torch.stack([rows, keys], dim=-1)
     objectives = Objectives([parse_objective({"kind": "supervise", "layers": [-1], "heads": [0]})],
                             model, task_of(TaskConfig(name="copy")))
+    none = Objectives([], model, None)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(with_objective: bool) -> float:
         start = time.perf_counter()
-        used = objectives if with_objective else Objectives([], model, None)
+        used = objectives if with_objective else none
         with used.recording(model) as rec:
             logits = model(tokens)
         loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())

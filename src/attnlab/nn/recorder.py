@@ -166,11 +166,6 @@ class Recorder:
                 call.detach()
         self.passes.setdefault(self.names[module], []).append(calls)
 
-    def calls(self, layer: str | int, call: int = -1) -> list[Call]:
-        """The head groups' Calls of `layer`'s `call`-th forward pass (one unless the layer is a
-        MixedAttention), in head order."""
-        return self._calls(layer, call)
-
     def weights(self, layer: str | int, head: int | Sequence[int] | None = None,
                 rows: int | slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
         """(B, H, N, M) weights of `layer` (a name or an index into `layers`) in its `call`-th
@@ -178,7 +173,7 @@ class Recorder:
         default: the recorder's `heads`), `rows` picks query rows (an int drops the row axis)
         and only those are computed, so a page of rows of a long input costs R×M, not N×M.
         Head groups of a MixedAttention come back in group order."""
-        calls = self._calls(layer, call)
+        calls = self.calls(layer, call)
         index = _row_index(rows, calls[0].q.shape[2])
         return self._pick(torch.cat([c.weights(index) for c in calls], dim=1), head, rows)
 
@@ -186,16 +181,18 @@ class Recorder:
                      rows: int | slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
         """(B, H, N, M) ∂loss/∂weights of `layer`, picked as `weights` picks (needs
         `record(..., grads=True)` and a backward pass inside the block)."""
-        calls = self._calls(layer, call)
+        calls = self.calls(layer, call)
         index = _row_index(rows, calls[0].q.shape[2])
         return self._pick(torch.cat([c.weight_grads(index) for c in calls], dim=1), head, rows)
 
     def head_grads(self, layer: str | int, call: int = -1) -> Tensor:
         """(B, H) ∂loss/∂ξ_h of every head of `layer`, per example, where ξ_h is a mask
         multiplying head h's output (Michel et al. 2019, eq. 2, before the absolute value)."""
-        return torch.cat([c.head_grads() for c in self._calls(layer, call)], dim=1)
+        return torch.cat([c.head_grads() for c in self.calls(layer, call)], dim=1)
 
-    def _calls(self, layer: str | int, call: int) -> list[Call]:
+    def calls(self, layer: str | int, call: int = -1) -> list[Call]:
+        """The head groups' Calls of `layer`'s `call`-th forward pass (one unless the layer is a
+        MixedAttention), in head order."""
         name = self._name(layer)
         passes = self.passes.get(name)
         if not passes:

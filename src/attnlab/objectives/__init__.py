@@ -26,15 +26,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsA
 from torch import Tensor, nn
 
 from attnlab.errors import ConfigError, InputError, did_you_mean
+from attnlab.fields import Int, Real
 from attnlab.nn.recorder import Call, Recorder, layer_name, record, recordable
 
 TINY = 1e-9  # log(w) of a weight that is exactly zero (sparse normalizers, masked keys)
-
-
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {str(value).lower()}")
-    return value
 
 
 def _layers(value: Any) -> Any:
@@ -52,7 +47,7 @@ def _heads(value: Any) -> Any:
     raise ValueError(f"give all, or a list of head numbers from 0, like [0, 2]; got {value!r:.60}")
 
 
-Weight = Annotated[float, BeforeValidator(_not_bool), Field(gt=0, le=1e6)]
+Weight = Annotated[Real, Field(gt=0, le=1e6)]
 Layers = Annotated[Any, BeforeValidator(_layers)]  # "all" or [index or name, ...]
 Heads = Annotated[Any, BeforeValidator(_heads)]  # "all" or [head, ...]
 
@@ -107,7 +102,7 @@ class Supervise(Objective):
     heads: Heads = [0]
     # the target's rows move `shift` rows down: in translation, 1 supervises the row that reads
     # a target token rather than the one that puts it out (Shift-Att, Chen et al. 2020)
-    shift: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=16)] = 0
+    shift: Annotated[Int, Field(ge=0, le=16)] = 0
 
     def value(self, calls: list[Call], target: Tensor | None) -> Tensor:
         w = self.picked(calls)
@@ -136,7 +131,7 @@ class Entropy(Objective):
     def value(self, calls: list[Call], target: Tensor | None) -> Tensor:
         w = self.picked(calls)
         h = -(w * w.clamp_min(TINY).log()).sum(-1)
-        return row_mean(h, calls[0], w) * (1 if self.direction == "focus" else -1)
+        return row_mean(h, calls[0], live(w)) * (1 if self.direction == "focus" else -1)
 
 
 class Sparsity(Objective):
@@ -146,7 +141,7 @@ class Sparsity(Objective):
 
     def value(self, calls: list[Call], target: Tensor | None) -> Tensor:
         w = self.picked(calls)
-        return row_mean(1 - w.square().sum(-1), calls[0], w)
+        return row_mean(1 - w.square().sum(-1), calls[0], live(w))
 
 
 class HeadDiversity(Objective):
@@ -166,7 +161,7 @@ class HeadDiversity(Objective):
         pairs = list(itertools.combinations(range(x.shape[1]), 2))
         i, j = (torch.tensor(side, device=x.device) for side in zip(*pairs, strict=True))
         sim = (x[:, i] * x[:, j]).sum(-1)  # (B, pairs, N)
-        return row_mean(sim, calls[0], sim)
+        return row_mean(sim, calls[0])
 
 
 class ZLoss(Objective):
@@ -191,7 +186,7 @@ class ZLoss(Objective):
         scores = pick(torch.cat(parts, dim=1), self.heads)
         empty = scores.isneginf().all(-1)  # a row that sees no key has no partition
         z = scores.masked_fill(empty[..., None], 0.0).logsumexp(-1)
-        return row_mean(z.square(), calls[0], z, ~empty)
+        return row_mean(z.square(), calls[0], ~empty)
 
 
 KINDS: dict[str, type[Objective]] = {c.model_fields["kind"].annotation.__args__[0]: c for c in
@@ -227,15 +222,18 @@ def pick(x: Tensor, heads: Literal["all"] | list[int]) -> Tensor:
     return x if heads == "all" else x[:, heads]
 
 
-def row_mean(per_row: Tensor, call: Call, w: Tensor, rows: Tensor | None = None) -> Tensor:
-    """Mean of per_row (B, h, N) over the rows that count: real query rows whose weights are not
-    all zero (a fully masked row attends to nothing), and `rows` (B, h, N) if given."""
-    counted = w.detach().abs().sum(-1) > 0 if w.dim() == 4 else torch.ones_like(per_row, dtype=torch.bool)
+def live(w: Tensor) -> Tensor:
+    """(B, h, N) bool: rows of w (B, h, N, M) with weight to give (a fully masked row has none)."""
+    return w.detach().abs().sum(-1) > 0
+
+
+def row_mean(per_row: Tensor, call: Call, counted: Tensor | None = None) -> Tensor:
+    """Mean of per_row (B, h, N) over the rows that count: real query rows (never padding),
+    and `counted` (B, h, N) where given."""
+    counted = torch.ones_like(per_row, dtype=torch.bool) if counted is None else counted
     real = call.real_queries()
     if real is not None:
         counted = counted & real[:, None].to(counted.device)
-    if rows is not None:
-        counted = counted & rows
     return (per_row * counted).sum() / counted.sum().clamp(min=1)
 
 
@@ -267,7 +265,7 @@ class Objectives:
         self.layers: list[list[str]] = []
         for i, o in enumerate(self.objectives):
             self.layers.append(resolve_layers(o, i, task, model))
-            check_heads(o, i, model, self.layers[-1])
+            check_layers(o, i, model, self.layers[-1])
         self.recorded = sorted({name for names in self.layers for name in names})
 
     def __bool__(self) -> bool:
@@ -345,7 +343,7 @@ def resolve_layers(o: Objective, i: int, task, model: nn.Module) -> list[str]:
         raise ConfigError(f"objectives.{i}.layers: {err}") from None
 
 
-def check_heads(o: Objective, i: int, model: nn.Module, layers: list[str]) -> None:
+def check_layers(o: Objective, i: int, model: nn.Module, layers: list[str]) -> None:
     """Every head `heads` names exists in every layer read, there are enough of them, and the
     objective can read each layer's program."""
     modules = {name: m for m, name in recordable(model).items()}

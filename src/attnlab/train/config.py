@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from attnlab.errors import ConfigError, ProgramError, did_you_mean
+from attnlab.fields import Int, Real
 from attnlab.lang.program import Program, parse
 from attnlab.objectives import AnyObjective
 
@@ -65,16 +66,8 @@ def _texts(value: Any) -> Any:
 Programs = Annotated[Any, BeforeValidator(_parse_programs), PlainSerializer(_texts)]
 
 
-def _not_bool(value: Any) -> Any:
-    # YAML's `yes`/`true` would otherwise count as 1: a switch written where a number belongs
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {str(value).lower()}")
-    return value
-
-
-# Numbers: never a boolean; floats are finite (the models forbid inf and nan), every field has a range.
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Real = Annotated[float, BeforeValidator(_not_bool)]
+# Numbers (attnlab.fields): never a boolean; floats are finite (the models forbid inf and nan),
+# every field has a range.
 MANY = 10**9  # examples, steps: more than any run here will take
 WIDE = 2**16  # widths, heads, layers, lengths, batches: far beyond what fits in memory
 
