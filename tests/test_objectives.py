@@ -389,3 +389,47 @@ def test_validating_less_often_than_the_run_is_long_is_refused(tmp_path) -> None
                        match=re.escape("train.validate_every: 5 steps is more than the run's 4")):
         attnlab.train.train(exp, tmp_path / "run", progress=False,
                             tracking_uri=f"sqlite:///{tmp_path}/m.db")
+
+
+def test_heads_of_a_mixed_layer_are_picked_across_its_groups() -> None:
+    """Head groups (MixedAttention) are one layer: heads number across groups, in group order."""
+    torch.manual_seed(0)
+    model = DecoderLM(DecoderLMConfig(vocab_size=20, d_model=24, layers=1, heads=3, max_len=16,
+                                      programs=[[("causal ; softmax", 1),
+                                                 ("causal & window(2) ; sparsemax", 2)]]))
+    tokens = torch.randint(0, 20, (2, 9), generator=torch.Generator().manual_seed(1))
+    got = values(model, tokens, {"kind": "entropy", "heads": [0, 2]},
+                 {"kind": "head_diversity", "heads": [1, 2]})
+    w = reference(model, tokens, 0).double()  # (B, 3, N, N), groups in order
+
+    def entropy(x):
+        return float(-(x * x.clamp_min(1e-300).log()).sum()) / (x.numel() / x.shape[-1])
+
+    assert got["entropy"].item() == pytest.approx(entropy(w[:, [0, 2]]), rel=1e-5)
+    overlap = float((w[:, 1] * w[:, 2]).sum()) / (w.shape[0] * w.shape[2])
+    assert got["head_diversity"].item() == pytest.approx(overlap, rel=1e-5, abs=1e-7)
+
+
+def test_supervise_on_cross_attention_with_fewer_queries_than_keys() -> None:
+    """N ≠ M: target rows of a seq2seq's cross-attention against a padded source."""
+    from attnlab.models import Seq2Seq
+    from attnlab.models.seq2seq import Seq2SeqConfig
+
+    torch.manual_seed(2)
+    model = Seq2Seq(Seq2SeqConfig(src_vocab=30, tgt_vocab=30, d_model=32, layers=2, heads=2))
+    src = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 0, 0, 0, 0]])  # 7 keys, one row padded
+    tgt = torch.tensor([[1, 12, 13, 14, 15], [1, 12, 13, 0, 0]])  # 5 queries
+    pairs = torch.tensor([[[0, 6], [2, 1], [2, 3]], [[1, 2], [-1, -1], [-1, -1]]])
+    objectives = Objectives([parse_objective({"kind": "supervise", "layers": [-2], "heads": [1]})],
+                            model, task_of(TaskConfig(name="greek-english")))
+    assert objectives.layers == [["decoder.0.cross_attention"]]
+    with objectives.recording(model) as rec:
+        model(src, tgt)
+    got = objectives.values(rec, pairs)["supervise"]
+    with attnlab.record(model) as plain:
+        model(src, tgt)
+    w = plain.weights("decoder.0.cross_attention")[:, 1].double()
+    assert w.shape == (2, 5, 7) and float(w[1, :, 3:].abs().max()) == 0.0  # padding unseen
+    expected = (-math.log(w[0, 0, 6]) - 0.5 * (math.log(w[0, 2, 1]) + math.log(w[0, 2, 3]))
+                - math.log(w[1, 1, 2])) / 3
+    assert got.item() == pytest.approx(expected, rel=1e-5)
