@@ -97,10 +97,10 @@ def test_a_growing_cache_is_proved_ahead_not_per_step() -> None:
     m = Attention(16, "causal & window(3)", heads=2, rotary=True, causal_for="test")
     cache = KVCache()
     m(torch.randn(1, 5, 16), cache=cache)
-    assert m.causality.proven == 5
+    assert m.causalities[0].proven == 5
     for _ in range(6):
         m(torch.randn(1, 1, 16), cache=cache)
-    assert m.causality.proven == 20  # 5 → 10 → 20: two proofs for six steps
+    assert m.causalities[0].proven == 20  # 5 → 10 → 20: two proofs for six steps
 
 
 @pytest.mark.parametrize("program", [

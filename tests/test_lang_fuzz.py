@@ -94,6 +94,10 @@ def extreme_call(rng: random.Random) -> str:
 
 def in_program(call: str, kind: str) -> str:
     """A whole program around one part of `kind`, written as `call`."""
+    if kind == "combinator":  # its programs come first, in braces: mix({…}, {…}, gate=…)
+        name, _, args = call.partition("(")
+        return f"{name}({{causal ; softmax}}, {{softmax}}{', ' + args[:-1] if args else ')'}" + \
+            (")" if args else "")
     return {"score": f"{call} ; softmax", "mod": f"scaled_dot + {call}",
             "mask": f"scaled_dot ; {call} ; softmax", "normalizer": f"scaled_dot ; {call}",
             "approximation": call, "option": f"scaled_dot ; softmax ; {call}"}[kind]

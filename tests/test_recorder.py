@@ -228,7 +228,7 @@ def test_a_model_records_chosen_layers_and_nothing_after_the_block() -> None:
     assert (w.tril(-4) == 0).all() and (w.diagonal(-3, -2, -1) > 0).all()  # window(3): i-3 … i
     assert all(m.recorder is None for m in model.modules() if hasattr(m, "recorder"))
     # what a layer keeps is O(N·D): q and k, never an N×M tensor
-    kept = rec.passes[rec.layers[0]][0][0]
+    kept = rec.passes[rec.layers[0]][0].calls[0]
     assert kept.q.shape == (2, 2, 7, 8) and kept.k.shape == (2, 2, 7, 8)
 
 

@@ -95,7 +95,29 @@ def mask_tree(mask: Mask, node: Tree) -> None:
 
 
 def program_tree(program: Program) -> Tree:
-    tree = Tree("[bold]program[/]")
+    if program.components:
+        tree = Tree("[bold]program[/]")
+        node = tree.add(_label("combinator", program.combinator))
+        for i, component in enumerate(program.components):
+            node.add(_plain_tree(component, f"[bold]component {i}[/]"))
+        _options(program, tree)
+        return tree
+    tree = _plain_tree(program, "[bold]program[/]")
+    _options(program, tree)
+    return tree
+
+
+def _options(program: Program, tree: Tree) -> None:
+    options = " + ".join(map(str, program.layout.options())) or "from the tensors"
+    tree.add(f"[bold]layout[/] {escape(options)}")
+    if program.output_gate is not None:
+        tree.add(_label("output gate", program.output_gate))
+    if program.dropout:
+        tree.add(f"[bold]dropout[/] {program.dropout:g}")
+
+
+def _plain_tree(program: Program, title: str) -> Tree:
+    tree = Tree(title)
     if program.approximation is not None:
         tree.add(_label("approximation", program.approximation) + "  [dim](replaces score and "
                  "normalizer)[/]")
@@ -109,9 +131,6 @@ def program_tree(program: Program) -> Tree:
         mask_tree(program.mask, tree.add("[bold]mask[/]"))
     if program.approximation is None:
         tree.add(_label("normalizer", program.normalizer))
-    options = " + ".join(map(str, program.layout.options())) or "from the tensors"
-    tree.add(f"[bold]layout[/] {escape(options)}")
-    tree.add(f"[bold]dropout[/] {program.dropout:g}" if program.dropout else "[bold]dropout[/] none")
     return tree
 
 
@@ -128,7 +147,8 @@ def facts_table(ex: Explanation) -> Table:
     if ex.density is None:
         density = f"depends on call-time inputs: {_needs_text(ex.mask_needs)}"
     else:
-        density = f"{ex.density:.4f}" + (" (no mask)" if ex.program.mask is None else "")
+        unmasked = ex.program.mask is None and not ex.program.components
+        density = f"{ex.density:.4f}" + (" (no mask)" if unmasked else "")
     table.add_row(f"density (seq {ex.seq})", density)
     table.add_row(f"blocks ({ex.blocks.block}×{ex.blocks.block})" if ex.blocks else "blocks",
                   _blocks_text(ex))
@@ -138,6 +158,8 @@ def facts_table(ex: Explanation) -> Table:
 
 
 def _blocks_text(ex: Explanation) -> str:
+    if ex.program.components:
+        return "per component: see the plan"
     if ex.program.mask is None:
         return "no mask: every block is computed"
     b = ex.blocks

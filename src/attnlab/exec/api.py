@@ -44,6 +44,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
     `Planner` of one's own instead of attnlab's default one.
     """
     program = parse(program)
+    if program.combinator is not None:
+        raise InputError(f"'{program.combinator.name}' learns how to join its programs, so it runs "
+                         "in a module: use attnlab.nn.Attention(dim, program), or run each of "
+                         "program.components with attnlab.attention")
     params = {} if params is None else params
     inp = check_call(q, k, v, program, bias=bias, segments=segments, key_lengths=key_lengths,
                      key_padding_mask=key_padding_mask, graph=graph, params=params)

@@ -485,5 +485,10 @@ def plan(program: Program | str, q: Tensor, k: Tensor, v: Tensor | None = None, 
 
 def explain(program: Program | str, q: Tensor, k: Tensor, v: Tensor | None = None, *,
             planner: Planner | None = None, **kwargs) -> str:
-    """The plan for this call as readable text: backend, why, measured times, costs."""
+    """The plan for this call as readable text: backend, why, measured times, costs; for a
+    combined program, each component's plan in turn (each runs on its own backend)."""
+    program = parse(program)
+    if program.components:
+        return "\n\n".join(f"component {i}: {{{c}}}\n" + (planner or DEFAULT).explain(c, q, k, v, **kwargs)
+                             for i, c in enumerate(program.components))
     return (planner or DEFAULT).explain(program, q, k, v, **kwargs)

@@ -74,7 +74,12 @@ def explain_program(program: Program | str, *, heads: int | None = None, kv_head
     mask = program.mask
     mask_needs = mask.requires() if mask is not None else frozenset()
     density = blocks = None
-    if mask is None:
+    if program.components:  # a key counts where any component sees it
+        mask_needs = frozenset().union(*(c.mask.requires() for c in program.components
+                                         if c.mask is not None))
+        if not mask_needs:
+            density = program.visible(mask_inputs(lay.heads, seq)).float().mean().item()
+    elif mask is None:
         density = 1.0
     elif not mask_needs:
         inp = mask_inputs(lay.heads, seq)

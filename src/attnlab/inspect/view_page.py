@@ -57,7 +57,8 @@ h2{font-size:1em;margin:.8em 0 .2em;color:#333}
 </div>
 <div id="head-view">
  <div><canvas id="map" width="560" height="560"></canvas>
-  <div id="map-note" class="summary"></div><div id="looks" class="summary"></div></div>
+  <div id="map-note" class="summary"></div><div id="looks" class="summary"></div>
+  <div id="allocation" class="summary"></div></div>
  <div id="lines-box"><svg id="lines" width="340" height="100"></svg>
   <div class="summary">lines: where each query looks (hover one)</div></div>
  <div id="picture-box"><canvas id="picture" width="336" height="336"></canvas>
@@ -250,6 +251,23 @@ function look(query) {
   document.getElementById("map-note").textContent = query === null ?
     `${m.label}, head ${state.head}: rows are ${m.query}, columns ${m.key}` :
     `${m.label}, head ${state.head}: “${labelOf(seq[query])}” (${m.query} ${query})`;
+  document.getElementById("allocation").textContent = allocationText(m, state.head, query);
+}
+
+// What the layer's gates gave this head: over the example's tokens, or at the looked-at query.
+function allocationText(m, head, query) {
+  const a = m.allocation;
+  if (!a) return "";
+  const at = (g) => query !== null && g.per_token ? g.per_token[query][head] : g.head_mean[head];
+  const where = query !== null ? "at this query" : "mean over the tokens";
+  const out = [];
+  if (a.mix) out.push(`mix (${where}): ` + at(a.mix).map((w, c) =>
+    `{${a.mix.components[c]}} ${(100 * w).toFixed(1)}%`).join(" · "));
+  if (a.diff) out.push(`diff: λ = ${a.diff.lambda.toFixed(3)}`);
+  if (a.output_gate) out.push(`output gate σ (${where}): ${at(a.output_gate).toFixed(3)}`);
+  if (a.route) out.push(`route weight (${where}): ${at(a.route).toFixed(3)}; this head serves ` +
+    `${(100 * a.route.share[head]).toFixed(0)}% of the tokens`);
+  return out.join("  —  ");
 }
 
 function drawHeadView() {

@@ -47,6 +47,7 @@ class Map:
     value: np.ndarray  # (H, N, K) weights
     mass: np.ndarray  # (H, N) share of each row's weight the kept ones hold
     keys: int  # shown key positions
+    allocation: dict | None = None  # what the layer's gates chose (see `gate_allocation`)
 
     @property
     def heads(self) -> int:
@@ -122,7 +123,8 @@ def build(model: nn.Module, inspection: Inspection, top: int = TOP,
         through = inspection.rollout is not None and query == key == inspection.rollout
         index, value, mass, mean = _sparse(rec, name, inspection.row, shown[query], shown[key], top,
                                            through)
-        maps.append(Map(f"layer {i} · {name}", query, key, index, value, mass, len(shown[key])))
+        maps.append(Map(f"layer {i} · {name}", query, key, index, value, mass, len(shown[key]),
+                        gate_allocation(rec, name, inspection.row, shown[query])))
         if through:  # rollout, first layer rightmost, one layer at a time (Abnar & Zuidema 2020)
             step = rollout([mean[None, None]])[0]
             flow = step if flow is None else step @ flow
@@ -175,7 +177,7 @@ def _fitting(top: int, layers: list[tuple[int, int]], rollout_rows: int, max_byt
 
 
 def _heads(rec, name: str) -> int:
-    return sum(call.q.shape[1] for call in rec.passes[name][-1])  # head groups side by side
+    return rec.passes[name][-1].heads  # head groups side by side, or a combined layer's
 
 
 def _sparse(rec, name: str, example: int, queries: list[int], keys: list[int], top: int,
@@ -186,7 +188,7 @@ def _sparse(rec, name: str, example: int, queries: list[int], keys: list[int], t
     else None."""
     heads, key_count = _heads(rec, name), len(keys)
     k = key_count if key_count <= EVERY else min(top, key_count)
-    step = max(1, BLOCK // max(1, heads * rec.passes[name][-1][0].k.shape[-2]))
+    step = max(1, BLOCK // max(1, heads * rec.passes[name][-1].calls[0].k.shape[-2]))
     columns = torch.tensor(keys)
     index = np.zeros((heads, len(queries), k), dtype=np.int32)
     value = np.zeros((heads, len(queries), k), dtype=np.float32)
@@ -208,6 +210,38 @@ def _sparse(rec, name: str, example: int, queries: list[int], keys: list[int], t
 # -- HTML ---------------------------------------------------------------------------------------
 
 
+def gate_allocation(rec, name: str, example: int, queries: list[int]) -> dict | None:
+    """What the gates of layer `name` chose for one example, over its shown queries: per gate
+    `head_mean` (per head; a mix's per head and component) and `per_token` (shown query × head),
+    a route's `share` of tokens per head, a diff's `lambda`; None for a layer without gates."""
+    gates = rec.allocation(name)
+    if not gates:
+        return None
+    rows = torch.tensor(queries)
+    out: dict = {}
+    for gate, values in gates.items():
+        v = values.float()
+        v = v[min(example, v.shape[0] - 1)]  # (N or 1, …)
+        v = v[rows] if v.shape[0] > 1 else v.expand(len(queries), *v.shape[1:])
+        if gate == "diff":
+            out[gate] = {"lambda": round(float(v.mean()), 4)}
+            continue
+        entry = {"head_mean": _rounded(v.mean(0)),
+                 "per_token": _rounded(v) if values.shape[1] > 1 else None}
+        if gate == "mix":
+            program = next(m.program for m, n in rec.names.items() if n == name)
+            entry["components"] = [str(c) for c in program.components]
+        if gate == "route":
+            entry["share"] = _rounded((v > 0).float().mean(0))
+        out[gate] = entry
+    return out
+
+
+def _rounded(t: torch.Tensor) -> list:
+    """Nested lists of 4-decimal floats: short in the page's JSON."""
+    return np.round(t.double().numpy(), 4).tolist()
+
+
 def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
 
@@ -225,7 +259,8 @@ def _payload(view: View, layer: int, head: int | None) -> dict:
                      "rows": int(m.index.shape[1]), "k": int(m.index.shape[2]), "wide": wide,
                      "index": _b64(m.index.astype("<u4" if wide else "<u2")),
                      "level": _b64(level.astype(np.uint8)), "scale": _b64(scale.astype("<f4")),
-                     "mass": _b64(np.rint(255 * m.mass).clip(0, 255).astype(np.uint8))})
+                     "mass": _b64(np.rint(255 * m.mass).clip(0, 255).astype(np.uint8)),
+                     "allocation": m.allocation})
     picture = view.inspection.picture
     return {"title": view.inspection.title, "notes": view.inspection.notes, "top": view.top,
             "page": PAGE, "sequences": view.labels, "maps": maps, "start": {"map": layer, "head": head or 0},

@@ -76,6 +76,38 @@ class Dropout(Option):
 
 
 @dataclass(frozen=True)
+class Route(Option):
+    """Mixture-of-head routing (MoH, Jin et al., 2024): the first `shared` heads are always on;
+    of the rest, each token uses the `top` its router scores highest, and every head's output
+    is weighted by the router. `balance` weighs the load-balancing loss training adds."""
+
+    name = "route"
+    key = "route"
+    shown = 1
+    top: int
+    shared: int = 0
+    balance: float = 0.01
+
+    def validate(self) -> None:
+        check_width(self, "top")
+        require(0 <= self.shared <= 2**16, self.name,
+                f"shared must be a whole number ≥ 0, got {show(self.shared)}")
+        require(0 <= self.balance <= 1e3, self.name,
+                f"balance must be a number in [0, 1000], got {show(self.balance)}")
+
+    def check_heads(self, heads: int) -> str | None:
+        """Why `heads` heads cannot be routed this way (None: they can)."""
+        if self.shared + self.top >= heads:
+            return (f"route(top={self.top}, shared={self.shared}) leaves nothing to route among "
+                    f"{heads} heads: shared + top must be less than heads")
+        return None
+
+    @property
+    def value(self) -> Route:
+        return self
+
+
+@dataclass(frozen=True)
 class Layout:
     """Head layout. None means 'whatever the tensors or module say'."""
 
@@ -83,8 +115,14 @@ class Layout:
     kv_heads: int | None = None
     head_dim: int | None = None
     cross: bool | None = None  # None: self or cross; False: self only; True: cross only
+    route: Route | None = None  # mixture-of-head routing
 
     def __post_init__(self) -> None:
+        if isinstance(self.route, dict):
+            object.__setattr__(self, "route", Route.build([], self.route))
+        require(self.route is None or isinstance(self.route, Route), "layout",
+                f"route must be route(top, shared=…) or a dict such as {{top: 2, shared: 2}}, "
+                f"got {show(self.route)}")
         for field in ("heads", "kv_heads", "head_dim"):
             value = getattr(self, field)
             if value is not None:
@@ -99,6 +137,9 @@ class Layout:
                     f"kv_heads={self.kv_heads} must divide heads={self.heads} "
                     f"(each key/value head serves heads/kv_heads query heads; "
                     f"try {', '.join(str(d) for d in divisors(self.heads))})")
+        if self.heads is not None and self.route is not None:
+            problem = self.route.check_heads(self.heads)
+            require(problem is None, "layout", str(problem))
 
     def options(self) -> list[Option]:
         out: list[Option] = []
@@ -110,10 +151,15 @@ class Layout:
             out.append(HeadDim(self.head_dim))
         if self.cross is not None:
             out.append(CrossAttention() if self.cross else SelfAttention())
+        if self.route is not None:
+            out.append(self.route)
         return out
 
-    def to_dict(self) -> dict[str, int | bool]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        if self.route is not None:
+            out["route"] = {k: v for k, v in self.route.to_dict().items() if k != "name"}
+        return out
 
     def resolve(self, *, heads: int | None = None, kv_heads: int | None = None,
                 head_dim: int | None = None, dim: int | None = None, default_heads: int = 8,
@@ -136,6 +182,8 @@ class Layout:
                                   "divide dim, or give the program a head_dim(…) option")
             default_head_dim = dim // h
         d = _pick("head_dim", head_dim, self.head_dim, default_head_dim)
+        if self.route is not None and self.route.check_heads(h):
+            raise ConfigError(str(self.route.check_heads(h)))
         return replace(self, heads=h, kv_heads=kv, head_dim=d)
 
 

@@ -20,11 +20,12 @@ _TOKEN = re.compile(r"""
     (?P<space>\s+)
   | (?P<num>(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<op>[;+&|~(),=\-])
+  | (?P<op>[;+&|~(),=\-{}])
 """, re.VERBOSE)
 
 _SECTION_OF_KIND = {"score": "score", "mod": "score", "mask": "mask", "normalizer": "normalizer",
-                    "approximation": "approximation", "option": "options"}
+                    "approximation": "approximation", "option": "options",
+                    "combinator": "combinator"}
 _WORDS = {"true": True, "false": False, "none": None, "True": True, "False": False, "None": None}
 # Longer numbers are refused before conversion: int() stops at 4,300 digits, and no argument
 # takes a number anywhere near this long.
@@ -102,20 +103,27 @@ class Parser:
         raise caret_error(message, self.text, first.start, (last or first).end)
 
     # -- sections ----------------------------------------------------------------------------
-    def sections(self) -> dict[str, Any]:
-        """{section: value} for the whole text; duplicates and stray tokens are errors."""
+    def sections(self, inside: Token | None = None) -> dict[str, Any]:
+        """{section: value} for the whole text, or for one component program up to its '}'
+        (`inside` is the '{' that opened it); duplicates and stray tokens are errors."""
         found: dict[str, Any] = {}
         while True:
             start = self.tok
-            if start.kind == "end" or self.at(";"):
-                self.fail("empty section: write a part between the ';'", start)
+            if start.kind == "end" or self.at(";", "}"):
+                self.fail("empty section: write a part between the ';'" if inside is None or
+                          self.at(";") else "empty program: write one between '{' and '}'", start)
             section = self.section_kind(start)
+            if section == "combinator" and inside is not None:
+                self.fail(f"a component is a plain program; '{start.text}' cannot nest inside "
+                          "another combinator", start)
             if section in found:
                 hint = {"mask": "; combine masks with & and | in one section",
                         "score": "; chain score mods with + in one section"}.get(section, "")
                 self.fail(f"a second {section} section{hint}", start)
             found[section] = getattr(self, f"parse_{section}")()
-            if self.tok.kind == "end":
+            if self.tok.kind == "end" and inside is not None:
+                self.fail("this '{' is never closed", inside, self.tok)
+            if self.tok.kind == "end" or (inside is not None and self.at("}")):
                 return found
             self.expect(";", "between sections (or the end of the program)")
 
@@ -155,6 +163,46 @@ class Parser:
         if self.at("+"):
             self.fail("masks combine with & (and) or | (or), not +", self.tok)
         return mask
+
+    def parse_combinator(self) -> tuple[Part, list[tuple[dict[str, Any], int, int]]]:
+        """`mix({program}, {program}, gate=token)`: the combinator part, and each component's
+        sections with its span in the text (for carets)."""
+        first = self.tok
+        cls = self.part_class(first, "combinator")
+        self.take()
+        self.expect("(", f"after '{first.text}': it takes programs in braces, "
+                         f"e.g. {first.text}({{causal ; softmax}}, {{window(64) ; softmax}})")
+        components: list[tuple[dict[str, Any], int, int]] = []
+        kwargs: dict[str, Any] = {}
+        while not self.at(")"):
+            if self.tok.kind == "end":
+                self.fail(f"'{first.text}(' is never closed", first, self.tok)
+            if self.at("{"):
+                if kwargs:
+                    self.fail("programs come before keyword arguments", self.tok)
+                opener = self.take()
+                found = self.sections(inside=opener)
+                close = self.expect("}", "to close this component program")
+                components.append((found, opener.start, close.end))
+            elif self.tok.kind == "name" and self.tokens[self.i + 1].text == "=":
+                key = self.take().text
+                self.take()
+                kwargs[key] = self.value()
+            else:
+                self.fail(f"{first.text} takes component programs in braces, {{…}}, then keyword "
+                          "arguments", self.tok)
+            if not self.at(")"):
+                self.expect(",", "between arguments")
+        last = self.take()
+        try:
+            part = cls.build([], kwargs)
+        except ProgramError as e:
+            self.fail(str(e), first, last)
+        low, high = cls.arity
+        if not low <= len(components) <= high:
+            count = f"{low}" if low == high else f"{low} to {high}"
+            self.fail(f"{first.text} combines {count} programs, got {len(components)}", first, last)
+        return part, components
 
     def parse_normalizer(self) -> Part:
         return self.single("normalizer", "a program has one normalizer")

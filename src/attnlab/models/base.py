@@ -13,6 +13,7 @@ from torch import nn
 
 from attnlab.errors import ConfigError, RunFolderError, did_you_mean
 from attnlab.lang.program import Program
+from attnlab.nn.gates import auxiliary_loss
 from attnlab.runfiles import load_tensors, read_json, reading
 
 MODEL_FILE, WEIGHTS_FILE = "model.json", "model.pt"
@@ -68,8 +69,10 @@ class Model(nn.Module):
         self.load_state_dict(state)
 
     def penalty(self) -> torch.Tensor | float:
-        """What the model adds to its training loss (0 for most)."""
-        return 0.0
+        """What the model adds to its training loss: its routed layers' load-balancing losses
+        (0 for most)."""
+        balance = auxiliary_loss(self)
+        return 0.0 if balance is None else balance
 
     def training_state(self) -> dict[str, Any]:
         """What a checkpoint keeps besides the tensors, so a resumed run goes on exactly (an

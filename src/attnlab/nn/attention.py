@@ -17,6 +17,7 @@ from attnlab.errors import InputError
 from attnlab.exec import attention, init_params
 from attnlab.lang.program import Program, parse
 from attnlab.nn.causality import Causality
+from attnlab.nn.gates import HeadRouter, OutputGating, join_for, real_queries
 from attnlab.nn.recorder import kept, listening
 from attnlab.nn.rotary import Rotary
 
@@ -75,6 +76,11 @@ class Attention(nn.Module):
     `causal_for` names a model that needs this attention never to see a later position: the
     program is then checked (`attnlab.nn.causality`) for each call's length, which costs one
     comparison once that length is proven.
+
+    A combined program runs each component on its own backend over the same keys and values and
+    joins them with its gate (`mix`) or difference (`diff`, whose components get their own
+    queries and keys; `layer` is the depth its λ schedule reads). `output_gate` and `route`
+    scale the heads' outputs. Gates are modules of `attnlab.nn.gates`: they report allocations.
     """
 
     recorder = None  # set by attnlab.record while it listens
@@ -82,20 +88,28 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, program: Program | str = "scaled_dot ; softmax", *,
                  heads: int | None = None, kv_heads: int | None = None, kv_dim: int | None = None,
-                 rotary: bool = False, bias: bool = True, causal_for: str | None = None) -> None:
+                 rotary: bool = False, bias: bool = True, causal_for: str | None = None,
+                 layer: int = 0) -> None:
         super().__init__()
         self.program = parse(program)
-        self.causality = None if causal_for is None else Causality(self.program, causal_for)
+        self.causalities = [None if causal_for is None else Causality(p, causal_for)
+                            for p in self.program.mechanisms]
         lay = self.program.layout.resolve(heads=heads, kv_heads=kv_heads, dim=dim)
         self.heads, self.kv_heads, self.head_dim = lay.heads, lay.kv_heads, lay.head_dim
+        self.qk_sets = len(self.program.components) if self.program.combinator and \
+            self.program.combinator.name == "diff" else 1  # diff: queries and keys per program
         inner, kv_inner = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        self.to_q = nn.Linear(dim, inner, bias=bias)
-        self.to_k = nn.Linear(kv_dim or dim, kv_inner, bias=bias)
+        self.to_q = nn.Linear(dim, inner * self.qk_sets, bias=bias)
+        self.to_k = nn.Linear(kv_dim or dim, kv_inner * self.qk_sets, bias=bias)
         self.to_v = nn.Linear(kv_dim or dim, kv_inner, bias=bias)
         self.to_out = nn.Linear(inner, dim, bias=bias)
         self.rotary = Rotary(self.head_dim) if rotary else None
         self.program_params = ProgramParameters(self.program, self.heads, self.head_dim)
-        self.frozen: tuple[str, ...] | None = None  # the backend attnlab.freeze pinned
+        self.join = join_for(self.program, dim, self.heads, self.head_dim, layer)
+        gate, route = self.program.output_gate, lay.route
+        self.output_gate = None if gate is None else OutputGating(dim, self.heads, self.head_dim, gate)
+        self.router = None if route is None else HeadRouter(dim, self.heads, route)
+        self.frozen: tuple[str, ...] | None = None  # the backends attnlab.freeze pinned, per call
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, key_lengths: Tensor | None = None,
@@ -114,20 +128,45 @@ class Attention(nn.Module):
         """
         self._check_kind(context)
         q, k, v = qkv(self, x, context, cache, positions)
-        if self.causality is not None:
-            self.causality.check(k.shape[-2])
+        inputs = dict(bias=bias, segments=segments, key_lengths=key_lengths,
+                      key_padding_mask=key_padding_mask, graph=graph)
         params = self.program_params.as_params()
-        call = None
+        outs, calls = [], []
+        for i, program in enumerate(self.program.mechanisms):
+            if self.causalities[i] is not None:
+                self.causalities[i].check(k.shape[-2])
+            qi, ki = (q, k) if self.qk_sets == 1 else (q.chunk(self.qk_sets, 1)[i],
+                                                       k.chunk(self.qk_sets, 1)[i])
+            pi = component_params(params, i) if self.program.components else params
+            call = None if self.recorder is None else kept(program, qi, ki, pi, **inputs)
+            out = attention(qi, ki, v, program, **inputs, params=pi, training=self.training,
+                            backend=backend or (self.frozen[i] if self.frozen else None))
+            listening(self.recorder, call, out, v)
+            outs.append(out)
+            calls.append(call)
+        real = None
+        if self.join is not None or self.output_gate is not None or self.router is not None:
+            real = real_queries(x.shape[1], k.shape[-2], context is not None, key_padding_mask,
+                                key_lengths)
+        out = joined = outs[0]
+        if self.join is not None:
+            joined, out = self.join(x, outs, real)
+        if self.output_gate is not None:
+            out = self.output_gate(x, out, real)
+        if self.router is not None:
+            out = self.router(x, out, real)
+        out = masked(out, self.head_mask)
         if self.recorder is not None:
-            call = kept(self.program, q, k, params, bias=bias, segments=segments,
-                        key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph)
-            self.recorder.keep(self, [call])
-        out = attention(q, k, v, self.program, bias=bias, segments=segments,
-                        key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
-                        params=params, backend=backend or (self.frozen[0] if self.frozen else None),
-                        training=self.training)
-        listening(self.recorder, call, out, v)
-        return self.to_out(masked(out, self.head_mask).transpose(1, 2).flatten(2))
+            self.recorder.keep(self, calls, joined=(joined, v), final=out, join=self.join,
+                               gates=self.gate_reports())
+        return self.to_out(out.transpose(1, 2).flatten(2))
+
+    def gate_reports(self) -> dict[str, Tensor]:
+        """The last call's allocation of each gate: mix (B|1, N|1, H, C), diff λ (B, N, 1),
+        output_gate and route (B, N, H)."""
+        named = {"mix" if self.program.combinator and self.program.combinator.name == "mix"
+                 else "diff": self.join, "output_gate": self.output_gate, "route": self.router}
+        return {name: g.last for name, g in named.items() if g is not None and g.last is not None}
 
     def _split(self, t: Tensor, heads: int) -> Tensor:
         """(B, L, heads·head_dim) -> (B, heads, L, head_dim)."""
@@ -163,8 +202,9 @@ def qkv(m: nn.Module, x: Tensor, context: Tensor | None, cache: KVCache | None,
     _check_width("x", x, m.to_q.in_features)
     if context is not None:
         _check_width("context", context, m.to_k.in_features)
-    q = m._split(m.to_q(x), m.heads)
-    k = m._split(m.to_k(source), m.kv_heads)
+    sets = getattr(m, "qk_sets", 1)  # diff: a set of queries and keys per program
+    q = m._split(m.to_q(x), m.heads * sets)
+    k = m._split(m.to_k(source), m.kv_heads * sets)
     v = m._split(m.to_v(source), m.kv_heads)
     if m.rotary is not None:
         if positions is None and cache is not None and cache.length:
@@ -173,6 +213,12 @@ def qkv(m: nn.Module, x: Tensor, context: Tensor | None, cache: KVCache | None,
     if cache is not None:
         k, v = cache.update(k, v)
     return q, k, v
+
+
+def component_params(params: dict[str, Tensor], i: int) -> dict[str, Tensor]:
+    """The learnable tensors of component i of a combined program, keyed as it names them."""
+    prefix = f"components.{i}."
+    return {key[len(prefix):]: p for key, p in params.items() if key.startswith(prefix)}
 
 
 def masked(out: Tensor, head_mask: Tensor | None) -> Tensor:

@@ -231,7 +231,7 @@ def attention_layers(dim: int, programs: ProgramsArg, *, layers: int, heads: int
                                           causal_for=causal_for))
         else:
             modules.append(Attention(dim, program(entry), heads=heads, kv_heads=kv_heads,
-                                     kv_dim=kv_dim, rotary=rotary, causal_for=causal_for))
+                                     kv_dim=kv_dim, rotary=rotary, causal_for=causal_for, layer=i))
     return modules
 
 
@@ -271,7 +271,10 @@ def _is_groups(x: Any) -> bool:
 
 
 def with_padding(program: Program) -> Program:
-    """`program` with `& padding` on its mask (or `padding` alone), unless it has one already."""
+    """`program` with `& padding` on its mask (or `padding` alone), unless it has one already;
+    each component's, for a combined program."""
+    if program.components:
+        return program.each(with_padding)
     mask = program.mask
     if mask is not None and any(isinstance(leaf, Padding) for leaf in mask.leaves()):
         return program

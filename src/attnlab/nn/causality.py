@@ -56,8 +56,10 @@ class Leak:
 def require_causal(program: Program, model: str, max_len: int) -> Program:
     """`program`, unless its mask lets a position see a later one in some sequence of up to
     `max_len` tokens, whatever its call-time data: then ProgramError naming the program, the
-    first such (query, key) pair and the fix. A next-token model would learn to copy."""
-    Causality(program, model).check(max_len)
+    first such (query, key) pair and the fix. A next-token model would learn to copy. A
+    combined program must be causal in every component."""
+    for mechanism in program.mechanisms:
+        Causality(mechanism, model).check(max_len)
     return program
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -146,6 +147,41 @@ class Call:
 
 
 @dataclass
+class Pass:
+    """One forward pass of one layer: its Calls (head groups side by side, or a combined
+    program's components), and for a layer with gates, how they join and what they chose."""
+
+    calls: list[Call]
+    join: Any = None  # MixGate or DiffJoin: `weigh` makes the layer's weights from the components'
+    joined: Call | None = None  # listens to the joined output, which is the layer's weights · v
+    final: Call | None = None  # listens to each head's output as the output projection reads it
+    gates: dict[str, Tensor] = field(default_factory=dict)  # gate -> this pass's allocation
+
+    @property
+    def heads(self) -> int:
+        if self.join is not None:
+            return self.calls[0].q.shape[1]
+        return sum(c.q.shape[1] for c in self.calls)
+
+    def weights(self, rows: Tensor | None) -> Tensor:
+        weights = [c.weights(rows) for c in self.calls]
+        if self.join is None:
+            return torch.cat(weights, dim=1)
+        gates = self.gates["mix" if "mix" in self.gates else "diff"]
+        return self.join.weigh(gates, weights, rows)
+
+    def weight_grads(self, rows: Tensor | None) -> Tensor:
+        if self.joined is not None:
+            return self.joined.weight_grads(rows)
+        return torch.cat([c.weight_grads(rows) for c in self.calls], dim=1)
+
+    def head_grads(self) -> Tensor:
+        if self.final is not None:
+            return self.final.head_grads()
+        return torch.cat([c.head_grads() for c in self.calls], dim=1)
+
+
+@dataclass
 class Recorder:
     """What the recorded layers kept, per forward pass: `rec.weights(layer)`, `rec.layers`."""
 
@@ -153,18 +189,38 @@ class Recorder:
     heads: int | Sequence[int] | None = None  # what `weights` returns when it is not told
     grads: bool = False  # keep outputs and v, and catch gradients
     attached: bool = False  # keep q, k, v and outputs in autograd's graph
-    passes: dict[str, list[list[Call]]] = field(default_factory=dict)  # layer -> passes -> groups
+    passes: dict[str, list[Pass]] = field(default_factory=dict)  # layer -> its passes
 
     @property
     def layers(self) -> list[str]:
         """The recorded attention layers, by module name, in model order."""
         return list(self.names.values())
 
-    def keep(self, module: nn.Module, calls: list[Call]) -> None:
+    def keep(self, module: nn.Module, calls: list[Call], *, joined: tuple[Tensor, Tensor] | None
+             = None, final: Tensor | None = None, join: Any = None,
+             gates: dict[str, Tensor] | None = None) -> None:
+        """Keep one pass of `module`. A layer with gates also gives its `joined` output (with v)
+        and its `final` per-head output, to catch their gradients, the `join` of its components
+        and the `gates`' allocations."""
         if not self.attached:
             for call in calls:
                 call.detach()
-        self.passes.setdefault(self.names[module], []).append(calls)
+        kept_pass = Pass(calls, join, gates=dict(gates or {}))
+        if join is not None or gates:
+            template = calls[0]
+            if join is not None and joined is not None:
+                kept_pass.joined = Call(module.program, template.q, template.k, {}, {})
+                listening(self, kept_pass.joined, *joined)
+            if final is not None:
+                kept_pass.final = Call(module.program, template.q, template.k, {}, {})
+                listening(self, kept_pass.final, final, joined[1] if joined else final)
+        self.passes.setdefault(self.names[module], []).append(kept_pass)
+
+    def allocation(self, layer: str | int, call: int = -1) -> dict[str, Tensor]:
+        """What each gate of `layer` chose in its `call`-th pass: `mix` (B|1, N|1, H, C) weights
+        over the components, `diff` (B, N, 1) λ, `output_gate` (B, N, H) mean gate per head,
+        `route` (B, N, H) router weights (0 where a head was not chosen); {} without gates."""
+        return dict(self._pass(layer, call).gates)
 
     def weights(self, layer: str | int, head: int | Sequence[int] | None = None,
                 rows: int | slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
@@ -173,26 +229,39 @@ class Recorder:
         default: the recorder's `heads`), `rows` picks query rows (an int drops the row axis)
         and only those are computed, so a page of rows of a long input costs R×M, not N×M.
         Head groups of a MixedAttention come back in group order."""
-        calls = self.calls(layer, call)
-        index = _row_index(rows, calls[0].q.shape[2])
-        return self._pick(torch.cat([c.weights(index) for c in calls], dim=1), head, rows)
+        kept_pass = self._pass(layer, call)
+        index = _row_index(rows, kept_pass.calls[0].q.shape[2])
+        return self._pick(kept_pass.weights(index), head, rows)
 
     def weight_grads(self, layer: str | int, head: int | Sequence[int] | None = None,
                      rows: int | slice | Sequence[int] | None = None, call: int = -1) -> Tensor:
         """(B, H, N, M) ∂loss/∂weights of `layer`, picked as `weights` picks (needs
         `record(..., grads=True)` and a backward pass inside the block)."""
-        calls = self.calls(layer, call)
-        index = _row_index(rows, calls[0].q.shape[2])
-        return self._pick(torch.cat([c.weight_grads(index) for c in calls], dim=1), head, rows)
+        kept_pass = self._pass(layer, call)
+        index = _row_index(rows, kept_pass.calls[0].q.shape[2])
+        return self._pick(kept_pass.weight_grads(index), head, rows)
 
     def head_grads(self, layer: str | int, call: int = -1) -> Tensor:
         """(B, H) ∂loss/∂ξ_h of every head of `layer`, per example, where ξ_h is a mask
         multiplying head h's output (Michel et al. 2019, eq. 2, before the absolute value)."""
-        return torch.cat([c.head_grads() for c in self.calls(layer, call)], dim=1)
+        return self._pass(layer, call).head_grads()
 
     def calls(self, layer: str | int, call: int = -1) -> list[Call]:
         """The head groups' Calls of `layer`'s `call`-th forward pass (one unless the layer is a
-        MixedAttention), in head order."""
+        MixedAttention), in head order; InputError for a combined program's layer, whose
+        components' Calls are no heads of their own."""
+        kept_pass = self._pass(layer, call)
+        if kept_pass.join is not None:
+            raise InputError(f"layer '{self._name(layer)}' joins the programs of "
+                             f"'{kept_pass.joined.program}': read its weights with rec.weights, "
+                             "not one program's calls")
+        return kept_pass.calls
+
+    def heads_of(self, layer: str | int, call: int = -1) -> int:
+        """How many heads `layer` has (its head groups' together)."""
+        return self._pass(layer, call).heads
+
+    def _pass(self, layer: str | int, call: int = -1) -> Pass:
         name = self._name(layer)
         passes = self.passes.get(name)
         if not passes:
@@ -297,4 +366,4 @@ def _detached(t: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tenso
     return tuple(x.detach() for x in t) if isinstance(t, tuple) else t.detach()
 
 
-__all__ = ["Call", "Recorder", "record", "recordable"]
+__all__ = ["Call", "Pass", "Recorder", "record", "recordable"]

@@ -249,6 +249,8 @@ def with_causal(programs):
     """The same programs with `causal` added to each mask: the encoder's attention, made fit for
     a decoder (head groups keep their sizes)."""
     if isinstance(programs, Program):
+        if programs.components:
+            return programs.each(with_causal)
         mask = programs.mask
         return programs.replace(mask=Causal() if mask is None else mask & Causal())
     return [with_causal(p) if isinstance(p, Program) else [(with_causal(t), h) for t, h in p]

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attnlab.nn.gates import allocation_metrics, auxiliary_loss, gates_of, reset_gates
 from attnlab.objectives import Objectives
 from attnlab.tasks import Task
 from attnlab.train.config import TrainConfig
@@ -42,6 +43,9 @@ class TaskModule(L.LightningModule):
             if stage == "train":
                 loss = loss + self.objectives.loss(values)
         if stage == "train":
+            balance = auxiliary_loss(self.model)
+            if balance is not None:
+                self.log("train_load_balance", balance, on_step=False, on_epoch=True, sync_dist=True)
             loss = loss + self.model.penalty()
         correct, scored = step.hits()
         accuracy = correct / scored.clamp(min=1)
@@ -63,6 +67,31 @@ class TaskModule(L.LightningModule):
 
     def test_step(self, batch, _):
         self._step(batch, "test")
+
+    # Gates tally what they allocate while the model evaluates: one figure per epoch each
+    def on_validation_epoch_start(self) -> None:
+        reset_gates(self.model)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = allocation_metrics(self.model)
+        if metrics:
+            self.log_dict(metrics, on_epoch=True, sync_dist=True)
+            self.allocation_history.append({"epoch": self.current_epoch,
+                                            "step": self.global_step, **metrics})
+
+    def on_test_epoch_start(self) -> None:
+        reset_gates(self.model)
+
+    @property
+    def allocation_history(self) -> list[dict]:
+        """Each validation's allocations (allocation_metrics), for the picture of training."""
+        if not hasattr(self, "_allocation_history"):
+            self._allocation_history: list[dict] = []
+        return self._allocation_history
+
+    @property
+    def gated(self) -> bool:
+        return bool(gates_of(self.model))
 
     def on_train_batch_end(self, *_) -> None:
         # a `steps` budget can end between validations; stopping says "validate now", so the
@@ -88,12 +117,14 @@ class TaskModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng"] = rng_state()
         checkpoint["model_state"] = self.model.training_state()
+        checkpoint["allocation_history"] = list(self.allocation_history)
         # a validation can fall inside a gradient accumulation: the partial sum travels too
         checkpoint["grads"] = {n: p.grad.clone() for n, p in self.named_parameters()
                                if p.grad is not None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.model.load_training_state(checkpoint.get("model_state", {}))
+        self._allocation_history = list(checkpoint.get("allocation_history", []))
         # applied when training starts: restoring the model must not be followed by draws
         self._to_restore = checkpoint.get("rng"), checkpoint.get("grads", {})
 

@@ -27,9 +27,11 @@ from lightning.pytorch.callbacks import EarlyStopping
 from attnlab.data import SPLITS, options_carried_over
 from attnlab.errors import ConfigError, RunFolderError, UnsafeFileError
 from attnlab.models.base import load_model, save_model
+from attnlab.nn.gates import allocations
 from attnlab.objectives import Objectives
 from attnlab.runfiles import load_tensors
 from attnlab.tasks import task_of
+from attnlab.train.allocation import ALLOCATION_FILE, PICTURE_FILE, draw_allocation
 from attnlab.train.checkpoints import AtomicCheckpointIO, BestCheckpoint, FolderCheckpoint
 from attnlab.train.config import RUN_NAME, Experiment, load_experiment
 from attnlab.train.folder import MANIFEST, clean_leftovers, locked, read_run, verify, write_manifest
@@ -197,12 +199,16 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
                "program": program, "main_metric": task.main_metric, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seed": cfg.seed,
                **({"objectives": objectives.names} if objectives else {}),
-               **{f"test_{n}": tested[f"test_{n}"] for n in objectives.names}}
+               **{f"test_{n}": tested[f"test_{n}"] for n in objectives.names},
+               **({"allocation": allocations(module.model)} if module.gated else {})}
     metrics.update(task.test_scores(module.model, prepared, exp, progress))
     if trainer.is_global_zero:  # under DDP every process gets here; one writes and logs
         save_model(module.model, out)  # the best checkpoint's weights: trainer.test loaded them
         task.save(prepared, out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if module.allocation_history:  # what the gates chose at each validation
+            (out / ALLOCATION_FILE).write_text(json.dumps(module.allocation_history, indent=1))
+            draw_allocation(module.allocation_history, out / PICTURE_FILE, title=exp.name)
         write_manifest(out, complete=True)  # last: it vouches for every file above
         log_run(logger, out, metrics)
     return metrics
