@@ -35,6 +35,7 @@ from attnlab.lang.normalizers import (
     TopK,
 )
 from attnlab.lang.program import Program, parse
+from attnlab.lang.rules import Rule
 from attnlab.lang.scores import (
     Additive,
     Alibi,
@@ -42,6 +43,7 @@ from attnlab.lang.scores import (
     Cosine,
     Dot,
     General,
+    GraphDistance,
     RelativeBias,
     ScaledDot,
     Score,
@@ -54,9 +56,9 @@ from attnlab.lang.zoo import zoo
 __all__ = [
     "EMPTY", "FULL", "PARTIAL", "Additive", "Alibi", "And", "Approximation", "Bias",
     "BlockSummary", "Causal", "Cosine", "Dilated", "Document", "Dot", "Entmax", "Favor",
-    "General", "GlobalTokens", "Graph", "Gumbel", "Layout", "Linear", "LowRank", "Mask",
+    "General", "GlobalTokens", "Graph", "GraphDistance", "Gumbel", "Layout", "Linear", "LowRank", "Mask",
     "MaskInputs", "Normalizer", "Not", "Or", "Padding", "Part", "Predicate", "Prefix",
-    "Program", "RandomBlocks", "RelativeBias", "Relu", "ScaledDot", "Score", "ScoreMod",
+    "Program", "RandomBlocks", "RelativeBias", "Relu", "Rule", "ScaledDot", "Score", "ScoreMod",
     "Sigmoid", "Softcap", "Softmax", "Sparsemax", "Temperature", "TopK", "Window", "parse",
     "registry", "zoo",
 ]

@@ -100,7 +100,8 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, key_lengths: Tensor | None = None,
                 segments: Tensor | tuple[Tensor, Tensor] | None = None,
-                graph: Tensor | None = None, bias: Tensor | None = None,
+                graph: Tensor | None = None, distances: Tensor | None = None,
+                bias: Tensor | None = None,
                 backend: str | None = None, cache: KVCache | None = None,
                 positions: Tensor | None = None) -> Tensor:
         """Attend from x (B, N, dim) to itself or to context (B, M, kv_dim).
@@ -109,7 +110,8 @@ class Attention(nn.Module):
         With `cache`, x holds only the new tokens: their keys and values are appended to the
         cache, the queries attend over all of them, and key_padding_mask (if any) must cover
         past + new keys. `positions` (N,) or (B, N) are the rotary positions of x; they default
-        to 0 .. N - 1, or to past .. past + N - 1 with a cache. The weights are never built
+        to 0 .. N - 1, or to past .. past + N - 1 with a cache. `distances` (B, N, M) are the
+        shortest-path lengths `graph_distance` and distance rules read. The weights are never built
         here: `attnlab.record(m)` recomputes them on demand.
         """
         self._check_kind(context)
@@ -120,11 +122,13 @@ class Attention(nn.Module):
         call = None
         if self.recorder is not None:
             call = kept(self.program, q, k, params, bias=bias, segments=segments,
-                        key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph)
+                        key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
+                        distances=distances)
             self.recorder.keep(self, [call])
         out = attention(q, k, v, self.program, bias=bias, segments=segments,
                         key_lengths=key_lengths, key_padding_mask=key_padding_mask, graph=graph,
-                        params=params, backend=backend or (self.frozen[0] if self.frozen else None),
+                        distances=distances, params=params,
+                        backend=backend or (self.frozen[0] if self.frozen else None),
                         training=self.training)
         listening(self.recorder, call, out, v)
         return self.to_out(masked(out, self.head_mask).transpose(1, 2).flatten(2))

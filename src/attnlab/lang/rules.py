@@ -1,0 +1,135 @@
+"""Named rules: mask predicates kept in a registry by name, so that a rule is plain data
+(`rule(within, 2)`, `{name: rule, rule: within, n: 2}`) and round-trips in every spelling,
+unlike `predicate(fn)`.
+
+A rule is a function (b, h, q_idx, kv_idx, inp, n) -> bool tensor over broadcastable index
+tensors, as a mask's `visible` is; `inp` holds the call-time data it declares it reads.
+`attnlab.priors.rules` registers the built-in library; `@rule("name")` adds one's own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from attnlab.errors import ProgramError, did_you_mean
+from attnlab.lang.base import MAX_LENGTH, show
+from attnlab.lang.masks import Mask, MaskInputs, _need
+
+RuleFn = Callable[[Tensor, Tensor, Tensor, Tensor, MaskInputs, Any], Tensor]
+
+# call-time input a rule may read -> (the MaskInputs field holding it, how a caller passes it)
+READABLE = {"distances": ("distances", "distances="), "graph": ("graph", "graph="),
+            "segments": ("q_segments", "segments="),
+            "key_padding": ("key_keep", "key_lengths= or key_padding_mask=")}
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESERVED = {"true", "false", "none", "True", "False", "None"}  # the parser reads these as values
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One registered rule: its function, the call-time inputs it reads, and its argument `n`
+    (None: takes none; "required"; or a whole number, the default), at least `least`."""
+
+    name: str
+    fn: RuleFn
+    reads: frozenset[str]
+    n: int | str | None
+    least: int
+
+    @property
+    def usage(self) -> str:
+        """How the rule is written: rule(within, n), rule(chunk, n=64), rule(diagonal)."""
+        if self.n is None:
+            return f"rule({self.name})"
+        return f"rule({self.name}, n)" if self.n == "required" else f"rule({self.name}, n={self.n})"
+
+
+RULES: dict[str, RuleSpec] = {}
+
+
+def rule(name: str, *, reads: tuple[str, ...] | frozenset[str] = (), n: int | str | None = None,
+         least: int = 0) -> Callable[[RuleFn], RuleFn]:
+    """Register `fn(b, h, q_idx, kv_idx, inp, n) -> bool tensor` as the rule `name`.
+
+    `reads` names the call-time inputs it reads (distances, graph, segments, key_padding), so
+    that `attention()` demands them; `n` says whether it takes a whole-number argument: None
+    (no), "required", or its default; `least` is the smallest n accepted.
+    """
+    if not isinstance(name, str) or not _WORD.fullmatch(name) or name in _RESERVED:
+        raise ProgramError(f"a rule's name must be a word such as 'within' (letters, digits, _), "
+                           f"got {show(name)}")
+    if name in RULES:
+        raise ProgramError(f"rule '{name}' is registered already; pick another name")
+    unknown = sorted(set(reads) - set(READABLE))
+    if unknown:
+        raise ProgramError(f"rule '{name}' reads {', '.join(unknown)}; a rule may read "
+                           f"{', '.join(READABLE)}")
+    if not (n is None or n == "required" or (isinstance(n, int) and not isinstance(n, bool))):
+        raise ProgramError(f"rule '{name}': n must be None, 'required' or a whole-number "
+                           f"default, got {show(n)}")
+
+    def register(fn: RuleFn) -> RuleFn:
+        if not callable(fn):
+            raise ProgramError(f"rule '{name}' must decorate a function, got {show(fn)}")
+        if name in RULES:  # registered between the decorator's call and its application
+            raise ProgramError(f"rule '{name}' is registered already; pick another name")
+        RULES[name] = RuleSpec(name, fn, frozenset(reads), n, least)
+        return fn
+
+    return register
+
+
+def lookup_rule(name: str) -> RuleSpec:
+    """The rule called `name`; ProgramError with the nearest name and every known one."""
+    spec = RULES.get(name) if isinstance(name, str) else None
+    if spec is None:
+        known = ", ".join(sorted(RULES)) or "none registered"
+        raise ProgramError(f"unknown rule {show(name)}{did_you_mean(str(name), RULES)} "
+                           f"(known rules: {known})")
+    return spec
+
+
+@dataclass(frozen=True)
+class Rule(Mask):
+    """A named predicate from the rule registry: `rule(within, 2)` (a name, then at most one
+    whole-number argument). Its block summary is reduced from the dense mask."""
+
+    name = "rule"
+    python = True  # a registered function may read the batch row and head
+    rule: str
+    n: int | None = None
+
+    def validate(self) -> None:
+        spec = lookup_rule(self.rule)
+        if spec.n is None:
+            if self.n is not None:
+                raise ProgramError(f"rule: '{self.rule}' takes no argument, got n={self.n}; "
+                                   f"write {spec.usage}")
+            return
+        if self.n is None:
+            if spec.n == "required":
+                raise ProgramError(f"rule: '{self.rule}' needs n: write {spec.usage}, "
+                                   f"e.g. rule({self.rule}, {max(spec.least, 2)})")
+            object.__setattr__(self, "n", spec.n)  # the default, so rule(x) == rule(x, default)
+        if not spec.least <= self.n <= MAX_LENGTH:
+            raise ProgramError(f"rule: n of '{self.rule}' must lie in [{spec.least}, 2**31 - 1], "
+                               f"got {show(self.n)}")
+
+    @property
+    def needs(self) -> frozenset[str]:  # type: ignore[override]
+        return lookup_rule(self.rule).reads
+
+    def visible(self, b, h, q, kv, inp):
+        spec = lookup_rule(self.rule)
+        for need in spec.reads:
+            field, arg = READABLE[need]
+            _need(getattr(inp, field), self, arg)
+        return spec.fn(b, h, q, kv, inp, self.n)
+
+    def __str__(self) -> str:
+        return f"rule({self.rule})" if self.n is None else f"rule({self.rule}, {self.n})"

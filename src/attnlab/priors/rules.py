@@ -1,0 +1,52 @@
+"""The built-in library of named rules: small masks that carry prior knowledge, one idea each,
+written `rule(name)` or `rule(name, n)` in any program.
+
+Queries are aligned bottom-right as in every mask: query i sits at key position i + M − N.
+`@rule("name")` (from here or `attnlab.lang.rules`) registers one's own.
+"""
+
+from __future__ import annotations
+
+from attnlab.lang.rules import RULES, Rule, RuleSpec, lookup_rule, rule
+
+__all__ = ["RULES", "Rule", "RuleSpec", "lookup_rule", "rule"]
+
+
+@rule("within", reads=("distances",), n="required")
+def within(b, h, q, kv, inp, n):
+    """Keys at most n hops from the query in the graph of `distances=` (0: itself only)."""
+    d = inp.distances[b, q, kv]
+    return (d >= 0) & (d <= n)
+
+
+@rule("hops", reads=("distances",), n="required")
+def hops(b, h, q, kv, inp, n):
+    """Keys exactly n hops away: one ring of the graph per head group (Graphormer's hop heads)."""
+    return inp.distances[b, q, kv] == n
+
+
+@rule("reachable", reads=("distances",))
+def reachable(b, h, q, kv, inp, n):
+    """Keys connected to the query at all (a distance ≥ 0; −1 marks unreachable)."""
+    return inp.distances[b, q, kv] >= 0
+
+
+@rule("diagonal")
+def diagonal(b, h, q, kv, inp, n):
+    """Each query sees the key at its own position: `graph | rule(diagonal)` keeps a token
+    visible to itself whatever the graph says (K-BERT's visible matrix has it)."""
+    return kv == q + inp.offset
+
+
+@rule("chunk", n="required", least=1)
+def chunk(b, h, q, kv, inp, n):
+    """Query and key in the same chunk of n positions (chunked local attention, Llama 4's
+    iRoPE layers): unlike window(w) the chunks do not slide."""
+    return (q + inp.offset) // n == kv // n
+
+
+@rule("summary", n="required", least=1)
+def summary(b, h, q, kv, inp, n):
+    """The last key of every chunk of n, seen by every query: the Sparse Transformer's fixed
+    pattern is `causal & (rule(chunk, n) | rule(summary, n))` (Child et al. 2019)."""
+    return kv % n == n - 1
