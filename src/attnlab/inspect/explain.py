@@ -15,7 +15,7 @@ from attnlab.lang import EMPTY, FULL, PARTIAL, Program, parse
 
 # How each call-time need is spelt at the `attnlab.attention` call.
 CALL_ARGS = {"segments": "segments=", "key_padding": "key_lengths= or key_padding_mask=",
-             "graph": "graph=", "bias": "bias="}
+             "graph": "graph=", "distances": "distances=", "bias": "bias="}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ tensors, as a mask's `visible` is; `inp` holds the call-time data it declares it
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,12 @@ from torch import Tensor
 
 from attnlab.errors import ProgramError, did_you_mean
 from attnlab.lang.base import MAX_LENGTH, show
-from attnlab.lang.masks import Mask, MaskInputs, _need
+from attnlab.lang.masks import Mask, MaskInputs, _need, _state
 
 RuleFn = Callable[[Tensor, Tensor, Tensor, Tensor, MaskInputs, Any], Tensor]
+# (q0, q1, k0, k1, inp, n) -> (all visible, none visible) per block, from the first and last
+# query and key index of each block: an exact block summary without the N×M mask.
+BlocksFn = Callable[[Tensor, Tensor, Tensor, Tensor, MaskInputs, Any], tuple[Tensor, Tensor]]
 
 # call-time input a rule may read -> (the MaskInputs field holding it, how a caller passes it)
 READABLE = {"distances": ("distances", "distances="), "graph": ("graph", "graph="),
@@ -33,13 +37,15 @@ _RESERVED = {"true", "false", "none", "True", "False", "None"}  # the parser rea
 @dataclass(frozen=True)
 class RuleSpec:
     """One registered rule: its function, the call-time inputs it reads, and its argument `n`
-    (None: takes none; "required"; or a whole number, the default), at least `least`."""
+    (None: takes none; "required"; or a whole number, the default), at least `least`; and
+    `blocks`, its exact block summary, when one is cheap."""
 
     name: str
     fn: RuleFn
     reads: frozenset[str]
     n: int | str | None
     least: int
+    blocks: BlocksFn | None = None
 
     @property
     def usage(self) -> str:
@@ -79,6 +85,17 @@ def rule(name: str, *, reads: tuple[str, ...] | frozenset[str] = (), n: int | st
         if name in RULES:  # registered between the decorator's call and its application
             raise ProgramError(f"rule '{name}' is registered already; pick another name")
         RULES[name] = RuleSpec(name, fn, frozenset(reads), n, least)
+        return fn
+
+    return register
+
+
+def block_states(name: str) -> Callable[[BlocksFn], BlocksFn]:
+    """Give the registered rule `name` an exact block summary `fn(q0, q1, k0, k1, inp, n) ->
+    (full, empty)`, so tiled and flex skip its hidden blocks without building the N×M mask."""
+    def register(fn: BlocksFn) -> BlocksFn:
+        spec = lookup_rule(name)
+        RULES[name] = dataclasses.replace(spec, blocks=fn)
         return fn
 
     return register
@@ -130,6 +147,13 @@ class Rule(Mask):
             field, arg = READABLE[need]
             _need(getattr(inp, field), self, arg)
         return spec.fn(b, h, q, kv, inp, self.n)
+
+    def _block_state(self, q0, q1, k0, k1, inp):
+        spec = lookup_rule(self.rule)
+        if spec.blocks is None or spec.reads:
+            return None  # reduced from the dense mask
+        full, empty = spec.blocks(q0, q1, k0, k1, inp, self.n)
+        return _state(full, empty)
 
     def __str__(self) -> str:
         return f"rule({self.rule})" if self.n is None else f"rule({self.rule}, {self.n})"

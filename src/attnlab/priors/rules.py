@@ -7,9 +7,9 @@ Queries are aligned bottom-right as in every mask: query i sits at key position 
 
 from __future__ import annotations
 
-from attnlab.lang.rules import RULES, Rule, RuleSpec, lookup_rule, rule
+from attnlab.lang.rules import RULES, Rule, RuleSpec, block_states, lookup_rule, rule
 
-__all__ = ["RULES", "Rule", "RuleSpec", "lookup_rule", "rule"]
+__all__ = ["RULES", "Rule", "RuleSpec", "block_states", "lookup_rule", "rule"]
 
 
 @rule("within", reads=("distances",), n="required")
@@ -38,6 +38,12 @@ def diagonal(b, h, q, kv, inp, n):
     return kv == q + inp.offset
 
 
+@block_states("diagonal")
+def _diagonal_blocks(q0, q1, k0, k1, inp, n):
+    lo, hi = q0 + inp.offset, q1 + inp.offset  # the block's query positions
+    return (lo == hi) & (k0 == k1) & (k0 == lo), (k1 < lo) | (k0 > hi)
+
+
 @rule("chunk", n="required", least=1)
 def chunk(b, h, q, kv, inp, n):
     """Query and key in the same chunk of n positions (chunked local attention, Llama 4's
@@ -45,8 +51,25 @@ def chunk(b, h, q, kv, inp, n):
     return (q + inp.offset) // n == kv // n
 
 
+@block_states("chunk")
+def _chunk_blocks(q0, q1, k0, k1, inp, n):
+    # chunks of the block's first and last query and key: every chunk in between occurs
+    qa, qb = (q0 + inp.offset) // n, (q1 + inp.offset) // n
+    ka, kb = k0 // n, k1 // n
+    return (qa == qb) & (ka == kb) & (qa == ka), (qb < ka) | (qa > kb)
+
+
 @rule("summary", n="required", least=1)
 def summary(b, h, q, kv, inp, n):
     """The last key of every chunk of n, seen by every query: the Sparse Transformer's fixed
     pattern is `causal & (rule(chunk, n) | rule(summary, n))` (Child et al. 2019)."""
     return kv % n == n - 1
+
+
+@block_states("summary")
+def _summary_blocks(q0, q1, k0, k1, inp, n):
+    first = k0 + (n - 1 - k0 % n)  # the first summary key at or after k0
+    # two neighbouring keys are both summaries only when n == 1
+    full = (k0 == k1) & (first == k0) if n > 1 else k0 >= 0
+    rows = q0.shape[0]
+    return full.expand(rows, -1), (first > k1).expand(rows, -1)
