@@ -283,6 +283,10 @@ def test_a_user_registered_rule_runs_everywhere_a_mask_does(own_rules) -> None:
 
     assert Rule("stride") == Rule("stride", 2) and str(Rule("stride")) == "rule(stride, 2)"
     assert parse("rule(stride)").requires() == frozenset()
+    # not declared positional: it may read b and h, so nothing assumes it does not
+    assert Rule("stride").python and not Rule("chunk", 2).python
+    with pytest.raises(ProgramError, match="so it is not positional"):
+        library.rule("near", reads=("distances",), positional=True)
 
 
 def test_registering_a_taken_or_bad_name_is_refused(own_rules) -> None:
@@ -305,11 +309,14 @@ def test_rules_are_registered_whenever_attnlab_is_imported() -> None:
     assert "distances" in out.stdout
 
 
-def test_a_decoder_accepts_causal_and_a_rule_but_not_a_rule_alone() -> None:
+def test_decoders_prove_positional_rules_and_take_the_others_at_their_most_permissive() -> None:
     require_causal(parse("causal & rule(within, 2)"), "decoder", 64)
     require_causal(parse("causal & rule(chunk, 8)"), "decoder", 64)
-    with pytest.raises(ProgramError, match="rule: call-time data and Python predicates"):
+    require_causal(parse("rule(diagonal)"), "decoder", 64)  # positional: proved by looking
+    with pytest.raises(ProgramError, match="query 0 sees key 1;"):
         require_causal(parse("rule(chunk, 8)"), "decoder", 64)
+    with pytest.raises(ProgramError, match="rule: call-time data and Python predicates"):
+        require_causal(parse("rule(within, 2)"), "decoder", 64)
 
 
 # -- modules and the recorder -----------------------------------------------------------------

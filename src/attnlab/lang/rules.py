@@ -37,14 +37,15 @@ _RESERVED = {"true", "false", "none", "True", "False", "None"}  # the parser rea
 @dataclass(frozen=True)
 class RuleSpec:
     """One registered rule: its function, the call-time inputs it reads, and its argument `n`
-    (None: takes none; "required"; or a whole number, the default), at least `least`; and
-    `blocks`, its exact block summary, when one is cheap."""
+    (None: takes none; "required"; or a whole number, the default), at least `least`;
+    whether it reads only positions; and `blocks`, its exact block summary, when one is cheap."""
 
     name: str
     fn: RuleFn
     reads: frozenset[str]
     n: int | str | None
     least: int
+    positional: bool = False
     blocks: BlocksFn | None = None
 
     @property
@@ -59,12 +60,16 @@ RULES: dict[str, RuleSpec] = {}
 
 
 def rule(name: str, *, reads: tuple[str, ...] | frozenset[str] = (), n: int | str | None = None,
-         least: int = 0) -> Callable[[RuleFn], RuleFn]:
+         least: int = 0, positional: bool = False) -> Callable[[RuleFn], RuleFn]:
     """Register `fn(b, h, q_idx, kv_idx, inp, n) -> bool tensor` as the rule `name`.
 
     `reads` names the call-time inputs it reads (distances, graph, segments, key_padding), so
     that `attention()` demands them; `n` says whether it takes a whole-number argument: None
-    (no), "required", or its default; `least` is the smallest n accepted.
+    (no), "required", or its default; `least` is the smallest n accepted. `positional=True`
+    promises that it reads nothing but the query and key positions (q + inp.offset, kv): never
+    the batch row, the head or call-time data. It is then treated as a structured mask (one
+    block mask for every batch and head count, proved causal or not by looking); otherwise as
+    Python that may read anything, like `predicate(fn)`.
     """
     if not isinstance(name, str) or not _WORD.fullmatch(name) or name in _RESERVED:
         raise ProgramError(f"a rule's name must be a word such as 'within' (letters, digits, _), "
@@ -75,6 +80,9 @@ def rule(name: str, *, reads: tuple[str, ...] | frozenset[str] = (), n: int | st
     if unknown:
         raise ProgramError(f"rule '{name}' reads {', '.join(unknown)}; a rule may read "
                            f"{', '.join(READABLE)}")
+    if positional and reads:
+        raise ProgramError(f"rule '{name}' reads {', '.join(sorted(reads))}, so it is not "
+                           "positional")
     if not (n is None or n == "required" or (isinstance(n, int) and not isinstance(n, bool))):
         raise ProgramError(f"rule '{name}': n must be None, 'required' or a whole-number "
                            f"default, got {show(n)}")
@@ -84,7 +92,7 @@ def rule(name: str, *, reads: tuple[str, ...] | frozenset[str] = (), n: int | st
             raise ProgramError(f"rule '{name}' must decorate a function, got {show(fn)}")
         if name in RULES:  # registered between the decorator's call and its application
             raise ProgramError(f"rule '{name}' is registered already; pick another name")
-        RULES[name] = RuleSpec(name, fn, frozenset(reads), n, least)
+        RULES[name] = RuleSpec(name, fn, frozenset(reads), n, least, positional)
         return fn
 
     return register
@@ -117,7 +125,6 @@ class Rule(Mask):
     whole-number argument). Its block summary is reduced from the dense mask."""
 
     name = "rule"
-    python = True  # a registered function may read the batch row and head
     rule: str
     n: int | None = None
 
@@ -140,6 +147,11 @@ class Rule(Mask):
     @property
     def needs(self) -> frozenset[str]:  # type: ignore[override]
         return lookup_rule(self.rule).reads
+
+    @property
+    def python(self) -> bool:  # type: ignore[override]
+        """Whether it may read the batch row and head: all but positional rules may."""
+        return not lookup_rule(self.rule).positional
 
     def visible(self, b, h, q, kv, inp):
         spec = lookup_rule(self.rule)

@@ -2,7 +2,9 @@
 written `rule(name)` or `rule(name, n)` in any program.
 
 Queries are aligned bottom-right as in every mask: query i sits at key position i + M − N.
-`@rule("name")` (from here or `attnlab.lang.rules`) registers one's own.
+Rules that read only positions are `positional`: summarised by blocks and proved causal or
+not like any structured mask. `@rule("name")` (from here or `attnlab.lang.rules`) registers
+one's own.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def reachable(b, h, q, kv, inp, n):
     return inp.distances[b, q, kv] >= 0
 
 
-@rule("diagonal")
+@rule("diagonal", positional=True)
 def diagonal(b, h, q, kv, inp, n):
     """Each query sees the key at its own position: `graph | rule(diagonal)` keeps a token
     visible to itself whatever the graph says (K-BERT's visible matrix has it)."""
@@ -44,7 +46,7 @@ def _diagonal_blocks(q0, q1, k0, k1, inp, n):
     return (lo == hi) & (k0 == k1) & (k0 == lo), (k1 < lo) | (k0 > hi)
 
 
-@rule("chunk", n="required", least=1)
+@rule("chunk", n="required", least=1, positional=True)
 def chunk(b, h, q, kv, inp, n):
     """Query and key in the same chunk of n positions (chunked local attention, Llama 4's
     iRoPE layers): unlike window(w) the chunks do not slide."""
@@ -59,7 +61,7 @@ def _chunk_blocks(q0, q1, k0, k1, inp, n):
     return (qa == qb) & (ka == kb) & (qa == ka), (qb < ka) | (qa > kb)
 
 
-@rule("summary", n="required", least=1)
+@rule("summary", n="required", least=1, positional=True)
 def summary(b, h, q, kv, inp, n):
     """The last key of every chunk of n, seen by every query: the Sparse Transformer's fixed
     pattern is `causal & (rule(chunk, n) | rule(summary, n))` (Child et al. 2019)."""
