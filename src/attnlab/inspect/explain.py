@@ -92,7 +92,7 @@ def explain_program(program: Program | str, *, heads: int | None = None, kv_head
 def part_doc(part: object) -> str:
     """What a part of a program means: the first line of its class's docstring ('' if it has none)."""
     cls = type(part)
-    doc = inspect.getdoc(cls) or ""
+    doc = getattr(part, "doc", None) or inspect.getdoc(cls) or ""  # a named rule has its own
     # dataclasses invent 'Name(field=...)' when a class has no docstring: not worth showing
     if not doc or doc.startswith(f"{cls.__name__}("):
         return ""

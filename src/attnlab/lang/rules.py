@@ -121,8 +121,10 @@ def lookup_rule(name: str) -> RuleSpec:
 
 @dataclass(frozen=True)
 class Rule(Mask):
-    """A named predicate from the rule registry: `rule(within, 2)` (a name, then at most one
-    whole-number argument). Its block summary is reduced from the dense mask."""
+    """A named mask from the rule registry: rule(within, 2).
+
+    A name, then at most one whole-number argument. The block summary is the rule's own when
+    it has one, else reduced from the dense mask."""
 
     name = "rule"
     rule: str
@@ -152,6 +154,11 @@ class Rule(Mask):
     def python(self) -> bool:  # type: ignore[override]
         """Whether it may read the batch row and head: all but positional rules may."""
         return not lookup_rule(self.rule).positional
+
+    @property
+    def doc(self) -> str:
+        """What this rule means: the first line of its function's docstring."""
+        return (lookup_rule(self.rule).fn.__doc__ or "").strip().split("\n")[0]
 
     def visible(self, b, h, q, kv, inp):
         spec = lookup_rule(self.rule)

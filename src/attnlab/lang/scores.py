@@ -166,9 +166,10 @@ class Bias(ScoreMod):
 
 @dataclass(frozen=True)
 class GraphDistance(ScoreMod):
-    """Graphormer's spatial encoding (Ying et al. 2021): a learnable per-head bias indexed by the
-    shortest-path distance from query to key, read from `distances=` at call time. Distances
-    0 … max_distance have a row each; longer ones and unreachable pairs (< 0) share the last."""
+    """A learnable per-head bias for each shortest-path distance, read from `distances=` (Graphormer).
+
+    Ying et al. 2021's spatial encoding: distances 0 … max_distance have a table row each;
+    longer ones and unreachable pairs (< 0) share the last row."""
 
     name = "graph_distance"
     shown = 1

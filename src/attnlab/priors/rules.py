@@ -23,7 +23,7 @@ def within(b, h, q, kv, inp, n):
 
 @rule("hops", reads=("distances",), n="required")
 def hops(b, h, q, kv, inp, n):
-    """Keys exactly n hops away: one ring of the graph per head group (Graphormer's hop heads)."""
+    """Keys exactly n hops from the query: one ring of the graph, e.g. the direct neighbours."""
     return inp.distances[b, q, kv] == n
 
 
@@ -35,8 +35,10 @@ def reachable(b, h, q, kv, inp, n):
 
 @rule("diagonal", positional=True)
 def diagonal(b, h, q, kv, inp, n):
-    """Each query sees the key at its own position: `graph | rule(diagonal)` keeps a token
-    visible to itself whatever the graph says (K-BERT's visible matrix has it)."""
+    """The key at the query's own position.
+
+    `graph | rule(diagonal)` keeps every token visible to itself whatever the graph says, as
+    K-BERT's visible matrix does."""
     return kv == q + inp.offset
 
 
@@ -48,8 +50,9 @@ def _diagonal_blocks(q0, q1, k0, k1, inp, n):
 
 @rule("chunk", n="required", least=1, positional=True)
 def chunk(b, h, q, kv, inp, n):
-    """Query and key in the same chunk of n positions (chunked local attention, Llama 4's
-    iRoPE layers): unlike window(w) the chunks do not slide."""
+    """Keys in the query's chunk of n positions: local attention whose chunks do not slide.
+
+    Unlike window(w), every query of a chunk sees the same keys (chunked attention)."""
     return (q + inp.offset) // n == kv // n
 
 
@@ -63,8 +66,10 @@ def _chunk_blocks(q0, q1, k0, k1, inp, n):
 
 @rule("summary", n="required", least=1, positional=True)
 def summary(b, h, q, kv, inp, n):
-    """The last key of every chunk of n, seen by every query: the Sparse Transformer's fixed
-    pattern is `causal & (rule(chunk, n) | rule(summary, n))` (Child et al. 2019)."""
+    """The last key of every chunk of n, seen by every query.
+
+    The Sparse Transformer's fixed pattern (Child et al. 2019) is
+    `causal & (rule(chunk, n) | rule(summary, n))`."""
     return kv % n == n - 1
 
 
