@@ -17,8 +17,14 @@ def mask_leaves(data_masks: bool = True) -> st.SearchStrategy[S.Mask]:
         st.builds(S.GlobalTokens, st.integers(1, 6)),
         st.builds(S.Dilated, st.integers(1, 5), st.integers(1, 4)),
         st.builds(S.RandomBlocks, st.floats(0, 1), st.integers(1, 12), st.integers(0, 999)),
+        # named rules that read positions only, with exact block summaries
+        st.just(S.Rule("diagonal")),
+        st.builds(S.Rule, st.just("chunk"), st.integers(1, 9)),
+        st.builds(S.Rule, st.just("summary"), st.integers(1, 9)),
     ]
-    data = [st.just(S.Document()), st.just(S.Padding()), st.just(S.Graph())]
+    data = [st.just(S.Document()), st.just(S.Padding()), st.just(S.Graph()),
+            st.builds(S.Rule, st.sampled_from(["within", "hops"]), st.integers(0, 4)),
+            st.just(S.Rule("reachable"))]
     return st.one_of(structured + (data if data_masks else []))
 
 
@@ -49,6 +55,7 @@ mods = st.one_of(
     st.builds(S.Softcap, floats),
     st.builds(S.Temperature, floats),
     st.just(S.Bias()),
+    st.builds(S.GraphDistance, st.integers(1, 6)),
 )
 
 normalizers = st.one_of(

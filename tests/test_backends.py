@@ -40,6 +40,10 @@ def compare(program, backend, b, h, hk, n, m, d, seed, dtype, atol):
     q = torch.randn(b, h, n, d, generator=g, dtype=dtype)
     k, v = (torch.randn(b, hk, m, d, generator=g, dtype=dtype) for _ in "kv")
     params = init_params(program, h, d, dtype=dtype, seed=seed)
+    for path, part in program.parts():  # graph_distance starts at zero: give it a bias to read
+        if isinstance(part, S.GraphDistance):
+            key = f"{path}.table"
+            params[key] = torch.randn(params[key].shape, generator=g, dtype=dtype)
     extra = call_inputs(program, b, n, m, g)
     if "bias" in extra:
         extra["bias"] = extra["bias"].to(dtype)
@@ -74,13 +78,14 @@ def documented(backend: str, program) -> bool:
     is a bug. Small calls only: sdpa's dense-mask size limit is never reached here.
 
     sdpa: exact softmax with a dot-form score and affine mods (ALiBi, relative bias, bias,
-    temperature); tiled: any exact program with a dot-form score, any normalizer; linear:
+    graph distance, temperature); tiled: any exact program with a dot-form score, any normalizer; linear:
     linear / favor / lowrank with no mask, causal, padding or causal & padding.
     """
     exact, dot = program.approximation is None, not isinstance(program.score, S.Additive)
     if backend == "sdpa":
         return (exact and dot and isinstance(program.normalizer, N.Softmax)
-                and all(isinstance(m, (S.Alibi, S.RelativeBias, S.Bias, S.Temperature))
+                and all(isinstance(m, (S.Alibi, S.RelativeBias, S.Bias, S.GraphDistance,
+                                       S.Temperature))
                         for m in program.mods))
     if backend == "tiled":
         return exact and dot
@@ -164,7 +169,8 @@ CASES = ["causal", "alibi ; causal & window(3)", "relative_bias + temperature(2.
          "window(4) | global_tokens(2)", "softcap(5.0) ; causal ; softmax", "causal & padding ; "
          "entmax(1.5)", "document ; sparsemax", "general ; causal ; topk(3)", "cosine ; dilated(2, 2)",
          "bias ; graph ; sigmoid", "random_blocks(0.3, block=4) ; relu", "causal ; entmax(1.7)",
-         "~causal & padding ; softmax"]
+         "~causal & padding ; softmax",
+         "graph_distance(3) + alibi ; causal & (rule(within, 2) | rule(summary, 4)) ; softmax"]
 
 
 @pytest.mark.parametrize("text", CASES)
@@ -226,7 +232,8 @@ def test_block_summary_is_exact_for_any_n_and_m(data, n, m, bq, bk, seed) -> Non
         2, 2, n, m, segments=(torch.randint(0, 2, (2, n), generator=g),
                               torch.randint(0, 2, (2, m), generator=g)),
         key_lengths=torch.randint(0, m + 1, (2,), generator=g),
-        graph=torch.rand(2, n, m, generator=g) < 0.4)
+        graph=torch.rand(2, n, m, generator=g) < 0.4,
+        distances=torch.randint(-1, 6, (2, n, m), generator=g))
     dense = mask.dense(inp).expand(2, 2, n, m)
     state = mask.block_summary(inp, (bq, bk)).state.expand(2, 2, -1, -1)
     assert torch.equal(state, _blocks_by_slicing(dense, bq, bk)), str(mask)

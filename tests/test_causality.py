@@ -212,7 +212,8 @@ def test_an_accepted_mask_is_causal_whatever_the_data(mask, length, seed) -> Non
             segments=(torch.randint(0, 3, (2, n), generator=g),
                       torch.randint(0, 3, (2, length), generator=g)),
             key_lengths=torch.randint(0, length + 1, (2,), generator=g),
-            graph=torch.rand(2, n, length, generator=g) < 0.5)
+            graph=torch.rand(2, n, length, generator=g) < 0.5,
+            distances=torch.randint(-1, 6, (2, n, length), generator=g))
         dense = mask.dense(inp)
         q, kv = torch.arange(n)[:, None] + length - n, torch.arange(length)[None, :]
         assert not (dense & (kv > q)).any()

@@ -38,6 +38,8 @@ def call_data(program, b: int, n: int, m: int, g: torch.Generator) -> dict:
                            torch.randint(0, 2, (b, m), generator=g))
     if "graph" in needs:
         out["graph"] = torch.rand(b, n, m, generator=g) < 0.5
+    if "distances" in needs:
+        out["distances"] = torch.randint(-1, 9, (b, n, m), generator=g)
     if "bias" in needs:
         out["bias"] = torch.randn(b, 1, n, m, generator=g, dtype=torch.float64)
     return out

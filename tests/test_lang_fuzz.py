@@ -221,6 +221,8 @@ def call_inputs(program: Program, seed: int = 0) -> tuple[dict[str, Any], int, i
         kw["key_lengths"] = torch.tensor([m - 1])
     if "graph" in needs:
         kw["graph"] = torch.rand(1, n, m, generator=gen) < 0.6
+    if "distances" in needs:
+        kw["distances"] = torch.randint(-1, 6, (1, n, m), generator=gen)
     if program.learnable:
         kw["params"] = attnlab.init_params(program, heads=h, head_dim=d)
     return kw, h, d

@@ -20,7 +20,9 @@ def random_inputs(batch: int, heads: int, n: int, m: int, seed: int) -> MaskInpu
     segments = torch.sort(torch.randint(0, 3, (batch, m), generator=g), dim=1).values
     lengths = torch.randint(0, m + 1, (batch,), generator=g)
     graph = torch.rand(batch, n, m, generator=g) < 0.3
-    return MaskInputs.build(batch, heads, n, m, segments=segments, key_lengths=lengths, graph=graph)
+    distances = torch.randint(-1, 6, (batch, n, m), generator=g)
+    return MaskInputs.build(batch, heads, n, m, segments=segments, key_lengths=lengths, graph=graph,
+                            distances=distances)
 
 
 def by_definition(mask: S.Mask, inp: MaskInputs, b: int, h: int, i: int, j: int) -> bool:
@@ -50,7 +52,19 @@ def by_definition(mask: S.Mask, inp: MaskInputs, b: int, h: int, i: int, j: int)
         return bool(inp.key_keep[b, j])
     if isinstance(mask, S.Graph):
         return bool(inp.graph[b, i, j])
+    if isinstance(mask, S.Rule):
+        return _rule_by_definition(mask.rule, mask.n, int(inp.distances[b, i, j]), pos, j)
     raise AssertionError(mask)
+
+
+def _rule_by_definition(name: str, n: int | None, dist: int, pos: int, j: int) -> bool:
+    """The built-in named rules (attnlab.priors.rules), as their docstrings define them."""
+    if name == "chunk":
+        return pos // n == j // n
+    if name == "summary":
+        return j % n == n - 1
+    return {"within": 0 <= dist <= (n or 0), "hops": dist == n, "reachable": dist >= 0,
+            "diagonal": j == pos}[name]
 
 
 @settings(max_examples=150, deadline=None)

@@ -233,6 +233,8 @@ def call_inputs(program, batch: int, n: int, m: int, g: torch.Generator) -> dict
         out["segments"] = torch.sort(torch.randint(0, 2, (batch, m), generator=g), 1).values
     if "graph" in needs:
         out["graph"] = torch.rand(batch, n, m, generator=g) < 0.5
+    if "distances" in needs:  # -1 (unreachable) and lengths past any max_distance drawn
+        out["distances"] = torch.randint(-1, 9, (batch, n, m), generator=g)
     if "bias" in needs:
         out["bias"] = torch.randn(batch, 1, n, m, generator=g, dtype=torch.float64)
     return out

@@ -12,6 +12,7 @@ from attnlab.errors import (
 from attnlab.exec import Plan, Planner, attention, explain, freeze, init_params, plan
 from attnlab.lang import Program, parse, zoo
 from attnlab.nn.recorder import record
+from attnlab.priors import rules as _rules  # noqa: F401  registers the built-in named rules
 
 __version__ = "0.1.0"
 __all__ = ["AttnlabError", "ConfigError", "DataError", "InputError", "Plan", "Planner", "Program",

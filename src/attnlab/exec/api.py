@@ -20,13 +20,16 @@ RECORDERS: list[Callable[[str, Program, MaskInputs], None]] = []
 _READERS = {"bias": ("bias", "the score mod 'bias'"), "segments": ("segments", "the mask 'document'"),
             "key_lengths": ("key_padding", "the mask 'padding'"),
             "key_padding_mask": ("key_padding", "the mask 'padding'"),
-            "graph": ("graph", "the mask 'graph'")}
+            "graph": ("graph", "the mask 'graph'"),
+            "distances": ("distances", "the score mod 'graph_distance' or a rule that reads "
+                                       "distances, such as 'rule(within, 2)'")}
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_dot ; softmax", *,
               bias: Tensor | None = None, segments: Tensor | tuple[Tensor, Tensor] | None = None,
               key_lengths: Tensor | None = None, key_padding_mask: Tensor | None = None,
-              graph: Tensor | None = None, params: dict[str, Tensor] | None = None,
+              graph: Tensor | None = None, distances: Tensor | None = None,
+              params: dict[str, Tensor] | None = None,
               return_weights: bool = False, backend: str | None = None, training: bool = False,
               generator: torch.Generator | None = None, planner: Planner | None = None,
               ) -> Tensor | tuple[Tensor, Tensor]:
@@ -34,7 +37,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
 
     `program` is a Program or its string. Call-time inputs feed the parts that read them:
     `bias` the `bias` mod; `segments` the `document` mask; `key_lengths` or
-    `key_padding_mask` (True = padding) the `padding` mask; `graph` the `graph` mask.
+    `key_padding_mask` (True = padding) the `padding` mask; `graph` the `graph` mask;
+    `distances` (B or 1, N, M) integer shortest-path lengths (−1: unreachable) the
+    `graph_distance` mod and rules that read them (`rule(within, 2)`).
     `params` holds the program's trainable tensors (see `attnlab.init_params`).
     `training` turns on dropout and Gumbel noise. Returns the output (B, H, N, Dv), and the
     weights (B, H, N, M) too with `return_weights=True`.
@@ -50,7 +55,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
                          "program.components with attnlab.attention")
     params = {} if params is None else params
     inp = check_call(q, k, v, program, bias=bias, segments=segments, key_lengths=key_lengths,
-                     key_padding_mask=key_padding_mask, graph=graph, params=params)
+                     key_padding_mask=key_padding_mask, graph=graph, distances=distances,
+                     params=params)
     if backend is None:
         name = (planner or DEFAULT).choose(program, q, k, v, inp, bias=bias, params=params,
                                            return_weights=return_weights, training=training,
@@ -123,11 +129,20 @@ def _check_inputs(program: Program, given: dict) -> None:
         if value is not None and need not in needs:
             raise InputError(f"{arg}= was given but nothing reads it: add {reader} to the program "
                              f"('{program}')")
-    for need in needs:
+    for need in sorted(needs):
         args = [a for a, (n, _) in _READERS.items() if n == need]
         if all(given.get(a) is None for a in args):
-            reader = _READERS[args[0]][1]
-            raise InputError(f"{reader} needs {' or '.join(a + '=' for a in args)} at call time")
+            raise InputError(f"{_reader(program, need)} needs {' or '.join(a + '=' for a in args)} "
+                             "at call time")
+
+
+def _reader(program: Program, need: str) -> str:
+    """The first part of the program that reads `need`: "the score mod 'bias'"."""
+    for mod in program.mods:
+        if need in mod.needs:
+            return f"the score mod '{mod}'"
+    leaves = program.mask.leaves() if program.mask is not None else ()
+    return next(f"the mask '{leaf}'" for leaf in leaves if need in leaf.needs)
 
 
 def _check_call_data(given: dict, n: int, m: int) -> None:
@@ -145,7 +160,7 @@ def _check_call_data(given: dict, n: int, m: int) -> None:
                              f"the first {n - m} queries; pass segments=(q_segments (batch, {n}), "
                              f"kv_segments (batch, {m}))")
     parts.update((name, given.get(name)) for name in ("key_lengths", "key_padding_mask", "graph",
-                                                      "bias"))
+                                                      "distances", "bias"))
     for name, value in parts.items():
         if value is not None and not isinstance(value, Tensor):
             if name == "key_lengths" and _whole_numbers(value):

@@ -21,7 +21,7 @@ from attnlab.exec.backend import Backend, Call
 from attnlab.exec.scores import compose_mods, dot_form
 from attnlab.exec.sdpa import SAFE
 from attnlab.lang import scores as S
-from attnlab.lang.masks import FULL, PARTIAL, Mask, MaskInputs, Predicate
+from attnlab.lang.masks import FULL, PARTIAL, Mask, MaskInputs
 from attnlab.lang.normalizers import Softmax
 from attnlab.lang.program import Program
 
@@ -137,8 +137,9 @@ class FlexBackend(Backend):
             return None
         if mask.requires():  # segment ids, key lengths or a graph: new every call
             return _block_mask(mask, inp)
-        # Structured masks ignore b and h, so one BlockMask serves every batch and head count.
-        arbitrary = any(isinstance(leaf, Predicate) for leaf in mask.leaves())
+        # Structured masks ignore b and h, so one BlockMask serves every batch and head count;
+        # Python ones (predicates, rules) may read them.
+        arbitrary = any(leaf.python for leaf in mask.leaves())  # predicates and rules
         key = (mask, *((inp.batch, inp.heads) if arbitrary else (None, None)), inp.n, inp.m,
                inp.device)
         found = cls._block_masks.get(key)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from attnlab.lang.program import Program, parse
+from attnlab.lang.scores import GraphDistance
 
 
 def init_params(program: Program | str, heads: int, head_dim: int, *, seed: int = 0,
@@ -16,14 +17,18 @@ def init_params(program: Program | str, heads: int, head_dim: int, *, seed: int 
     """Fresh tensors for every learnable part, keyed 'path.name' (e.g. 'score.w_q').
 
     Initialisations keep a new program close to its fixed cousin: `general` starts as the
-    scaled dot product, `cosine` at temperature 10, biases near zero.
+    scaled dot product, `cosine` at temperature 10, biases near zero (graph_distance's at zero).
     """
     program = parse(program)
     gen = torch.Generator().manual_seed(seed)
+    # graph_distance starts at zero, exactly its fixed cousin: no graph bias until it learns one
+    zero = {f"{path}.table" for path, part in program.parts() if isinstance(part, GraphDistance)}
     out = {}
     for key, shape in program.parameter_shapes(heads, head_dim).items():
         name = key.rsplit(".", 1)[1]
-        if name == "w":  # general: qᵀ W k starts as qᵀ k / √d
+        if key in zero:
+            value = torch.zeros(shape)
+        elif name == "w":  # general: qᵀ W k starts as qᵀ k / √d
             value = torch.eye(head_dim).expand(*shape).clone() / math.sqrt(head_dim)
         elif name == "log_tau":
             value = torch.full(shape, math.log(10.0))

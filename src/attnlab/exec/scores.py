@@ -85,7 +85,26 @@ def score_mod(mod: S.ScoreMod, inp: MaskInputs, params: dict[str, Tensor], path:
     if isinstance(mod, S.Bias):
         full = _broadcast_bias(bias, inp)
         return lambda s, b, h, q, kv: s + full[b, h, q, kv].to(s.dtype)
+    if isinstance(mod, S.GraphDistance):
+        table, dist = params[f"{path}.table"], _distances(inp, mod)
+        far = mod.max_distance + 1
+        return lambda s, b, h, q, kv: s + table[
+            _distance_row(dist[b, q, kv], mod.max_distance, far), h].to(s.dtype)
     raise NotImplementedError(f"score mod {mod} has no implementation")
+
+
+def _distance_row(d: Tensor, max_distance: int, far: int) -> Tensor:
+    """The table row of each distance: itself up to max_distance; farther and unreachable
+    (negative) pairs share row max_distance + 1."""
+    return torch.where((d < 0) | (d > max_distance), far, d)
+
+
+def _distances(inp: MaskInputs, mod: S.ScoreMod) -> Tensor:
+    if inp.distances is None:
+        raise InputError(f"the score mod '{mod}' needs distances= at call time (an integer "
+                         f"tensor ({inp.batch}, {inp.n}, {inp.m}) of shortest-path lengths, "
+                         "-1 for unreachable)")
+    return inp.distances
 
 
 def _broadcast_bias(bias: Tensor | None, inp: MaskInputs) -> Tensor:
@@ -101,7 +120,7 @@ def _broadcast_bias(bias: Tensor | None, inp: MaskInputs) -> Tensor:
 
 
 DOT_FORM = (S.Dot, S.ScaledDot, S.General, S.Cosine)  # scores some backend can fuse
-AFFINE_MODS = (S.Alibi, S.RelativeBias, S.Bias, S.Temperature)  # s -> a·s + g(b, h, q, kv)
+AFFINE_MODS = (S.Alibi, S.RelativeBias, S.Bias, S.GraphDistance, S.Temperature)  # s -> a·s + g(b, h, q, kv)
 
 
 def dot_form(score: S.Score, q: Tensor, k: Tensor, params: dict[str, Tensor],

@@ -15,7 +15,7 @@ from attnlab.lang import EMPTY, FULL, PARTIAL, Program, parse
 
 # How each call-time need is spelt at the `attnlab.attention` call.
 CALL_ARGS = {"segments": "segments=", "key_padding": "key_lengths= or key_padding_mask=",
-             "graph": "graph=", "bias": "bias="}
+             "graph": "graph=", "distances": "distances=", "bias": "bias="}
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def explain_program(program: Program | str, *, heads: int | None = None, kv_head
 def part_doc(part: object) -> str:
     """What a part of a program means: the first line of its class's docstring ('' if it has none)."""
     cls = type(part)
-    doc = inspect.getdoc(cls) or ""
+    doc = getattr(part, "doc", None) or inspect.getdoc(cls) or ""  # a named rule has its own
     # dataclasses invent 'Name(field=...)' when a class has no docstring: not worth showing
     if not doc or doc.startswith(f"{cls.__name__}("):
         return ""

@@ -49,6 +49,10 @@ def demo_call_inputs(program: Program, seq: int, seed: int) -> tuple[dict[str, T
         adjacency = (torch.rand(1, seq, seq, generator=gen) < 0.1) | torch.eye(seq, dtype=torch.bool)
         kwargs["graph"] = adjacency
         notes.append(f"graph: random adjacency (p = 0.1, seed {seed}) with self loops")
+    if "distances" in needs:
+        positions = torch.arange(seq)
+        kwargs["distances"] = (positions[:, None] - positions[None, :]).abs().unsqueeze(0)
+        notes.append("distances: a path graph, |i − j| hops from token i to token j")
     if "bias" in needs:
         kwargs["bias"] = torch.zeros(1, 1, seq, seq)
         notes.append("bias: zeros")

@@ -36,6 +36,7 @@ from attnlab.lang.normalizers import (
     TopK,
 )
 from attnlab.lang.program import Program, parse
+from attnlab.lang.rules import Rule
 from attnlab.lang.scores import (
     Additive,
     Alibi,
@@ -43,6 +44,7 @@ from attnlab.lang.scores import (
     Cosine,
     Dot,
     General,
+    GraphDistance,
     RelativeBias,
     ScaledDot,
     Score,
@@ -74,6 +76,7 @@ __all__ = [
     "General",
     "GlobalTokens",
     "Graph",
+    "GraphDistance",
     "Gumbel",
     "Layout",
     "Linear",
@@ -94,6 +97,7 @@ __all__ = [
     "RelativeBias",
     "Relu",
     "Route",
+    "Rule",
     "ScaledDot",
     "Score",
     "ScoreMod",

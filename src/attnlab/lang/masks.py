@@ -34,7 +34,8 @@ _REFINE_CHUNK = 4096  # undecided blocks evaluated per batch during refinement
 
 @dataclass(frozen=True, eq=False)
 class MaskInputs:
-    """Shapes plus the call-time data that `document`, `padding` and `graph` read."""
+    """Shapes plus the call-time data that `document`, `padding`, `graph` and the
+    distance-reading parts (`graph_distance`, rules such as `within`) read."""
 
     batch: int
     heads: int
@@ -45,6 +46,7 @@ class MaskInputs:
     kv_segments: Tensor | None = None  # (B, M)
     key_keep: Tensor | None = None  # (B, M) bool, True = a real key
     graph: Tensor | None = None  # (B, N, M) bool
+    distances: Tensor | None = None  # (B, N, M) int64 shortest-path lengths, < 0 = unreachable
 
     @property
     def offset(self) -> int:
@@ -55,10 +57,10 @@ class MaskInputs:
     def build(cls, batch: int, heads: int, n: int, m: int, device: torch.device | str = "cpu", *,
               segments: Tensor | tuple[Tensor, Tensor] | None = None,
               key_lengths: Tensor | None = None, key_padding_mask: Tensor | None = None,
-              graph: Tensor | None = None) -> MaskInputs:
+              graph: Tensor | None = None, distances: Tensor | None = None) -> MaskInputs:
         """Check and normalise the call-time mask data; InputError says what does not fit."""
         device = torch.device(device)
-        q_seg = kv_seg = keep = adj = None
+        q_seg = kv_seg = keep = adj = dist = None
         if segments is not None:
             if isinstance(segments, tuple | list):
                 q_seg, kv_seg = (_batched("segments[0]", segments[0], batch, (n,), device),
@@ -88,7 +90,14 @@ class MaskInputs:
             adj = _batched("graph", graph, batch, (n, m), device)
             if adj.dtype != torch.bool:
                 raise InputError(f"graph must be a bool adjacency, got {adj.dtype}")
-        return cls(batch, heads, n, m, device, q_seg, kv_seg, keep, adj)
+        if distances is not None:
+            dist = _batched("distances", distances, batch, (n, m), device,
+                            hint=" (the shortest-path length from each query to each key)")
+            if dist.dtype == torch.bool or dist.dtype.is_floating_point or dist.dtype.is_complex:
+                raise InputError(f"distances must hold whole numbers (an integer tensor, -1 for "
+                                 f"unreachable), got {dist.dtype}")
+            dist = dist.long()  # uint8 and int8 would index as masks, not as rows
+        return cls(batch, heads, n, m, device, q_seg, kv_seg, keep, adj, dist)
 
 
 def _batched(name: str, t: Tensor, batch: int, shape: tuple[int, ...], device: torch.device,
@@ -156,6 +165,9 @@ class Mask(Part):
     kind = "mask"
     needs: ClassVar[frozenset[str]] = frozenset()  # call-time inputs a leaf reads
     depth: ClassVar[int] = 1  # levels of nesting; combinations set their own
+    # Runs a Python function (predicate, named rule) that may read the batch row and head: never
+    # assumed alike across them, nor causal without looking.
+    python: ClassVar[bool] = False
 
     def visible(self, b: Tensor, h: Tensor, q: Tensor, kv: Tensor, inp: MaskInputs) -> Tensor:
         raise NotImplementedError
@@ -561,6 +573,7 @@ class Predicate(Mask):
     torch ops (as for FlexAttention's mask_mod). Round-trips only in Python."""
 
     name = "predicate"
+    python = True
     fn: object
 
     def validate(self) -> None:

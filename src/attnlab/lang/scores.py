@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from attnlab.lang.base import Part, check_factor, check_length, check_width, require
+from attnlab.lang.base import (
+    MAX_WIDTH,
+    Part,
+    at_least,
+    at_most,
+    check_factor,
+    check_length,
+    check_width,
+    require,
+)
 
 
 class Score(Part):
@@ -153,3 +162,26 @@ class Bias(ScoreMod):
 
     name = "bias"
     needs = frozenset({"bias"})
+
+
+@dataclass(frozen=True)
+class GraphDistance(ScoreMod):
+    """A learnable per-head bias for each shortest-path distance, read from `distances=` (Graphormer).
+
+    Ying et al. 2021's spatial encoding: distances 0 … max_distance have a table row each;
+    longer ones and unreachable pairs (< 0) share the last row."""
+
+    name = "graph_distance"
+    shown = 1
+    learnable = True
+    needs = frozenset({"distances"})
+    max_distance: int = 8
+
+    def validate(self) -> None:
+        at_least(self, 1, "max_distance")
+        # one table row per distance: a size across, like relative_bias's buckets
+        at_most(self, MAX_WIDTH, "2**16 rows of the table; farther pairs share the last row",
+                "max_distance")
+
+    def parameter_shapes(self, heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
+        return {"table": (self.max_distance + 2, heads)}

@@ -114,7 +114,8 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, key_lengths: Tensor | None = None,
                 segments: Tensor | tuple[Tensor, Tensor] | None = None,
-                graph: Tensor | None = None, bias: Tensor | None = None,
+                graph: Tensor | None = None, distances: Tensor | None = None,
+                bias: Tensor | None = None,
                 backend: str | None = None, cache: KVCache | None = None,
                 positions: Tensor | None = None) -> Tensor:
         """Attend from x (B, N, dim) to itself or to context (B, M, kv_dim).
@@ -123,13 +124,14 @@ class Attention(nn.Module):
         With `cache`, x holds only the new tokens: their keys and values are appended to the
         cache, the queries attend over all of them, and key_padding_mask (if any) must cover
         past + new keys. `positions` (N,) or (B, N) are the rotary positions of x; they default
-        to 0 .. N - 1, or to past .. past + N - 1 with a cache. The weights are never built
-        here: `attnlab.record(m)` recomputes them on demand.
+        to 0 .. N - 1, or to past .. past + N - 1 with a cache. `distances` (B, N, M) are the
+        shortest-path lengths `graph_distance` and distance rules read. The weights are never
+        built here: `attnlab.record(m)` recomputes them on demand.
         """
         self._check_kind(context)
         q, k, v = qkv(self, x, context, cache, positions)
         inputs = dict(bias=bias, segments=segments, key_lengths=key_lengths,
-                      key_padding_mask=key_padding_mask, graph=graph)
+                      key_padding_mask=key_padding_mask, graph=graph, distances=distances)
         params = self.program_params.as_params()
         outs, calls = [], []
         for i, program in enumerate(self.program.mechanisms):

@@ -111,7 +111,8 @@ class MixedAttention(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
-                positions: Tensor | None = None, backend: str | None = None) -> Tensor:
+                positions: Tensor | None = None, backend: str | None = None,
+                distances: Tensor | None = None) -> Tensor:
         """As Attention.forward; the recorder gives the weights as (B, all heads, N, M) in
         group order."""
         if context is not None and self.rotary is not None:
@@ -128,10 +129,11 @@ class MixedAttention(nn.Module):
             call = None
             if self.recorder is not None:
                 call = kept(program, q[:, heads], k[:, heads], params.as_params(),
-                            key_padding_mask=key_padding_mask)
+                            key_padding_mask=key_padding_mask, distances=distances)
                 calls.append(call)
             out = attention(q[:, heads], k[:, heads], v[:, heads], program,
-                            key_padding_mask=key_padding_mask, params=params.as_params(),
+                            key_padding_mask=key_padding_mask, distances=distances,
+                            params=params.as_params(),
                             training=self.training,
                             backend=backend or (self.frozen[i] if self.frozen else None))
             listening(self.recorder, call, out, v[:, heads])

@@ -9,9 +9,9 @@ What is decided when:
 - At build time, for every length up to the model's max_len and every KV-cache offset: the
   N×N square of positions is checked, and a cached call (query i at key position i + past) reads
   rows of that square, because structured masks read positions, never call shapes.
-- Leaves that read call-time data (`padding`, `document`, `graph`) or run Python (`predicate`,
-  which may read the batch row and head, and sees raw query indices that a KV cache shifts) are
-  taken at their most permissive value: the mask must be causal whatever they hold. So
+- Leaves that read call-time data (`padding`, `document`, `graph`) or run Python (`predicate`
+  and named rules, which may read the batch row and head and see raw query indices that a KV
+  cache shifts) are taken at their most permissive value: the mask must be causal whatever they hold. So
   `causal & padding` passes and `causal | document` is refused at build time: it sees the
   future whenever two positions share a document. Nothing is lost by that: where the data does
   keep a mask causal, `causal & mask` computes exactly the same.
@@ -36,7 +36,6 @@ from attnlab.lang.masks import (
     MaskInputs,
     Not,
     Or,
-    Predicate,
     evaluate_blocks,
 )
 from attnlab.lang.program import Program
@@ -109,7 +108,7 @@ class Causality:
 
 def _opaque(leaf: Mask) -> bool:
     """A leaf whose values are unknown before the call: call-time data, or Python."""
-    return bool(leaf.needs) or isinstance(leaf, Predicate)
+    return bool(leaf.needs) or leaf.python
 
 
 def _most_permissive(mask: Mask, positive: bool = True) -> Mask | bool:

@@ -31,7 +31,6 @@ from attnlab.errors import InputError
 from attnlab.exec.api import check_call
 from attnlab.exec.reference import modded_scores, reference_attention
 from attnlab.lang.layout import Layout
-from attnlab.lang.masks import Predicate
 from attnlab.lang.program import Program
 
 
@@ -109,11 +108,10 @@ class Call:
 
     def _heads_alike(self) -> bool:
         """No part of the program tells heads apart (no score mods, learnable tensors, call-time
-        bias or predicate), so a head's weights need only its own q and k."""
+        bias, predicate or rule), so a head's weights need only its own q and k."""
         p = self.program
         return not (p.mods or self.params or "bias" in self.inputs or p.approximation is not None
-                    or (p.mask is not None and any(isinstance(leaf, Predicate)
-                                                   for leaf in p.mask.leaves())))
+                    or (p.mask is not None and any(leaf.python for leaf in p.mask.leaves())))
 
     def scores(self) -> tuple[Tensor, Tensor | None]:
         """(B, H, N, M) scores before the normalizer (the program's mods applied) and the (B or 1,
