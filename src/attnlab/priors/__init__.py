@@ -1,0 +1,1 @@
+"""Prior knowledge for attention: knowledge sources, trees and tables turned into masks and biases."""
