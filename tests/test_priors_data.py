@@ -9,8 +9,10 @@ from collections import deque
 import pytest
 import torch
 
+from attnlab.data.datasets import movielens_genres
 from attnlab.data.listops import END_ID, LISTOPS_TOKENS, listops
-from attnlab.errors import InputError
+from attnlab.errors import DataError, InputError
+from attnlab.priors.genres import genre_coverage, genre_distances, genre_table
 from attnlab.priors.trees import listops_parents, tree_depths, tree_distances, tree_neighbours
 
 # --- ListOps parse trees -----------------------------------------------------------------------------
@@ -144,3 +146,47 @@ def test_listops_parents_refuse_unbalanced_or_foreign_ids():
         tree_depths(torch.tensor([[1, 0]]))
     with pytest.raises(InputError, match="index of a token in the same row"):
         tree_distances(torch.tensor([[3, -1]]))
+
+
+# --- MovieLens genres --------------------------------------------------------------------------------
+
+def test_movielens_genres_from_the_item_file():
+    genres = movielens_genres()
+    assert len(genres) == 1_682
+    assert genres["1"] == ("Animation", "Children's", "Comedy")  # Toy Story
+    assert genres["2"] == ("Action", "Adventure", "Thriller")  # GoldenEye
+    coverage = genre_coverage(genres)
+    assert coverage["without"] == 2 and genres["267"] == genres["1373"] == ()  # the file's "unknown"
+    assert coverage["several"] == 849 and coverage["items"] == 1_682
+    assert len(coverage["per_genre"]) == 18 and coverage["per_genre"]["Drama"] == 725
+    assert "unknown" not in coverage["per_genre"]
+
+
+def test_genre_distances_against_a_formula():
+    genres = movielens_genres()
+    catalogue = sorted(genres, key=lambda item: (len(item), item))  # as the recommendation task orders it
+    table = genre_table(catalogue, genres)
+    assert table.table.shape == (1_683, 18) and not table.table[0].any()
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randint(1, 1_683, (4, 30), generator=gen)
+    items[:, :7] = 0  # left padding, as the task pads
+    items[1, 10], items[1, 11] = catalogue.index("267") + 1, catalogue.index("1373") + 1  # genre-less
+    items[2, 12] = items[2, 13]  # one item twice
+    found = genre_distances(items, table)
+    assert found.dtype == torch.long and found.shape == (4, 30, 30)
+    for b in range(4):
+        for i in range(30):
+            for j in range(30):
+                a, c = int(items[b, i]), int(items[b, j])
+                if a == 0 or c == 0:
+                    expected = -1
+                elif i == j:
+                    expected = 0
+                else:
+                    expected = 1 if set(genres[catalogue[a - 1]]) & set(genres[catalogue[c - 1]]) else 2
+                assert found[b, i, j] == expected, (b, i, j)
+    assert found[1, 10, 11] == 2 and found[2, 12, 13] == 1
+    with pytest.raises(InputError, match="model ids run from 0 to 1682"):
+        genre_distances(torch.tensor([[1_683]]), table)
+    with pytest.raises(DataError, match="no genres for 1 of the catalogue's 2 items"):
+        genre_table(["1", "no-such-item"], genres)
