@@ -21,7 +21,7 @@ from types import MappingProxyType
 from attnlab.data.datasets.base import DebianPackage, DebianSource, installed_location, installed_locations
 from attnlab.data.datasets.install import Progress, install, note, repair
 from attnlab.data.datasets.integrity import file_sha256
-from attnlab.errors import DataError
+from attnlab.errors import ConfigError, DataError
 from attnlab.machine import cache_dir
 
 NAME = "wordnet"
@@ -75,7 +75,7 @@ class NounClasses:
         the most frequent one: later senses are mostly rare readings ("city" 3 is a city's people,
         noun.group), which would put noise into every sentence holding the word."""
         if senses is not None and (isinstance(senses, bool) or not isinstance(senses, int) or senses < 1):
-            raise DataError(f"senses must be a whole number from 1, or None for all, got {senses!r}")
+            raise ConfigError(f"senses must be a whole number from 1, or None for all, got {senses!r}")
         numbers = self.senses.get(_lemma(word), ())
         return tuple(dict.fromkeys(self.lexnames[n] for n in numbers[:senses]))
 
