@@ -175,16 +175,18 @@ def tree_neighbours(parents: Tensor, pad: Tensor | None = None) -> Tensor:
     nothing and is seen by nothing. Symmetric."""
     parents = _parents(parents)
     real = ~_pad(pad, parents)
-    small = parents.to(torch.int16 if parents.shape[1] < 2**15 - 1 else torch.int32)  # cheaper L x L passes
-    index = torch.arange(parents.shape[1], device=parents.device, dtype=small.dtype)
-    mine, theirs = small.unsqueeze(2), small.unsqueeze(1)
-    near = mine == theirs  # siblings: the same parent, when there is one
-    near &= (small >= 0).unsqueeze(2)
-    near |= mine == index.view(1, 1, -1)  # j is i's parent
-    near |= theirs == index.view(1, -1, 1)  # i is j's parent
-    near.diagonal(dim1=1, dim2=2).fill_(True)
-    near &= real.unsqueeze(2)
-    near &= real.unsqueeze(1)
+    length = parents.shape[1]
+    # siblings: one L x L comparison of parents, where a root or padding gets a parent of its own (a
+    # negative number no other token has), so it is nobody's sibling
+    index = torch.arange(length, device=parents.device)
+    own = torch.where(parents >= 0, parents, -1 - index).to(torch.int16 if length < 2**14 else torch.int32)
+    near = own.unsqueeze(2) == own.unsqueeze(1)
+    # parent and child: L edges a row, set directly
+    child = ((parents >= 0) & real).nonzero(as_tuple=True)
+    rows, up = child[0], parents[child]
+    near[rows, child[1], up] = True
+    near[rows, up, child[1]] = True
+    near.diagonal(dim1=1, dim2=2).copy_(real)
     return near
 
 
