@@ -209,10 +209,13 @@ def _parse_and_keep(folder: Path, path: Path) -> NounClasses:
     if digest != TABLE_SHA256:
         raise DataError(f"{NAME}: the table parsed from {folder} has sha256 {digest}, expected "
                         f"{TABLE_SHA256}; the parser and its pin disagree")
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # whole or not at all
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError:  # a cache that cannot be written only costs a parse next time
+        partial.unlink(missing_ok=True)
     return nouns
 
 
