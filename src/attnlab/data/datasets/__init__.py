@@ -26,6 +26,7 @@ from attnlab.data.datasets.registry import (
     fetch,
     item_titles,
     load,
+    movielens_genres,
     movielens_titles,
     options_carried_over,
     read,
@@ -34,5 +35,6 @@ from attnlab.data.datasets.registry import (
 __all__ = ["DATASETS", "LOAD_OPTIONS", "PACKAGES", "SPLITS", "ArchiveSource", "DatasetInfo", "DebianPackage",
            "DebianSource", "Example", "Fetched", "Source", "WheelSource",
            "checksum_problems", "count_problems", "dataset",
-           "fetch", "installed_location", "item_titles", "leave_one_out", "load", "movielens_titles",
+           "fetch", "installed_location", "item_titles", "leave_one_out", "load", "movielens_genres",
+           "movielens_titles",
            "options_carried_over", "read", "split"]

@@ -11,6 +11,8 @@ from attnlab.errors import DataError
 INTER, ITEM = "ml-100k.inter", "ml-100k.item"
 INTER_COLUMNS = ("user_id:token", "item_id:token", "rating:float", "timestamp:float")
 ITEM_COLUMNS = ("item_id:token", "movie_title:token_seq", "release_year:token")
+GENRE_COLUMN = "class:token_seq"  # RecBole's name for the genres, space-separated
+NO_GENRE = "unknown"  # what the file says of an item without a genre (items 267 and 1373)
 MIN_HISTORY = 3  # leave-one-out takes the last item for test and one for validation, and train needs one
 
 
@@ -64,6 +66,27 @@ def item_titles(where: Path) -> dict[str, str]:
         item, title, year = fields[:3]
         titles[item] = f"{title} ({year})" if len(year) == 4 and year.isdigit() else title
     return titles
+
+
+def item_genres(where: Path) -> dict[str, tuple[str, ...]]:
+    """Item id → its genres, in the file's order (``("Animation", "Children's", "Comedy")``), from the
+    ``class`` column of ml-100k.item (``where`` is its folder, or the file). The two items the file
+    marks ``unknown`` have no genre: ``()``. MovieLens's 18 genres are single words (``Sci-Fi``,
+    ``Film-Noir``, ``Children's``), so spaces separate them."""
+    file = _file(where, ITEM)
+    try:
+        lines = read_lines(file)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{file}: not UTF-8 ({err}); give RecBole's ml-100k.item") from err
+    require_header(file, lines[0].split("\t") if lines else None, (*ITEM_COLUMNS, GENRE_COLUMN))
+    genres = {}
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != len(ITEM_COLUMNS) + 1:
+            raise DataError(f"{file}, line {number}: expected an item id, a title, a year and genres, "
+                            f"tab-separated; got {line[:80]!r}")
+        genres[fields[0]] = tuple(genre for genre in fields[3].split() if genre != NO_GENRE)
+    return genres
 
 
 def _file(where: Path, name: str) -> Path:

@@ -469,6 +469,12 @@ def movielens_titles(path: str | Path | None = None) -> dict[str, str]:
     return item_titles("movielens-100k", path)
 
 
+def movielens_genres(path: str | Path | None = None) -> dict[str, tuple[str, ...]]:
+    """movielens-100k's item id → its genres (``recommendation.item_genres``), read from the checked
+    installed ml-100k.item, or from ``path`` (a copy of that file, or its folder)."""
+    return _read_with(recommendation.item_genres, dataset("movielens-100k"), path)
+
+
 def checksum_problems(info: DatasetInfo, folder: Path, *, fresh: bool = False) -> list[str]:
     """One line per source file in ``folder`` whose sha256 is not the pinned version's (a digest
     remembered for the file's current version is trusted unless ``fresh``)."""
