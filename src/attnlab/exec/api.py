@@ -25,6 +25,27 @@ _READERS = {"bias": ("bias", "the score mod 'bias'"), "segments": ("segments", "
                                        "distances, such as 'rule(within, 2)'")}
 
 
+def arguments_read(program: Program) -> frozenset[str]:
+    """The call-time arguments (`graph`, `distances`, `key_padding_mask`, …) `program` reads."""
+    needs = program.requires()
+    return frozenset(arg for arg, (need, _) in _READERS.items() if need in needs)
+
+
+def read_by(program: Program, given: dict) -> dict:
+    """The call-time inputs among `given` that `program` (a layer's component or head group)
+    reads; None values dropped."""
+    return {arg: v for arg, v in given.items() if v is not None and arg in arguments_read(program)}
+
+
+def check_all_read(programs: list[Program], given: dict, whole: Program | str) -> None:
+    """InputError for an input that none of `programs` (the parts of one layer) reads."""
+    read = frozenset().union(*(arguments_read(p) for p in programs))
+    for arg, value in given.items():
+        if value is not None and arg not in read:
+            raise InputError(f"{arg}= was given but nothing reads it: add {_READERS[arg][1]} to "
+                             f"the program ('{whole}')")
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_dot ; softmax", *,
               bias: Tensor | None = None, segments: Tensor | tuple[Tensor, Tensor] | None = None,
               key_lengths: Tensor | None = None, key_padding_mask: Tensor | None = None,

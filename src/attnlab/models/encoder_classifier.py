@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from attnlab.errors import ConfigError
 from attnlab.models.base import Model, pool
+from attnlab.models.knowledge import build_prior, check_prior_read, prior_inputs
 from attnlab.nn.blocks import Block, Positions, attention_layers, with_padding
 
 POOLING = ("mean", "cls", "first")
@@ -34,6 +35,7 @@ class EncoderClassifierConfig:
     per: str = "sequence"  # a label per sequence: logits (B, C); per token: logits (B, L, C)
     pad_id: int | None = None
     dropout: float = 0.0
+    prior: dict | None = None  # knowledge made attention inputs (attnlab.models.knowledge)
     kv_heads: int | None = None
     mlp_ratio: int = 4
     features: int | None = None  # inputs are frames (B, L, features) of floats, not token ids
@@ -73,6 +75,8 @@ class EncoderClassifier(Model):
                                 kv_heads=c.kv_heads, rotary=self.positions.rotary,
                                 adapt=with_padding if self.padded else lambda p: p)
         self.blocks = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in attn)
+        self.prior = build_prior(c.prior)
+        check_prior_read(self.prior, attn, refuse_cls=c.pooling == "cls")
         self.norm = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.num_classes)
         self.init_weights()
@@ -100,9 +104,10 @@ class EncoderClassifier(Model):
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
             if pad is not None:
                 pad = torch.cat([pad.new_zeros(pad.shape[0], 1), pad], dim=1)
-        x = self.drop(self.positions(x))
+        attend, soft = prior_inputs(self.prior, tokens, pad)
+        x = self.drop(self.positions(x, positions=soft))
         for block in self.blocks:
-            x = block(x, key_padding_mask=pad)
+            x = block(x, key_padding_mask=pad, **attend)
         x = self.norm(x)
         if self.per == "token":
             return self.head(x[:, 1:] if self.cls is not None else x)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from attnlab.ids import PAD_ID
 from attnlab.models.base import Model
+from attnlab.models.knowledge import build_prior, check_prior_read, prior_inputs
 from attnlab.nn.blocks import (
     Block,
     Positions,
@@ -33,6 +34,7 @@ class SequentialRecommenderConfig:
     dropout: float = 0.2
     positions: str = "learned"
     mlp_ratio: int = 1
+    prior: dict | None = None  # knowledge made attention inputs (attnlab.models.knowledge)
 
 
 class SequentialRecommender(Model):
@@ -55,17 +57,20 @@ class SequentialRecommender(Model):
             c.d_model, c.programs, layers=c.layers, heads=c.heads, rotary=self.positions.rotary,
             adapt=with_padding, causal_for="SequentialRecommender", max_len=c.max_len)
         self.blocks = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in attn)
+        self.prior = build_prior(c.prior)
+        check_prior_read(self.prior, attn)
         self.norm = nn.LayerNorm(c.d_model)
         self.init_weights()
 
     def forward(self, items: Tensor) -> Tensor:
         pad = items == PAD_ID
         keep = (~pad).unsqueeze(-1)
+        attend, soft = prior_inputs(self.prior, items, pad)
         # As in SASRec: embeddings scaled by √d, and padded slots zeroed after adding positions.
-        x = self.positions(self.items(items) * math.sqrt(self.items.embedding_dim))
+        x = self.positions(self.items(items) * math.sqrt(self.items.embedding_dim), positions=soft)
         x = self.drop(x) * keep
         for block in self.blocks:
-            x = block(x, key_padding_mask=pad) * keep
+            x = block(x, key_padding_mask=pad, **attend) * keep
         logits = self.norm(x) @ self.items.weight.T
         logits[..., PAD_ID] = float("-inf")
         return logits

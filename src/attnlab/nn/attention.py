@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from attnlab.errors import InputError
 from attnlab.exec import attention, init_params
+from attnlab.exec.api import arguments_read, check_all_read, read_by
 from attnlab.lang.program import Program, parse
 from attnlab.nn.causality import Causality
 from attnlab.nn.gates import HeadRouter, OutputGating, join_for, real_queries
@@ -134,14 +135,18 @@ class Attention(nn.Module):
                       key_padding_mask=key_padding_mask, graph=graph, distances=distances)
         params = self.program_params.as_params()
         outs, calls = [], []
+        if self.program.components:  # each component gets what it reads; every input is read
+            check_all_read(list(self.program.components), inputs, self.program)
         for i, program in enumerate(self.program.mechanisms):
             if self.causalities[i] is not None:
                 self.causalities[i].check(k.shape[-2])
             qi, ki = (q, k) if self.qk_sets == 1 else (q.chunk(self.qk_sets, 1)[i],
                                                        k.chunk(self.qk_sets, 1)[i])
-            pi = component_params(params, i) if self.program.components else params
-            call = None if self.recorder is None else kept(program, qi, ki, pi, **inputs)
-            out = attention(qi, ki, v, program, **inputs, params=pi, training=self.training,
+            pi, given = params, inputs
+            if self.program.components:
+                pi, given = component_params(params, i), read_by(program, inputs)
+            call = None if self.recorder is None else kept(program, qi, ki, pi, **given)
+            out = attention(qi, ki, v, program, **given, params=pi, training=self.training,
                             backend=backend or (self.frozen[i] if self.frozen else None))
             listening(self.recorder, call, out, v)
             outs.append(out)
@@ -162,6 +167,10 @@ class Attention(nn.Module):
             self.recorder.keep(self, calls, joined=(joined, v), final=out, join=self.join,
                                gates=self.gate_reports())
         return self.to_out(out.transpose(1, 2).flatten(2))
+
+    def reads(self) -> frozenset[str]:
+        """The call-time arguments this layer's programs read (`graph`, `distances`, …)."""
+        return frozenset().union(*(arguments_read(p) for p in self.program.mechanisms))
 
     def gate_reports(self) -> dict[str, Tensor]:
         """The last call's allocation of each gate: mix (B|1, N|1, H, C), diff λ (B, N, 1),

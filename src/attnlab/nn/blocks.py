@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from attnlab.errors import ConfigError, InputError, did_you_mean
 from attnlab.exec import attention
+from attnlab.exec.api import arguments_read, check_all_read, read_by
 from attnlab.lang.masks import Padding
 from attnlab.lang.program import Program, parse
 from attnlab.nn.attention import Attention, KVCache, ProgramParameters, masked, qkv
@@ -48,9 +49,14 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, *, key_padding_mask: Tensor | None = None,
                 memory: Tensor | None = None, memory_padding_mask: Tensor | None = None,
-                cache: KVCache | None = None) -> Tensor:
+                cache: KVCache | None = None, **attend: Tensor) -> Tensor:
+        """`attend` holds call-time inputs a model's prior gives every layer (`distances=`,
+        `graph=`); the self-attention gets those its programs read."""
         # Only pass what is set, so any attention module with the m(x, context) call works here.
         extra: dict[str, Any] = {"cache": cache} if cache is not None else {}
+        reads = getattr(self.attention, "reads", None)
+        extra.update((k, v) for k, v in attend.items() if v is not None and reads is not None
+                     and k in reads())
         if key_padding_mask is not None:
             extra["key_padding_mask"] = key_padding_mask
         x = x + self.drop(self.attention(self.norm1(x), **extra))
@@ -112,13 +118,15 @@ class MixedAttention(nn.Module):
     def forward(self, x: Tensor, context: Tensor | None = None, *,
                 key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
                 positions: Tensor | None = None, backend: str | None = None,
-                distances: Tensor | None = None) -> Tensor:
+                distances: Tensor | None = None, graph: Tensor | None = None) -> Tensor:
         """As Attention.forward; the recorder gives the weights as (B, all heads, N, M) in
-        group order."""
+        group order. Each group gets the call-time inputs its program reads."""
         if context is not None and self.rotary is not None:
             raise InputError("rotary=True needs self-attention: queries and keys must share one "
                              "position axis")
         q, k, v = qkv(self, x, context, cache, positions)
+        inputs = dict(key_padding_mask=key_padding_mask, distances=distances, graph=graph)
+        check_all_read(self.programs, inputs, " | ".join(map(str, self.programs)))
         outs, calls, start = [], [], 0
         for i, (program, h, params, causality) in enumerate(zip(
                 self.programs, self.group_heads, self.program_params, self.causalities, strict=True)):
@@ -126,13 +134,11 @@ class MixedAttention(nn.Module):
             start += h
             if causality is not None:
                 causality.check(k.shape[-2])
-            call = None
+            call, given = None, read_by(program, inputs)
             if self.recorder is not None:
-                call = kept(program, q[:, heads], k[:, heads], params.as_params(),
-                            key_padding_mask=key_padding_mask, distances=distances)
+                call = kept(program, q[:, heads], k[:, heads], params.as_params(), **given)
                 calls.append(call)
-            out = attention(q[:, heads], k[:, heads], v[:, heads], program,
-                            key_padding_mask=key_padding_mask, distances=distances,
+            out = attention(q[:, heads], k[:, heads], v[:, heads], program, **given,
                             params=params.as_params(),
                             training=self.training,
                             backend=backend or (self.frozen[i] if self.frozen else None))
@@ -141,6 +147,10 @@ class MixedAttention(nn.Module):
         if self.recorder is not None:
             self.recorder.keep(self, calls)
         return self.to_out(masked(torch.cat(outs, dim=1), self.head_mask).transpose(1, 2).flatten(2))
+
+    def reads(self) -> frozenset[str]:
+        """The call-time arguments this layer's programs read (`graph`, `distances`, …)."""
+        return frozenset().union(*(arguments_read(p) for p in self.programs))
 
     def extra_repr(self) -> str:
         groups = ", ".join(f"('{p}', {h})" for p, h in zip(self.programs, self.group_heads,
@@ -168,10 +178,16 @@ class Positions(nn.Module):
     def rotary(self) -> bool:
         return self.kind == "rotary"
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """x (B, L, dim) whose first token sits at position `offset`."""
+    def forward(self, x: Tensor, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """x (B, L, dim) whose first token sits at position `offset`, or whose tokens sit at
+        `positions` (B, L) (K-BERT's soft positions: a branch continues from its entity)."""
         if self.table is None:
             return x
+        if positions is not None:
+            if int(positions.max()) >= self.max_len:
+                raise InputError(f"position {int(positions.max())} is past max_len={self.max_len} "
+                                 f"of the {self.kind} position table")
+            return x + self.table[positions.clamp(min=0)].to(x.dtype)
         end = offset + x.shape[1]
         if end > self.max_len:
             raise InputError(f"position {end - 1} is past max_len={self.max_len} of the "

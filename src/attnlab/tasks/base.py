@@ -144,6 +144,15 @@ class Task:
                               "leave out model.pretrained, or model.kind"))
         return kind
 
+    def with_prior(self, exp, encoders: Any) -> Any:
+        """`encoders` as the model's prior needs its inputs made (K-BERT inserts knowledge into
+        texts); unchanged without a prior."""
+        from attnlab.models.knowledge import KNOWLEDGE
+
+        spec = exp.model.prior
+        kind = KNOWLEDGE.get(spec.get("kind")) if isinstance(spec, dict) else None
+        return encoders if kind is None or encoders is None else kind.wrap_encoders(encoders, spec)
+
     def build_model(self, exp, data: TaskData, steps: int = 0):
         """The model `exp.model.kind` names (by default this task's), shaped for `data`; `steps`
         is the run's optimiser steps (an AdaLoRA adapter plans over them)."""

@@ -97,6 +97,7 @@ class TextClassification(Task):
             return TextEncoder(tokenizer, max_len, names)
 
         encoders, labels = class_labels(t, splits, encoders, fit)
+        encoders = self.with_prior(exp, encoders)
         names = encoders.label_names
         data = {s: TaskData(encoders([ex["text"] for ex in examples]), labels[s],
                             vocab_size=encoders.vocab_size, num_classes=len(names), pad_id=PAD_ID,
@@ -111,6 +112,7 @@ class TextClassification(Task):
         return classification_scores(model, prepared.test, exp.train.batch_size, exp.task.positive)
 
     def save_encoders(self, encoders: TextEncoder, out: Path) -> None:
+        encoders = getattr(encoders, "base", encoders)  # a prior's wrapper is made again on load
         encoders.tokenizer.save(str(out / "tokenizer.json"))
         (out / "labels.json").write_text(json.dumps({"labels": list(encoders.label_names),
                                                      "max_len": encoders.max_len}))
@@ -122,7 +124,8 @@ class TextClassification(Task):
             saved = json.loads((out / "labels.json").read_text())
             labels, max_len = tuple(saved["labels"]), int(saved["max_len"])
         with reading(out / "tokenizer.json"):
-            return TextEncoder(Tokenizer.from_file(str(out / "tokenizer.json")), max_len, labels)
+            tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+        return self.with_prior(exp, TextEncoder(tokenizer, max_len, labels))
 
     def predictor(self, model, encoders: TextEncoder, exp) -> TextClassifier:
         return TextClassifier(model, encoders)

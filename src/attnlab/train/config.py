@@ -117,6 +117,8 @@ class ModelConfig(_Strict):
     dropout: Real = Field(0.0, ge=0, lt=1)
     pooling: Literal["mean", "cls", "first", "last"] = "mean"
     patch_size: Int = Field(4, ge=1, le=WIDE)  # ViT: image patches of patch_size × patch_size pixels
+    # knowledge made attention inputs per batch: {kind: listops_tree, use: distances}, … (priors)
+    prior: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _pretrained_has_its_shape(self) -> ModelConfig:

@@ -29,6 +29,7 @@ from attnlab.errors import ConfigError, RunFolderError, UnsafeFileError
 from attnlab.models.base import load_model, save_model
 from attnlab.nn.gates import allocations
 from attnlab.objectives import Objectives
+from attnlab.priors.inputs import resolve_prior
 from attnlab.runfiles import load_tensors
 from attnlab.tasks import task_of
 from attnlab.train.allocation import ALLOCATION_FILE, PICTURE_FILE, draw_allocation
@@ -153,7 +154,13 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
     if cfg.validate_every and cfg.validate_every > total:
         raise ConfigError(f"train.validate_every: {cfg.validate_every} steps is more than the run's "
                           f"{total}, so it would never validate (nor keep a best checkpoint)")
+    if exp.model.prior is not None:  # completed from the data, so the model config rebuilds it
+        exp = exp.model_copy(update={"model": exp.model.model_copy(update={
+            "prior": resolve_prior(exp.model.prior, prepared, exp)})})
     model = task.build_model(exp, prepared.train, total)
+    if exp.model.prior is not None and getattr(model, "prior", None) is None:
+        raise ConfigError(f"model.prior: a {type(model).__name__} takes no prior; the encoder "
+                          "classifier and the recommender do")
     objectives = Objectives(exp.objectives, model, task)
     if objectives.supervised and prepared.train.alignments is None:
         raise ConfigError(f"objectives: supervise reads the task's alignments, and "
