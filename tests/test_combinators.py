@@ -431,3 +431,19 @@ def test_training_logs_the_allocation_per_epoch_and_draws_it(tmp_path) -> None:
 
 
 
+
+
+def test_the_sink_measure_is_the_mean_weight_rows_after_the_first_put_on_the_first_key() -> None:
+    from attnlab.objectives import Sink
+
+    torch.manual_seed(9)
+    m = Attention(DIM, "causal & padding ; softmax ; output_gate(headwise)", heads=H)
+    x, kpm = _padded()
+    with attnlab.record(m) as rec:
+        m(x, key_padding_mask=kpm)
+    w = rec.weights(0)
+    counted = (~kpm)[:, None, :].expand(B, H, N).clone()
+    counted[:, :, 0] = False
+    expected = (w[..., 0] * counted).sum() / counted.sum()
+    value = Sink(kind="sink").value(rec.calls(0), None)
+    torch.testing.assert_close(value, expected)

@@ -189,8 +189,23 @@ class ZLoss(Objective):
         return row_mean(z.square(), calls[0], ~empty)
 
 
+class Sink(Objective):
+    """Mean weight the rows put on the first key: the attention sink (Xiao et al., 2024), which a
+    head with nothing to read dumps its weight on. Row 0 is left out (under `causal` it sees only
+    that key). As a measure (`attnlab eval RUN --measure sink`) it is the sink's share; as an
+    objective it discourages the sink."""
+
+    kind: Literal["sink"]
+
+    def value(self, calls: list[Call], target: Tensor | None) -> Tensor:
+        w = self.picked(calls)
+        counted = live(w)
+        counted[:, :, 0] = False
+        return row_mean(w[..., 0], calls[0], counted)
+
+
 KINDS: dict[str, type[Objective]] = {c.model_fields["kind"].annotation.__args__[0]: c for c in
-                                     (Supervise, Entropy, Sparsity, HeadDiversity, ZLoss)}
+                                     (Supervise, Entropy, Sparsity, HeadDiversity, ZLoss, Sink)}
 
 
 def parse_objective(value: Any) -> Any:
