@@ -29,13 +29,13 @@ from strategies import programs
 
 
 @st.composite
-def combined(draw) -> Program:
+def combined(draw, data_masks: bool = True) -> Program:
     """A random combined program: plain components (no layout of their own), a combinator, and
     layout options, an output gate and routing at the top."""
     comb = draw(st.builds(Mix, st.sampled_from(["static", "layer", "token"]))
                 | st.builds(Diff, st.none() | st.floats(0, 0.99)))
     n = 2 if isinstance(comb, Diff) else draw(st.integers(2, 4))
-    comps = tuple(draw(programs()).replace(layout=Layout()) for _ in range(n))
+    comps = tuple(draw(programs(data_masks)).replace(layout=Layout()) for _ in range(n))
     heads = draw(st.none() | st.integers(2, 8))
     route = None
     if heads is not None and draw(st.booleans()):
@@ -447,3 +447,42 @@ def test_the_sink_measure_is_the_mean_weight_rows_after_the_first_put_on_the_fir
     expected = (w[..., 0] * counted).sum() / counted.sum()
     value = Sink(kind="sink").value(rec.calls(0), None)
     torch.testing.assert_close(value, expected)
+
+
+RAN: list[Program] = []
+
+
+@settings(max_examples=25, deadline=None)
+@given(combined(data_masks=False), st.integers(0, 2**16))
+def test_random_combined_programs_agree_with_the_reference_forward_and_backward(
+        program: Program, seed: int) -> None:
+    """The planner's backend for each component against the reference, through the module."""
+    if program.requires() - {"bias", "key_padding", "distances"} or \
+            any("predicate" in str(c) for c in program.components):
+        return  # documents, graphs and Python predicates have their own tests
+    RAN.append(program)
+    heads = program.layout.heads or H
+    torch.manual_seed(seed)
+    m = Attention(heads * 4, program, heads=heads).eval()
+    x = torch.randn(2, 7, heads * 4)
+    kpm = torch.zeros(2, 7, dtype=torch.bool)
+    kpm[1, 5:] = True
+    given = {"bias": torch.randn(1, heads, 7, 7), "key_padding": kpm,
+             "distances": torch.randint(-1, 10, (2, 7, 7))}
+    inputs = {("key_padding_mask" if need == "key_padding" else need): given[need]
+              for need in program.requires()}
+    results = []
+    for backend in ("reference", None):
+        m.zero_grad()
+        y = m(x, backend=backend, **inputs)
+        y.square().sum().backward()
+        results.append((y, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    (y0, g0), (y1, g1) = results
+    torch.testing.assert_close(y1, y0, atol=1e-4, rtol=1e-3)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-3, rtol=1e-2, msg=name)
+
+
+def test_the_random_programs_above_were_mostly_run() -> None:
+    if RAN:  # run with the test above, in this order
+        assert len(RAN) >= 20
