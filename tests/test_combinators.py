@@ -486,3 +486,32 @@ def test_random_combined_programs_agree_with_the_reference_forward_and_backward(
 def test_the_random_programs_above_were_mostly_run() -> None:
     if RAN:  # run with the test above, in this order
         assert len(RAN) >= 20
+
+
+GATED = {"name": "tiny-gated",
+         "task": {"name": "mqar", "params": {"vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2},
+                  "train_examples": 64, "val_examples": 16, "test_examples": 16},
+         "model": {"d_model": 16, "layers": 1, "heads": 2, "dropout": 0.1},
+         "attention": "mix({causal ; softmax}, {causal & window(2) ; softmax}, gate=token) ; "
+                      "heads(2) + route(1)",
+         "train": {"steps": 9, "validate_every": 3, "batch_size": 16, "lr": 0.01, "seed": 5}}
+
+
+@pytest.mark.parametrize("stop_at", [2, 5, 8])
+def test_the_allocation_history_of_a_resumed_run_is_the_straight_runs(stop_at, tmp_path,
+                                                                      monkeypatch) -> None:
+    """Every validation's allocation, however the run was interrupted, and not cut back to the
+    best checkpoint's when the test loads it."""
+    from attnlab.train.config import load_experiment
+    from interrupting import train_until
+
+    def run(out, resume=False):
+        return train(load_experiment(GATED), out, resume=resume, progress=False,
+                     tracking_uri=f"sqlite:///{tmp_path}/ml.db")
+
+    run(tmp_path / "straight")
+    assert train_until(stop_at, monkeypatch, lambda: run(tmp_path / "cut")) is None
+    run(tmp_path / "cut", resume=True)
+    straight = json.loads((tmp_path / "straight" / "allocation.json").read_text())
+    assert [h["step"] for h in straight] == [3, 6, 9]
+    assert json.loads((tmp_path / "cut" / "allocation.json").read_text()) == straight

@@ -124,11 +124,14 @@ class TaskModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.model.load_training_state(checkpoint.get("model_state", {}))
-        self._allocation_history = list(checkpoint.get("allocation_history", []))
+        # a resumed run goes on with its history; testing the best checkpoint keeps the whole one
+        self._history_to_restore = list(checkpoint.get("allocation_history", []))
         # applied when training starts: restoring the model must not be followed by draws
         self._to_restore = checkpoint.get("rng"), checkpoint.get("grads", {})
 
     def on_train_start(self) -> None:
+        if getattr(self, "_history_to_restore", None) is not None:
+            self._allocation_history, self._history_to_restore = self._history_to_restore, None
         (state, grads), self._to_restore = getattr(self, "_to_restore", (None, {})), (None, {})
         if state is not None:
             set_rng_state(state)
