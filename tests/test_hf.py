@@ -117,6 +117,10 @@ def test_mistakes_are_one_line() -> None:
     model = tiny_llama()
     with pytest.raises(ConfigError, match="LlamaForCausalLM has attention layers 0 to 1"):
         hf.use(model, {2: "scaled_dot ; causal ; softmax"})
+    for gated in ("mix({causal ; softmax}, {causal & window(4) ; softmax})",
+                  "causal ; softmax ; output_gate(headwise)"):
+        with pytest.raises(ConfigError, match="adds gates a pretrained layer does not have"):
+            hf.use(model, gated)
     with pytest.raises(InputError, match="is not running attnlab's attention: nothing to restore"):
         hf.restore(model)
     with pytest.raises(ConfigError, match="unknown pretrained model 'all-minilm' — did you mean "

@@ -165,6 +165,11 @@ def use(model: nn.Module, program: Program | str | Mapping[int, Program | str], 
             raise ConfigError(f"layer {index!r}: {type(model).__name__} has attention layers 0 to "
                               f"{len(layers) - 1}")
     chosen = {i % len(layers): parse(p) for i, p in per_layer.items()}
+    for i, p in chosen.items():
+        gated = p.combinator is not None or p.output_gate is not None or p.layout.route is not None
+        if gated:  # their gates and routers are new weights the pretrained layers lack
+            raise ConfigError(f"layer {i}: '{p}' adds gates a pretrained layer does not have; run "
+                              "mix, diff, output_gate and route in attnlab's own models")
     config = _config(model)
     weight = next(model.parameters())
     for i, module in enumerate(layers):
