@@ -24,6 +24,7 @@ class Combinator(Part):
 
     kind = "combinator"
     arity: ClassVar[tuple[int, int]]  # fewest and most components
+    own_queries: ClassVar[bool] = False  # each component gets its own queries and keys
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Diff(Combinator):
 
     name = "diff"
     arity = (2, 2)
+    own_queries = True
     lambda_init: float | None = None
 
     def validate(self) -> None:

@@ -97,8 +97,8 @@ class Attention(nn.Module):
                             for p in self.program.mechanisms]
         lay = self.program.layout.resolve(heads=heads, kv_heads=kv_heads, dim=dim)
         self.heads, self.kv_heads, self.head_dim = lay.heads, lay.kv_heads, lay.head_dim
-        self.qk_sets = len(self.program.components) if self.program.combinator and \
-            self.program.combinator.name == "diff" else 1  # diff: queries and keys per program
+        comb = self.program.combinator
+        self.qk_sets = len(self.program.components) if comb and comb.own_queries else 1
         inner, kv_inner = self.heads * self.head_dim, self.kv_heads * self.head_dim
         self.to_q = nn.Linear(dim, inner * self.qk_sets, bias=bias)
         self.to_k = nn.Linear(kv_dim or dim, kv_inner * self.qk_sets, bias=bias)
@@ -133,6 +133,28 @@ class Attention(nn.Module):
         q, k, v = qkv(self, x, context, cache, positions)
         inputs = dict(bias=bias, segments=segments, key_lengths=key_lengths,
                       key_padding_mask=key_padding_mask, graph=graph, distances=distances)
+        outs, calls = self._run(q, k, v, inputs, backend)
+        real = None
+        if self.join is not None or self.output_gate is not None or self.router is not None:
+            real = real_queries(x.shape[1], k.shape[-2], context is not None, key_padding_mask,
+                                key_lengths)
+        out = joined = outs[0]
+        if self.join is not None:
+            joined, out = self.join(x, outs, real)
+        if self.output_gate is not None:
+            out = self.output_gate(x, out, real)
+        if self.router is not None:
+            out = self.router(x, out, real)
+        out = masked(out, self.head_mask)
+        if self.recorder is not None:
+            self.recorder.keep(self, calls, joined=(joined, v), final=out, join=self.join,
+                               gates=self.gate_reports())
+        return self.to_out(out.transpose(1, 2).flatten(2))
+
+    def _run(self, q: Tensor, k: Tensor, v: Tensor, inputs: dict, backend: str | None
+             ) -> tuple[list[Tensor], list]:
+        """Each plain program of the layer on its backend: outputs (B, H, N, Dv) and the
+        recorder's calls, in component order."""
         params = self.program_params.as_params()
         outs, calls = [], []
         if self.program.components:  # each component gets what it reads; every input is read
@@ -151,22 +173,7 @@ class Attention(nn.Module):
             listening(self.recorder, call, out, v)
             outs.append(out)
             calls.append(call)
-        real = None
-        if self.join is not None or self.output_gate is not None or self.router is not None:
-            real = real_queries(x.shape[1], k.shape[-2], context is not None, key_padding_mask,
-                                key_lengths)
-        out = joined = outs[0]
-        if self.join is not None:
-            joined, out = self.join(x, outs, real)
-        if self.output_gate is not None:
-            out = self.output_gate(x, out, real)
-        if self.router is not None:
-            out = self.router(x, out, real)
-        out = masked(out, self.head_mask)
-        if self.recorder is not None:
-            self.recorder.keep(self, calls, joined=(joined, v), final=out, join=self.join,
-                               gates=self.gate_reports())
-        return self.to_out(out.transpose(1, 2).flatten(2))
+        return outs, calls
 
     def reads(self) -> frozenset[str]:
         """The call-time arguments this layer's programs read (`graph`, `distances`, …)."""
@@ -175,9 +182,8 @@ class Attention(nn.Module):
     def gate_reports(self) -> dict[str, Tensor]:
         """The last call's allocation of each gate: mix (B|1, N|1, H, C), diff λ (B, N, 1),
         output_gate and route (B, N, H)."""
-        named = {"mix" if self.program.combinator and self.program.combinator.name == "mix"
-                 else "diff": self.join, "output_gate": self.output_gate, "route": self.router}
-        return {name: g.last for name, g in named.items() if g is not None and g.last is not None}
+        gates = (self.join, self.output_gate, self.router)
+        return {g.called: g.last for g in gates if g is not None and g.last is not None}
 
     def _split(self, t: Tensor, heads: int) -> Tensor:
         """(B, L, heads·head_dim) -> (B, heads, L, head_dim)."""
