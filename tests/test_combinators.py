@@ -515,3 +515,12 @@ def test_the_allocation_history_of_a_resumed_run_is_the_straight_runs(stop_at, t
     straight = json.loads((tmp_path / "straight" / "allocation.json").read_text())
     assert [h["step"] for h in straight] == [3, 6, 9]
     assert json.loads((tmp_path / "cut" / "allocation.json").read_text()) == straight
+
+
+def test_compare_gives_long_programs_that_differ_only_at_the_end_their_own_folders() -> None:
+    from attnlab.train.compare import _slug
+
+    static = "mix({scaled_dot ; causal ; softmax}, {scaled_dot ; causal & window(8) ; softmax}, gate=static)"
+    layer = "mix({scaled_dot ; causal ; softmax}, {scaled_dot ; causal & window(8) ; softmax})"
+    assert _slug(static) != _slug(layer)
+    assert len(_slug(static)) <= 60 and _slug("causal ; softmax") == "causal-softmax"

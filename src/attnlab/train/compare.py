@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -101,4 +102,9 @@ def bar_chart(rows: list[dict], path: Path, *, title: str, metric: str = "test_a
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
+    """A folder name for a program: its words, and when they are cut short, a hash of the whole
+    text, so that two long programs never share a folder."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if len(slug) <= 60:
+        return slug
+    return f"{slug[:52]}-{hashlib.sha1(text.encode()).hexdigest()[:7]}"
