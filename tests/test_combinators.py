@@ -460,6 +460,8 @@ def test_random_combined_programs_agree_with_the_reference_forward_and_backward(
     if program.requires() - {"bias", "key_padding", "distances"} or \
             any("predicate" in str(c) for c in program.components):
         return  # documents, graphs and Python predicates have their own tests
+    if any(getattr(c.approximation, "max_len", 7) < 7 for c in program.components):
+        return  # Linformer's projection is built for fewer keys than the 7 given (an InputError)
     RAN.append(program)
     heads = program.layout.heads or H
     torch.manual_seed(seed)
