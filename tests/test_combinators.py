@@ -368,7 +368,7 @@ def test_objectives_refuse_a_combined_layer_with_a_clear_message() -> None:
     m = Attention(DIM, "mix({causal}, {window(1)})", heads=H)
     with attnlab.record(m) as rec:
         m(torch.randn(1, 3, DIM))
-    with pytest.raises(InputError, match=re.escape("read its weights with rec.weights")):
+    with pytest.raises(InputError, match=re.escape("read them with rec.weights")):
         rec.calls(0)
 
 

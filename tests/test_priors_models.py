@@ -54,6 +54,10 @@ def test_a_prior_nobody_reads_and_an_unknown_kind_are_refused() -> None:
         listops_model("scaled_dot ; softmax")
     with pytest.raises(ConfigError, match="did you mean 'listops_tree'"):
         build_prior({"kind": "listops_trees"})
+    with pytest.raises(ConfigError, match="pooling: cls adds a position before them"):
+        EncoderClassifier(EncoderClassifierConfig(
+            vocab_size=16, num_classes=10, d_model=16, layers=1, heads=2, pad_id=0, pooling="cls",
+            programs="scaled_dot ; graph ; softmax", prior={"kind": "listops_tree", "use": "neighbours"}))
     with pytest.raises(ConfigError, match="use must be distances or neighbours"):
         build_prior({"kind": "listops_tree", "use": "parents"})
 

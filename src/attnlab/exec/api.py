@@ -31,15 +31,15 @@ def arguments_read(program: Program) -> frozenset[str]:
     return frozenset(arg for arg, (need, _) in _READERS.items() if need in needs)
 
 
-def read_by(program: Program, given: dict) -> dict:
-    """The call-time inputs among `given` that `program` (a layer's component or head group)
-    reads; None values dropped."""
-    return {arg: v for arg, v in given.items() if v is not None and arg in arguments_read(program)}
+def read_by(read: frozenset[str], given: dict) -> dict:
+    """The call-time inputs among `given` whose arguments are in `read` (what one component or
+    head group reads, `arguments_read`); None values dropped."""
+    return {arg: v for arg, v in given.items() if v is not None and arg in read}
 
 
-def check_all_read(programs: list[Program], given: dict, whole: Program | str) -> None:
-    """InputError for an input that none of `programs` (the parts of one layer) reads."""
-    read = frozenset().union(*(arguments_read(p) for p in programs))
+def check_all_read(read: frozenset[str], given: dict, whole: Program | str) -> None:
+    """InputError for an input outside `read`, the arguments program `whole` (or all the parts of
+    one layer) reads."""
     for arg, value in given.items():
         if value is not None and arg not in read:
             raise InputError(f"{arg}= was given but nothing reads it: add {_READERS[arg][1]} to "
@@ -145,11 +145,7 @@ def check_call(q: Tensor, k: Tensor, v: Tensor, program: Program, *, params, **g
 
 def _check_inputs(program: Program, given: dict) -> None:
     needs = program.requires()
-    for arg, value in given.items():
-        need, reader = _READERS[arg]
-        if value is not None and need not in needs:
-            raise InputError(f"{arg}= was given but nothing reads it: add {reader} to the program "
-                             f"('{program}')")
+    check_all_read(arguments_read(program), given, program)
     for need in sorted(needs):
         args = [a for a, (n, _) in _READERS.items() if n == need]
         if all(given.get(a) is None for a in args):

@@ -182,8 +182,9 @@ class Layout:
                                   "divide dim, or give the program a head_dim(…) option")
             default_head_dim = dim // h
         d = _pick("head_dim", head_dim, self.head_dim, default_head_dim)
-        if self.route is not None and self.route.check_heads(h):
-            raise ConfigError(str(self.route.check_heads(h)))
+        problem = None if self.route is None else self.route.check_heads(h)
+        if problem:
+            raise ConfigError(problem)
         return replace(self, heads=h, kv_heads=kv, head_dim=d)
 
 

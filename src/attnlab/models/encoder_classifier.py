@@ -76,7 +76,10 @@ class EncoderClassifier(Model):
                                 adapt=with_padding if self.padded else lambda p: p)
         self.blocks = nn.ModuleList(Block(c.d_model, a, c.mlp_ratio, c.dropout) for a in attn)
         self.prior = build_prior(c.prior)
-        check_prior_read(self.prior, attn, refuse_cls=c.pooling == "cls")
+        check_prior_read(self.prior, attn)
+        if self.prior is not None and self.cls is not None:
+            raise ConfigError(f"prior {self.prior.kind}: its inputs cover the tokens, and pooling: "
+                              "cls adds a position before them; use pooling: mean")
         self.norm = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.num_classes)
         self.init_weights()

@@ -63,15 +63,11 @@ def prior_inputs(prior: nn.Module | None, tokens: Tensor, pad: Tensor | None
     return given, positions
 
 
-def check_prior_read(prior: nn.Module | None, layers: list[nn.Module], *,
-                     refuse_cls: bool = False) -> None:
+def check_prior_read(prior: nn.Module | None, layers: list[nn.Module]) -> None:
     """ConfigError unless some attention layer reads what the prior gives (`prior.gives`)."""
     if prior is None:
         return
-    if refuse_cls:
-        raise ConfigError(f"prior {prior.kind}: its inputs cover the tokens, and pooling: cls adds "
-                          "a position before them; use pooling: mean")
-    read = frozenset().union(*(m.reads() for m in layers if hasattr(m, "reads")))
+    read = frozenset().union(*(getattr(m, "inputs_read", frozenset()) for m in layers))
     unread = [g for g in prior.gives if g not in read]
     if unread:
         hint = {"distances": "a score mod graph_distance(…) or a mask rule(within, …)",

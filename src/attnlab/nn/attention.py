@@ -95,6 +95,9 @@ class Attention(nn.Module):
         self.program = parse(program)
         self.causalities = [None if causal_for is None else Causality(p, causal_for)
                             for p in self.program.mechanisms]
+        # the call-time arguments each plain program reads, and the layer as a whole
+        self.reads = [arguments_read(p) for p in self.program.mechanisms]
+        self.inputs_read = frozenset().union(*self.reads)
         lay = self.program.layout.resolve(heads=heads, kv_heads=kv_heads, dim=dim)
         self.heads, self.kv_heads, self.head_dim = lay.heads, lay.kv_heads, lay.head_dim
         comb = self.program.combinator
@@ -134,10 +137,10 @@ class Attention(nn.Module):
         inputs = dict(bias=bias, segments=segments, key_lengths=key_lengths,
                       key_padding_mask=key_padding_mask, graph=graph, distances=distances)
         outs, calls = self._run(q, k, v, inputs, backend)
-        real = None
-        if self.join is not None or self.output_gate is not None or self.router is not None:
-            real = real_queries(x.shape[1], k.shape[-2], context is not None, key_padding_mask,
-                                key_lengths)
+        real = None  # the gates tally real tokens only; a cross-attention's queries are not known
+        gated = self.join is not None or self.output_gate is not None or self.router is not None
+        if gated and context is None:
+            real = real_queries(x.shape[1], k.shape[-2], key_padding_mask, key_lengths, x.device)
         out = joined = outs[0]
         if self.join is not None:
             joined, out = self.join(x, outs, real)
@@ -158,7 +161,7 @@ class Attention(nn.Module):
         params = self.program_params.as_params()
         outs, calls = [], []
         if self.program.components:  # each component gets what it reads; every input is read
-            check_all_read(list(self.program.components), inputs, self.program)
+            check_all_read(self.inputs_read, inputs, self.program)
         for i, program in enumerate(self.program.mechanisms):
             if self.causalities[i] is not None:
                 self.causalities[i].check(k.shape[-2])
@@ -166,7 +169,7 @@ class Attention(nn.Module):
                                                        k.chunk(self.qk_sets, 1)[i])
             pi, given = params, inputs
             if self.program.components:
-                pi, given = component_params(params, i), read_by(program, inputs)
+                pi, given = component_params(params, i), read_by(self.reads[i], inputs)
             call = None if self.recorder is None else kept(program, qi, ki, pi, **given)
             out = attention(qi, ki, v, program, **given, params=pi, training=self.training,
                             backend=backend or (self.frozen[i] if self.frozen else None))
@@ -174,10 +177,6 @@ class Attention(nn.Module):
             outs.append(out)
             calls.append(call)
         return outs, calls
-
-    def reads(self) -> frozenset[str]:
-        """The call-time arguments this layer's programs read (`graph`, `distances`, …)."""
-        return frozenset().union(*(arguments_read(p) for p in self.program.mechanisms))
 
     def gate_reports(self) -> dict[str, Tensor]:
         """The last call's allocation of each gate: mix (B|1, N|1, H, C), diff λ (B, N, 1),

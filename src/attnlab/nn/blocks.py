@@ -54,9 +54,8 @@ class Block(nn.Module):
         `graph=`); the self-attention gets those its programs read."""
         # Only pass what is set, so any attention module with the m(x, context) call works here.
         extra: dict[str, Any] = {"cache": cache} if cache is not None else {}
-        reads = getattr(self.attention, "reads", None)
-        extra.update((k, v) for k, v in attend.items() if v is not None and reads is not None
-                     and k in reads())
+        reads = getattr(self.attention, "inputs_read", frozenset())
+        extra.update((k, v) for k, v in attend.items() if v is not None and k in reads)
         if key_padding_mask is not None:
             extra["key_padding_mask"] = key_padding_mask
         x = x + self.drop(self.attention(self.norm1(x), **extra))
@@ -113,6 +112,8 @@ class MixedAttention(nn.Module):
             for p, h in zip(self.programs, self.group_heads, strict=True))
         self.causalities = [None if causal_for is None else Causality(p, causal_for)
                             for p in self.programs]
+        self.reads = [arguments_read(p) for p in self.programs]  # per group, as Attention's
+        self.inputs_read = frozenset().union(*self.reads)
         self.frozen: tuple[str, ...] | None = None  # one backend per group, pinned by attnlab.freeze
 
     def forward(self, x: Tensor, context: Tensor | None = None, *,
@@ -126,7 +127,7 @@ class MixedAttention(nn.Module):
                              "position axis")
         q, k, v = qkv(self, x, context, cache, positions)
         inputs = dict(key_padding_mask=key_padding_mask, distances=distances, graph=graph)
-        check_all_read(self.programs, inputs, " | ".join(map(str, self.programs)))
+        check_all_read(self.inputs_read, inputs, " | ".join(map(str, self.programs)))
         outs, calls, start = [], [], 0
         for i, (program, h, params, causality) in enumerate(zip(
                 self.programs, self.group_heads, self.program_params, self.causalities, strict=True)):
@@ -134,7 +135,7 @@ class MixedAttention(nn.Module):
             start += h
             if causality is not None:
                 causality.check(k.shape[-2])
-            call, given = None, read_by(program, inputs)
+            call, given = None, read_by(self.reads[i], inputs)
             if self.recorder is not None:
                 call = kept(program, q[:, heads], k[:, heads], params.as_params(), **given)
                 calls.append(call)
@@ -147,10 +148,6 @@ class MixedAttention(nn.Module):
         if self.recorder is not None:
             self.recorder.keep(self, calls)
         return self.to_out(masked(torch.cat(outs, dim=1), self.head_mask).transpose(1, 2).flatten(2))
-
-    def reads(self) -> frozenset[str]:
-        """The call-time arguments this layer's programs read (`graph`, `distances`, …)."""
-        return frozenset().union(*(arguments_read(p) for p in self.programs))
 
     def extra_repr(self) -> str:
         groups = ", ".join(f"('{p}', {h})" for p, h in zip(self.programs, self.group_heads,

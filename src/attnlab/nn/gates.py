@@ -168,17 +168,17 @@ class HeadRouter(Gate):
         return self.routed * (f * probs.mean(0)).sum()
 
 
-def real_queries(n: int, m: int, cross: bool, key_padding_mask: Tensor | None,
-                 key_lengths: Tensor | None) -> Tensor | None:
+def real_queries(n: int, m: int, key_padding_mask: Tensor | None, key_lengths: Tensor | None,
+                 device: torch.device) -> Tensor | None:
     """(B, N) bool: which of n queries are real tokens, in self-attention over m keys of a padded
-    batch (the queries are the last n keys); None: all of them, or not known (cross-attention)."""
-    if cross or n > m:
+    batch (the queries are the last n keys); None: all of them, or not known from these."""
+    if n > m:
         return None
     if key_padding_mask is not None:
         return ~key_padding_mask.bool()[:, m - n:]
     if key_lengths is not None:
-        lengths = torch.as_tensor(key_lengths).reshape(-1, 1)
-        return torch.arange(m - n, m, device=lengths.device)[None] < lengths
+        lengths = torch.as_tensor(key_lengths, device=device).reshape(-1, 1)
+        return torch.arange(m - n, m, device=device)[None] < lengths
     return None
 
 

@@ -32,6 +32,7 @@ from attnlab.exec.api import check_call
 from attnlab.exec.reference import modded_scores, reference_attention
 from attnlab.lang.layout import Layout
 from attnlab.lang.program import Program
+from attnlab.nn.gates import real_queries
 
 
 @dataclass
@@ -130,14 +131,11 @@ class Call:
     def real_queries(self) -> Tensor | None:
         """(B, N) bool: the query rows that are real tokens, for self-attention over a padded
         batch (a padding position's query is no token); None when every row counts."""
-        keep = self.inputs.get("key_padding_mask")
         n, m = self.q.shape[2], self.k.shape[2]
-        if keep is not None and n <= m:
-            return ~keep[:, m - n:].bool()
-        lengths = self.inputs.get("key_lengths")
-        if lengths is not None and n <= m:
-            positions = torch.arange(m - n, m, device=self.q.device)
-            return positions[None] < torch.as_tensor(lengths, device=self.q.device).reshape(-1, 1)
+        real = real_queries(n, m, self.inputs.get("key_padding_mask"),
+                            self.inputs.get("key_lengths"), self.q.device)
+        if real is not None:
+            return real
         graph = self.inputs.get("graph")
         if graph is not None and n == m:  # a padding position (HF's masks) does not see itself
             return graph.diagonal(dim1=-2, dim2=-1).reshape(graph.shape[0], n).bool()
@@ -165,8 +163,7 @@ class Pass:
         weights = [c.weights(rows) for c in self.calls]
         if self.join is None:
             return torch.cat(weights, dim=1)
-        gates = self.gates["mix" if "mix" in self.gates else "diff"]
-        return self.join.weigh(gates, weights, rows)
+        return self.join.weigh(self.gates[self.join.called], weights, rows)
 
     def weight_grads(self, rows: Tensor | None) -> Tensor:
         if self.joined is not None:
@@ -250,9 +247,8 @@ class Recorder:
         components' Calls are no heads of their own."""
         kept_pass = self._pass(layer, call)
         if kept_pass.join is not None:
-            raise InputError(f"layer '{self._name(layer)}' joins the programs of "
-                             f"'{kept_pass.joined.program}': read its weights with rec.weights, "
-                             "not one program's calls")
+            raise InputError(f"layer '{self._name(layer)}' joins the weights of several programs: "
+                             "read them with rec.weights, not one program's calls")
         return kept_pass.calls
 
     def heads_of(self, layer: str | int, call: int = -1) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnlab.errors import ConfigError
 from attnlab.models.knowledge import knowledge
 from attnlab.priors.inputs import Prior
 from attnlab.priors.knowledge import WordNetLookup, class_ids, text_trees, visible_matrix
@@ -69,8 +70,6 @@ class KBert(Prior):
                  continuation: list[int] | None = None, max_branches: int = BRANCHES) -> None:
         super().__init__()
         if first is None:
-            from attnlab.errors import ConfigError
-
             raise ConfigError("prior kbert is filled in from a text task's tokenizer when it trains; "
                               "train it on a text classification task")
         self.first, self.classes, self.max_branches = first, classes, max_branches

@@ -27,6 +27,8 @@ class TaskModule(L.LightningModule):
         super().__init__()
         self.model, self.task, self.cfg, self.total_steps = model, task, train, total_steps
         self.objectives = objectives or Objectives([], model, task)
+        self.allocation_history: list[dict] = []  # each validation's allocation_metrics
+        self._history_to_restore: list[dict] | None = None
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.model(tokens)
@@ -83,13 +85,6 @@ class TaskModule(L.LightningModule):
         reset_gates(self.model)
 
     @property
-    def allocation_history(self) -> list[dict]:
-        """Each validation's allocations (allocation_metrics), for the picture of training."""
-        if not hasattr(self, "_allocation_history"):
-            self._allocation_history: list[dict] = []
-        return self._allocation_history
-
-    @property
     def gated(self) -> bool:
         return bool(gates_of(self.model))
 
@@ -130,8 +125,8 @@ class TaskModule(L.LightningModule):
         self._to_restore = checkpoint.get("rng"), checkpoint.get("grads", {})
 
     def on_train_start(self) -> None:
-        if getattr(self, "_history_to_restore", None) is not None:
-            self._allocation_history, self._history_to_restore = self._history_to_restore, None
+        if self._history_to_restore is not None:
+            self.allocation_history, self._history_to_restore = self._history_to_restore, None
         (state, grads), self._to_restore = getattr(self, "_to_restore", (None, {})), (None, {})
         if state is not None:
             set_rng_state(state)
