@@ -526,3 +526,19 @@ def test_compare_gives_long_programs_that_differ_only_at_the_end_their_own_folde
     layer = "mix({scaled_dot ; causal ; softmax}, {scaled_dot ; causal & window(8) ; softmax})"
     assert _slug(static) != _slug(layer)
     assert len(_slug(static)) <= 60 and _slug("causal ; softmax") == "causal-softmax"
+
+
+@pytest.mark.parametrize("text", [
+    "mix({causal ; softmax}, {causal & window(2) ; softmax}, gate=token) ; output_gate(headwise)",
+    "diff({causal ; softmax}, {causal ; softmax})",
+    "causal ; softmax ; heads(4) + route(1, shared=1)",
+])
+def test_decoding_token_by_token_with_a_cache_equals_the_whole_sequence(text: str) -> None:
+    from attnlab.nn import KVCache
+
+    torch.manual_seed(10)
+    m = Attention(DIM, text, heads=H).eval()
+    x = torch.randn(B, N, DIM)
+    cache = KVCache()
+    steps = [m(x[:, i:i + 1], cache=cache) for i in range(N)]
+    torch.testing.assert_close(torch.cat(steps, 1), m(x), atol=1e-5, rtol=1e-5)
