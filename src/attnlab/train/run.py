@@ -55,9 +55,12 @@ ALIGNED = "copy, selective_copy, induction_head, mqar and greek-english"  # task
 
 def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *, resume: bool = False,
           tracking_uri: str | None = None, devices: int | None = None,
-          progress: bool = True, overrides: list[str] = ()) -> dict:
+          progress: bool = True, overrides: list[str] = (), callbacks: list = (),
+          tags: dict[str, str] | None = None) -> dict:
     """Train one experiment; returns the metrics also written to OUT/metrics.json. OUT is locked
-    while it trains; `resume` continues the run in OUT exactly where its last checkpoint was."""
+    while it trains; `resume` continues the run in OUT exactly where its last checkpoint was.
+    `callbacks` join Lightning's (a tuner's pruning callback, say); `tags` go on the MLflow run
+    (a sweep's setting, a trial's number)."""
     exp = exp if isinstance(exp, Experiment) else load_experiment(exp, overrides)
     out = Path(out) if out is not None else default_out(exp.name)
     try:
@@ -73,7 +76,8 @@ def train(exp: Experiment | str | Path | dict, out: str | Path | None = None, *,
             _write_atomically(out / "experiment.yaml", yaml.safe_dump(exp.model_dump(mode="json"),
                                                                       sort_keys=False))
             write_manifest(out, complete=False, names=["experiment.yaml"])  # the rest changes
-        return _train(exp, out, checkpoint, resume, tracking_uri, devices, progress)
+        return _train(exp, out, checkpoint, resume, tracking_uri, devices, progress,
+                      list(callbacks), tags or {})
 
 
 def _launched_by_ddp() -> bool:
@@ -144,7 +148,8 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
-           tracking_uri: str | None, devices: int | None, progress: bool) -> dict:
+           tracking_uri: str | None, devices: int | None, progress: bool, extra: list,
+           tags: dict[str, str]) -> dict:
     L.seed_everything(exp.train.seed, workers=True, verbose=False)
     task = task_of(exp.task)
     prepared = task.prepare(exp).head({s: exp.task.examples(s) for s in SPLITS})
@@ -172,12 +177,12 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
     # so a resume would replay everything since the last improvement
     last = FolderCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1,
                             enable_version_counter=False)
-    callbacks = [best, last]
+    callbacks = [best, last, *extra]
     if cfg.early_stopping:
         es = cfg.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode,
                                        stopping_threshold=es.threshold))
-    logger = mlflow_logger(exp, tracking_uri, out, resume)
+    logger = mlflow_logger(exp, tracking_uri, out, resume, tags)
     program = " · ".join(model.programs())  # what runs, from the model: the file's text may differ
     log_params(logger, exp, program, task.main_metric)
     n_devices = devices or cfg.devices

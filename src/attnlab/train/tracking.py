@@ -20,6 +20,7 @@ ACCEPTED = ("sqlite:///PATH (a local store; sqlite:////abs/path for an absolute 
             "http(s)://HOST:PORT (an MLflow tracking server)")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PROCESS_TAGS = ("attnlab.host", "attnlab.pid", "attnlab.process_start")
+FOLDER_TAG = "attnlab.folder"  # the run's output folder, for `attnlab runs`
 
 
 # -- the store --------------------------------------------------------------------------------------
@@ -164,10 +165,11 @@ def _store_state(db: Path) -> tuple[int, str | None]:
 # -- one training run -------------------------------------------------------------------------------
 
 
-def mlflow_logger(exp, tracking_uri: str | None, out: Path, resume: bool = False):
+def mlflow_logger(exp, tracking_uri: str | None, out: Path, resume: bool = False,
+                  tags: dict[str, str] | None = None):
     """Lightning's MLflow logger for a run in `out`: a resume continues the run recorded in
     OUT/tracking.json; a new run records itself there. The run is tagged with its process, so
-    `list_runs` can tell a killed run from a running one."""
+    `list_runs` can tell a killed run from a running one, with its folder, and with `tags`."""
     from lightning.pytorch.loggers import MLFlowLogger
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -178,18 +180,19 @@ def mlflow_logger(exp, tracking_uri: str | None, out: Path, resume: bool = False
         artifacts = str(Path(uri.removeprefix("sqlite:///")).parent / "artifacts")
     if getattr(rank_zero_only, "rank", 0) != 0:  # under DDP only rank zero logs
         return MLFlowLogger(experiment_name=exp.name, tracking_uri=uri, artifact_location=artifacts)
-    run_id = _start_run(uri, exp.name, artifacts, out, resume)
+    run_id = _start_run(uri, exp.name, artifacts, out, resume, tags or {})
     return MLFlowLogger(experiment_name=exp.name, tracking_uri=uri, run_id=run_id)
 
 
-def _start_run(uri: str, experiment: str, artifacts: str | None, out: Path, resume: bool) -> str:
+def _start_run(uri: str, experiment: str, artifacts: str | None, out: Path, resume: bool,
+               tags: dict[str, str]) -> str:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     previous = _recorded_run(client, uri, out) if resume else None
     if previous is not None:
         client.update_run(previous, status="RUNNING")
-        for key, value in _process_tags().items():
+        for key, value in {**_process_tags(), **tags}.items():
             client.set_tag(previous, key, value)
         return previous
     with _lock_for(uri):  # two runs starting at once must not both create the experiment
@@ -200,7 +203,8 @@ def _start_run(uri: str, experiment: str, artifacts: str | None, out: Path, resu
             experiment_id = found.experiment_id
             if found.lifecycle_stage == "deleted":
                 client.restore_experiment(experiment_id)
-    run = client.create_run(experiment_id, tags=_process_tags())
+    run = client.create_run(experiment_id, tags={**_process_tags(), FOLDER_TAG: str(out.absolute()),
+                                                 **tags})
     _write_json(out / RUN_FILE, {"tracking_uri": uri, "run_id": run.info.run_id})
     return run.info.run_id
 
