@@ -77,18 +77,26 @@ def runs_command(
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default "
                                                      "sqlite:///runs/mlflow.db).")] = None,
+    ui: Annotated[bool, typer.Option("--ui", help="Open MLflow's web UI on the store instead "
+                                     "(needs pip install 'attnlab[ui]').")] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The web UI's port.")] = 5000,
 ) -> None:
-    """The tracked runs: status, program, main metric, time. A run whose process is gone
+    """The tracked runs: status, program, what differs between them (the settings that are not
+    the same in every listed run), main metric, time and folder. A run whose process is gone
     without finishing is marked killed."""
     from rich.table import Table
     from rich.text import Text
 
     from attnlab.train.tracking import list_runs
 
+    if ui:
+        return _web_ui(tracking_uri, port)
     rows = list_runs(experiment, tracking_uri)
-    columns = ["experiment", "run", "status", "program", "score", "test_accuracy",
+    columns = ["experiment", "run", "status", "program",
+               *(["differs"] if any(r.get("differs") for r in rows) else []),
+               "score", "test_accuracy",
                *(["objectives"] if any(r.get("objectives") for r in rows) else []),
-               "train_seconds", "params", "started"]
+               "train_seconds", "params", "started", "folder"]
     if csv:
         print(",".join(columns))
         for r in rows:
@@ -97,17 +105,40 @@ def runs_command(
     table = Table(title=f"{len(rows)} runs", title_justify="left")
     headers = {"score": "main metric", "test_accuracy": "accuracy", "train_seconds": "seconds"}
     for c in columns:
-        if c in ("program", "objectives"):  # what a person compares: folds, never loses its end
-            table.add_column(c, overflow="fold", ratio=1, min_width=24)
+        if c in ("program", "objectives", "differs", "folder"):  # folds, never loses its end
+            table.add_column(c, overflow="fold", ratio=1, min_width=16 if c == "folder" else 24)
         else:
             table.add_column(headers.get(c, c), no_wrap=True, justify="right" if c in (
                 "test_accuracy", "train_seconds", "params") else "left")
     for r in rows:
         # finished, running, killed (its process is gone) or failed
-        cells = {**r, "status": r["status"].lower(), "started": r["started"][5:]}  # month-day hour:minute
+        cells = {**r, "status": r["status"].lower(), "started": r["started"][5:],  # month-day h:m
+                 "folder": _near(r.get("folder"))}
         table.add_row(*(Text(_fmt(cells.get(c))) for c in columns))  # names and programs literally
     # piped output is not squeezed to rich's 80-column default
-    Console(highlight=False, width=None if sys.stdout.isatty() else 160).print(table)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def _web_ui(tracking_uri: str | None, port: int) -> None:
+    from attnlab.train.tracking import web_ui
+
+    process, url = web_ui(tracking_uri, port=port)
+    Console(highlight=False, stderr=True).print(f"MLflow UI on {url} (Ctrl-C stops it)")
+    try:
+        raise typer.Exit(process.wait())
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _near(folder: str | None) -> str | None:
+    """A run's folder relative to here when it is below here: short enough to read in a table."""
+    if folder is None:
+        return None
+    try:
+        return str(Path(folder).relative_to(Path.cwd()))
+    except ValueError:
+        return folder
 
 
 COMPARE_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}

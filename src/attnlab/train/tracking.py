@@ -329,8 +329,10 @@ def _process_gone(tags: dict) -> bool:
 
 
 def list_runs(experiment: str | None = None, tracking_uri: str | None = None) -> list[dict]:
-    """One dict per run: experiment, run, status, program, final metrics, start time; newest
-    first. A run whose process is gone without finishing is marked KILLED in the store."""
+    """One dict per run: experiment, run, status, program, final metrics, start time, folder,
+    every logged setting, and `differs` ('model.heads=4 train.seed=1': the settings that tell the
+    listed runs apart); newest first. A run whose process is gone without finishing is marked
+    KILLED in the store."""
     uri = open_store(tracking_uri, create=False)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return []
@@ -359,8 +361,32 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
                      "train_seconds": m.get("train_seconds"),
                      "params": int(m["params"]) if "params" in m else None,
                      "started": datetime.fromtimestamp(run.info.start_time / 1000).strftime(
-                         "%Y-%m-%d %H:%M")})
+                         "%Y-%m-%d %H:%M"),
+                     "folder": run.data.tags.get(FOLDER_TAG),
+                     "settings": dict(p)})
+    differs = differing_keys([r["settings"] for r in rows])
+    for r in rows:
+        r["differs"] = " ".join(f"{k}={_shown(r['settings'].get(k))}" for k in differs) or None
     return rows
+
+
+# Shown in columns of their own, so never repeated among the keys that differ.
+_OWN_COLUMNS = ("program", "main_metric", "objectives")
+
+
+def differing_keys(settings: list[dict[str, str]]) -> list[str]:
+    """The logged keys whose values are not the same in every run (absent counts as a value):
+    what tells the runs apart, sorted. Nothing for fewer than two runs."""
+    if len(settings) < 2:
+        return []
+    keys = set().union(*settings) - set(_OWN_COLUMNS)
+    # a setting left at None and one never logged are the same; a dict is logged key by key
+    # (model.prior/kind), and None as model.prior itself
+    return sorted(k for k in keys if len({_shown(s.get(k)) for s in settings}) > 1)
+
+
+def _shown(value: str | None) -> str:
+    return "—" if value in (None, "None") else value
 
 
 def _objectives(metrics: dict, names: str | None) -> str | None:
@@ -376,3 +402,39 @@ def _main_score(metrics: dict, name: str) -> str | None:
     from attnlab.train.compare import COLUMNS, format_metric
 
     return f"{COLUMNS.get(name, name)} {format_metric(name, metrics[name])}" if name in metrics else None
+
+
+# -- the web UI -------------------------------------------------------------------------------------
+
+
+def web_ui(tracking_uri: str | None = None, host: str = "127.0.0.1", port: int = 5000):
+    """Start MLflow's web UI on the store (`mlflow server`, from the full `mlflow` package that
+    `pip install 'attnlab[ui]'` adds: mlflow-skinny has no server); returns (process, url).
+    The caller waits on the process and stops it."""
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    uri = open_store(tracking_uri, create=False)
+    if not uri.startswith("sqlite:///"):
+        raise ConfigError(f"{uri} is an MLflow tracking server already: open it in a browser")
+    db = Path(uri.removeprefix("sqlite:///"))
+    if not db.exists():
+        raise ConfigError(f"no runs are tracked in {db} yet: train one first, or give "
+                          "--tracking-uri sqlite:///PATH of the store to open")
+    try:
+        version("mlflow")
+    except PackageNotFoundError:
+        raise ConfigError("the MLflow web UI needs the full mlflow package (mlflow-skinny, which "
+                          "attnlab needs, has no server): pip install 'attnlab[ui]'") from None
+    with socket.socket() as probe:  # mlflow's own message for a taken port is a page of log
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ConfigError(f"cannot serve the web UI on {host}:{port} ({err.strerror}): give "
+                              "another --port") from None
+    url = f"http://{host}:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--default-artifact-root", str(db.parent / "artifacts"),
+               "--host", host, "--port", str(port), "--workers", "1"]
+    return subprocess.Popen(command), url
