@@ -15,6 +15,7 @@ import attnlab.train.run
 from attnlab import ConfigError
 from attnlab.train.config import load_experiment
 from attnlab.train.sweep import parse_grid, settings, split_values, sweep
+from stores import fresh_store
 
 TINY = {"name": "tiny-sweep",
         "task": {"name": "mqar", "params": {"vocab_size": 32, "seq_len": 8, "num_kv_pairs": 2},
@@ -110,7 +111,7 @@ def swept(tmp_path_factory):
     from attnlab.train.module import TaskModule
 
     tmp = tmp_path_factory.mktemp("sweep")
-    store, out = f"sqlite:///{tmp / 'mlflow.db'}", tmp / "sweep"
+    store, out = fresh_store(tmp), tmp / "sweep"
     grid = parse_grid(["attention.w=1,4"])
     calls, real_train = [], attnlab.train.run.train
 
@@ -184,7 +185,7 @@ def test_each_run_is_tagged_with_its_sweep_and_setting(swept) -> None:
 def test_a_rerun_trains_nothing_new(swept, monkeypatch) -> None:
     monkeypatch.setattr(attnlab.train.run, "train", lambda *a, **k: pytest.fail("trained again"))
     rows = sweep(TINY, swept["grid"], seeds=2, out=swept["out"], tracking_uri=swept["store"],
-                 console=Console(file=open("/dev/null", "w")))  # noqa: SIM115
+                 console=Console(quiet=True))
     assert [r["mean"] for r in rows] == [r["mean"] for r in swept["rows"]]
 
 
@@ -192,7 +193,7 @@ def test_a_rerun_with_another_experiment_is_refused(swept, monkeypatch) -> None:
     monkeypatch.setattr(attnlab.train.run, "train", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ConfigError, match=r"holds a run of another experiment \(train.lr: 0.01 → 0.02"):
         sweep(TINY, swept["grid"], seeds=2, out=swept["out"], overrides=["train.lr=0.02"],
-              tracking_uri=swept["store"], console=Console(file=open("/dev/null", "w")))  # noqa: SIM115
+              tracking_uri=swept["store"], console=Console(quiet=True))
 
 
 def test_the_cli_sweeps_and_bad_grids_are_one_line(tmp_path, swept, monkeypatch) -> None:

@@ -77,6 +77,8 @@ def parse_param(key: str, spec: str) -> Param:
     if not all(args):
         raise bad("an empty argument")
     values = [_yaml(a, f"--param {key}: the value {short(a)}") for a in args]
+    if kind == "float":  # YAML 1.1 reads 1e-4 as text
+        values = [_float(v) for v in values]
     if kind == "choice":
         if any(not isinstance(v, str | int | float | bool) for v in values):
             raise bad("a choice is among numbers, words, programs or true/false")
@@ -94,6 +96,7 @@ def parse_param(key: str, spec: str) -> Param:
     step = None
     if len(options) == 1 and options[0].replace(" ", "").startswith("step="):
         step = _yaml(options[0].split("=", 1)[1], f"--param {key}: the step")
+        step = _float(step) if kind == "float" else step
         if not isinstance(step, number) or isinstance(step, bool) or step <= 0:
             raise bad("step=k takes a number above 0")
     elif options and not log:
@@ -102,6 +105,17 @@ def parse_param(key: str, spec: str) -> Param:
         raise bad("a log range starts above 0")
     return Param(key, kind, low if kind == "int" else float(low),
                  high if kind == "int" else float(high), log, step)
+
+
+def _float(value: Any) -> Any:
+    """`1e-4` as a number; anything else as it was (to be refused with the spec's message)."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if abs(number) < float("inf") else value
+    return value
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
@@ -139,9 +153,9 @@ def tune(experiment: str | Path | dict, params: dict[str, str], trials: int,
     out = Path(out) if out is not None else Path("runs") / f"tune-{name}"
     url = storage or DEFAULT_STORAGE
     study_name = study or name
+    store = open_storage(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        store = open_storage(url)
         the_study = optuna.create_study(
             study_name=study_name, storage=store, load_if_exists=True, direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=seed),
@@ -178,6 +192,7 @@ def open_storage(url: str):
     a heartbeat fails a trial whose process stopped beating (another machine's), and such a
     trial is queued again."""
     import sqlalchemy.exc
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     from attnlab.train.tracking import _store_lock
@@ -196,7 +211,8 @@ def open_storage(url: str):
     elif "://" not in url:
         raise ConfigError(f"--storage {short(url)}: give {STORAGES}")
     try:
-        with lock:
+        with lock, warnings.catch_warnings():  # the heartbeat is experimental in optuna 5.0
+            warnings.simplefilter("ignore", ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
                               grace_period=GRACE_S,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
@@ -225,8 +241,10 @@ def _check(experiment, specs: dict[str, Param], overrides: list[str]):
 
 def _check_folders(out: Path, study) -> None:
     """OUT/trial-N of another study would be trained over: refuse before any trial."""
+    # the folders first: a trial is in the study before its folder is made
+    folders = sorted(out.glob("trial-*")) if out.is_dir() else []
     numbers = {t.number for t in study.get_trials(deepcopy=False)}
-    for folder in sorted(out.glob("trial-*")) if out.is_dir() else ():
+    for folder in folders:
         number = folder.name.removeprefix("trial-")
         if number.isdigit() and int(number) not in numbers and (folder / "experiment.yaml").exists():
             raise ConfigError(f"{folder} holds a run that study {study.study_name} has no trial "
@@ -236,6 +254,7 @@ def _check_folders(out: Path, study) -> None:
 def _recover(study, console: Console) -> None:
     """Trials left RUNNING by a process of this machine that is gone (killed) are failed and
     their parameters queued again; other machines' are left to the storage's heartbeat."""
+    import optuna
     from optuna.trial import TrialState
 
     from attnlab.train.tracking import _process_gone
@@ -246,8 +265,12 @@ def _recover(study, console: Console) -> None:
         if not isinstance(process, dict) or process.get("trial") != trial.number or \
                 not _process_gone(process):
             continue
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        try:  # as optuna's own fail_stale_trials: of two processes that see it, one fails it
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        _end_run(trial.user_attrs.get("folder"))
         console.print(f"trial {trial.number}: its process {process.get('attnlab.pid')} is gone; "
                       f"marked failed, its parameters queued again")
 
@@ -288,24 +311,44 @@ class _Objective:
             for callback in callbacks:
                 callback.check_pruned()  # under DDP the pruning decision arrives here
         except optuna.TrialPruned:
-            _tag_run(folder, self.tracking_uri, "PRUNED")  # Lightning ended the run as FAILED
+            _tag_run(folder, "PRUNED")  # Lightning ended the run as FAILED
             raise
-        _tag_run(folder, self.tracking_uri, "COMPLETE")
+        _tag_run(folder, "COMPLETE")
         main = metrics["main_metric"]
         trial.set_user_attr("main_metric", main)
         trial.set_user_attr(main, metrics[main])
         return metrics[f"best_{metrics['monitor']}"]
 
 
-def _tag_run(folder: Path, tracking_uri: str | None, state: str) -> None:
+def _tag_run(folder: Path, state: str) -> None:
     """optuna.state on the trial's MLflow run (recorded in OUT/tracking.json)."""
+    found = _mlflow_run(folder)
+    if found is not None:
+        client, run_id = found
+        client.set_tag(run_id, STATE_TAG, state)
+
+
+def _end_run(folder: str | None) -> None:
+    """A killed trial's MLflow run, still RUNNING, is marked KILLED (when it got as far as one)."""
+    found = _mlflow_run(Path(folder)) if folder else None
+    if found is not None:
+        client, run_id = found
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
+        client.set_tag(run_id, STATE_TAG, "FAIL")
+
+
+def _mlflow_run(folder: Path):
+    """(client, run id) of the MLflow run recorded in OUT/tracking.json; None before there is one."""
     import mlflow
 
     from attnlab.train.tracking import RUN_FILE
 
-    recorded = json.loads((folder / RUN_FILE).read_text())
-    mlflow.MlflowClient(tracking_uri=recorded["tracking_uri"]).set_tag(
-        recorded["run_id"], STATE_TAG, state)
+    try:
+        recorded = json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return mlflow.MlflowClient(tracking_uri=recorded["tracking_uri"]), recorded["run_id"]
 
 
 def _progress(study, trial, trials: int, console: Console) -> None:
