@@ -72,12 +72,15 @@ def settings(grid: dict[str, list]) -> list[dict[str, Any]]:
     return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
-def label(setting: dict[str, Any]) -> str:
-    """`model.heads=4 attention=causal`: a setting as a person reads it ('base' for none)."""
-    return " ".join(f"{k}={_shown(v)}" for k, v in setting.items()) or "base"
+def label(setting: dict[str, Any], digits: int | None = None) -> str:
+    """`model.heads=4 attention=causal`: a setting as a person reads it ('base' for none);
+    `digits` shortens floats (a tuner's 0.0036844060823428585 to 0.003684)."""
+    return " ".join(f"{k}={_shown(v, digits)}" for k, v in setting.items()) or "base"
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, digits: int | None = None) -> str:
+    if isinstance(value, float) and digits:
+        return f"{value:.{digits}g}"
     return value if isinstance(value, str) else json.dumps(value)
 
 

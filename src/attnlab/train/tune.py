@@ -35,6 +35,7 @@ PROCESS_ATTR = "attnlab.process"  # a trial's host, pid and process start: who r
 HEARTBEAT_S, GRACE_S = 30, 120  # a trial on another machine whose beat stops is failed after GRACE_S
 SQLITE_BUSY_S = 60  # concurrent writers to one SQLite file wait this long instead of failing
 MAX_RETRIES = 3  # a trial killed again and again is given up
+SHOWN_DIGITS = 4  # a proposed float as printed (tune.json keeps every digit)
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,7 @@ class _Objective:
         values = {key: p.suggest(trial) for key, p in self.specs.items()}
         folder = self.out / f"trial-{trial.number}"
         trial.set_user_attr("folder", str(folder))
-        self.console.print(f"[bold](trial {trial.number})[/] {escape(label(values))}")
+        self.console.print(f"[bold](trial {trial.number})[/] {escape(label(values, SHOWN_DIGITS))}")
         try:
             exp = load_experiment(self.experiment, [*self.overrides, *overrides_of(values)])
         except AttnlabError as err:  # a value inside a range that the experiment refuses
@@ -357,7 +358,7 @@ def _progress(study, trial, trials: int, console: Console) -> None:
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     value = f"value {trial.value:.4f}" if trial.value is not None else ""
     console.print(f"[bold]({done}/{trials})[/] trial {trial.number} {trial.state.name.lower()} "
-                  f"{value} {escape(label(trial.params))}")
+                  f"{value} {escape(label(trial.params, SHOWN_DIGITS))}")
 
 
 def summary(study, url: str, out: Path) -> dict:
@@ -397,10 +398,10 @@ def draw_history(rows: list[dict], path: Path, *, title: str) -> Path:
         line.append((r["number"], best))
     if line:
         ax.step(*zip(*line, strict=True), where="post", color="#c0504d", label="best so far")
-    pruned = [r["number"] for r in rows if r["state"] == "PRUNED"]
-    if pruned:
-        low = min((r["value"] for r in done), default=0.0)
-        ax.scatter(pruned, [low] * len(pruned), marker="x", color="#999999", label="pruned")
+    pruned = [r for r in rows if r["state"] == "PRUNED" and r["value"] is not None]
+    if pruned:  # at the last validation value it reported
+        ax.scatter([r["number"] for r in pruned], [r["value"] for r in pruned], marker="x",
+                   color="#999999", label="pruned (last validation)")
     ax.set_xlabel("trial")
     ax.set_ylabel("objective (best validation value)")
     ax.set_title(f"{title}: optimisation history")
@@ -447,14 +448,14 @@ def _print_summary(result: dict, console: Console) -> None:
                          overflow="fold")
     for r in result["trials"]:
         test = _scores(r["test"]) if r["test"] else ""
-        table.add_row(str(r["number"]), r["state"].lower(), Text(label(r["params"])),
+        table.add_row(str(r["number"]), r["state"].lower(), Text(label(r["params"], SHOWN_DIGITS)),
                       "" if r["value"] is None else f"{r['value']:.4f}", test)
     console.print(table)
     if result["best_trial"] is None:
         console.print("no trial completed yet: no best parameters")
     else:
         console.print(f"best value {result['best_value']:.4f} (trial {result['best_trial']}): "
-                      f"{escape(label(result['best_params']))}")
+                      f"{escape(label(result['best_params'], SHOWN_DIGITS))}")
         console.print(f"best run {escape(str(result['best_folder']))}: "
                       f"{_scores(result['best_test'])}")
     console.print(f"wrote {escape(result['history'])}"
