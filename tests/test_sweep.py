@@ -34,6 +34,12 @@ def test_a_placeholder_is_filled_as_written() -> None:
     assert str(exp.attention) == "scaled_dot + temperature(0.5) ; causal & window(16) ; softmax"
 
 
+def test_a_placeholder_fills_the_program_that_the_other_overrides_leave() -> None:
+    exp = load_experiment({**TINY, "attention": "causal"},
+                          ["attention.w=4", "attention=causal & window($w) ; softmax"])
+    assert str(exp.attention) == "scaled_dot ; causal & window(4) ; softmax"
+
+
 def test_placeholders_fill_every_text_of_a_per_layer_list_and_head_groups() -> None:
     exp = load_experiment({**TINY, "model": {"d_model": 16, "layers": 2, "heads": 2},
                            "attention": ["causal & window($w)",
@@ -148,7 +154,8 @@ def test_a_killed_sweep_continues_reusing_finished_runs_and_resuming_the_half_do
     assert swept["second"] == [("attention-w-4/seed-3", True), ("attention-w-4/seed-4", False)]
     printed = swept["printed"]
     assert "(1/4) attention.w=1 seed 3: finished before, reused" in printed
-    assert "(3/4) attention.w=4 seed 3\n" in printed
+    assert "(3/4) attention.w=4 seed 3: resuming where it stopped" in printed
+    assert "(4/4) attention.w=4 seed 4\n" in printed
     resumed = json.loads((swept["out"] / "attention-w-4" / "seed-3" / "metrics.json").read_text())
     assert resumed["steps"] == 4 and resumed["epochs"] == 2  # two epochs of two batches, in all
 

@@ -145,6 +145,8 @@ def test_a_trial_the_pruner_stops_is_pruned_and_its_run_says_so(tmp_path, store)
                   study="pruned", out=tmp_path / "tune", tracking_uri=store, pruner=always, **QUIET)
     assert [t["state"] for t in result["trials"]] == ["PRUNED"]
     assert result["best_trial"] is None and result["finished"] == 1
+    assert result["importances"] is None  # said instead of drawn
+    assert result["importances_note"].startswith("parameter importances need 2 complete trials")
     [run] = _runs(store, "pruned")
     assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "PRUNED"
     verify(tmp_path / "tune" / "trial-0", complete=False)  # the folder as a kill would leave it

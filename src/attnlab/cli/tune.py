@@ -26,8 +26,10 @@ def sweep_command(
                                              "(default runs/sweep-NAME).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
 ) -> None:
-    """Train every setting of a grid, several seeds each; print the main metric per setting as
-    mean ± std and plot it. Rerun the same command to continue a killed sweep."""
+    """Train a grid of settings × seeds; the main metric per setting as mean ± std.
+
+    Prints a table, writes OUT/sweep.png and OUT/sweep.json. Rerun the same command to continue
+    a killed sweep: finished runs are reused, a half-done one resumes."""
     from attnlab.train.sweep import parse_grid, sweep
 
     parsed = parse_grid(grid or [])
@@ -61,9 +63,10 @@ def tune_command(
                                         "(median pruner).")] = True,
     tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
 ) -> None:
-    """Tune parameters with Optuna (TPE, median pruning) on the best validation score; print and
-    draw the best parameters, the history and the importances. Rerun to resume; several
-    processes on one --storage share the study."""
+    """Tune parameters with Optuna (TPE, median pruning) on the best validation score.
+
+    Prints the trials and the best parameters, draws the history and the importances. Rerun to
+    resume a killed study; several processes on one --storage share it."""
     import optuna
 
     from attnlab.errors import ConfigError

@@ -254,7 +254,10 @@ def load_experiment(source: str | Path | dict, overrides: list[str] = ()) -> Exp
                           f"{_kind(data)}")
     _check_size(data, "the experiment")
     data = copy.deepcopy(data)
-    for item in overrides:
+    # placeholders are filled last, in the programs the other overrides leave: `--set
+    # attention.w=4` goes with a program from `compare --programs` or `sweep --grid attention=…`
+    fills = [item for item in overrides if _fills_placeholder(item)]
+    for item in [*(item for item in overrides if item not in fills), *fills]:
         apply_override(data, item)
     check_placeholders(data)
     try:
@@ -443,6 +446,11 @@ def _fill_placeholder(data: dict, parts: list[str], raw: str) -> None:
                           f"{short(raw)}")
     # as written: 16 stays `16`, 0.5 stays `0.5` (YAML read 1e-3 as text already)
     data[field] = _substitute(data[field], name, str(value))
+
+
+def _fills_placeholder(item: Any) -> bool:
+    parts = str(item).split("=", 1)[0].strip().split(".")
+    return "=" in str(item) and parts[0] in PROGRAM_FIELDS and len(parts) > 1
 
 
 def check_placeholders(data: dict) -> None:

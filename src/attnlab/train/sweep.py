@@ -112,8 +112,8 @@ def sweep(experiment: str | Path | dict, grid: dict[str, list], seeds: int = 1,
             if metrics is not None:
                 console.print(f"{head}: finished before, reused")
             else:
-                console.print(head)
                 resume = (folder / "experiment.yaml").exists()  # killed half way: continue it
+                console.print(head + (": resuming where it stopped" if resume else ""))
                 metrics = train(run["experiment"], folder, resume=resume, tracking_uri=tracking_uri,
                                 progress=progress,
                                 tags={SWEEP_TAG: out.name, SETTING_TAG: row["label"]})
