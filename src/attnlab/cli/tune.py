@@ -56,7 +56,7 @@ def tune_command(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key for every "
                                                    "trial (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for trial-N runs, plots and tune.json "
-                                             "(default runs/tune-NAME).")] = None,
+                                             "(default runs/tune-STUDY).")] = None,
     seed: Annotated[int, typer.Option(help="The sampler's seed; give each process sharing a "
                                       "study its own.")] = 0,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Stop poor trials early "

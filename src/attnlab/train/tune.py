@@ -22,7 +22,7 @@ from rich.text import Text
 
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.train.compare import COLUMNS, format_metric
-from attnlab.train.config import _cut, _yaml, load_experiment, short
+from attnlab.train.config import RUN_NAME, _cut, _yaml, load_experiment, short
 from attnlab.train.sweep import check_builds, label, overrides_of, split_values
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
@@ -140,7 +140,8 @@ def tune(experiment: str | Path | dict, params: dict[str, str], trials: int,
          console: Console | None = None, tracking_uri: str | None = None, *,
          progress: bool = True, pruner=None) -> dict:
     """Run trials of `experiment` with `params` (override key → spec) until the study holds
-    `trials` finished (complete or pruned) trials, each trained into OUT/trial-<number>; print
+    `trials` finished (complete or pruned) trials, each trained into OUT/trial-<number> (OUT:
+    runs/tune-STUDY by default, the study named after the experiment by default); print
     and return the best value, parameters, folder and test score; write OUT/history.png,
     OUT/importances.png and OUT/tune.json. `pruner` replaces the median pruner."""
     import optuna
@@ -151,9 +152,12 @@ def tune(experiment: str | Path | dict, params: dict[str, str], trials: int,
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"--trials: give a number of trials ≥ 1, got {short(trials)}")
     name = _check(experiment, specs, list(overrides)).name  # every extreme value, before training
-    out = Path(out) if out is not None else Path("runs") / f"tune-{name}"
-    url = storage or DEFAULT_STORAGE
     study_name = study or name
+    if out is None and not RUN_NAME.fullmatch(study_name):
+        raise ConfigError(f"--study {short(study_name)} cannot name the folder runs/tune-STUDY: "
+                          f"give --out, or a study name of letters, digits, '-', '_' and '.'")
+    out = Path(out) if out is not None else Path("runs") / f"tune-{study_name}"
+    url = storage or DEFAULT_STORAGE
     store = open_storage(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
