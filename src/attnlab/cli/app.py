@@ -34,6 +34,7 @@ from attnlab.cli.train import (
     runs_command,
     train_command,
 )
+from attnlab.cli.tune import add_commands as add_tuning_commands
 from attnlab.errors import AttnlabError
 
 _DEBUG_KEY = "attnlab.debug"
@@ -130,6 +131,7 @@ app.command("predict")(predict_command)
 app.command("runs")(runs_command)
 app.command("compare", context_settings=COMPARE_SETTINGS)(compare_command)
 app.command("heads")(heads_command)
+add_tuning_commands(app)  # sweep, tune
 
 
 def _version(value: bool) -> None:

@@ -254,8 +254,12 @@ def load_experiment(source: str | Path | dict, overrides: list[str] = ()) -> Exp
                           f"{_kind(data)}")
     _check_size(data, "the experiment")
     data = copy.deepcopy(data)
-    for item in overrides:
+    # placeholders are filled last, in the programs the other overrides leave: `--set
+    # attention.w=4` goes with a program from `compare --programs` or `sweep --grid attention=…`
+    fills = [item for item in overrides if _fills_placeholder(item)]
+    for item in [*(item for item in overrides if item not in fills), *fills]:
         apply_override(data, item)
+    check_placeholders(data)
     try:
         exp = Experiment.model_validate(data)
     except ValidationError as e:
@@ -366,13 +370,17 @@ _KIND_NAMES = {(bool,): "true or false", (int,): "an integer below 2**31",
 
 
 def apply_override(data: dict, item: str) -> None:
-    """`train.lr=3e-4` sets data['train']['lr'] (the value read as YAML: numbers, lists, …)."""
+    """`train.lr=3e-4` sets data['train']['lr'] (the value read as YAML: numbers, lists, …);
+    `attention.w=16` fills the placeholder `$w` in the program `attention`."""
     if "=" not in item:
         raise ConfigError(f"--set takes key.path=value, got {short(item)}")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
         raise ConfigError(f"--set {short(key)}: a key is names joined by '.', like train.lr")
+    if parts[0] in PROGRAM_FIELDS and len(parts) > 1:
+        _fill_placeholder(data, parts, raw)
+        return
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
@@ -381,6 +389,81 @@ def apply_override(data: dict, item: str) -> None:
     value = _yaml(raw, f"--set {key}: the value") if raw.strip() else ""
     _check_size(value, f"--set {key}")
     node[parts[-1]] = value
+
+
+# -- placeholders: `causal & window($w)` is filled by `--set attention.w=16` ------------------------
+
+PROGRAM_FIELDS = ("attention", "decoder_attention", "cross_attention")
+PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def placeholders(value: Any) -> list[str]:
+    """The placeholder names in a program field's texts (one program, one per layer, head
+    groups), in order of first appearance."""
+    names: dict[str, None] = {}
+    for text in _program_texts(value):
+        names.update(dict.fromkeys(PLACEHOLDER.findall(text)))
+    return list(names)
+
+
+def _program_texts(value: Any) -> list[str]:
+    stack, texts = [value], []
+    while stack:  # iterative: a hostile document may nest deeply (it is size-checked already)
+        node = stack.pop()
+        if isinstance(node, str):
+            texts.append(node)
+        elif isinstance(node, list | tuple):
+            stack.extend(reversed(node))
+    return texts
+
+
+def _substitute(value: Any, name: str, text: str) -> Any:
+    if isinstance(value, str):
+        return PLACEHOLDER.sub(lambda m: text if m.group(1) == name else m.group(0), value)
+    if isinstance(value, list | tuple):
+        return [_substitute(v, name, text) for v in value]
+    return value
+
+
+def _fill_placeholder(data: dict, parts: list[str], raw: str) -> None:
+    field, key = parts[0], ".".join(parts)
+    if len(parts) > 2:
+        raise ConfigError(f"--set {short(key)}: '{field}' is not a section: it is a program, and "
+                          f"{field}.NAME fills its placeholder $NAME")
+    name = parts[1]
+    have = placeholders(data.get(field))
+    if name not in have:
+        if have:
+            listed = ", ".join(f"${p}" for p in have)
+            raise ConfigError(f"--set {short(key)}: {field} has no placeholder ${_cut(name, 40)}"
+                              f"{did_you_mean(name, have)} (its placeholders: {listed})")
+        raise ConfigError(f"--set {short(key)}: '{field}' is not a section, and its program has "
+                          f"no placeholders to fill (write one as $NAME, e.g. "
+                          f"'causal & window($w)')")
+    value = _yaml(raw, f"--set {key}: the value") if raw.strip() else ""
+    if isinstance(value, bool) or not isinstance(value, int | float | str) or value == "":
+        raise ConfigError(f"--set {short(key)}: a placeholder takes a number or a word, got "
+                          f"{short(raw)}")
+    # as written: 16 stays `16`, 0.5 stays `0.5` (YAML read 1e-3 as text already)
+    data[field] = _substitute(data[field], name, str(value))
+
+
+def _fills_placeholder(item: Any) -> bool:
+    parts = str(item).split("=", 1)[0].strip().split(".")
+    return "=" in str(item) and parts[0] in PROGRAM_FIELDS and len(parts) > 1
+
+
+def check_placeholders(data: dict) -> None:
+    """A program left with an unfilled `$name` is one error saying how to fill it."""
+    for field in PROGRAM_FIELDS:
+        missing = placeholders(data.get(field))
+        if len(missing) == 1:
+            raise ConfigError(f"{field}: placeholder ${missing[0]} has no value: give it with "
+                              f"--set {field}.{missing[0]}=VALUE (or --grid / --param)")
+        if missing:
+            sets = " ".join(f"--set {field}.{m}=VALUE" for m in missing)
+            raise ConfigError(f"{field}: placeholders {', '.join('$' + m for m in missing)} have "
+                              f"no values: give them with {sets} (or --grid / --param)")
 
 
 def explain_validation(error: ValidationError) -> str:

@@ -208,7 +208,10 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
                "train_seconds": round(seconds, 2),
                "params": model.num_parameters(),
                "trainable_params": model.num_parameters(trainable_only=True),
-               "program": program, "main_metric": task.main_metric, "epochs": trainer.current_epoch,
+               "program": program, "main_metric": task.main_metric,
+               # the validation score that chose best.ckpt: what a tuner may optimise (never test)
+               "monitor": task.monitor, **_best_validation(best, task.monitor),
+               "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seed": cfg.seed,
                **({"objectives": objectives.names} if objectives else {}),
                **{f"test_{n}": tested[f"test_{n}"] for n in objectives.names},
@@ -224,6 +227,12 @@ def _train(exp: Experiment, out: Path, checkpoint: Path | None, resume: bool,
         write_manifest(out, complete=True)  # last: it vouches for every file above
         log_run(logger, out, metrics)
     return metrics
+
+
+def _best_validation(best: BestCheckpoint, monitor: str) -> dict[str, float]:
+    """{'best_<monitor>': value} of the best checkpoint, or {} when it never validated."""
+    score = best.best_model_score
+    return {} if score is None else {f"best_{monitor}": float(score)}
 
 
 def _test(trainer: L.Trainer, module: TaskModule, batches, out: Path) -> dict:
