@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -183,7 +184,9 @@ def _write(model, example, axes, format: str, out: Path, saved: dict, run: Path)
             tmp.unlink()
         if isinstance(err, OSError):
             raise ExportError(f"cannot write {out}: {err.strerror or err}") from None
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        while err.__cause__ is not None:  # the ONNX exporter wraps what torch.export said
+            err = err.__cause__
+        first = re.sub(r"\x1b\[[0-9;]*m", "", (str(err).strip().splitlines() or [""])[0])[:300]
         raise ExportError(f"torch cannot export {run}'s model ({', '.join(model.programs())}) to "
                           f"{format} with a free {', '.join(a.name for f in axes for a in f.values())}"
                           f": {type(err).__name__}: {first}") from None
