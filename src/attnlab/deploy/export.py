@@ -40,8 +40,8 @@ EXPORTABLE = ("sdpa", "reference")  # backends that trace with a dynamic sequenc
 TOLERANCE = 1e-4  # the largest |export - model| the check accepts
 
 
-def export(run: str | Path, format: str = "onnx", out: str | Path | None = None, *,
-           check: bool = True, progress: bool = True) -> dict[str, Any]:
+def export(run: str | Path, format: str = "onnx", out: str | Path | None = None,
+           check: bool = True, *, progress: bool = True) -> dict[str, Any]:
     """Export the model of run folder RUN to `out` (default RUN/model.onnx or RUN/model.pt2) and,
     with `check`, compare it with the model over the whole saved test split (ExportError beyond
     1e-4). Returns (and with `progress` prints) the summary."""
