@@ -98,6 +98,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
 
 
 def _forced(name, program, q, k, v, return_weights, training, params, seeded) -> str:
+    if torch.compiler.is_compiling() and name in BACKENDS:
+        # a traced forward (a frozen plan, checked when it was pinned): a refusal check here
+        # would only add guards on the shapes (dense-mask sizes) to the compiled graph
+        return name
     if name not in BACKENDS:
         raise InputError(f"unknown backend '{name}'{did_you_mean(name, BACKENDS)} "
                          f"(available: {', '.join(BACKENDS)})")

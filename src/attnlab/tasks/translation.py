@@ -178,8 +178,9 @@ class Translation(Task):
         return src, tgt[:, :-1]  # the seq2seq forward, as `step` calls it
 
     def export_axes(self, model) -> tuple[dict[int, Axis], ...]:
-        most = longest(model)
-        return {0: Axis("batch"), 1: Axis("source", most)}, {0: Axis("batch"), 1: Axis("target", most)}
+        most = longest(model)  # targets are framed in max_len; tgt_in drops the last token
+        return ({0: Axis("batch"), 1: Axis("source", most)},
+                {0: Axis("batch"), 1: Axis("target", None if most is None else most - 1)})
 
     def compare_exported(self, eager: Translator, exported: Translator, prepared: Prepared,
                          exp) -> dict[str, Any]:
