@@ -58,7 +58,9 @@ def export(run: str | Path, format: str = "onnx", out: str | Path | None = None,
     if prepared is None:
         raise ExportError(f"{run} has no saved test split to export and check with; train it again")
     model = load_model(run)
-    batches = [task.export_inputs(b) for b in
+    # contiguous: a trimmed batch is a view whose strides would tie the traced length to the
+    # padded one (torch.export guards on them)
+    batches = [tuple(t.contiguous() for t in task.export_inputs(b)) for b in
                loader(task, prepared.test, exp.train.batch_size, False, exp.train.seed)]
     example = batches[0]
     with torch.no_grad():
