@@ -211,6 +211,11 @@ TRANSLATE = {"name": "tiny-translate",
              "model": {"d_model": 16, "layers": 1, "heads": 2},
              "decode": {"beam_size": 2, "max_len": 10},
              "train": {"steps": 5, "batch_size": 32, "lr": 0.003}}
+SPEECH = {"name": "tiny-speech",
+          "task": {"name": "spoken-digits", "params": {"max_frames": 40},
+                   "train_examples": 128, "val_examples": 32, "test_examples": 64},
+          "model": {"d_model": 16, "layers": 1, "heads": 2},
+          "train": {"steps": 5, "batch_size": 32, "lr": 0.003}}
 RECSYS = {"name": "tiny-recsys",
           "task": {"name": "movielens-100k", "params": {"max_len": 12, "negatives": 20},
                    "test_examples": 64},
@@ -221,7 +226,7 @@ RECSYS = {"name": "tiny-recsys",
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
-def test_image_translation_and_recommender_runs_export(tmp_path_factory, tmp_path, fmt) -> None:
+def test_image_translation_frames_and_recommender_runs_export(tmp_path_factory, tmp_path, fmt) -> None:
     digits = trained(tmp_path_factory, DIGITS)
     check = export(digits, fmt, progress=False)["check"]
     assert check["max_abs_diff"] <= 1e-4 and check["prediction_agreement"] == 1.0
@@ -235,6 +240,13 @@ def test_image_translation_and_recommender_runs_export(tmp_path_factory, tmp_pat
     texts = ["In the beginning God created the heaven and the earth.", "Jesus wept."]
     exported, eager = load_exported(translate / f"model.{fmt}"), load(translate)
     assert exported.predict(texts) == eager.predict(texts)  # beam search over the export
+
+    speech = trained(tmp_path_factory, SPEECH)
+    check = export(speech, fmt, progress=False)["check"]
+    assert check["max_abs_diff"] <= 1e-4 and check["prediction_agreement"] == 1.0
+    utterances = [ex["frames"] for ex in attnlab.data.load("spoken-digits", seed=0)["test"][:4]]
+    exported, eager = load_exported(speech / f"model.{fmt}"), load(speech)
+    assert exported.predict(utterances) == eager.predict(utterances)  # NaN-padded frames
 
     recsys = trained(tmp_path_factory, RECSYS)
     check = export(recsys, fmt, progress=False)["check"]
