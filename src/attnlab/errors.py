@@ -39,3 +39,8 @@ class RunFolderError(ConfigError):
 class UnsafeFileError(RunFolderError):
     """A run-folder file holds more than tensors and plain data: loading it could run code, so it
     is refused unopened."""
+
+
+class ExportError(AttnlabError):
+    """A model cannot be exported, its export does not compute what it computes, or a file is
+    not an attnlab export (attnlab.deploy)."""

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 import attnlab
 from attnlab.cli.bench import bench_app
 from attnlab.cli.data import data_app
+from attnlab.cli.export import export_command
 from attnlab.cli.heads import heads_command
 from attnlab.cli.inspect import inspect_app
 from attnlab.cli.program import program_app
@@ -132,6 +133,7 @@ app.command("runs")(runs_command)
 app.command("compare", context_settings=COMPARE_SETTINGS)(compare_command)
 app.command("heads")(heads_command)
 add_tuning_commands(app)  # sweep, tune
+app.command("export")(export_command)
 
 
 def _version(value: bool) -> None:

@@ -14,8 +14,9 @@ from attnlab.exec.reference import reference_attention
 from attnlab.lang.masks import MaskInputs
 from attnlab.lang.program import Program, parse
 
-# Listeners told (backend, program, mask inputs) of every planned call: attnlab.freeze's.
-RECORDERS: list[Callable[[str, Program, MaskInputs], None]] = []
+# Listeners told (backend, program, mask inputs, call) of every planned call, which return the
+# backend to run it on: attnlab.freeze's, which may pin another than the planner's.
+RECORDERS: list[Callable[[str, Program, MaskInputs, Call], str]] = []
 # call-time argument -> the program part that reads it
 _READERS = {"bias": ("bias", "the score mod 'bias'"), "segments": ("segments", "the mask 'document'"),
             "key_lengths": ("key_padding", "the mask 'padding'"),
@@ -83,7 +84,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
                                            return_weights=return_weights, training=training,
                                            generator=generator)
         if RECORDERS:  # attnlab.freeze is listening
-            RECORDERS[-1](name, program, inp)
+            name = RECORDERS[-1](name, program, inp, Call.of(
+                program, q, k, v, return_weights=return_weights, training=training, params=params,
+                seeded=generator is not None))
     else:
         name = _forced(backend, program, q, k, v, return_weights, training, params,
                        generator is not None)
@@ -95,6 +98,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, program: Program | str = "scaled_
 
 
 def _forced(name, program, q, k, v, return_weights, training, params, seeded) -> str:
+    if torch.compiler.is_compiling() and name in BACKENDS:
+        # a traced forward (a frozen plan, checked when it was pinned): a refusal check here
+        # would only add guards on the shapes (dense-mask sizes) to the compiled graph
+        return name
     if name not in BACKENDS:
         raise InputError(f"unknown backend '{name}'{did_you_mean(name, BACKENDS)} "
                          f"(available: {', '.join(BACKENDS)})")

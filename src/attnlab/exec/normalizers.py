@@ -141,9 +141,13 @@ def topk(scores: Tensor, visible: Tensor | None = None, k: int = 8) -> Tensor:
     z, vis, _ = _prepare(scores, visible)
     with torch.no_grad():
         keys = z.masked_fill(~vis, -math.inf)
-        chosen = keys.topk(min(k, z.shape[-1]), dim=-1).indices
+        # k hidden columns after the keys, so that topk(k) never asks for more keys than a row
+        # has, whatever its length (a traced length too: torch.export guards on min(k, M))
+        keys = torch.cat([keys, keys.new_full((*keys.shape[:-1], k), -math.inf)], dim=-1)
+        chosen = keys.topk(k, dim=-1).indices
         # A row with fewer than k visible keys also "chooses" hidden ones; drop them again.
-        keep = torch.zeros_like(vis).scatter(-1, chosen, True) & vis
+        picked = torch.zeros_like(keys, dtype=torch.bool).scatter(-1, chosen, True)
+        keep = picked[..., : z.shape[-1]] & vis
     soft = softmax(z, vis)
     hard = softmax(z, keep)
     return soft + (hard - soft).detach()
@@ -186,7 +190,12 @@ def gumbel(
 def sigmoid(scores: Tensor, visible: Tensor | None = None, bias: float | None = None) -> Tensor:
     """sigmoid(scores + bias) per key, bias = -log(M) by default (Ramapuram et al. 2024)."""
     z, vis, _ = _prepare(scores, visible)
-    b = -math.log(max(z.shape[-1], 1)) if bias is None else bias
+    if bias is not None:
+        b = bias
+    elif isinstance(z.shape[-1], torch.SymInt):  # a traced key count has no value to take a log of
+        b = -z.new_ones(z.shape[-1]).sum().clamp(min=1).log()
+    else:
+        b = -math.log(max(z.shape[-1], 1))
     return torch.where(vis, torch.sigmoid(z + b), 0.0)
 
 

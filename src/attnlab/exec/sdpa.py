@@ -75,7 +75,8 @@ class SdpaBackend(Backend):
 
 def fused_causal(program, n: int, m: int) -> bool:
     """SDPA's is_causal aligns top-left, which equals attnlab's causal only when N == M."""
-    return type(program.mask) is Causal and n == m
+    # bool(): traced with a free length, n == m is a symbolic truth SDPA's is_causal refuses
+    return type(program.mask) is Causal and bool(n == m)
 
 
 def dense_mask_elements(call: Call) -> int:

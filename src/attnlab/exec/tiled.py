@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from attnlab.exec import hidden
+from attnlab.exec import hidden, normalizers
 from attnlab.exec.backend import Backend, Call
 from attnlab.exec.reference import normalize, reference_attention
 from attnlab.exec.scores import DOT_FORM, affine_factor, compose_mods, dot_form
@@ -343,8 +343,11 @@ class _Explicit:
             scores = self.mods(scores, *self.index)
         norm = run.program.normalizer
         if isinstance(norm, N.Sigmoid) and norm.bias is None:  # −log(keys) of the whole row
-            norm = N.Sigmoid(-math.log(run.inp.m))
-        weights = normalize(norm, scores, self.visible, run.training, run.generator)
+            # called directly: a new Sigmoid part would be built (and validated) inside a
+            # traced forward, which torch.compile(fullgraph=True) cannot follow
+            weights = normalizers.sigmoid(scores, self.visible, bias=-math.log(run.inp.m))
+        else:
+            weights = normalize(norm, scores, self.visible, run.training, run.generator)
         if self.dropout:
             keep = torch.rand(weights.shape, generator=run.generator, device=weights.device)
             weights = weights * (keep >= self.dropout) / (1 - self.dropout)

@@ -107,20 +107,14 @@ class Seq2Seq(Model):
     def greedy(self, src: Tensor, max_len: int = 64) -> Tensor:
         """Most likely next token at each step: (B, ≤ 1 + max_len), starting with bos; rows
         that reached eos are filled with pad (eos when there is no pad_id)."""
-        fill = self.eos_id if self.pad_id is None else self.pad_id
         memory, src_pad = self.encode(src)
         caches = [KVCache() for _ in self.decoder]
-        tokens = torch.full((src.shape[0], 1), self.bos_id, dtype=torch.long, device=src.device)
-        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
-        for _ in range(max_len):
+
+        def step(tokens: Tensor) -> Tensor:
             # Only the newest token goes in; the caches hold the decoder's view of the rest.
-            logits = self.decode(tokens[:, -1:], memory, src_pad, caches=caches)[:, -1]
-            token = torch.where(done, fill, logits.argmax(-1))
-            tokens = torch.cat([tokens, token[:, None]], dim=1)
-            done |= token == self.eos_id
-            if done.all():
-                break
-        return tokens
+            return self.decode(tokens[:, -1:], memory, src_pad, caches=caches)[:, -1]
+
+        return greedy_search(step, src.shape[0], self.config, max_len, src.device)
 
     @torch.no_grad()
     def beam(self, src: Tensor, beam_size: int = 4, max_len: int = 64,
@@ -129,38 +123,70 @@ class Seq2Seq(Model):
 
         Returns (B, ≤ 1 + max_len) token ids starting with bos, filled after eos as in greedy.
         """
-        b, k = src.shape[0], beam_size
-        fill = self.eos_id if self.pad_id is None else self.pad_id
         memory, src_pad = self.encode(src)
         # Every beam of a row reads the same memory: rows are laid out (B·K) as b0k0, b0k1, …
-        memory = memory.repeat_interleave(k, dim=0)
-        src_pad = None if src_pad is None else src_pad.repeat_interleave(k, dim=0)
+        memory = memory.repeat_interleave(beam_size, dim=0)
+        src_pad = None if src_pad is None else src_pad.repeat_interleave(beam_size, dim=0)
         caches = [KVCache() for _ in self.decoder]
-        tokens = torch.full((b * k, 1), self.bos_id, dtype=torch.long, device=src.device)
-        # Only beam 0 is alive at first, so the first step does not pick K copies of one token.
-        score = torch.full((b, k), float("-inf"), device=src.device)
-        score[:, 0] = 0.0
-        done = torch.zeros(b * k, dtype=torch.bool, device=src.device)
-        length = torch.zeros(b * k, device=src.device)  # generated tokens, eos included
-        for _ in range(max_len):
-            logp = F.log_softmax(self.decode(tokens[:, -1:], memory, src_pad, caches=caches)[:, -1]
-                                 .float(), dim=-1)
-            # A finished hypothesis continues only with `fill`, at no cost, keeping its score.
-            logp[done] = float("-inf")
-            logp[done, fill] = 0.0
-            vocab = logp.shape[-1]
-            total = (score.view(-1, 1) + logp).view(b, k * vocab)
-            score, flat = total.topk(k, dim=-1)
-            beam = flat // vocab + torch.arange(b, device=src.device)[:, None] * k
-            beam, token = beam.view(-1), (flat % vocab).view(-1)
+
+        def step(tokens: Tensor) -> Tensor:
+            return self.decode(tokens[:, -1:], memory, src_pad, caches=caches)[:, -1]
+
+        def reorder(beam: Tensor) -> None:
             for cache in caches:
                 cache.reorder(beam)
-            tokens = torch.cat([tokens[beam], token[:, None]], dim=1)
-            length = length[beam] + (~done[beam]).float()
-            done = done[beam] | (token == self.eos_id)
-            if done.all():
-                break
-        final = score.view(-1) / length.clamp(min=1) ** length_penalty
-        best = final.view(b, k).argmax(-1) + torch.arange(b, device=src.device) * k
-        # Drop columns that only other (losing) beams needed, so the width matches greedy's.
-        return tokens[best][:, : 1 + int(length[best].max())]
+
+        return beam_search(step, reorder, src.shape[0], beam_size, self.config, max_len,
+                           length_penalty, src.device)
+
+
+# Decoding over a logits function: `step(tokens)` gives the next-token logits (rows, vocab) after
+# the rows of `tokens` (rows, t), which start with bos. The model steps with its caches; an
+# exported model (attnlab.deploy) runs its whole forward over the growing target instead.
+
+
+def greedy_search(step, rows: int, config: Seq2SeqConfig, max_len: int, device) -> Tensor:
+    """Greedy decoding: (rows, ≤ 1 + max_len) ids from bos, filled after eos."""
+    fill = config.eos_id if config.pad_id is None else config.pad_id
+    tokens = torch.full((rows, 1), config.bos_id, dtype=torch.long, device=device)
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    for _ in range(max_len):
+        token = torch.where(done, fill, step(tokens).argmax(-1))
+        tokens = torch.cat([tokens, token[:, None]], dim=1)
+        done |= token == config.eos_id
+        if done.all():
+            break
+    return tokens
+
+
+def beam_search(step, reorder, b: int, k: int, config: Seq2SeqConfig, max_len: int,
+                length_penalty: float, device) -> Tensor:
+    """Beam search over b rows of k beams (laid out b0k0, b0k1, …); `reorder(beam)` is told
+    which hypothesis each beam continues, for state kept beside `tokens` (caches)."""
+    fill = config.eos_id if config.pad_id is None else config.pad_id
+    tokens = torch.full((b * k, 1), config.bos_id, dtype=torch.long, device=device)
+    # Only beam 0 is alive at first, so the first step does not pick K copies of one token.
+    score = torch.full((b, k), float("-inf"), device=device)
+    score[:, 0] = 0.0
+    done = torch.zeros(b * k, dtype=torch.bool, device=device)
+    length = torch.zeros(b * k, device=device)  # generated tokens, eos included
+    for _ in range(max_len):
+        logp = F.log_softmax(step(tokens).float(), dim=-1)
+        # A finished hypothesis continues only with `fill`, at no cost, keeping its score.
+        logp[done] = float("-inf")
+        logp[done, fill] = 0.0
+        vocab = logp.shape[-1]
+        total = (score.view(-1, 1) + logp).view(b, k * vocab)
+        score, flat = total.topk(k, dim=-1)
+        beam = flat // vocab + torch.arange(b, device=device)[:, None] * k
+        beam, token = beam.view(-1), (flat % vocab).view(-1)
+        reorder(beam)
+        tokens = torch.cat([tokens[beam], token[:, None]], dim=1)
+        length = length[beam] + (~done[beam]).float()
+        done = done[beam] | (token == config.eos_id)
+        if done.all():
+            break
+    final = score.view(-1) / length.clamp(min=1) ** length_penalty
+    best = final.view(b, k).argmax(-1) + torch.arange(b, device=device) * k
+    # Drop columns that only other (losing) beams needed, so the width matches greedy's.
+    return tokens[best][:, : 1 + int(length[best].max())]

@@ -86,6 +86,15 @@ class Inspection:
     row: int = 0  # which example of the forward's batch this is
 
 
+@dataclass(frozen=True)
+class Axis:
+    """A dimension of an exported model's input that may change size: its name, and its largest
+    size where the model has one (a table of learned positions)."""
+
+    name: str
+    max: int | None = None
+
+
 class Task:
     """Base of the task kinds; the defaults fit token ids with one label per example or per
     position. A kind overrides what differs."""
@@ -225,6 +234,23 @@ class Task:
         """`attnlab predict`: one line (or a few) per input, through `echo(text)`."""
         raise InputError(f"{exp.name} was trained on a generated task ({self.kind}), which has no "
                          "text to read; predict needs a run on a real data set (attnlab data list)")
+
+    # -- export (attnlab.deploy) ------------------------------------------------------------------
+
+    def export_inputs(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """What the model's forward takes for one loader batch, as `step` gives it: token ids
+        (B, N) by default."""
+        return (batch[0],)
+
+    def export_axes(self, model: nn.Module) -> tuple[dict[int, Axis], ...]:
+        """Per input of `export_inputs`, the dims an export leaves free: batch and length."""
+        return ({0: Axis("batch"), 1: Axis("seq", longest(model))},)
+
+    def compare_exported(self, eager: nn.Module, exported: nn.Module, prepared: Prepared,
+                         exp) -> dict[str, Any]:
+        """What an export's check compares beyond the forward's outputs, between the predictor
+        of the model and that of its export (a translator's translations); nothing by default."""
+        return {}
 
     # -- looking inside -------------------------------------------------------------------------
 
@@ -367,6 +393,11 @@ def attention_layers(model: nn.Module) -> list[str]:
     from attnlab.nn.recorder import recordable
 
     return list(recordable(model).values())
+
+
+def longest(model: nn.Module) -> int | None:
+    """The longest sequence the model reads (its `config.max_len`), or None."""
+    return getattr(getattr(model, "config", None), "max_len", None)
 
 
 def _ids_from_text(text: str | None, kind: str) -> Tensor:

@@ -19,6 +19,7 @@ from attnlab.data.base import TaskData
 from attnlab.errors import InputError
 from attnlab.runfiles import reading
 from attnlab.tasks.base import (
+    Axis,
     Classifier,
     Inspection,
     Prepared,
@@ -26,6 +27,7 @@ from attnlab.tasks.base import (
     Task,
     attention_layers,
     class_labels,
+    longest,
     pooled_rows,
     read_examples,
     with_learned_cls,
@@ -135,6 +137,12 @@ class FrameClassification(Task):
     def step(self, model: nn.Module, batch: tuple[Tensor, ...]) -> Step:
         frames, labels, *_ = batch
         return Step(model(trim(frames)), labels, {})
+
+    def export_inputs(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return (trim(batch[0]),)
+
+    def export_axes(self, model) -> tuple[dict[int, Axis], ...]:
+        return ({0: Axis("batch"), 1: Axis("frames", longest(model))},)  # frames (B, T, F)
 
     def test_scores(self, model, prepared: Prepared, exp, progress: bool) -> dict[str, float]:
         return classification_scores(model, prepared.test, exp.train.batch_size, exp.task.positive)

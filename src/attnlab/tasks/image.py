@@ -18,6 +18,7 @@ from attnlab.data.files.images import read_image
 from attnlab.errors import ConfigError, InputError
 from attnlab.runfiles import reading
 from attnlab.tasks.base import (
+    Axis,
     Classifier,
     Inspection,
     Picture,
@@ -156,6 +157,9 @@ class ImageClassification(Task):
 
     def test_scores(self, model, prepared: Prepared, exp, progress: bool) -> dict[str, float]:
         return classification_scores(model, prepared.test, exp.train.batch_size, exp.task.positive)
+
+    def export_axes(self, model) -> tuple[dict[int, Axis], ...]:
+        return ({0: Axis("batch")},)  # pixels (B, C, H, W): the image size is the model's
 
     def save_encoders(self, encoders: PixelEncoder, out: Path) -> None:
         (out / "pixels.json").write_text(json.dumps(encoders.saved()))

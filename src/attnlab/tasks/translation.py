@@ -27,7 +27,16 @@ from attnlab.lang.masks import Causal
 from attnlab.lang.program import Program
 from attnlab.runfiles import read_json, reading
 from attnlab.tasks.alignments import alignment_scores, cross_layers, has_alignments, token_pairs
-from attnlab.tasks.base import Inspection, Prepared, Step, Task, attention_layers, read_examples
+from attnlab.tasks.base import (
+    Axis,
+    Inspection,
+    Prepared,
+    Step,
+    Task,
+    attention_layers,
+    longest,
+    read_examples,
+)
 from attnlab.train.metrics import translation_scores
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"  # ids 0, 1, 2, 3: Seq2Seq's defaults
@@ -163,6 +172,25 @@ class Translation(Task):
         src, tgt = _trim(batch[0]), _trim(batch[1])  # padding every row has costs time, not loss
         target = tgt[:, 1:].masked_fill(tgt[:, 1:] == PAD_ID, IGNORE_INDEX)
         return Step(model(src, tgt[:, :-1]).flatten(0, 1), target.flatten(), {})
+
+    def export_inputs(self, batch) -> tuple[Tensor, ...]:
+        src, tgt = _trim(batch[0]), _trim(batch[1])
+        return src, tgt[:, :-1]  # the seq2seq forward, as `step` calls it
+
+    def export_axes(self, model) -> tuple[dict[int, Axis], ...]:
+        most = longest(model)  # targets are framed in max_len; tgt_in drops the last token
+        return ({0: Axis("batch"), 1: Axis("source", most)},
+                {0: Axis("batch"), 1: Axis("target", None if most is None else most - 1)})
+
+    def compare_exported(self, eager: Translator, exported: Translator, prepared: Prepared,
+                         exp) -> dict[str, Any]:
+        """The greedy translations of the first 50 test sentences, text for text."""
+        greedy = exp.decode.model_copy(update={"beam_size": 1})
+        sources = prepared.test.inputs[:50]
+        ours, theirs = (Translator(p.model, p.encoder, greedy).translate_ids(sources)
+                        for p in (eager, exported))
+        same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+        return {"translations_compared": len(ours), "translations_equal": same / max(1, len(ours))}
 
     def aligned_layers(self, model) -> list[str]:
         return cross_layers(model)  # alignments link target rows to source columns
