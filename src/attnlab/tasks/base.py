@@ -226,6 +226,11 @@ class Task:
         raise InputError(f"{exp.name} was trained on a generated task ({self.kind}), which has no "
                          "text to read; predict needs a run on a real data set (attnlab data list)")
 
+    def service(self, predictor: nn.Module, exp) -> Any:
+        """What `attnlab serve` offers for a run of this kind: an `attnlab.tasks.service.Service`
+        (route, request body, batched answers); None for a kind with no raw input to serve."""
+        return None
+
     # -- looking inside -------------------------------------------------------------------------
 
     def inspection(self, model: nn.Module, encoders: Any, exp, *, text: str | None = None,
