@@ -23,6 +23,7 @@ from attnlab.cli.data import data_app
 from attnlab.cli.heads import heads_command
 from attnlab.cli.inspect import inspect_app
 from attnlab.cli.program import program_app
+from attnlab.cli.serve import serve_command
 from attnlab.cli.showcase import showcase_command
 from attnlab.cli.tasks import tasks_command
 from attnlab.cli.text import shown
@@ -130,6 +131,7 @@ app.command("predict")(predict_command)
 app.command("runs")(runs_command)
 app.command("compare", context_settings=COMPARE_SETTINGS)(compare_command)
 app.command("heads")(heads_command)
+app.command("serve")(serve_command)
 
 
 def _version(value: bool) -> None:
