@@ -20,7 +20,6 @@ import attnlab.cli.app
 import attnlab.train
 from attnlab.data import load
 from attnlab.deploy import serve
-from attnlab.deploy.loadtest import load_test
 from attnlab.train.config import load_experiment
 
 SHORT = {"train": {"steps": 8, "batch_size": 32, "lr": 0.003}}
@@ -325,6 +324,17 @@ def test_the_load_test_sends_real_examples_with_no_errors(made, tmp_path) -> Non
     assert report["throughput_rps"] > 1 and report["distinct_bodies"] > 10
     assert 1 <= report["mean_batch"] <= 8 and report["model_calls"] <= 100
     assert "latency p50" in result.output and "errors       0" in result.output
-    # the same through the library, for a recommender: histories from its saved test split
-    report = load_test(made(RECOMMEND), requests=20, concurrency=4, timeout=60)
-    assert report["errors"] == 0 and report["route"] == "POST /recommend"
+
+
+@pytest.mark.parametrize("kind", ["text", "image", "translation", "recommendation"])
+def test_the_load_tests_requests_are_real_test_examples_each_served(made, kind) -> None:
+    run = {"text": lambda: made(TEXT), "image": lambda: made(IMAGE),
+           "translation": lambda: translation(made), "recommendation": lambda: made(RECOMMEND)}[kind]()
+    loaded = serve.load_source(run)
+    service = serve.service_of(loaded)
+    bodies = service.examples(loaded.test())
+    assert len(bodies) >= 5 and len({json.dumps(b) for b in bodies}) == len(bodies)
+    with client(run) as http:
+        for body in bodies[:5]:
+            answer = http.post(service.route, json=body)
+            assert answer.status_code == 200, answer.text

@@ -21,6 +21,8 @@ MaxBatch = Annotated[int, typer.Option(min=1, help="Items one model call holds, 
 MaxWait = Annotated[float, typer.Option(min=0, help="Milliseconds the first request of a batch "
                                         "waits for others.")]
 MaxItems = Annotated[int, typer.Option(min=1, help="Items one request may hold.")]
+Threads = Annotated[int | None, typer.Option(min=1, help="torch threads for the model calls "
+                                             "(default: torch's).")]
 
 
 def serve_command(
@@ -32,13 +34,16 @@ def serve_command(
     max_batch: MaxBatch = MAX_BATCH,
     max_wait_ms: MaxWait = MAX_WAIT_MS,
     max_items: MaxItems = MAX_ITEMS,
+    threads: Threads = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Log warnings only, not each request.")]
+    = False,
 ) -> None:
     """Serve a trained run over HTTP: its task's endpoint (classify, translate or recommend),
     /health and /info; requests that arrive together share one model call."""
     from attnlab.deploy.serve import server
 
-    served = server(source, host, port, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                    max_items=max_items, max_body=MAX_BODY)
+    served = server(source, host, port, threads=threads, quiet=quiet, max_batch=max_batch,
+                    max_wait_ms=max_wait_ms, max_items=max_items, max_body=MAX_BODY)
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
     if served.warning:
         err.print(f"[bold yellow]warning:[/] {escape(served.warning)}", soft_wrap=True)
@@ -57,10 +62,12 @@ def bench_serve_command(
                                            "requests unanswered by then are errors.")] = 120.0,
     max_batch: MaxBatch = MAX_BATCH,
     max_wait_ms: MaxWait = MAX_WAIT_MS,
+    threads: Threads = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
-    """Load-test `attnlab serve` on loopback with real examples from the run's saved test split:
-    p50/p99 latency, throughput, errors and the mean batch the server ran."""
+    """Load-test `attnlab serve` (started in its own process on a free loopback port) with real
+    examples from the run's saved test split: p50/p99 latency, throughput, errors and the mean
+    batch the server ran."""
     from attnlab.deploy.loadtest import load_test
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -69,7 +76,7 @@ def bench_serve_command(
         task = bar.add_task(f"POST to {escape(source.name)}", total=requests)
         report = load_test(source, requests=requests, concurrency=concurrency, timeout=timeout,
                            progress=lambda n: bar.advance(task, n), max_batch=max_batch,
-                           max_wait_ms=max_wait_ms)
+                           max_wait_ms=max_wait_ms, threads=threads)
     out = Console(highlight=False)
     out.print(f"{report['route']} on loopback: {report['requests']} requests, "
               f"{report['concurrency']} at a time, {report['distinct_bodies']} distinct test "

@@ -1,13 +1,14 @@
-"""`attnlab bench serve`: a load test on loopback. The run is served in this process (uvicorn in a
-thread, on a free port); `concurrency` clients send real examples from the run's saved test split,
+"""`attnlab bench serve`: a load test on loopback. The run is served by `attnlab serve` in its own
+process, on a free port; `concurrency` clients send real examples from the run's saved test split,
 each its next request as soon as the last is answered, until `requests` are done or `timeout`
 seconds pass; latency percentiles, throughput, errors and the batches the server ran come back."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,16 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from attnlab.deploy.serve import build_app, load_source, service_of
+from attnlab.deploy.serve import listening, load_source, service_of
 from attnlab.errors import ConfigError
 
 
 def load_test(source: str | Path, *, requests: int = 1000, concurrency: int = 32,
               timeout: float = 120.0, progress: Callable[[int], None] | None = None,
-              **limits) -> dict[str, Any]:
-    """Serve `source` (a run folder or an exported file) on loopback and send it `requests`
-    requests, `concurrency` at a time; `progress(1)` after each answer. `limits` are
-    `build_app`'s (max_batch, max_wait_ms, …)."""
+              **options) -> dict[str, Any]:
+    """Serve `source` (a run folder or an exported file) on loopback with `attnlab serve` and
+    send it `requests` requests, `concurrency` at a time; `progress(1)` after each answer.
+    `options` are the server's (max_batch=…, max_wait_ms=…, threads=…)."""
     import httpx
 
     if requests < 1 or concurrency < 1 or timeout <= 0:
@@ -37,11 +38,15 @@ def load_test(source: str | Path, *, requests: int = 1000, concurrency: int = 32
     if not bodies:
         raise ConfigError(f"{source} has no saved test examples that fit the model to send; "
                           "load-test a run folder that training wrote")
-    app = build_app(loaded, **limits)
-    with running(app) as url:
+    with serving(source, [f"--{key.replace('_', '-')}={value}" for key, value in options.items()
+                          if value is not None]) as url:
+        # one request first: the first model call sets things up, which no later one pays for
+        httpx.post(f"{url}{service.route}", json=bodies[0], timeout=timeout).raise_for_status()
         sent = asyncio.run(_send(url, service.route, bodies, requests, concurrency, timeout,
                                  progress or (lambda n: None)))
         batching = httpx.get(f"{url}/info", timeout=10).json()["batching"]
+    # the warm-up request is not in the report
+    batching["mean_batch"] = round((batching["items"] - 1) / max(1, batching["model_calls"] - 1), 2)
     latencies = np.array(sent["latencies"]) * 1000
     answered = len(latencies)
     return {"source": str(source), "route": f"POST {service.route}", "requests": requests,
@@ -52,7 +57,7 @@ def load_test(source: str | Path, *, requests: int = 1000, concurrency: int = 32
             "throughput_rps": round(answered / sent["seconds"], 1) if sent["seconds"] else 0.0,
             "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
             "mean_ms": round(float(latencies.mean()), 2) if answered else None,
-            "mean_batch": batching["mean_batch"], "model_calls": batching["model_calls"],
+            "mean_batch": batching["mean_batch"], "model_calls": batching["model_calls"] - 1,
             "largest_batch": batching["largest_batch"], "max_batch": batching["max_batch"],
             "max_wait_ms": batching["max_wait_ms"], "distinct_bodies": len(bodies)}
 
@@ -101,32 +106,43 @@ async def _send(url: str, route: str, bodies: list[dict], requests: int, concurr
 
 
 @contextmanager
-def running(app, host: str = "127.0.0.1", wait_s: float = 30.0) -> Iterator[str]:
-    """`app` served by uvicorn in a thread on a free port of `host`; yields its URL once /health
-    answers, and stops the server after."""
-    import httpx
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((host, 0))  # the system picks a free port, held until the server takes the socket
-    url = f"http://{host}:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                              name="attnlab-serve")
-    thread.start()
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
+def serving(source: str | Path, options: list[str], wait_s: float = 120.0) -> Iterator[str]:
+    """`attnlab serve SOURCE` in its own process on a free loopback port, as a user would run it
+    (its own interpreter: the clients here do not slow it); yields its URL once /health answers,
+    and stops it after."""
+    with listening("127.0.0.1", 0) as sock:  # a free port, given to the server
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen([sys.executable, "-m", "attnlab.cli.app", "serve", str(source),
+                                   "--port", str(port), "--quiet", *options],
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            _wait_for(url, server, log, wait_s)
+            yield url
+        finally:
+            server.terminate()
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise ConfigError(f"the server on {url} did not come up within {wait_s:.0f} s")
-            time.sleep(0.05)
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _wait_for(url: str, server: subprocess.Popen, log, wait_s: float) -> None:
+    """Until `url`/health answers; a ConfigError with the server's last words if it never does."""
+    import httpx
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            said = log.read().decode(errors="replace").strip().splitlines()[-3:]
+            raise ConfigError(f"attnlab serve did not come up on {url} within {wait_s:.0f} s"
+                              + (f": {' / '.join(said)}" if said else ""))
+        time.sleep(0.1)

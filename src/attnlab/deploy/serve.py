@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +31,6 @@ EXPORTED = (".onnx", ".pt2")  # files `attnlab export` writes
 MAX_BATCH = 64  # items one model call holds
 MAX_WAIT_MS = 5.0  # how long the first request of a batch waits for others
 MAX_BODY = 8 * 2**20  # bytes of one request body (64 photos as base64 JPEG fit)
-
-log = logging.getLogger("attnlab.serve")
 
 
 @dataclass
@@ -201,7 +199,7 @@ def build_app(loaded: Loaded, *, max_items: int = MAX_ITEMS, max_batch: int = MA
                 "source": loaded.source, "endpoints": endpoints, "limits": limits,
                 "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, **batcher.stats()}}
 
-    async def answer(request: Request) -> dict:
+    async def answer(request: Request) -> JSONResponse:
         body = _validated(service, await _json(request, max_body))
         if service.counted:
             count = len(getattr(body, service.counted))
@@ -210,9 +208,10 @@ def build_app(loaded: Loaded, *, max_items: int = MAX_ITEMS, max_batch: int = MA
                                    "request, so split them")
             if count == 0:
                 raise Refused(422, f"{service.counted}: empty; give at least one")
-        return service.reply(body, await batcher.submit(service.items(body)))
+        # a response made here: FastAPI's encoder would walk every answer again
+        return JSONResponse(service.reply(body, await batcher.submit(service.items(body))))
 
-    answer.__annotations__["request"] = Request  # resolved here: this module's are strings
+    answer.__annotations__.update({"request": Request, "return": JSONResponse})  # not strings
     app.post(service.route, openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": service.request.model_json_schema()}}}})(answer)
 
@@ -240,6 +239,11 @@ def build_app(loaded: Loaded, *, max_items: int = MAX_ITEMS, max_batch: int = MA
             return refused(405, f"{request.method} {request.url.path} is not allowed; this server "
                                 f"has {', '.join(endpoints)}")
         return refused(err.status_code, str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def on_bug(request, err: Exception):  # the server's log has the traceback
+        return refused(500, f"attnlab failed unexpectedly ({type(err).__name__}); this is a bug: "
+                            "the server's log has the traceback")
 
     return app
 
@@ -327,16 +331,39 @@ class Server:
     def run(self) -> None:
         import uvicorn
 
-        uvicorn.Server(self.config).run()
+        with listening(self.config.host, self.config.port) as sock:
+            uvicorn.Server(self.config).run(sockets=[sock])
 
 
-def server(source: str | Path, host: str = "127.0.0.1", port: int = 8000, **limits) -> Server:
+def listening(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: a free one) for uvicorn, bound here so that a port
+    in use is one line rather than uvicorn's exit."""
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections of a socket that says it is
+    # TCP; without it each answer's second write waited for a delayed ACK, 40 ms a request
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                         socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror}); give another "
+                          "--port, or --host") from None
+    return sock
+
+
+def server(source: str | Path, host: str = "127.0.0.1", port: int = 8000, *,
+           threads: int | None = None, quiet: bool = False, **limits) -> Server:
     """`attnlab serve`: `source` (a run folder or an exported file) served on host:port, the
-    loopback interface unless told otherwise; `limits` are build_app's."""
+    loopback interface unless told otherwise; `threads` for torch's model calls (None: torch's
+    default); `quiet` logs warnings only, not each request; `limits` are build_app's."""
     import uvicorn
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     app = build_app(load_source(source), **limits)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning" if quiet else "info",
+                            access_log=not quiet)
     shown = f"[{host}]" if ":" in host else host
     warning = None if host in LOOPBACK else (
         f"listening on {host}, which other machines can reach: the API has no authentication, so "
