@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 
 import httpx
 import numpy as np
@@ -338,3 +339,33 @@ def test_the_load_tests_requests_are_real_test_examples_each_served(made, kind) 
         for body in bodies[:5]:
             answer = http.post(service.route, json=body)
             assert answer.status_code == 200, answer.text
+
+
+def test_frames_are_classified_as_the_frame_classifier_classifies_them() -> None:
+    """A frames run's service, on an untrained model (the spoken-digits set takes seconds to
+    read): raw utterances in, the predictor's own labels and probabilities out."""
+    import torch
+
+    from attnlab.models import EncoderClassifier, EncoderClassifierConfig
+    from attnlab.tasks import kind
+    from attnlab.tasks.frames import FrameClassifier, FrameEncoder
+
+    torch.manual_seed(0)
+    model = EncoderClassifier(EncoderClassifierConfig(0, 3, d_model=16, layers=1, heads=2,
+                                                      max_len=8, features=4)).eval()
+    predictor = FrameClassifier(model, FrameEncoder((0.5,) * 4, (2.0,) * 4, 8, ("yes", "no", "maybe")))
+    service = kind("frame-classification").service(predictor, None)
+    utterances = [np.random.default_rng(i).normal(size=(3 + i, 4)).round(3).tolist() for i in range(3)]
+    body = service.request.model_validate({"frames": utterances})
+    answers = service.run(service.items(body))
+    expected = predictor.predict_proba([np.array(u) for u in utterances])
+    assert [a["label"] for a in answers] == predictor.predict([np.array(u) for u in utterances])
+    assert [list(a["probabilities"].values()) for a in answers] == [
+        pytest.approx(row, abs=1e-6) for row in expected.tolist()]
+    assert service.route == "/classify" and service.limits == {"frames": 8, "features": 4}
+    with pytest.raises(attnlab.InputError, match=re.escape(
+            "frames[1]: 9 frames; the model reads at most 8, so shorten it")):
+        service.items(service.request.model_validate({"frames": [[[0.0] * 4], [[0.0] * 4] * 9]}))
+    with pytest.raises(attnlab.InputError, match=re.escape(
+            "frames[0]: float64 array of shape (2, 3); give one utterance as frames (T, 4)")):
+        service.items(service.request.model_validate({"frames": [[[0.0] * 3] * 2]}))
