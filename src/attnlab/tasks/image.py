@@ -98,8 +98,8 @@ class PixelEncoder:
                 raise InputError(f"no image file '{file}'")
         if self.white is None:
             raise InputError(f"this run was saved before image runs recorded their pixel scale, so "
-                             f"it cannot read '{getattr(file, 'name', file)}'; give arrays to "
-                             "attnlab.load(RUN).predict, or train it again")
+                             f"it cannot read '{file if isinstance(file, Path) else file.name}'; "
+                             "give arrays to attnlab.load(RUN).predict, or train it again")
         pixels = read_image(file, self.size, self.colour, error=InputError)
         return self.shaped(pixels.astype(np.float32) * (self.white / 255))
 

@@ -56,7 +56,8 @@ def read_image(file: Path | BinaryIO, size: int | None, colour: str,
     (DataError unless given) is raised with a message naming the file."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    named = getattr(file, "name", file)  # a stream (bytes a server received) may carry a name
+    # a stream (bytes a server received) may carry a name; a path is shown whole
+    named = file if isinstance(file, str | Path) else getattr(file, "name", "the image")
     try:
         with Image.open(file) as opened:
             image = _eight_bit_rgb(ImageOps.exif_transpose(opened))
