@@ -56,6 +56,9 @@ def serve_command(
 
 def bench_serve_command(
     source: Source,
+    examples: Annotated[Path | None, typer.Option(help="The run folder whose saved test split "
+                                                  "makes the requests (default: RUN; needed for "
+                                                  "an exported file).")] = None,
     requests: Annotated[int, typer.Option(min=1, help="Requests to send.")] = 1000,
     concurrency: Annotated[int, typer.Option(min=1, help="Clients sending at once.")] = 32,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds the whole test may take; "
@@ -74,7 +77,8 @@ def bench_serve_command(
                TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"POST to {escape(source.name)}", total=requests)
-        report = load_test(source, requests=requests, concurrency=concurrency, timeout=timeout,
+        report = load_test(source, examples=examples, requests=requests,
+                           concurrency=concurrency, timeout=timeout,
                            progress=lambda n: bar.advance(task, n), max_batch=max_batch,
                            max_wait_ms=max_wait_ms, threads=threads)
     out = Console(highlight=False)

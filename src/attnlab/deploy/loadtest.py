@@ -21,11 +21,12 @@ from attnlab.deploy.serve import listening, load_source, service_of
 from attnlab.errors import ConfigError
 
 
-def load_test(source: str | Path, *, requests: int = 1000, concurrency: int = 32,
-              timeout: float = 120.0, progress: Callable[[int], None] | None = None,
-              **options) -> dict[str, Any]:
+def load_test(source: str | Path, *, examples: str | Path | None = None, requests: int = 1000,
+              concurrency: int = 32, timeout: float = 120.0,
+              progress: Callable[[int], None] | None = None, **options) -> dict[str, Any]:
     """Serve `source` (a run folder or an exported file) on loopback with `attnlab serve` and
-    send it `requests` requests, `concurrency` at a time; `progress(1)` after each answer.
+    send it `requests` requests, `concurrency` at a time, made from the saved test split of
+    `examples` (a run folder; by default `source` itself); `progress(1)` after each answer.
     `options` are the server's (max_batch=…, max_wait_ms=…, threads=…)."""
     import httpx
 
@@ -33,11 +34,14 @@ def load_test(source: str | Path, *, requests: int = 1000, concurrency: int = 32
         raise ConfigError("--requests and --concurrency must be at least 1, --timeout above 0")
     loaded = load_source(source)
     service = service_of(loaded)
-    test = loaded.test() if loaded.test is not None else None
+    given = loaded if examples is None else load_source(examples)
+    if given.test is None:
+        raise ConfigError(f"{given.source} is an exported file, which holds no test split to send: "
+                          "give --examples RUN, the run folder it was exported from")
+    test = given.test()
     bodies = service.examples(test) if test is not None else []
     if not bodies:
-        raise ConfigError(f"{source} has no saved test examples that fit the model to send; "
-                          "load-test a run folder that training wrote")
+        raise ConfigError(f"{given.source} has no saved test examples that fit the model to send")
     with serving(source, [f"--{key.replace('_', '-')}={value}" for key, value in options.items()
                           if value is not None]) as url:
         # one request first: the first model call sets things up, which no later one pays for

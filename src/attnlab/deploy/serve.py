@@ -50,15 +50,15 @@ def load_source(source: str | Path) -> Loaded:
     """A run folder, or a file `attnlab export` wrote (.onnx, .pt2), ready to serve."""
     path = Path(source)
     if path.suffix.lower() in EXPORTED:
-        # imported here: exported models need onnxruntime or torch.export, a run folder neither
-        from attnlab.deploy.export import load_exported
+        # imported here: an export needs onnxruntime or torch.export, a run folder neither
+        import yaml
 
-        predictor = load_exported(path)
-        exp = getattr(predictor, "experiment", None)
-        if exp is None:
-            raise ConfigError(f"{path} does not say which experiment it holds; export the run "
-                              "again with attnlab export")
-        return Loaded(predictor, exp, str(path), dict(getattr(predictor, "metrics", None) or {}))
+        from attnlab.deploy.exported import rebuild
+        from attnlab.train.config import load_experiment
+
+        predictor, _, saved = rebuild(path)  # the predictor, and the metadata that travelled
+        exp = load_experiment(yaml.safe_load(saved["experiment"]))
+        return Loaded(predictor, exp, str(path), saved.get("metrics") or {})
     from attnlab.runfiles import read_json
     from attnlab.train.folder import read_run
     from attnlab.train.run import load
