@@ -59,13 +59,15 @@ def load_source(source: str | Path) -> Loaded:
         predictor, _, saved = rebuild(path)  # the predictor, and the metadata that travelled
         exp = load_experiment(yaml.safe_load(saved["experiment"]))
         return Loaded(predictor, exp, str(path), saved.get("metrics") or {})
+    from attnlab.models.base import load_model
     from attnlab.runfiles import read_json
     from attnlab.train.folder import read_run
-    from attnlab.train.run import load
 
     exp = read_run(path)  # refuses a folder that holds no run, or whose files do not match
     task = task_of(exp.task)
-    return Loaded(load(path), exp, str(path), read_json(path / "metrics.json"),
+    # what attnlab.train.run.load returns, without importing Lightning with it (4 s of startup)
+    predictor = task.predictor(load_model(path), task.load_encoders(path, exp), exp).eval()
+    return Loaded(predictor, exp, str(path), read_json(path / "metrics.json"),
                   lambda: task.load_test(path, exp))
 
 
