@@ -30,7 +30,7 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Interface to listen on; anything but loopback lets "
                                       "other machines in (there is no authentication).")]
     = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     max_batch: MaxBatch = MAX_BATCH,
     max_wait_ms: MaxWait = MAX_WAIT_MS,
     max_items: MaxItems = MAX_ITEMS,
