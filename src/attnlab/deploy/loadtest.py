@@ -45,7 +45,10 @@ def load_test(source: str | Path, *, examples: str | Path | None = None, request
     with serving(source, [f"--{key.replace('_', '-')}={value}" for key, value in options.items()
                           if value is not None]) as url:
         # one request first: the first model call sets things up, which no later one pays for
-        httpx.post(f"{url}{service.route}", json=bodies[0], timeout=timeout).raise_for_status()
+        first = httpx.post(f"{url}{service.route}", json=bodies[0], timeout=timeout)
+        if first.status_code != 200:
+            raise ConfigError(f"the server refused a test example: {first.status_code} "
+                              f"{first.text[:200]}")
         sent = asyncio.run(_send(url, service.route, bodies, requests, concurrency, timeout,
                                  progress or (lambda n: None)))
         batching = httpx.get(f"{url}/info", timeout=10).json()["batching"]
