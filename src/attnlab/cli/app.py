@@ -24,6 +24,7 @@ from attnlab.cli.export import export_command
 from attnlab.cli.heads import heads_command
 from attnlab.cli.inspect import inspect_app
 from attnlab.cli.program import program_app
+from attnlab.cli.serve import serve_command
 from attnlab.cli.showcase import showcase_command
 from attnlab.cli.tasks import tasks_command
 from attnlab.cli.text import shown
@@ -134,6 +135,7 @@ app.command("compare", context_settings=COMPARE_SETTINGS)(compare_command)
 app.command("heads")(heads_command)
 add_tuning_commands(app)  # sweep, tune
 app.command("export")(export_command)
+app.command("serve")(serve_command)
 
 
 def _version(value: bool) -> None:

@@ -15,10 +15,12 @@ from rich.table import Table
 from attnlab.bench import DEFAULT, QUICK, Report, Settings, run_cases, select
 from attnlab.bench.impls import IMPLS
 from attnlab.bench.kernels import Case, Result, Verdict
+from attnlab.cli.serve import bench_serve_command
 from attnlab.errors import InputError, did_you_mean
 
 DEVICES = ("cpu", "cuda")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: attnlab against the baselines.")
+bench_app.command("serve")(bench_serve_command)
 
 
 @bench_app.command("kernels")

@@ -252,6 +252,13 @@ class Task:
         of the model and that of its export (a translator's translations); nothing by default."""
         return {}
 
+    # -- serving (attnlab.deploy.serve) -----------------------------------------------------------
+
+    def service(self, predictor: nn.Module, exp) -> Any:
+        """What `attnlab serve` offers for a run of this kind: an `attnlab.tasks.service.Service`
+        (route, request body, batched answers); None for a kind with no raw input to serve."""
+        return None
+
     # -- looking inside -------------------------------------------------------------------------
 
     def inspection(self, model: nn.Module, encoders: Any, exp, *, text: str | None = None,

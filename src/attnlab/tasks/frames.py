@@ -32,6 +32,7 @@ from attnlab.tasks.base import (
     read_examples,
     with_learned_cls,
 )
+from attnlab.tasks.service import Body, Service, classified, listed, too_long
 from attnlab.train.metrics import classification_scores
 
 MAX_FRAMES = 96  # default frames per utterance, longer ones cut (spoken-digits' longest has 92)
@@ -66,6 +67,10 @@ class FrameEncoder:
             kept = torch.from_numpy(np.asarray(frames, dtype=np.float32)[: self.max_frames])
             out[i, : len(kept)] = (kept - mean) / std
         return out
+
+
+class Frames(Body):
+    frames: list[list[list[float]]]  # utterances of frames (T, features)
 
 
 def trim(frames: Tensor) -> Tensor:
@@ -164,6 +169,31 @@ class FrameClassification(Task):
     def print_predictions(self, predictor: FrameClassifier, inputs, exp, echo, *, k: int) -> None:
         utterances = [read_frames(path, predictor.encoder.features) for path in inputs]
         predictor.print_best(utterances, inputs, echo)
+
+    def service(self, predictor: FrameClassifier, exp) -> Service:
+        """`POST /classify {"frames": [utterance, ...]}`, each utterance frames (T, F) of raw
+        features → a label, its probability and every class's per utterance."""
+        encoder = predictor.encoder
+
+        def items(body: Frames) -> list[np.ndarray]:
+            checked = []
+            for i, frames in enumerate(body.frames):
+                array = check_frames(frames, encoder.features, f"frames[{i}]")
+                if len(array) > encoder.max_frames:
+                    raise too_long(f"frames[{i}]", len(array), encoder.max_frames, "frames")
+                checked.append(array)
+            return checked
+
+        def examples(test: Prepared) -> list[dict]:
+            mean, std = np.array(encoder.mean), np.array(encoder.std)
+            rows = [row[~np.isnan(row).all(-1)] * std + mean for row in test.test.inputs.numpy()]
+            return [{"frames": [row.tolist()]} for row in rows]
+
+        return Service("/classify", Frames, items,
+                       lambda utterances: classified(predictor.predict_proba(utterances),
+                                                     predictor.label_names),
+                       listed("predictions"), examples,
+                       {"frames": encoder.max_frames, "features": encoder.features}, counted="frames")
 
     def inspection(self, model, encoders: FrameEncoder, exp, *, text=None, image=None,
                    example=None) -> Inspection:

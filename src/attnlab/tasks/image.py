@@ -4,10 +4,13 @@ inspect) are made as the training images were: same size, colour and pixel scale
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ from attnlab.tasks.base import (
     read_examples,
     with_learned_cls,
 )
+from attnlab.tasks.service import Body, Service, classified, listed
 from attnlab.train.metrics import classification_scores
 
 
@@ -85,17 +89,18 @@ class PixelEncoder:
                              f"{wanted} images, (H, W){'' if self.channels == 1 else ', C'} arrays")
         return pixels
 
-    def read(self, file: str | Path) -> np.ndarray:
-        """(C, H, W) float pixels of an image file, made as the training images were (same size,
-        colour, and scale: 0–255 levels times white / 255). InputError naming the file if it is
-        missing or not an image."""
-        file = Path(file)
-        if not file.is_file():
-            raise InputError(f"no image file '{file}'")
+    def read(self, file: str | Path | BinaryIO) -> np.ndarray:
+        """(C, H, W) float pixels of an image file (or a stream of its bytes, named by its `name`),
+        made as the training images were (same size, colour, and scale: 0–255 levels times
+        white / 255). InputError naming the file if it is missing or not an image."""
+        if isinstance(file, str | Path):
+            file = Path(file)
+            if not file.is_file():
+                raise InputError(f"no image file '{file}'")
         if self.white is None:
             raise InputError(f"this run was saved before image runs recorded their pixel scale, so "
-                             f"it cannot read '{file}'; give arrays to attnlab.load(RUN).predict, "
-                             "or train it again")
+                             f"it cannot read '{file if isinstance(file, Path) else file.name}'; "
+                             "give arrays to attnlab.load(RUN).predict, or train it again")
         pixels = read_image(file, self.size, self.colour, error=InputError)
         return self.shaped(pixels.astype(np.float32) * (self.white / 255))
 
@@ -179,6 +184,25 @@ class ImageClassification(Task):
                                  "JPEG files")
         predictor.print_best(list(inputs), inputs, echo)
 
+    def service(self, predictor: ImageClassifier, exp) -> Service:
+        """`POST /classify {"images": ["<base64 PNG or JPEG>", ...]}` → a label, its probability
+        and every class's per image; each image is read as `attnlab predict` reads a file."""
+        encoder = predictor.encoder
+
+        def items(body: Images) -> list[np.ndarray]:
+            return [encoder.read(_decoded(text, f"images[{i}]")) for i, text in enumerate(body.images)]
+
+        def run(pixels: list[np.ndarray]) -> list[dict]:
+            probabilities = predictor.model(encoder.standardise(np.stack(pixels))).softmax(-1)
+            return classified(probabilities, predictor.label_names)
+
+        def examples(test: Prepared) -> list[dict]:
+            return [{"images": [png_base64(encoder, row)]} for row in test.test.inputs]
+
+        return Service("/classify", Images, items, run, listed("predictions"), examples,
+                       {"image": f"{encoder.colour} {encoder.size}×{encoder.size} (other sizes are "
+                                 "resized, as attnlab predict does)"}, counted="images")
+
     def inspection(self, model, encoders: PixelEncoder, exp, *, text=None, image=None,
                    example=None) -> Inspection:
         if text is not None:
@@ -224,6 +248,35 @@ class ImageClassification(Task):
     def erasing(self) -> str:
         return ("erased patches' pixels are set to the training split's mean pixel value (0 after "
                 "standardising: the average pixel the model saw in training)")
+
+
+class Images(Body):
+    images: list[str]  # base64 of PNG or JPEG files
+
+
+def _decoded(text: str, where: str) -> io.BytesIO:
+    """The bytes of a base64 image (a data: URL's prefix is allowed), as a stream named `where`."""
+    try:
+        data = base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text,
+                                validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{where}: not base64; give the bytes of a PNG or JPEG file in base64") from None
+    stream = io.BytesIO(data)
+    stream.name = where
+    return stream
+
+
+def png_base64(encoder: PixelEncoder, standardised: Tensor) -> str:
+    """A standardised image (C, H, W) of a saved split as base64 of a PNG of 8-bit levels, the
+    file the training image would have been."""
+    from PIL import Image
+
+    raw = encoder.raw(standardised) * (255 / (encoder.white or 255))
+    levels = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
+    image = Image.fromarray(levels[0] if len(levels) == 1 else np.moveaxis(levels, 0, -1))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def _statistics(name: str, train: list[dict], label_names: tuple[str, ...]) -> PixelEncoder:

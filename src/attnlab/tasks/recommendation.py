@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from attnlab.data.base import TaskData
@@ -25,9 +26,11 @@ from attnlab.errors import DataError, InputError
 from attnlab.ids import IGNORE_INDEX, PAD_ID
 from attnlab.runfiles import reading
 from attnlab.tasks.base import Inspection, Prepared, Step, Task, attention_layers, read_examples
+from attnlab.tasks.service import Body, Service
 from attnlab.train.metrics import model_ranking_scores, popularity_scores, ranking_scores
 
 MAX_LEN, NEGATIVES = 50, 100  # defaults: items of history a model reads; negatives per target
+MAX_K = 100  # the most items one served request may ask for
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,24 @@ class Recommender(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         return self.model(items)
 
-    @torch.no_grad()
     def recommend(self, history: list[str], k: int = 10) -> list[str]:
         """The k items most likely next after `history` (oldest first), leaving out those in it."""
-        unknown = [item for item in history if item not in self.items]
+        return self.recommend_many([history], [k])[0]
+
+    @torch.no_grad()
+    def recommend_many(self, histories: list[list[str]], ks: list[int]) -> list[list[str]]:
+        """`recommend` for many histories in one model call: ks[i] items for histories[i]."""
+        unknown = [item for history in histories for item in history if item not in self.items]
         if unknown:
             raise InputError(f"items not in the catalogue: {', '.join(unknown[:5])}")
-        ids = self.items.ids(history)
-        recent = ids[-self.max_len:]
-        scores = self.model(torch.tensor([[PAD_ID] * (self.max_len - len(recent)) + recent]))[0, -1]
-        scores[ids] = float("-inf")
-        return [self.items.items[i - 1] for i in scores.topk(k).indices.tolist()]
+        ids = [self.items.ids(history) for history in histories]
+        rows = [_left_pad(history[-self.max_len:], self.max_len, PAD_ID) for history in ids]
+        scores = self.model(torch.tensor(rows))[:, -1]
+        found = []
+        for row, seen, k in zip(scores, ids, ks, strict=True):
+            row[seen] = float("-inf")
+            found.append([self.items.items[i - 1] for i in row.topk(k).indices.tolist()])
+        return found
 
 
 class Recommendation(Task):
@@ -144,6 +154,35 @@ class Recommendation(Task):
             echo(f"{rank:>3}  {item:>6}  {titles.get(item, '')}".rstrip())
 
 
+    def service(self, predictor: Recommender, exp) -> Service:
+        """`POST /recommend {"history": ["item id", ...], "k": 10}` → the k items most likely next
+        (oldest first in the history), with titles where the data set has them."""
+        catalogue, titles = predictor.items, _titles(exp.task.name)
+
+        def items(body: History) -> list[tuple[list[str], int]]:
+            if not body.history:
+                raise InputError("history: empty; give at least one item id, oldest first")
+            for i, item in enumerate(body.history):
+                if item not in catalogue:
+                    raise InputError(f"history[{i}]: item '{item:.40}' is not in the catalogue of "
+                                     f"{len(catalogue.items)} items")
+            if body.k > len(catalogue.items) - len(set(body.history)):
+                raise InputError(f"k: {body.k}, but only {len(catalogue.items) - len(set(body.history))} "
+                                 "items are left beside the history")
+            return [(body.history, body.k)]
+
+        def run(asked: list[tuple[list[str], int]]) -> list[dict]:
+            found = predictor.recommend_many([h for h, _ in asked], [k for _, k in asked])
+            return [{"items": [{"item": item, **({"title": titles[item]} if item in titles else {})}
+                               for item in row]} for row in found]
+
+        def examples(test: Prepared) -> list[dict]:
+            return [{"history": [catalogue.items[i - 1] for i in row if i != PAD_ID], "k": 10}
+                    for row in test.test.inputs.tolist() if any(row)]
+
+        return Service("/recommend", History, items, run, lambda body, answers: answers[0], examples,
+                       {"k": MAX_K, "history": f"the last {predictor.max_len} items are read"})
+
     def inspection(self, model, encoders: ItemIndex, exp, *, text=None, image=None,
                    example=None) -> Inspection:
         if image is not None:
@@ -174,6 +213,11 @@ class Recommendation(Task):
             title=f"{exp.name}: {len(real)} items of history → next: {titles.get(best, best)}",
             notes=["the history runs oldest first; the last row is what the next item is "
                    "predicted from", f"padding is left out: {len(real)} of {len(labels)} positions shown"])
+
+
+class History(Body):
+    history: list[str]  # item ids, oldest first
+    k: int = Field(10, ge=1, le=MAX_K)
 
 
 def _titles(name: str) -> dict[str, str]:

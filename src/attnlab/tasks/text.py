@@ -28,6 +28,7 @@ from attnlab.tasks.base import (
     read_examples,
     with_learned_cls,
 )
+from attnlab.tasks.service import Service, Texts, classified, listed, too_long
 from attnlab.train.metrics import classification_scores
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
@@ -133,6 +134,24 @@ class TextClassification(Task):
     def print_predictions(self, predictor: TextClassifier, inputs, exp, echo, *, k: int) -> None:
         predictor.print_best(inputs, inputs, echo)
 
+    def service(self, predictor: TextClassifier, exp) -> Service:
+        """`POST /classify {"texts": [...]}` → a label, its probability and every class's per text."""
+        encoder = getattr(predictor.encoder, "base", predictor.encoder)  # a prior's wrapper: its base
+        tokenizer, most = encoder.tokenizer, encoder.max_len
+
+        def items(body: Texts) -> list[str]:
+            for i, encoded in enumerate(tokenizer.encode_batch(body.texts)):
+                if len(encoded.ids) > most:
+                    raise too_long(f"texts[{i}]", len(encoded.ids), most, "tokens")
+            return body.texts
+
+        def examples(test: Prepared) -> list[dict]:
+            return [{"texts": [text]} for text in test_texts(tokenizer, test.test.inputs, most)]
+
+        return Service("/classify", Texts, items,
+                       lambda texts: classified(predictor.predict_proba(texts), predictor.label_names),
+                       listed("predictions"), examples, {"tokens": most}, counted="texts")
+
     def inspection(self, model, encoders: TextEncoder, exp, *, text=None, image=None,
                    example=None) -> Inspection:
         if image is not None:
@@ -181,6 +200,14 @@ class TextClassification(Task):
     def erasing(self) -> str:
         return ("erased tokens are removed and the rest packed in their order, padded at the end; "
                 "[CLS] is always kept")
+
+
+def test_texts(tokenizer, ids: Tensor, most: int) -> list[str]:
+    """The texts of saved token ids (lower-cased, as the tokenizer read them), those whose
+    tokens fit in `most` once read again."""
+    texts = tokenizer.decode_batch([[i for i in row if i != PAD_ID] for row in ids.tolist()])
+    return [t for t, e in zip(texts, tokenizer.encode_batch(texts), strict=True)
+            if t.strip() and len(e.ids) <= most]
 
 
 def _token_labels(tokenizer, ids: list[int]) -> tuple[list[str], str]:

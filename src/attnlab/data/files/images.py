@@ -8,6 +8,7 @@ import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def image_folder(path: Path, size: int | None = None, colour: str = "auto") -> l
     return examples
 
 
-def read_image(file: Path, size: int | None, colour: str,
+def read_image(file: Path | BinaryIO, size: int | None, colour: str,
                error: Callable[[str], AttnlabError] = DataError) -> np.ndarray:
     """One image file as uint8 pixels, made as ``image_folder`` makes its images: turned as its EXIF
     says, transparency laid on white, resized to size × size (area average when shrinking, else
@@ -55,13 +56,15 @@ def read_image(file: Path, size: int | None, colour: str,
     (DataError unless given) is raised with a message naming the file."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    # a stream (bytes a server received) may carry a name; a path is shown whole
+    named = file if isinstance(file, str | Path) else getattr(file, "name", "the image")
     try:
         with Image.open(file) as opened:
             image = _eight_bit_rgb(ImageOps.exif_transpose(opened))
     except UnidentifiedImageError:
-        raise error(f"'{file}' is not an image Pillow can read (a PNG or JPEG)") from None
+        raise error(f"'{named}' is not an image Pillow can read (a PNG or JPEG)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise error(f"'{file}' does not decode as an image ({e})") from None
+        raise error(f"'{named}' does not decode as an image ({e})") from None
     if size is not None and image.size != (size, size):
         # shrinking averages the pixels each new one covers (so 8×8 digits, counts over 4×4 blocks,
         # come back exactly from a 32×32 drawing); enlarging interpolates
