@@ -369,3 +369,23 @@ def test_frames_are_classified_as_the_frame_classifier_classifies_them() -> None
     with pytest.raises(attnlab.InputError, match=re.escape(
             "frames[0]: float64 array of shape (2, 3); give one utterance as frames (T, 4)")):
         service.items(service.request.model_validate({"frames": [[[0.0] * 3] * 2]}))
+
+
+def test_an_exported_file_is_served_as_its_run_is(made, tmp_path) -> None:
+    from attnlab.deploy import export
+
+    run = made(TEXT)
+    file = tmp_path / "spam.onnx"
+    export(run, "onnx", out=file, check=False, progress=False)
+    texts = ["WINNER!! Claim your free prize now", "see you at home", "call me later please"]
+    with client(run) as eager, client(file) as exported:
+        want, got = (http.post("/classify", json={"texts": texts}) for http in (eager, exported))
+        info = exported.get("/info").json()
+        too_long = exported.post("/classify", json={"texts": ["word " * 200]})
+    assert got.status_code == 200, got.text
+    for a, b in zip(want.json()["predictions"], got.json()["predictions"], strict=True):
+        assert a["label"] == b["label"]
+        assert list(a["probabilities"].values()) == pytest.approx(
+            list(b["probabilities"].values()), abs=1e-5)
+    assert info["source"] == str(file) and info["program"] == "scaled_dot ; padding ; softmax"
+    assert too_long.status_code in (413, 422) and "40" in too_long.json()["error"]
