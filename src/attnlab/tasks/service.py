@@ -51,6 +51,18 @@ def too_long(where: str, length: int, most: int, unit: str) -> InputError:
                       "(nothing is cut silently)")
 
 
+def texts_within(tokenizer, most: int) -> Callable[[Texts], list[str]]:
+    """`items` for a body of texts: each refused when the tokenizer makes more tokens of it than
+    the model reads."""
+    def items(body: Texts) -> list[str]:
+        for i, encoded in enumerate(tokenizer.encode_batch(body.texts)):
+            if len(encoded.ids) > most:
+                raise too_long(f"texts[{i}]", len(encoded.ids), most, "tokens")
+        return body.texts
+
+    return items
+
+
 def classified(probabilities, names: tuple[str, ...]) -> list[dict]:
     """One answer per row of class probabilities (N, classes): the best label, its probability,
     and every class's."""

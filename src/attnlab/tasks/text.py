@@ -28,7 +28,7 @@ from attnlab.tasks.base import (
     read_examples,
     with_learned_cls,
 )
-from attnlab.tasks.service import Service, Texts, classified, listed, too_long
+from attnlab.tasks.service import Service, Texts, classified, listed, texts_within
 from attnlab.train.metrics import classification_scores
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
@@ -139,16 +139,10 @@ class TextClassification(Task):
         encoder = getattr(predictor.encoder, "base", predictor.encoder)  # a prior's wrapper: its base
         tokenizer, most = encoder.tokenizer, encoder.max_len
 
-        def items(body: Texts) -> list[str]:
-            for i, encoded in enumerate(tokenizer.encode_batch(body.texts)):
-                if len(encoded.ids) > most:
-                    raise too_long(f"texts[{i}]", len(encoded.ids), most, "tokens")
-            return body.texts
-
         def examples(test: Prepared) -> list[dict]:
             return [{"texts": [text]} for text in test_texts(tokenizer, test.test.inputs, most)]
 
-        return Service("/classify", Texts, items,
+        return Service("/classify", Texts, texts_within(tokenizer, most),
                        lambda texts: classified(predictor.predict_proba(texts), predictor.label_names),
                        listed("predictions"), examples, {"tokens": most}, counted="texts")
 

@@ -37,7 +37,7 @@ from attnlab.tasks.base import (
     longest,
     read_examples,
 )
-from attnlab.tasks.service import Service, Texts, listed, too_long
+from attnlab.tasks.service import Service, Texts, listed, texts_within
 from attnlab.train.metrics import translation_scores
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"  # ids 0, 1, 2, 3: Seq2Seq's defaults
@@ -239,19 +239,13 @@ class Translation(Task):
         `decode` section says."""
         source, most = predictor.encoder.source, predictor.encoder.max_len
 
-        def items(body: Texts) -> list[str]:
-            for i, encoded in enumerate(source.encode_batch(body.texts)):
-                if len(encoded.ids) > most:
-                    raise too_long(f"texts[{i}]", len(encoded.ids), most, "tokens")
-            return body.texts
-
         def examples(test: Prepared) -> list[dict]:
             texts = [ex["source"] for ex in test.test_examples or ()]
             return [{"texts": [text]} for text, encoded in zip(texts, source.encode_batch(texts),
                                                                strict=True)
                     if len(encoded.ids) <= most]
 
-        return Service("/translate", Texts, items,
+        return Service("/translate", Texts, texts_within(source, most),
                        lambda texts: [{"translation": t} for t in predictor.predict(texts)],
                        listed("translations"), examples, {"tokens": most}, counted="texts")
 
