@@ -39,8 +39,9 @@ def store(tmp_path_factory) -> str:
 def test_differing_keys_are_the_settings_not_shared_by_every_run() -> None:
     runs = [{"model.heads": "2", "train.lr": "0.001", "program": "a"},
             {"model.heads": "4", "train.lr": "0.001", "program": "b"},
-            {"model.heads": "2", "train.lr": "0.001", "train.seed": "1", "program": "a"}]
-    assert differing_keys(runs) == ["model.heads", "train.seed"]  # the program has its own column
+            {"model.heads": "2", "train.lr": "0.001", "train.seed": "1", "seed": "1", "program": "a"}]
+    # the program has its own column; 'seed' is logged again as train.seed
+    assert differing_keys(runs) == ["model.heads", "train.seed"]
     assert differing_keys(runs[:1]) == []
     assert differing_keys([runs[0], dict(runs[0])]) == []
     # None and never logged are alike: a dict setting is logged key by key, None as itself

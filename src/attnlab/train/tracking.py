@@ -370,8 +370,9 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
     return rows
 
 
-# Shown in columns of their own, so never repeated among the keys that differ.
-_OWN_COLUMNS = ("program", "main_metric", "objectives")
+# Shown in columns of their own, or logged twice ('seed' is train.seed), so never repeated among
+# the keys that differ.
+_OWN_COLUMNS = ("program", "main_metric", "objectives", "seed")
 
 
 def differing_keys(settings: list[dict[str, str]]) -> list[str]:
