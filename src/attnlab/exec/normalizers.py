@@ -141,13 +141,17 @@ def topk(scores: Tensor, visible: Tensor | None = None, k: int = 8) -> Tensor:
     z, vis, _ = _prepare(scores, visible)
     with torch.no_grad():
         keys = z.masked_fill(~vis, -math.inf)
-        # k hidden columns after the keys, so that topk(k) never asks for more keys than a row
-        # has, whatever its length (a traced length too: torch.export guards on min(k, M))
-        keys = torch.cat([keys, keys.new_full((*keys.shape[:-1], k), -math.inf)], dim=-1)
-        chosen = keys.topk(k, dim=-1).indices
+        m, chosen_k = z.shape[-1], k
+        if isinstance(m, torch.SymInt):
+            # a traced length (torch.export) would guard on min(k, M): k hidden columns after
+            # the keys instead, so topk(k) never asks for more keys than a row has
+            keys = torch.cat([keys, keys.new_full((*keys.shape[:-1], k), -math.inf)], dim=-1)
+        else:
+            chosen_k = min(k, m)  # k may be far larger than any row (2**31 - 1 is accepted)
+        chosen = keys.topk(chosen_k, dim=-1).indices
         # A row with fewer than k visible keys also "chooses" hidden ones; drop them again.
         picked = torch.zeros_like(keys, dtype=torch.bool).scatter(-1, chosen, True)
-        keep = picked[..., : z.shape[-1]] & vis
+        keep = picked[..., :m] & vis
     soft = softmax(z, vis)
     hard = softmax(z, keep)
     return soft + (hard - soft).detach()
