@@ -47,6 +47,11 @@ COLUMNS = {"test_bleu": "BLEU", "test_chrf": "chrF", "test_aer": "AER", "test_co
            "test_popular_ndcg10": "popular NDCG@10", "test_popular_hr10": "popular HR@10",
            "test_accuracy": "test accuracy", "test_f1": "test f1", "test_macro_f1": "macro f1",
            "test_majority_rate": "majority"}
+# The score of a trivial predictor beside each main metric: the commonest class, copying the
+# source, ranking by popularity.
+BASELINES = {"test_accuracy": "test_majority_rate", "test_bleu": "test_copy_bleu",
+             "test_chrf": "test_copy_chrf", "test_ndcg10": "test_popular_ndcg10",
+             "test_hr10": "test_popular_hr10"}
 PERCENT = ("test_bleu", "test_chrf", "test_copy_bleu", "test_copy_chrf")  # sacreBLEU's 0–100 scale
 
 

@@ -353,7 +353,7 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
             with suppress(MlflowException, OSError):  # a store we may only read: shown, not set
                 client.set_terminated(run.info.run_id, status)
         rows.append({"experiment": experiments[run.info.experiment_id],
-                     "run": run.info.run_id[:8], "status": status,
+                     "run": run.info.run_id[:8], "run_id": run.info.run_id, "status": status,
                      "program": p.get("program"),
                      "test_accuracy": m.get("test_accuracy"),
                      "score": _main_score(m, p.get("main_metric", "test_accuracy")),
@@ -363,7 +363,7 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
                      "started": datetime.fromtimestamp(run.info.start_time / 1000).strftime(
                          "%Y-%m-%d %H:%M"),
                      "folder": run.data.tags.get(FOLDER_TAG),
-                     "settings": dict(p)})
+                     "settings": dict(p), "metrics": dict(m)})
     differs = differing_keys([r["settings"] for r in rows])
     for r in rows:
         r["differs"] = " ".join(f"{k}={_shown(r['settings'].get(k))}" for k in differs) or None
