@@ -292,19 +292,24 @@ def write_html(view: View, path: str | Path, layer: int | None = None,
                head: int | None = None) -> tuple[Path, str]:
     """Write the view as one HTML file (no network: everything inlined); returns the path and a
     summary of what it holds, its size first."""
+    path = _writable(path)
+    path.write_text(page(view, layer, head), encoding="utf-8")
+    return path, summary(view, path.stat().st_size)
+
+
+def page(view: View, layer: int | None = None, head: int | None = None) -> str:
+    """The view as one self-contained HTML page (everything inlined, no network)."""
     chosen, head = view.pick(layer, head)
     data = json.dumps(_payload(view, chosen, head), separators=(",", ":"), ensure_ascii=False)
     data = data.replace("<", "\\u003c")  # no "</script>" or "<!--" in the data can end the script
     template = PAGE_TEMPLATE.replace("/*DATA*/null", data)
-    said, page = "", template
+    said, html = "", template
     for _ in range(3):  # the page states its own size, which the statement changes a little
-        stated = summary(view, len(page.encode()))
+        stated = summary(view, len(html.encode()))
         if stated == said:
             break
-        said, page = stated, template.replace("<!--SUMMARY-->", _escape(stated))
-    path = _writable(path)
-    path.write_text(page, encoding="utf-8")
-    return path, summary(view, path.stat().st_size)
+        said, html = stated, template.replace("<!--SUMMARY-->", _escape(stated))
+    return html
 
 
 def _escape(text: str) -> str:
