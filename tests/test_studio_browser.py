@@ -64,9 +64,9 @@ def browser():
 
 
 def _answered(page, state: str, before: str | None = None) -> None:
-    """Wait until the page has an answer in `state` newer than the timing `before`."""
+    """Wait until the page has an answer in `state` newer than answer number `before`."""
     page.wait_for_function("([s, b]) => document.body.dataset.state === s && "
-                           "document.body.dataset.responseMs !== b", arg=[state, before])
+                           "document.body.dataset.answers !== b", arg=[state, before])
 
 
 def test_typing_errors_masks_plans_and_controls_in_chromium(browser, studio) -> None:
@@ -96,14 +96,14 @@ def test_typing_errors_masks_plans_and_controls_in_chromium(browser, studio) -> 
     assert facts.startswith("N 64")
 
     # N = 1024: the whole answer (mask and plan) timed in the page, reported by the run
-    before = page.evaluate("document.body.dataset.responseMs")
+    before = page.evaluate("document.body.dataset.answers")
     page.fill("#seq", "1024")
     page.dispatch_event("#seq", "change")
     _answered(page, "ok", before)
     assert page.inner_text("#facts").startswith("N 1024")
     times = []
     for w in (64, 128, 256, 100, 32):
-        before = page.evaluate("document.body.dataset.responseMs")
+        before = page.evaluate("document.body.dataset.answers")
         page.fill("#program", f"scaled_dot ; causal & window({w}) ; softmax")
         _answered(page, "ok", before)
         times.append(float(page.evaluate("document.body.dataset.responseMs")))
@@ -111,7 +111,7 @@ def test_typing_errors_masks_plans_and_controls_in_chromium(browser, studio) -> 
 
     # a control rewrites the text server-side, and the mask follows
     drawn = page.evaluate("document.getElementById('mask').toDataURL()")
-    before = page.evaluate("document.body.dataset.responseMs")
+    before = page.evaluate("document.body.dataset.answers")
     page.fill("#c-window", "300")
     page.dispatch_event("#c-window", "change")
     page.wait_for_function("() => document.getElementById('program').value.includes('window(300)')")
@@ -127,7 +127,9 @@ def test_typing_errors_masks_plans_and_controls_in_chromium(browser, studio) -> 
     if os.environ.get("STUDIO_SHOTS"):
         page.fill("#seq", "256")
         page.dispatch_event("#seq", "change")
-        page.wait_for_function("() => document.getElementById('facts').textContent.startsWith('N 256')")
+        page.fill("#program", "scaled_dot ; causal & (window(24) | global_tokens(8)) ; softmax")
+        page.wait_for_function("() => document.getElementById('facts').textContent.startsWith('N 256')"
+                               " && document.getElementById('c-window').value === '24'")
         page.screenshot(path=str(Path(os.environ["STUDIO_SHOTS"]) / "studio-design.png"), full_page=True)
     assert not errors
     assert requests and all(urlparse(u).hostname == "127.0.0.1" for u in requests), requests

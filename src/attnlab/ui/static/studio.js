@@ -18,7 +18,7 @@ const design = {
   seq: 0, timer: null,
 
   init() {
-    $("program").addEventListener("input", () => this.soon());
+    $("program").addEventListener("input", () => { $("zoo").value = ""; this.soon(); });
     for (const id of ["seq", "p-heads", "p-head_dim", "mode"]) $(id).addEventListener("change", () => this.update());
     for (const name of ["window", "global_tokens", "heads", "normalizer"])
       $("c-" + name).addEventListener("change", () => this.control(name));
@@ -51,6 +51,7 @@ const design = {
     if (seq !== this.seq) return;  // a newer edit is on its way
     const ms = performance.now() - t0;
     document.body.dataset.responseMs = ms.toFixed(1);
+    document.body.dataset.answers = seq;  // tests wait for a newer answer by this count
     $("timing").textContent = `answered in ${ms.toFixed(0)} ms`;
     if (!ok) return this.fail(data);
     $("error").hidden = true;
@@ -106,8 +107,8 @@ const design = {
     canvas.width = canvas.height = m.side;
     const img = ctx.createImageData(m.side, m.side);
     for (let i = 0; i < bytes.length; i++) {
-      const shade = 255 - bytes[i] * 0.8;  // visible is dark blue, hidden white
-      img.data.set([shade * 0.55, shade * 0.7, 255 - bytes[i] * 0.3, 255], 4 * i);
+      const f = bytes[i] / 255;  // the fraction visible: hidden is white, visible dark blue
+      img.data.set([255 - f * 225, 255 - f * 215, 255 - f * 75, 255], 4 * i);
     }
     ctx.putImageData(img, 0, 0);
   },
