@@ -50,7 +50,7 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
     app = FastAPI(title="attnlab studio", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.middleware("http")
-    async def guard(request: Request, call_next):  # noqa: ANN001, ANN202 — starlette's signature
+    async def guard(request: Request, call_next):
         if request.headers.get("host", "") not in allowed:
             return _error(421, "this studio answers only to " + " or ".join(sorted(allowed)))
         if token is not None:
