@@ -109,6 +109,10 @@ def test_a_non_loopback_app_needs_its_token() -> None:
     assert c.get("/api/design/zoo", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert c.get("/?token=s3cret").status_code == 200  # the first page load sets the cookie
     assert c.get("/api/design/zoo").status_code == 200
+    anywhere = TestClient(create_app(host="0.0.0.0", port=9000, token="s3cret"),
+                          base_url="http://192.168.7.7:9000")  # clients name the machine their way
+    assert anywhere.get("/api/design/zoo").status_code == 401
+    assert anywhere.get("/api/design/zoo", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
 def test_a_wrong_host_header_is_refused(client) -> None:

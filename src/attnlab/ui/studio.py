@@ -29,6 +29,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(24)
 
@@ -47,11 +54,14 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
     names = {host, *(("127.0.0.1", "localhost") if is_loopback(host) else ())}
     # DNS rebinding: a page elsewhere that resolves its own name to us still sends its own Host.
     allowed = {f"{name}:{port}" for name in names} | ({*names} if port == 80 else set())
+    # Bound to every address (0.0.0.0, ::), clients name the machine as they know it; the token,
+    # required there, is the guard.
+    anywhere = _unspecified(host)
     app = FastAPI(title="attnlab studio", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        if request.headers.get("host", "") not in allowed:
+        if not anywhere and request.headers.get("host", "") not in allowed:
             return _error(421, "this studio answers only to " + " or ".join(sorted(allowed)))
         if token is not None:
             given = _token_of(request)
