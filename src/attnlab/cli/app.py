@@ -26,6 +26,7 @@ from attnlab.cli.inspect import inspect_app
 from attnlab.cli.program import program_app
 from attnlab.cli.serve import serve_command
 from attnlab.cli.showcase import showcase_command
+from attnlab.cli.studio import studio_command
 from attnlab.cli.tasks import tasks_command
 from attnlab.cli.text import shown
 from attnlab.cli.train import (
@@ -136,6 +137,7 @@ app.command("heads")(heads_command)
 add_tuning_commands(app)  # sweep, tune
 app.command("export")(export_command)
 app.command("serve")(serve_command)
+app.command("studio")(studio_command)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,36 @@
+"""`attnlab studio`: the workshop in a browser, served on 127.0.0.1 (elsewhere only with a token)."""
+
+from __future__ import annotations
+
+import threading
+import webbrowser
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from attnlab.cli.text import literal
+
+
+def studio_command(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs the "
+                                      "token printed at start.")] = "127.0.0.1",
+    open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
+) -> None:
+    """Serve the studio: design a program and see its mask, plan and speed as you type."""
+    import uvicorn
+
+    from attnlab.ui.studio import create_app, is_loopback, new_token
+
+    token = None if is_loopback(host) else new_token()
+    app = create_app(token=token, host=host, port=port)
+    url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    console = Console(highlight=False)
+    console.print(literal(f"attnlab studio at {url}"), soft_wrap=True)
+    if token:
+        console.print("every request needs this token (the link above carries it); "
+                      "stop with Ctrl+C")
+    if open_:
+        threading.Timer(1.0, webbrowser.open, (url,)).start()
+    uvicorn.run(app, host=host, port=port, log_level="warning")
