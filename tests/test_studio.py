@@ -142,3 +142,19 @@ def test_the_benchmark_runs_in_worker_processes(client) -> None:
         assert row["median_ms"] > 0 and row["peak_mb"] >= 0
     assert d["results"]["sdpa"]["impl"] == "sdpa_causal"
     assert d["results"]["attnlab"]["backend"]
+
+
+def test_every_screens_api_is_behind_the_same_guards(tmp_path) -> None:
+    app = create_app(host="10.1.2.3", port=9000, token="s3cret", root=tmp_path / "studio",
+                     tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiments=tmp_path)
+    with TestClient(app, base_url="http://10.1.2.3:9000") as c:
+        for path in ("/api/experiments", "/api/runs", "/api/store/runs", "/api/inspect/runs"):
+            assert c.get(path).status_code == 401, path
+            answer = c.get(path, headers={"Authorization": "Bearer s3cret"})
+            assert answer.status_code == 200, (path, answer.text)
+        refused = c.post("/api/runs", json={"experiment": "nope"},
+                         headers={"Authorization": "Bearer s3cret"})
+        assert refused.status_code == 422 and "no experiment 'nope'" in refused.json()["error"]
+        wrong = c.get("/api/store/runs", headers={"Authorization": "Bearer s3cret",
+                                                  "host": "evil.example:9000"})
+        assert wrong.status_code == 421

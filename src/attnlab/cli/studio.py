@@ -17,6 +17,11 @@ def studio_command(
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs the "
                                       "token printed at start.")] = "127.0.0.1",
     open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI: where trainings are "
+                                                     "tracked and runs compared (default "
+                                                     "sqlite:///runs/mlflow.db).")] = None,
+    jobs: Annotated[int, typer.Option(min=1, max=64, help="Trainings that run at once; the rest "
+                                      "queue.")] = 1,
 ) -> None:
     """Serve the studio: design a program and see its mask, plan and speed as you type."""
     import uvicorn
@@ -24,7 +29,7 @@ def studio_command(
     from attnlab.ui.studio import create_app, is_loopback, new_token
 
     token = None if is_loopback(host) else new_token()
-    app = create_app(token=token, host=host, port=port)
+    app = create_app(token=token, host=host, port=port, tracking_uri=tracking_uri, jobs=jobs)
     url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     console = Console(highlight=False)
     console.print(literal(f"attnlab studio at {url}"), soft_wrap=True)

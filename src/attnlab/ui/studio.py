@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +16,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from attnlab.errors import AttnlabError, ConfigError
-from attnlab.ui import design
+from attnlab.train.jobs import Jobs
+from attnlab.ui import compare, design, inspect, run
 
 COOKIE = "attnlab_studio_token"
 STATIC = resources.files("attnlab.ui") / "static"
@@ -45,9 +48,14 @@ def _error(status: int, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"error": first, **extra}, status_code=status)
 
 
-def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int = 8765) -> FastAPI:
+def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int = 8765,
+               tracking_uri: str | None = None, root: str | Path = "runs/studio",
+               experiments: str | Path | None = "experiments", jobs: int = 1) -> FastAPI:
     """The studio bound to ``host:port``. Off loopback a ``token`` is required: every request
-    carries it as ``Authorization: Bearer …``, ``?token=`` (first page load) or the cookie set then."""
+    carries it as ``Authorization: Bearer …``, ``?token=`` (first page load) or the cookie set then.
+    Trainings started from it run `jobs` at a time into ROOT, from the shipped `experiments`
+    folder or uploads kept in ROOT/uploads, tracked in `tracking_uri` (whose runs it compares
+    and inspects)."""
     if not is_loopback(host) and not token:
         raise ConfigError(f"the studio on {host} (not loopback) needs a token; "
                           "`attnlab studio` makes one")
@@ -57,7 +65,17 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
     # Bound to every address (0.0.0.0, ::), clients name the machine as they know it; the token,
     # required there, is the guard.
     anywhere = _unspecified(host)
-    app = FastAPI(title="attnlab studio", docs_url=None, redoc_url=None, openapi_url=None)
+    root = Path(root)
+    trainings = Jobs(root, tracking_uri=tracking_uri, limit=jobs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        trainings.close()  # a studio that stops cancels what it started
+
+    app = FastAPI(title="attnlab studio", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.jobs = trainings
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -95,6 +113,10 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
         return _error(500, f"the studio failed unexpectedly ({type(err).__name__}); this is a bug")
 
     app.include_router(design.router)
+    shipped = Path(experiments) if experiments is not None else None
+    app.include_router(run.routes(trainings, run.Experiments(shipped, root / "uploads")))
+    app.include_router(compare.routes(tracking_uri))
+    app.include_router(inspect.routes(tracking_uri))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
