@@ -24,8 +24,6 @@ playwright = pytest.importorskip("playwright.sync_api", reason="playwright is no
 uvicorn = pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                                 "(make test installs it with apt-get)")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic", "--disable-default-apps"]
 TOKEN = "t0ken-for-the-test"
 INK = """() => { const c = document.getElementById('mask'), d = c.getContext('2d')
   .getImageData(0, 0, c.width, c.height).data; let n = 0;
@@ -54,13 +52,6 @@ def studio():
         server.should_exit = True
         thread.join(5)
 
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 def _answered(page, state: str, before: str | None = None) -> None:

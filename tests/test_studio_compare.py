@@ -7,11 +7,10 @@ import json
 
 import mlflow
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from attnlab.train.run import train
-from attnlab.ui.compare import routes
+from attnlab.ui.studio import create_app
 
 TINY = {"name": "tiny-compare",
         "task": {"name": "mqar", "params": {"vocab_size": 32, "seq_len": 8, "num_kv_pairs": 2},
@@ -32,7 +31,7 @@ def store(tmp_path_factory):
 
 def test_runs_are_filtered_and_show_what_differs_among_them(store) -> None:
     uri, root = store
-    http = TestClient(_app(uri))
+    http = TestClient(_app(uri), base_url="http://127.0.0.1:8765")
     every = http.get("/api/store/runs").json()
     assert len(every["runs"]) == 3 and "model.heads" in every["differs"]
     windowed = http.get("/api/store/runs", params={"program": "window(2)"}).json()
@@ -56,7 +55,7 @@ def test_runs_are_filtered_and_show_what_differs_among_them(store) -> None:
 
 def test_curves_are_the_runs_metric_history(store) -> None:
     uri, _ = store
-    http = TestClient(_app(uri))
+    http = TestClient(_app(uri), base_url="http://127.0.0.1:8765")
     run_id = http.get("/api/store/runs").json()["runs"][0]["run_id"]
     curves = http.get(f"/api/store/runs/{run_id}/curves").json()
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -66,16 +65,5 @@ def test_curves_are_the_runs_metric_history(store) -> None:
     assert http.get("/api/store/runs/nope/curves").status_code == 422
 
 
-def _app(uri: str) -> FastAPI:
-    from fastapi.responses import JSONResponse
-
-    from attnlab.errors import AttnlabError
-
-    app = FastAPI()
-    app.include_router(routes(uri))
-
-    @app.exception_handler(AttnlabError)  # as the studio answers attnlab's errors
-    async def refused(request, err):
-        return JSONResponse({"error": str(err).splitlines()[0]}, status_code=422)
-
-    return app
+def _app(uri: str):
+    return create_app(tracking_uri=uri, experiments=None)

@@ -4,14 +4,11 @@ example as one self-contained page, equal to what `attnlab inspect` writes."""
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from attnlab.errors import AttnlabError
 from attnlab.inspect.views import inspect_run, write_html
 from attnlab.train.run import train
-from attnlab.ui.inspect import routes
+from attnlab.ui.studio import create_app
 
 SPAM = {"name": "tiny-inspect",
         "task": {"name": "sms-spam", "params": {"vocab_size": 300, "max_len": 24},
@@ -25,14 +22,8 @@ def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("inspect")
     uri = f"sqlite:///{root}/mlflow.db"
     train(SPAM, root / "spam", tracking_uri=uri, progress=False)
-    app = FastAPI()
-    app.include_router(routes(uri))
-
-    @app.exception_handler(AttnlabError)  # as the studio answers attnlab's errors
-    async def refused(request, err):
-        return JSONResponse({"error": str(err).splitlines()[0]}, status_code=422)
-
-    return TestClient(app), root
+    app = create_app(tracking_uri=uri, root=root / "studio", experiments=None)
+    return TestClient(app, base_url="http://127.0.0.1:8765"), root
 
 
 def test_a_typed_input_and_a_test_example_give_the_runs_view(made, tmp_path) -> None:

@@ -7,13 +7,9 @@ import json
 
 import pytest
 import yaml
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from attnlab.errors import AttnlabError
-from attnlab.train.jobs import Jobs
-from attnlab.ui.run import Experiments, routes
+from attnlab.ui.studio import create_app
 
 TINY = {"name": "tiny-studio",
         "task": {"name": "mqar", "params": {"vocab_size": 32, "seq_len": 8, "num_kv_pairs": 2},
@@ -28,17 +24,10 @@ def http(tmp_path):
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     (shipped / "copy-small.yaml").write_text(yaml.safe_dump({**TINY, "name": "copy-small"}))
-    jobs = Jobs(tmp_path / "runs", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", limit=2)
-    app = FastAPI()
-    app.include_router(routes(jobs, Experiments(shipped, tmp_path / "uploads")))
-
-    @app.exception_handler(AttnlabError)  # as the studio answers attnlab's errors
-    async def refused(request, err):
-        return JSONResponse({"error": str(err).splitlines()[0]}, status_code=422)
-
-    with TestClient(app) as client:
+    app = create_app(root=tmp_path / "runs", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                     experiments=shipped, jobs=2)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as client:  # its end cancels the jobs
         yield client
-    jobs.close()
 
 
 def test_an_uploaded_experiment_trains_once_per_program_and_streams_its_events(http) -> None:

@@ -21,17 +21,7 @@ playwright = pytest.importorskip("playwright.sync_api", reason="playwright is no
                                  "(make test installs it with the test extra)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                                 "(make test installs it with apt-get)")
-# Chromium without its own calls home: the machine's network is closed, and a view needs none.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic", "--disable-default-apps"]
 
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 def _experiment(name: str) -> object:
