@@ -520,12 +520,12 @@ def test_the_allocation_history_of_a_resumed_run_is_the_straight_runs(stop_at, t
 
 
 def test_compare_gives_long_programs_that_differ_only_at_the_end_their_own_folders() -> None:
-    from attnlab.train.compare import _slug
+    from attnlab.train.compare import folder_name
 
     static = "mix({scaled_dot ; causal ; softmax}, {scaled_dot ; causal & window(8) ; softmax}, gate=static)"
     layer = "mix({scaled_dot ; causal ; softmax}, {scaled_dot ; causal & window(8) ; softmax})"
-    assert _slug(static) != _slug(layer)
-    assert len(_slug(static)) <= 60 and _slug("causal ; softmax") == "causal-softmax"
+    assert folder_name(static) != folder_name(layer)
+    assert len(folder_name(static)) <= 60 and folder_name("causal ; softmax") == "causal-softmax"
 
 
 @pytest.mark.parametrize("text", [

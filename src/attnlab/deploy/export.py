@@ -90,7 +90,7 @@ def check_export(model, out: Path, batches: list, task, prepared, exp, progress:
     started = time.perf_counter()
     predictor, exported, _ = rebuild(out)
     axes = task.export_axes(model)
-    shorter = _cut(batches[0], axes)
+    shorter = _shortened(batches[0], axes)
     worst, same, total = 0.0, 0, 0
     shapes = sorted({", ".join("×".join(map(str, t.shape)) for t in inputs)
                      for inputs in [*batches, shorter]})
@@ -125,7 +125,7 @@ def _largest_difference(want: torch.Tensor, got: torch.Tensor) -> float:
     return float(diff.nan_to_num(nan=float("inf")).max()) if diff.numel() else 0.0
 
 
-def _cut(inputs: tuple[torch.Tensor, ...], axes) -> tuple[torch.Tensor, ...]:
+def _shortened(inputs: tuple[torch.Tensor, ...], axes) -> tuple[torch.Tensor, ...]:
     """`inputs` with each free dimension cut to two thirds (at least 1): a shape the export was
     not traced with."""
     cut = []

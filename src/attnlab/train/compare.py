@@ -29,7 +29,7 @@ def compare(experiment: str | Path | dict, programs: list[str], out: str | Path,
         canonical = str(parse(text))
         console.print(f"[bold]({i}/{len(programs)})[/] {escape(canonical)}")
         exp = load_experiment(experiment, [*overrides, f"attention={json.dumps(text)}"])
-        metrics = train(exp, out / _slug(canonical), tracking_uri=tracking_uri)
+        metrics = train(exp, out / folder_name(canonical), tracking_uri=tracking_uri)
         rows.append({**metrics, "program": canonical})
     console.print(_table(rows))
     name, label = main_metric(rows[0])
@@ -106,7 +106,7 @@ def bar_chart(rows: list[dict], path: Path, *, title: str, metric: str = "test_a
     return path
 
 
-def _slug(text: str) -> str:
+def folder_name(text: str) -> str:
     """A folder name for a program: its words, and when they are cut short, a hash of the whole
     text, so that two long programs never share a folder."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

@@ -288,10 +288,10 @@ def _read(source: str | Path) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    return _yaml(text, str(path))
+    return yaml_value(text, str(path))
 
 
-def _yaml(text: str, where: str) -> Any:
+def yaml_value(text: str, where: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -386,7 +386,7 @@ def apply_override(data: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: '{part}' is not a section")
-    value = _yaml(raw, f"--set {key}: the value") if raw.strip() else ""
+    value = yaml_value(raw, f"--set {key}: the value") if raw.strip() else ""
     _check_size(value, f"--set {key}")
     node[parts[-1]] = value
 
@@ -435,12 +435,12 @@ def _fill_placeholder(data: dict, parts: list[str], raw: str) -> None:
     if name not in have:
         if have:
             listed = ", ".join(f"${p}" for p in have)
-            raise ConfigError(f"--set {short(key)}: {field} has no placeholder ${_cut(name, 40)}"
+            raise ConfigError(f"--set {short(key)}: {field} has no placeholder ${clipped(name, 40)}"
                               f"{did_you_mean(name, have)} (its placeholders: {listed})")
         raise ConfigError(f"--set {short(key)}: '{field}' is not a section, and its program has "
                           f"no placeholders to fill (write one as $NAME, e.g. "
                           f"'causal & window($w)')")
-    value = _yaml(raw, f"--set {key}: the value") if raw.strip() else ""
+    value = yaml_value(raw, f"--set {key}: the value") if raw.strip() else ""
     if isinstance(value, bool) or not isinstance(value, int | float | str) or value == "":
         raise ConfigError(f"--set {short(key)}: a placeholder takes a number or a word, got "
                           f"{short(raw)}")
@@ -470,11 +470,11 @@ def explain_validation(error: ValidationError) -> str:
     """pydantic's errors as lines a person can act on, with the nearest valid key."""
     lines = []
     for err in error.errors():
-        path = _cut(".".join(str(p) for p in err["loc"]))
+        path = clipped(".".join(str(p) for p in err["loc"]))
         if err["type"] == "extra_forbidden":
             parent = _model_at(err["loc"][:-1])
             known = list(parent.model_fields) if parent else []
-            hint = did_you_mean(_cut(str(err["loc"][-1])), known)
+            hint = did_you_mean(clipped(str(err["loc"][-1])), known)
             lines.append(f"unknown key '{path}'{hint}" + (f" (keys: {', '.join(known)})"
                                                           if not hint and known else ""))
         elif err["type"] == "missing":
@@ -485,7 +485,7 @@ def explain_validation(error: ValidationError) -> str:
     return "experiment: " + "\n  ".join(lines)
 
 
-def _cut(text: str, limit: int = 80) -> str:
+def clipped(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 

@@ -25,7 +25,7 @@ from attnlab.lang import MaskInputs
 from attnlab.lang.program import parse
 from attnlab.nn.recorder import record
 from attnlab.tasks import task_of
-from attnlab.train.compare import _slug, compare
+from attnlab.train.compare import compare, folder_name
 from attnlab.train.folder import read_run
 from attnlab.train.run import load
 
@@ -67,7 +67,7 @@ def run_demo(out: str | Path, console: Console, *, tracking_uri: str | None = No
         visible = parse(row["program"]).visible(MaskInputs(1, 1, seq, seq))[0, 0]
         png = draw_mask(visible, out / f"mask-{len(entries) + 1}.png", title=row["program"])
         entries.append(ReportEntry(row["program"], row, png, visible.float().mean().item()))
-    views = [recall_view(out / "runs" / _slug(row["program"]), row["program"]) for row in rows]
+    views = [recall_view(out / "runs" / folder_name(row["program"]), row["program"]) for row in rows]
     attention = attention_section(views, out)
     seconds = time.perf_counter() - started
     report = write_report(

@@ -18,8 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from attnlab.errors import AttnlabError, ConfigError
-from attnlab.train.compare import COLUMNS, PERCENT, _slug, format_metric, main_metric
-from attnlab.train.config import Experiment, _yaml, load_experiment, short
+from attnlab.train.compare import COLUMNS, PERCENT, folder_name, format_metric, main_metric
+from attnlab.train.config import Experiment, load_experiment, short, yaml_value
 
 SWEEP_TAG, SETTING_TAG = "attnlab.sweep", "attnlab.setting"
 _OPEN, _CLOSE, _QUOTES = "([{", ")]}", "'\""
@@ -63,7 +63,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         if not all(texts):
             raise ConfigError(f"--grid {key}: an empty value in {short(raw)}; give "
                               f"{key}=V1,V2,… with no empty value")
-        grid[key] = [_yaml(t, f"--grid {key}: the value {short(t)}") for t in texts]
+        grid[key] = [yaml_value(t, f"--grid {key}: the value {short(t)}") for t in texts]
     return grid
 
 
@@ -150,7 +150,7 @@ def _plan(experiment, grid: dict[str, list], seeds: int, overrides: list[str]) -
         except AttnlabError as err:
             raise type(err)(f"sweep setting {text}: {err}") from None
         check_builds([runs[0]["experiment"]], f"sweep setting {text}", data)
-        slug = _slug(text)
+        slug = folder_name(text)
         if slug in slugs:  # two settings whose words match (case, punctuation): keep both apart
             slug = f"{slug[:52]}-{hashlib.sha1(text.encode()).hexdigest()[:7]}"
         slugs[slug] = text

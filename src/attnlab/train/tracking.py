@@ -56,7 +56,7 @@ def _sqlite_store(uri: str, create: bool) -> str:
     if create and not os.access(db if db.exists() else db.parent, os.W_OK):
         raise ConfigError(f"cannot write tracking store {db}: give --tracking-uri sqlite:///PATH "
                           f"in a folder you can write")
-    with _store_lock(db):
+    with store_lock(db):
         _make_whole(db, uri)
     return uri
 
@@ -80,7 +80,7 @@ _SCHEMES = {"sqlite": _sqlite_store, "http": _http_server, "https": _http_server
 
 
 @contextmanager
-def _store_lock(db: Path):
+def store_lock(db: Path):
     """One process at a time makes, checks or repairs the store, and creates experiments in it."""
     try:
         import fcntl
@@ -192,7 +192,7 @@ def _start_run(uri: str, experiment: str, artifacts: str | None, out: Path, resu
     previous = _recorded_run(client, uri, out) if resume else None
     if previous is not None:
         client.update_run(previous, status="RUNNING")
-        for key, value in {**_process_tags(), **tags}.items():
+        for key, value in {**process_tags(), **tags}.items():
             client.set_tag(previous, key, value)
         return previous
     with _lock_for(uri):  # two runs starting at once must not both create the experiment
@@ -203,7 +203,7 @@ def _start_run(uri: str, experiment: str, artifacts: str | None, out: Path, resu
             experiment_id = found.experiment_id
             if found.lifecycle_stage == "deleted":
                 client.restore_experiment(experiment_id)
-    run = client.create_run(experiment_id, tags={**_process_tags(), FOLDER_TAG: str(out.absolute()),
+    run = client.create_run(experiment_id, tags={**process_tags(), FOLDER_TAG: str(out.absolute()),
                                                  **tags})
     _write_json(out / RUN_FILE, {"tracking_uri": uri, "run_id": run.info.run_id})
     return run.info.run_id
@@ -233,7 +233,7 @@ def _recorded_run(client, uri: str, out: Path) -> str | None:
 
 def _lock_for(uri: str):
     if uri.startswith("sqlite:///"):
-        return _store_lock(Path(uri.removeprefix("sqlite:///")))
+        return store_lock(Path(uri.removeprefix("sqlite:///")))
     return _no_lock()
 
 
@@ -292,7 +292,7 @@ def log_run(logger, out: Path, metrics: dict) -> None:
 # -- processes --------------------------------------------------------------------------------------
 
 
-def _process_tags(pid: int | None = None) -> dict[str, str]:
+def process_tags(pid: int | None = None) -> dict[str, str]:
     pid = pid or os.getpid()
     return dict(zip(_PROCESS_TAGS, (socket.gethostname(), str(pid), _process_start(pid) or ""),
                     strict=True))
@@ -308,7 +308,7 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before ')' may hold spaces
 
 
-def _process_gone(tags: dict) -> bool:
+def process_gone(tags: dict) -> bool:
     """Whether the process a run's tags name has ended (False when they name none, or another host)."""
     if tags.get("attnlab.host") != socket.gethostname() or not tags.get("attnlab.pid", "").isdigit():
         return False
@@ -348,7 +348,7 @@ def list_runs(experiment: str | None = None, tracking_uri: str | None = None) ->
     for run in client.search_runs(list(experiments), order_by=["attributes.start_time DESC"]):
         m, p = run.data.metrics, run.data.params
         status = run.info.status
-        if status == "RUNNING" and _process_gone(run.data.tags):
+        if status == "RUNNING" and process_gone(run.data.tags):
             status = "KILLED"
             with suppress(MlflowException, OSError):  # a store we may only read: shown, not set
                 client.set_terminated(run.info.run_id, status)

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.train.compare import COLUMNS, format_metric
-from attnlab.train.config import RUN_NAME, _cut, _yaml, load_experiment, short
+from attnlab.train.config import RUN_NAME, clipped, load_experiment, short, yaml_value
 from attnlab.train.sweep import check_builds, label, overrides_of, split_values
 
 DEFAULT_STORAGE = "sqlite:///runs/optuna.db"
@@ -68,7 +68,7 @@ _SPEC = re.compile(r"\s*(int|float|choice)\s*\((.*)\)\s*", re.DOTALL)
 def parse_param(key: str, spec: str) -> Param:
     """`int(4,64,log)`, `float(1e-4,1e-2,log)`, `choice(2,4,8)`, … for the override key `key`."""
     def bad(problem: str) -> ConfigError:
-        return ConfigError(f"--param {_cut(key, 60)}={_cut(spec, 80)}: {problem}; accepted: "
+        return ConfigError(f"--param {clipped(key, 60)}={clipped(spec, 80)}: {problem}; accepted: "
                            f"{ACCEPTED}")
 
     match = _SPEC.fullmatch(spec)
@@ -77,7 +77,7 @@ def parse_param(key: str, spec: str) -> Param:
     kind, args = match.group(1), split_values(match.group(2))
     if not all(args):
         raise bad("an empty argument")
-    values = [_yaml(a, f"--param {key}: the value {short(a)}") for a in args]
+    values = [yaml_value(a, f"--param {key}: the value {short(a)}") for a in args]
     if kind == "float":  # YAML 1.1 reads 1e-4 as text
         values = [_float(v) for v in values]
     if kind == "choice":
@@ -96,7 +96,7 @@ def parse_param(key: str, spec: str) -> Param:
     log = options == ["log"]
     step = None
     if len(options) == 1 and options[0].replace(" ", "").startswith("step="):
-        step = _yaml(options[0].split("=", 1)[1], f"--param {key}: the step")
+        step = yaml_value(options[0].split("=", 1)[1], f"--param {key}: the step")
         step = _float(step) if kind == "float" else step
         if not isinstance(step, number) or isinstance(step, bool) or step <= 0:
             raise bad("step=k takes a number above 0")
@@ -200,7 +200,7 @@ def open_storage(url: str):
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from attnlab.train.tracking import _store_lock
+    from attnlab.train.tracking import store_lock
 
     kwargs, lock = {}, nullcontext()
     if url.lower().startswith("sqlite:"):
@@ -212,7 +212,7 @@ def open_storage(url: str):
         except OSError as err:
             raise ConfigError(f"--storage {url}: cannot make {db.parent} ({err.strerror})") from None
         kwargs = {"connect_args": {"timeout": SQLITE_BUSY_S}}
-        lock = _store_lock(db.absolute())  # two processes must not make the tables at once
+        lock = store_lock(db.absolute())  # two processes must not make the tables at once
     elif "://" not in url:
         raise ConfigError(f"--storage {short(url)}: give {STORAGES}")
     try:
@@ -224,7 +224,7 @@ def open_storage(url: str):
                                   max_retry=MAX_RETRIES))
     except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"--storage {url}: cannot open it ({_cut(first, 160)}); give "
+        raise ConfigError(f"--storage {url}: cannot open it ({clipped(first, 160)}); give "
                           f"{STORAGES}") from None
 
 
@@ -262,13 +262,13 @@ def _recover(study, console: Console) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from attnlab.train.tracking import _process_gone
+    from attnlab.train.tracking import process_gone
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         process = trial.user_attrs.get(PROCESS_ATTR)
         # a retried trial carries its predecessor's attributes until it records its own
         if not isinstance(process, dict) or process.get("trial") != trial.number or \
-                not _process_gone(process):
+                not process_gone(process):
             continue
         try:  # as optuna's own fail_stale_trials: of two processes that see it, one fails it
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
@@ -296,9 +296,9 @@ class _Objective:
 
         from attnlab.tasks import task_of
         from attnlab.train.run import train
-        from attnlab.train.tracking import _process_tags
+        from attnlab.train.tracking import process_tags
 
-        trial.set_user_attr(PROCESS_ATTR, {"trial": trial.number, **_process_tags()})
+        trial.set_user_attr(PROCESS_ATTR, {"trial": trial.number, **process_tags()})
         values = {key: p.suggest(trial) for key, p in self.specs.items()}
         folder = self.out / f"trial-{trial.number}"
         trial.set_user_attr("folder", str(folder))
