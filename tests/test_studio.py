@@ -125,7 +125,7 @@ def test_the_zoo_and_the_page_are_served(client) -> None:
     zoo = {e["name"]: e["text"] for e in client.get("/api/design/zoo").json()}
     assert "longformer" in zoo and parse(zoo["longformer"]) == parse("zoo:longformer")
     assert "<canvas" in client.get("/").text
-    assert client.get("/static/studio.js").status_code == 200
+    assert client.get("/static/common.js").status_code == 200
 
 
 def test_the_benchmark_runs_in_worker_processes(client) -> None:

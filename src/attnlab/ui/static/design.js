@@ -1,20 +1,9 @@
-// The studio page: one small module per screen; Design is the first. Plain JS, no build step.
+// The Design screen: a program typed, checked as you type, its tree, mask and plan, a benchmark
+// against SDPA, the zoo and the controls that rewrite the program text.
 "use strict";
 
-const params = new URLSearchParams(location.search);
-const TOKEN = params.get("token");  // kept for the API calls; the server also sets a cookie
+screens.design = {
 
-async function api(method, path, body) {
-  const headers = {"Content-Type": "application/json"};
-  if (TOKEN) headers["Authorization"] = "Bearer " + TOKEN;
-  const r = await fetch(path, {method, headers, body: body ? JSON.stringify(body) : undefined});
-  const data = await r.json().catch(() => ({error: "the studio sent no JSON"}));
-  return {ok: r.ok, status: r.status, data};
-}
-
-const $ = id => document.getElementById(id);
-
-const design = {
   seq: 0, timer: null,
 
   init() {
@@ -144,7 +133,3 @@ const design = {
     poll();
   },
 };
-
-function escape(s) { return String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]); }
-
-design.init();

@@ -1,0 +1,6 @@
+// The Compare screen (being built).
+"use strict";
+
+screens.compare = {
+  init() {},
+};

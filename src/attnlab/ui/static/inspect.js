@@ -1,0 +1,6 @@
+// The Inspect screen (being built).
+"use strict";
+
+screens.inspect = {
+  init() {},
+};

@@ -1,0 +1,6 @@
+// The Run screen (being built).
+"use strict";
+
+screens.run = {
+  init() {},
+};
