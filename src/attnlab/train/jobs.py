@@ -38,6 +38,7 @@ class Job:
     error: str | None = None
     process: Any = None  # the worker, while it runs
     gone: float = 0.0  # when its worker was first seen dead without a word
+    run_id: str | None = None  # its MLflow run, once the worker has made it
 
     @property
     def done(self) -> bool:
@@ -48,7 +49,7 @@ class Job:
         progress = next((e for e in reversed(self.events) if e["kind"] == "step"), None)
         return {"id": self.id, "name": self.experiment["name"], "state": self.state,
                 "out": str(self.out), "progress": progress, "metrics": self.metrics,
-                "error": self.error}
+                "error": self.error, "run_id": self.run_id}
 
 
 class Jobs:
@@ -117,6 +118,13 @@ class Jobs:
                 self._changed.wait(left)
         return job
 
+    def counts(self) -> dict[str, int]:
+        """The queue at a glance: how many run, how many wait, and the limit."""
+        with self._lock:
+            states = [j.state for j in self._jobs.values()]
+        return {"running": states.count("running"), "queued": states.count("queued"),
+                "limit": self.limit}
+
     def events(self, job_id: str, after: int = 0) -> list[dict]:
         """The job's events from number `after` on (each event carries its number `n`)."""
         return self.get(job_id).events[after:]
@@ -156,6 +164,7 @@ class Jobs:
                     continue
                 event["n"] = len(job.events)
                 job.events.append(event)
+                job.run_id = event.get("run_id") or job.run_id
                 if event["kind"] in ("finished", "failed"):
                     job.state, job.process = event["kind"], None
                     job.metrics, job.error = event.get("metrics"), event.get("error")
@@ -179,10 +188,17 @@ class Jobs:
 
 
 class Progress(Callback):
-    """Sends (job id, event) for training steps (at most every EVERY_S seconds) and validations."""
+    """Sends (job id, event) for the start (with the MLflow run id, so a front door can link to
+    the run before it ends), training steps (at most every EVERY_S seconds) and validations."""
 
-    def __init__(self, job_id: str, events) -> None:
-        self.job_id, self.events, self.last = job_id, events, 0.0
+    def __init__(self, job_id: str, events, out: str | Path | None = None) -> None:
+        self.job_id, self.events, self.last, self.out = job_id, events, 0.0, out
+
+    def on_train_start(self, trainer, module) -> None:
+        monitor = getattr(getattr(module, "task", None), "monitor", None)  # what the chart draws
+        self.events.put((self.job_id, {"kind": "started", "run_id": _run_id(self.out),
+                                       "total": trainer.estimated_stepping_batches,
+                                       "monitor": monitor}))
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         now = time.monotonic()
@@ -208,11 +224,22 @@ def _work(job_id: str, experiment: dict, out: str, tracking_uri: str | None, eve
 
     try:
         metrics = train(experiment, out, tracking_uri=tracking_uri, progress=False,
-                        callbacks=[Progress(job_id, events)])
-        events.put((job_id, {"kind": "finished", "metrics": json.loads(json.dumps(metrics))}))
+                        callbacks=[Progress(job_id, events, out)])
+        events.put((job_id, {"kind": "finished", "metrics": json.loads(json.dumps(metrics)),
+                             "run_id": _run_id(out)}))
     except Exception as err:  # the job's failure, told to the parent in one line
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         events.put((job_id, {"kind": "failed", "error": f"{type(err).__name__}: {first}"}))
+
+
+def _run_id(out: str | Path | None) -> str | None:
+    """The MLflow run id train() recorded in OUT/tracking.json, if it has yet."""
+    from attnlab.train.tracking import RUN_FILE
+
+    try:
+        return json.loads((Path(out) / RUN_FILE).read_text())["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _mark_cancelled(out: Path) -> None:

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.train.jobs import Jobs
-from attnlab.ui import compare, design, inspect, run
+from attnlab.ui import compare, data, design, inspect, run
 
 COOKIE = "attnlab_studio_token"
 STATIC = resources.files("attnlab.ui") / "static"
@@ -54,8 +54,8 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
     """The studio bound to ``host:port``. Off loopback a ``token`` is required: every request
     carries it as ``Authorization: Bearer …``, ``?token=`` (first page load) or the cookie set then.
     Trainings started from it run `jobs` at a time into ROOT, from the shipped `experiments`
-    folder or uploads kept in ROOT/uploads, tracked in `tracking_uri` (whose runs it compares
-    and inspects)."""
+    folder, uploads kept in ROOT/uploads or data sets uploaded to ROOT/data, tracked in
+    `tracking_uri` (whose runs it compares and inspects)."""
     if not is_loopback(host) and not token:
         raise ConfigError(f"the studio on {host} (not loopback) needs a token; "
                           "`attnlab studio` makes one")
@@ -114,7 +114,10 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
 
     app.include_router(design.router)
     shipped = Path(experiments) if experiments is not None else None
-    app.include_router(run.routes(trainings, run.Experiments(shipped, root / "uploads")))
+    data_sets = data.DataSets(root / "data")
+    app.include_router(run.routes(trainings, run.Experiments(shipped, root / "uploads"), data_sets))
+    app.include_router(data.routes(data_sets, lambda name: any(
+        not job.done and data_sets.reads(job.experiment, name) for job in trainings.list())))
     app.include_router(compare.routes(tracking_uri))
     app.include_router(inspect.routes(tracking_uri))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
