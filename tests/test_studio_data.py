@@ -54,6 +54,17 @@ def test_a_csv_and_an_image_folder_are_kept_listed_and_deleted(http, tmp_path) -
     assert listed["shapes"]["format"] == "image-folder" and listed["shapes"]["files"] == 6
     assert listed["shapes"]["classes"] == ["dark", "light"]
     assert (tmp_path / "runs" / "data" / "shapes" / "dark" / "2.png").read_bytes() == png(22)
+    # the images train (read up front, 8×8 resized to 16: patches of 4) until cancelled; a data
+    # set a training reads is not deleted from under it
+    answer = http.post("/api/runs", json={"data": {"name": "shapes", "params": {"size": "big"}}})
+    assert answer.status_code == 422 and "size" in answer.json()["error"], answer.text
+    started = http.post("/api/runs", json={"data": {"name": "shapes", "params": {"size": 16}}})
+    assert started.status_code == 200, started.text
+    job = http.app.state.jobs.get(started.json()["jobs"][0]["id"])
+    assert job.experiment["model"]["patch_size"] == 4 and job.experiment["task"]["name"] == "image-folder"
+    answer = http.delete("/api/data/shapes")
+    assert answer.status_code == 422 and "cancel it" in answer.json()["error"]
+    http.post(f"/api/runs/{job.id}/cancel")
     assert http.delete("/api/data/shapes").json() == {"name": "shapes", "deleted": True}
     assert [d["name"] for d in http.get("/api/data").json()] == ["service"]
     assert not list((tmp_path / "runs" / "data" / ".incoming").iterdir())  # nothing left half-kept
