@@ -3,7 +3,8 @@ uvicorn on a free loopback port, with its own root and sqlite store): a tiny tra
 progress to the page and then shows its metric, and is in the store's runs table with it; a CSV
 uploaded through the page starts a second job, queued behind the first, which is cancelled; a
 reload shows both again. Nothing is asked of any host but 127.0.0.1. With STUDIO_SHOTS set it
-writes studio-run.png while the training is live."""
+writes studio-run.png while the training is live. On a token-guarded studio, a pasted experiment,
+an image folder upload and a job's stream all carry the token."""
 
 from __future__ import annotations
 
@@ -31,23 +32,39 @@ TINY = ["task.params.vocab_size=32", "task.params.seq_len=8", "task.params.num_k
         "task.train_examples=4000", "task.val_examples=64", "task.test_examples=64",
         "model.d_model=16", "model.layers=1", "model.heads=2",
         "train.epochs=2", "train.batch_size=16", "train.warmup_steps=10", "train.validate_every=100"]
+TOKEN = "t0ken-for-the-run-test"
+EXPERIMENT = ("name: pasted\ntask: {name: mqar, params: {vocab_size: 32, seq_len: 8, num_kv_pairs: 2}}\n"
+              "train: {epochs: 1}\n")
 CSV = "message,intent\n" + "".join(f"refund order {n} please,refund\nblock card {n} now,card\n"
                                    for n in range(20))
 
 
-@pytest.fixture
-def studio(tmp_path):
+def _serve(tmp_path: Path, token: str | None = None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app = create_app(port=port, root=tmp_path / "studio", experiments=EXPERIMENTS, jobs=1,
-                     tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+                     tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", token=token)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/"
+    return server, thread, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def studio(tmp_path):
+    server, thread, url = _serve(tmp_path)
+    yield url
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    server, thread, url = _serve(tmp_path, TOKEN)
+    yield url + "?token=" + TOKEN
     server.should_exit = True
     thread.join(10)
 
@@ -131,4 +148,55 @@ def test_a_tiny_training_streams_progress_then_shows_its_metric(browser, studio,
     assert not errors, errors
     assert requests and all(urlparse(u).hostname == "127.0.0.1" for u in requests), requests
     print(f"\nrun screen: {len(seen)} looks, progress seen {live}")
+    page.close()
+
+
+def test_uploads_and_a_stream_carry_the_token_of_a_guarded_studio(browser, guarded, tmp_path) -> None:
+    """A pasted experiment kept, an image folder uploaded (other files left out, counted), a job
+    followed and cancelled: every request of the page passes the token guard."""
+    from PIL import Image
+
+    folder = tmp_path / "shapes"
+    for label, shade in (("dark", 20), ("light", 230)):
+        (folder / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), shade + i).save(folder / label / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "dark" / ".DS_Store").write_bytes(b"\0")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    refused, errors = [], []
+    page.on("response", lambda r: refused.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(guarded + "#run")
+    page.click("#exp-upload summary")
+    page.fill("#exp-text", "name: [unclosed")
+    page.click("#exp-keep")
+    page.wait_for_selector("#exp-msg.bad")
+    assert "not YAML" in page.inner_text("#exp-msg")
+    page.fill("#exp-text", EXPERIMENT)
+    page.click("#exp-keep")
+    page.wait_for_function("() => document.getElementById('experiment').value === 'pasted'")
+    refused.clear()  # the YAML mistake's 422 was meant
+
+    page.check("input[name=source][value=data]")
+    page.set_input_files("#data-folder", str(folder))
+    page.wait_for_function("() => document.getElementById('data-facts').textContent"
+                           ".includes('classes dark, light')")
+    assert page.text_content("#data-progress") == "shapes: 6 / 6 images (2 other files left out)"
+    assert page.input_value("#data-set") == "shapes" and page.is_visible("#data-size")
+    assert page.is_hidden("#data-text")
+
+    page.check("input[name=source][value=experiment]")
+    page.fill("#settings", "task.train_examples=100000\ntrain.epochs=20")
+    # the job's stream: an EventSource, the token in its URL
+    with page.expect_response(lambda r: "/api/runs/1/events" in r.url) as streamed:
+        page.click("#start")
+    assert streamed.value.status == 200 and "token=" in streamed.value.url
+    page.wait_for_selector("#jobs article[data-id='1'][data-state=running]")
+    page.click("#jobs article[data-id='1'] button.cancel")
+    page.wait_for_selector("#jobs article[data-id='1'][data-state=cancelled]")
+    page.check("input[name=source][value=data]")
+    page.click("#data-delete")
+    page.wait_for_function("() => document.getElementById('data-facts').textContent === 'deleted shapes'")
+    assert not refused and not errors, (refused, errors)
     page.close()

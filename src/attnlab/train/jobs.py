@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# mlflow now, once: a server's threads importing it at once for the first time (a cancel beside
+# a look at the store) deadlock on its circular imports (_DeadlockError)
+import mlflow
 from lightning.pytorch.callbacks import Callback
 
 from attnlab.errors import ConfigError, InputError
@@ -250,8 +253,6 @@ def _mark_cancelled(out: Path) -> None:
         recorded = json.loads((out / RUN_FILE).read_text())
     except (OSError, ValueError):
         return  # killed before its run was made
-    import mlflow
-
     client = mlflow.MlflowClient(tracking_uri=recorded["tracking_uri"])
     client.set_tag(recorded["run_id"], CANCEL_TAG, "true")
     client.set_terminated(recorded["run_id"], "KILLED")
