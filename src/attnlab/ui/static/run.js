@@ -34,7 +34,8 @@ screens.run = {
     this.experiments();
     this.data();
     this.refresh();
-    setInterval(() => this.refresh(), 1500);  // states and the queue; the streams carry the details
+    // states and the queue, while the screen shows; the streams carry the details
+    setInterval(() => { if (!$("run").hidden) this.refresh(); }, 1500);
   },
 
   show() { this.refresh(); },
@@ -335,8 +336,10 @@ screens.run = {
     el.dataset.progress = frac.toFixed(3);
     const facts = [];
     if (s.state === "queued") facts.push("waiting for a free place in the queue");
-    if (p) facts.push(`step ${p.step} / ${total || "?"}`, `epoch ${p.epoch + 1}`);
-    if (p && p.loss !== null && p.loss !== undefined) facts.push(`loss ${p.loss.toFixed(4)}`);
+    const m = s.state === "finished" && s.metrics;
+    if (m) facts.push(`${m.steps} steps`, `${m.epochs} epoch${m.epochs === 1 ? "" : "s"}`);  // steps are reported now and then: the end says
+    else if (p) facts.push(`step ${p.step} / ${total || "?"}`, `epoch ${p.epoch + 1}`);
+    if (!m && p && p.loss !== null && p.loss !== undefined) facts.push(`loss ${p.loss.toFixed(4)}`);
     for (const [k, v] of Object.entries(j.validation || {})) facts.push(`${k} ${this.num(v)}`);
     el.querySelector(".facts").textContent = facts.join(" · ");
     const err = el.querySelector(".error");
@@ -344,11 +347,11 @@ screens.run = {
     err.textContent = s.error || "";
     const result = el.querySelector(".result");
     result.hidden = s.state !== "finished";
-    if (s.state === "finished" && s.metrics) {
-      const m = s.metrics, main = m.main_metric || "test_accuracy";
-      const shown = [[main, m[main]], ["test_loss", m.test_loss], ["train_seconds", m.train_seconds]]
-        .filter(([, v]) => v !== undefined && v !== null);
+    if (m) {
+      const main = m.main_metric || "test_accuracy";
+      const shown = [[main, m[main]], ["test_loss", m.test_loss]].filter(([, v]) => v !== undefined && v !== null);
       result.innerHTML = shown.map(([k, v]) => `<span class="metric" data-name="${escape(k)}">${escape(k)} <b>${escape(this.num(v))}</b></span>`).join(" · ") +
+        (typeof m.train_seconds === "number" ? ` · trained in ${m.train_seconds.toFixed(1)} s` : "") +
         ` · <a href="#compare">compare</a>` +
         (s.run_id ? ` · <a href="#inspect?run=${encodeURIComponent(s.run_id)}">inspect</a>` : "");
     }
