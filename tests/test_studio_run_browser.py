@@ -27,11 +27,11 @@ uvicorn = pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                                 "(make test installs it with apt-get)")
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-# the shipped mqar, made tiny: 500 steps of a one-layer model, validated every 100
+# the shipped mqar, made tiny: 376 steps of a one-layer model, validated every 75
 TINY = ["task.params.vocab_size=32", "task.params.seq_len=8", "task.params.num_kv_pairs=2",
-        "task.train_examples=4000", "task.val_examples=64", "task.test_examples=64",
+        "task.train_examples=3000", "task.val_examples=64", "task.test_examples=64",
         "model.d_model=16", "model.layers=1", "model.heads=2",
-        "train.epochs=2", "train.batch_size=16", "train.warmup_steps=10", "train.validate_every=100"]
+        "train.epochs=2", "train.batch_size=16", "train.warmup_steps=10", "train.validate_every=75"]
 TOKEN = "t0ken-for-the-run-test"
 EXPERIMENT = ("name: pasted\ntask: {name: mqar, params: {vocab_size: 32, seq_len: 8, num_kv_pairs: 2}}\n"
               "train: {epochs: 1}\n")
