@@ -116,7 +116,7 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
     shipped = Path(experiments) if experiments is not None else None
     app.include_router(run.routes(trainings, run.Experiments(shipped, root / "uploads")))
     app.include_router(compare.routes(tracking_uri))
-    app.include_router(inspect.routes(tracking_uri))
+    app.include_router(inspect.routes(tracking_uri, root))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
