@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 
 from attnlab.cli.faithfulness import MARKS
 from attnlab.inspect.faithfulness import faithfulness
-from attnlab.inspect.views import inspect_run, write_html
+from attnlab.inspect.views import inspect_run, page, write_html
 from attnlab.train.run import train
+from attnlab.ui import inspect as ui_inspect
 from attnlab.ui.studio import create_app
 
 SPAM = {"name": "tiny-inspect",
@@ -97,7 +98,7 @@ def _png(side: int = 8) -> bytes:
     return out.getvalue()
 
 
-def test_uploaded_images_are_checked_and_named_by_content(made) -> None:
+def test_uploaded_images_are_checked_and_named_by_content(made, monkeypatch) -> None:
     http, root = made
     run_id = http.get("/api/inspect/runs").json()[0]["run_id"]
     notimage = http.put("/api/inspect/images", content=b"hello, not a picture")
@@ -115,6 +116,9 @@ def test_uploaded_images_are_checked_and_named_by_content(made) -> None:
                           ("0123456789abcdef.png", "no uploaded image")):
         answer = http.get(f"/api/inspect/runs/{run_id}/view", params={"image": name})
         assert answer.status_code == 422 and message in answer.json()["error"]
+    monkeypatch.setattr(ui_inspect, "MAX_IMAGES", 2)  # past the cap, the oldest upload goes
+    newer = [http.put("/api/inspect/images", content=_png(side)).json()["image"] for side in (9, 10)]
+    assert sorted(p.name for p in (root / "studio" / "images").iterdir()) == sorted(newer)
 
 
 def test_faithfulness_runs_in_the_background_with_the_librarys_numbers(made) -> None:
@@ -149,3 +153,51 @@ def test_faithfulness_runs_in_the_background_with_the_librarys_numbers(made) -> 
         bad = http.post(f"/api/inspect/runs/{run_id}/faithfulness", json=body)
         assert bad.status_code == 422 and message in bad.json()["error"]
     assert http.get("/api/inspect/faithfulness/nope").status_code == 422
+
+
+DIGITS = {"name": "tiny-digits", "task": {"name": "digits", "train_examples": 128,
+                                          "val_examples": 32, "test_examples": 12},
+          "model": {"d_model": 16, "layers": 1, "heads": 2, "patch_size": 2},
+          "train": {"steps": 2, "batch_size": 32, "lr": 0.003}}
+
+
+def test_an_image_run_lists_thumbnails_and_looks_at_an_upload(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    train(DIGITS, tmp_path / "digits", tracking_uri=uri, progress=False)
+    http = TestClient(create_app(tracking_uri=uri, root=tmp_path / "studio", experiments=None),
+                      base_url="http://127.0.0.1:8765")
+    (run,) = http.get("/api/inspect/runs").json()
+    listed = http.get(f"/api/inspect/runs/{run['run_id']}/examples", params={"limit": 3}).json()
+    assert (listed["input"], listed["total"]) == ("image", 12)
+    for e in listed["examples"]:
+        assert e["image"].startswith("data:image/png;base64,") and e["label"] in set("0123456789")
+    kept = http.put("/api/inspect/images", content=_png(8)).json()["image"]
+    view = http.get(f"/api/inspect/runs/{run['run_id']}/view", params={"image": kept})
+    assert view.status_code == 200 and '"picture":{' in view.text
+    # G's page of that file, as `attnlab inspect RUN --image FILE` makes it
+    assert view.text == page(inspect_run(tmp_path / "digits",
+                                         image=tmp_path / "studio" / "images" / kept))
+    text = http.get(f"/api/inspect/runs/{run['run_id']}/view", params={"text": "a digit"})
+    assert text.status_code == 422 and "classifies images, not text" in text.json()["error"]
+
+
+MQAR = {"name": "tiny-ids",
+        "task": {"name": "mqar", "params": {"vocab_size": 32, "seq_len": 8, "num_kv_pairs": 2},
+                 "train_examples": 64, "val_examples": 16, "test_examples": 16},
+        "model": {"d_model": 16, "layers": 1, "heads": 2},
+        "attention": "causal ; softmax", "train": {"steps": 2, "batch_size": 32}}
+
+
+def test_a_generated_tasks_run_lists_ids_and_refuses_faithfulness(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    train(MQAR, tmp_path / "ids", tracking_uri=uri, progress=False)
+    http = TestClient(create_app(tracking_uri=uri, root=tmp_path / "studio", experiments=None),
+                      base_url="http://127.0.0.1:8765")
+    (run,) = http.get("/api/inspect/runs").json()
+    listed = http.get(f"/api/inspect/runs/{run['run_id']}/examples", params={"limit": 2}).json()
+    saved = torch.load(tmp_path / "ids" / "test.pt", weights_only=True)
+    assert listed["input"] == "ids"
+    assert listed["examples"][0]["text"] == " ".join(map(str, saved["inputs"][0].tolist()))
+    assert listed["examples"][0]["label"] is None  # a label per position: none to show
+    refused = http.post(f"/api/inspect/runs/{run['run_id']}/faithfulness", json={})
+    assert refused.status_code == 422 and "classification run" in refused.json()["error"]

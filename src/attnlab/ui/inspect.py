@@ -25,6 +25,7 @@ from attnlab.train.tracking import list_runs
 
 MAX_TEXT = 2_000  # characters of a typed input
 MAX_IMAGE = 4 * 2**20  # bytes of an uploaded image
+MAX_IMAGES = 200  # uploads kept: past it, the oldest goes (the folder never grows without end)
 MAX_PAGE = 50  # test examples listed at once
 MAX_FAITHFUL = 5_000  # test examples a faithfulness job may erase
 SHOWN_TEXT = 160  # characters of a test example shown in the picker
@@ -139,6 +140,10 @@ def save_image(images: Path, data: bytes) -> str:
     name = f"{hashlib.sha256(data).hexdigest()[:16]}.{kind}"
     images.mkdir(parents=True, exist_ok=True)
     if not (images / name).exists():
+        kept = sorted((p for p in images.iterdir() if IMAGE_ID.fullmatch(p.name)),
+                      key=lambda p: p.stat().st_mtime)
+        for old in kept[:max(0, len(kept) - MAX_IMAGES + 1)]:
+            old.unlink(missing_ok=True)
         partial = images / f".{name}.{uuid.uuid4().hex[:8]}"
         partial.write_bytes(data)
         partial.replace(images / name)  # whole or absent: a view never reads half a file
