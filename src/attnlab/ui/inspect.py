@@ -91,7 +91,8 @@ def view_page(tracking_uri: str | None, run_id: str, *, text: str | None = None,
 def examples(folder: Path, offset: int = 0, limit: int = 10) -> dict[str, Any]:
     """A page of a run's saved test examples: index, a short text (token ids for a generated
     task) or a PNG thumbnail as a data: URL for images, and the label's name where an example
-    has one label. `input` says what the run reads: text, image or ids."""
+    has one label. `input` says what the run reads: text, image, ids or frames (audio features,
+    which only a test example gives)."""
     from attnlab.tasks import task_of
     from attnlab.train.folder import read_run
 
@@ -108,6 +109,10 @@ def examples(folder: Path, offset: int = 0, limit: int = 10) -> dict[str, Any]:
 
         kind = "image"
         shown = ["data:image/png;base64," + png_base64(encoders, test.inputs[i]) for i in rows]
+    elif test.inputs.is_floating_point():  # frames (N, L, F): nothing to type, only to pick
+        kind = "frames"
+        shown = [f"{int((~test.inputs[i].isnan().all(-1)).sum())} frames of "
+                 f"{test.inputs.shape[-1]} features" for i in rows]
     elif tokenizer is not None and test.inputs.dim() == 2:
         kind = "text"
         shown = [_short(tokenizer.decode([t for t in test.inputs[i].tolist() if t != test.pad_id]))

@@ -36,11 +36,12 @@ screens.compare = {
     this.options("cmp-experiment", data.experiments, "every experiment");
     this.options("cmp-task", data.tasks, "every task");
     this.rows = data.runs;
+    for (const r of this.rows) if (r.status === "RUNNING") delete this.curves[r.run_id];  // still growing
     const shown = new Set(this.rows.map(r => r.run_id));
     this.chosen = new Set([...this.chosen].filter(id => shown.has(id)));
     if (!this.touched && !this.chosen.size)
       this.rows.filter(r => r.score !== null).slice(0, NEWEST).forEach(r => this.chosen.add(r.run_id));
-    this.table(data.differs, query.size > 0);
+    this.table(data.differs, [...query].length > 0);
     await this.draw(seq);
   },
 

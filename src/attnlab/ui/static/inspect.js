@@ -69,7 +69,7 @@ screens.inspect = {
     if (seq !== this.examplesSeq) return;
     const image = ok && data.input === "image";
     $("ins-upload").hidden = !image;
-    $("ins-text-form").hidden = image;
+    $("ins-text-form").hidden = image || (ok && data.input === "frames");
     $("ins-text").placeholder = ok && data.input === "ids" ? "token ids, separated by spaces"
       : "type an input to look at";
     if (!ok) {
