@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from attnlab.train.run import train
+from attnlab.train.tracking import FOLDER_TAG
 from attnlab.ui.studio import create_app
 
 TINY = {"name": "tiny-compare",
@@ -40,7 +41,11 @@ def test_runs_are_filtered_and_show_what_differs_among_them(store) -> None:
     plain = http.get("/api/store/runs", params={"program": "; causal ; softmax"}).json()
     assert plain["differs"] == ["model.heads"] and len(plain["runs"]) == 2
     assert sorted(r["differs"]["model.heads"] for r in plain["runs"]) == ["1", "2"]
-    folders = {r["folder"]: r for r in every["runs"]}
+    assert every["experiments"] == ["tiny-compare"] and every["tasks"] == ["mqar"]
+    assert windowed["experiments"] == every["experiments"]  # the filters' choices stay whole
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    folders = {client.get_run(r["run_id"]).data.tags[FOLDER_TAG]: r for r in every["runs"]}
+    assert not any("folder" in r for r in every["runs"])  # the browser never sees a path
     for name in "abc":
         saved = json.loads((root / name / "metrics.json").read_text())
         row = folders[str(root / name)]
@@ -50,7 +55,10 @@ def test_runs_are_filtered_and_show_what_differs_among_them(store) -> None:
         # a generated task has no majority class to report: no baseline bar
         assert row["baseline_metric"] == "test_majority_rate"
         assert row["baseline"] == saved.get("test_majority_rate") is None
+        assert row["pretrained"] is None
     assert http.get("/api/store/runs", params={"task": "copy"}).json()["runs"] == []
+    assert http.get("/api/store/runs", params={"experiment": "other"}).json()["runs"] == []
+    assert len(http.get("/api/store/runs", params={"experiment": "tiny-compare"}).json()["runs"]) == 3
 
 
 def test_curves_are_the_runs_metric_history(store) -> None:

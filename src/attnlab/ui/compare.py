@@ -15,25 +15,33 @@ CURVES = ("val_", "train_loss_epoch")  # the metrics drawn per epoch: every vali
 
 def runs(tracking_uri: str | None, *, experiment: str | None = None, task: str | None = None,
          program: str | None = None) -> dict[str, Any]:
-    """The store's runs that match (program: any part of its text), newest first, and the keys
-    that differ among them."""
-    rows = [r for r in list_runs(experiment, tracking_uri)
-            if (task is None or r["settings"].get("task") == task)
+    """The store's runs that match (program: any part of its text), newest first, the keys
+    that differ among them, and every experiment and task of the store (the filters' choices)."""
+    every = list_runs(None, tracking_uri)
+    rows = [r for r in every
+            if (experiment is None or r["experiment"] == experiment)
+            and (task is None or r["settings"].get("task") == task)
             and (program is None or program in (r["program"] or ""))]
     differs = differing_keys([r["settings"] for r in rows])
-    return {"differs": differs, "runs": [_row(r, differs) for r in rows]}
+    return {"differs": differs, "runs": [_row(r, differs) for r in rows],
+            "experiments": sorted({r["experiment"] for r in every}),
+            "tasks": sorted({t for r in every if (t := r["settings"].get("task"))})}
 
 
 def _row(r: dict, differs: list[str]) -> dict[str, Any]:
     main = r["settings"].get("main_metric", "test_accuracy")
     metrics = r.get("metrics") or {}
     baseline = BASELINES.get(main)
+    pretrained = r["settings"].get("model.pretrained")
+    # no folder: the browser names a run by its id, never by a path of this machine
     return {"run_id": r["run_id"], "run": r["run"], "experiment": r["experiment"],
             "task": r["settings"].get("task"), "status": r["status"], "program": r["program"],
             "differs": {k: r["settings"].get(k) for k in differs},
+            "pretrained": None if pretrained in (None, "None", "") else pretrained,
             "main_metric": main, "label": COLUMNS.get(main, main), "score": metrics.get(main),
             "baseline_metric": baseline, "baseline": metrics.get(baseline) if baseline else None,
-            "train_seconds": r["train_seconds"], "started": r["started"], "folder": r["folder"]}
+            "baseline_label": COLUMNS.get(baseline, baseline) if baseline else None,
+            "train_seconds": r["train_seconds"], "started": r["started"]}
 
 
 def curves(tracking_uri: str | None, run_id: str) -> dict[str, list[dict[str, float]]]:

@@ -119,7 +119,7 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
     app.include_router(data.routes(data_sets, lambda name: any(
         not job.done and data_sets.reads(job.experiment, name) for job in trainings.list())))
     app.include_router(compare.routes(tracking_uri))
-    app.include_router(inspect.routes(tracking_uri))
+    app.include_router(inspect.routes(tracking_uri, root))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
