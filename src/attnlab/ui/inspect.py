@@ -261,6 +261,11 @@ class Faithfulness:
         with self.lock:
             self.jobs[job].update(update, finished=time.time())
 
+    def close(self) -> None:
+        """Drop the jobs that wait; one already erasing runs to its end (a thread cannot be
+        stopped), and its answer is still cached."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
     def poll(self, job: str) -> dict[str, Any]:
         with self.lock:
             if job not in self.jobs:
@@ -275,15 +280,16 @@ class Measure(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
-def routes(tracking_uri: str | None, root: str | Path = "runs/studio"):
+def routes(tracking_uri: str | None, root: str | Path = "runs/studio",
+           jobs: Faithfulness | None = None):
     """The Inspect screen's routes, to include in the studio app (uploads and faithfulness
-    results go under `root`)."""
+    results go under `root`; faithfulness runs in `jobs`, which the app closes when it stops)."""
     from fastapi import APIRouter
     from fastapi.responses import HTMLResponse
 
     router = APIRouter(prefix="/api/inspect")
     images = Path(root) / "images"
-    jobs = Faithfulness(Path(root))
+    jobs = jobs or Faithfulness(Path(root))
 
     @router.get("/runs")
     def runs() -> list[dict]:

@@ -67,11 +67,13 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
     anywhere = _unspecified(host)
     root = Path(root)
     trainings = Jobs(root, tracking_uri=tracking_uri, limit=jobs)
+    faithful = inspect.Faithfulness(root)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         trainings.close()  # a studio that stops cancels what it started
+        faithful.close()
 
     app = FastAPI(title="attnlab studio", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
@@ -119,7 +121,7 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
     app.include_router(data.routes(data_sets, lambda name: any(
         not job.done and data_sets.reads(job.experiment, name) for job in trainings.list())))
     app.include_router(compare.routes(tracking_uri))
-    app.include_router(inspect.routes(tracking_uri, root))
+    app.include_router(inspect.routes(tracking_uri, root, faithful))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/", include_in_schema=False)
