@@ -1,6 +1,7 @@
 """The Run screen in a real browser (Debian's chromium through Playwright, the studio served by
 uvicorn on a free loopback port, with its own root and sqlite store): a tiny training streams its
-progress to the page and then shows its metric, and is in the store's runs table with it; a CSV
+progress to the page and then shows its metric; its links open it in Compare's runs table with
+that metric and on Inspect, where a test example draws a head view that another head changes; a CSV
 uploaded through the page starts a second job, queued behind the first, which is cancelled; a
 reload shows both again. Nothing is asked of any host but 127.0.0.1. With STUDIO_SHOTS set it
 writes studio-run.png while the training is live. On a token-guarded studio, a pasted experiment,
@@ -138,6 +139,23 @@ def test_a_tiny_training_streams_progress_then_shows_its_metric(browser, studio,
     table = page.evaluate("async () => (await api('GET', '/api/store/runs')).data.runs")
     row = next(r for r in table if r["run_id"] == run_id)
     assert row["main_metric"] == "test_accuracy" and abs(row["score"] - float(metric)) < 1e-3
+
+    # the job's link opens Compare: the run is in its table with that metric
+    page.click("#jobs article[data-id='1'] .result a[href^='#compare']")
+    page.wait_for_function("() => document.body.dataset.compared")
+    compared = f"#cmp-table tbody tr[data-run='{run_id}']"
+    assert metric in page.locator(compared).locator("td").all_inner_texts()
+    # and its row's link opens Inspect: a test example drawn as a head view; another head changes it
+    page.click(f"{compared} a")
+    page.wait_for_function("r => document.getElementById('ins-run').value === r", arg=run_id)
+    page.click("#ins-examples tr[data-example='0']")
+    page.wait_for_function("() => document.body.dataset.view === 'ok'")
+    frame = page.query_selector("#ins-view").content_frame()
+    frame.wait_for_function("() => document.getElementById('map')")
+    drawn = frame.evaluate("document.getElementById('map').toDataURL()")
+    frame.click("button.head[data-head='1']")
+    assert frame.evaluate("document.getElementById('map').toDataURL()") != drawn
+    page.goto(studio + "#run")
 
     # a reload shows both jobs as they ended, the finished one with its chart
     page.reload()

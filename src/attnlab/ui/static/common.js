@@ -24,6 +24,14 @@ const $ = id => document.getElementById(id);
 
 function escape(s) { return String(s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]); }
 
+// A metric as every screen shows it: counts whole, scores to 3 decimals, large values to 1.
+function metric(v) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v !== "number") return String(v);
+  if (Number.isInteger(v)) return String(v);
+  return Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(3);
+}
+
 // Each screen: {init() once, on first showing; show(query) every time it is shown}.
 const screens = {};
 

@@ -6,11 +6,6 @@
 const COLOURS = ["#1d3557", "#e76f51", "#2a9d8f", "#b5838d", "#8e44ad", "#e9c46a", "#264653", "#6c757d"];
 const NEWEST = 3;  // runs ticked by default
 
-function metricText(v) {
-  if (v === null || v === undefined) return "—";
-  return Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(3);
-}
-
 screens.compare = {
 
   rows: [], chosen: new Set(), touched: false, curves: {}, seq: 0, timer: null,
@@ -69,8 +64,8 @@ screens.compare = {
         escape(r.experiment), escape(r.task ?? "—"), `<code>${escape(r.program ?? "—")}</code>`,
         ...differs.map(k => escape(r.differs[k] ?? "—")),
         escape(r.status),
-        `<span title="${escape(r.label)}">${metricText(r.score)}</span>`,
-        r.baseline === null ? "—" : `<span title="${escape(r.baseline_label)}">${metricText(r.baseline)}</span>`,
+        `<span title="${escape(r.label)}">${metric(r.score)}</span>`,
+        r.baseline === null ? "—" : `<span title="${escape(r.baseline_label)}">${metric(r.baseline)}</span>`,
         r.train_seconds === null ? "—" : r.train_seconds.toFixed(0), escape(r.started)];
       return `<tr data-run="${escape(r.run_id)}">${cells.map(c => `<td>${c}</td>`).join("")}</tr>`;
     });
@@ -139,7 +134,7 @@ screens.compare = {
     ctx.beginPath(); ctx.moveTo(L, T); ctx.lineTo(L, h - B); ctx.lineTo(w - R, h - B); ctx.stroke();
     ctx.fillStyle = "#555"; ctx.font = "10px system-ui, sans-serif";
     ctx.textAlign = "right";
-    ctx.fillText(metricText(y1), L - 4, T + 8); ctx.fillText(metricText(y0), L - 4, h - B);
+    ctx.fillText(metric(y1), L - 4, T + 8); ctx.fillText(metric(y0), L - 4, h - B);
     ctx.textAlign = "center";
     ctx.fillText(`step ${x0}`, L + 16, h - 6); ctx.fillText(String(x1), w - R - 10, h - 6);
     for (const s of series) {
@@ -170,8 +165,8 @@ screens.compare = {
       ctx.fillStyle = r.colour;
       ctx.fillRect(L, y + 3, Math.max(1, px(r.score) - L), row - 10);
       ctx.fillStyle = "#333";
-      const beside = r.baseline === null ? "" : `  (${r.baseline_label} ${metricText(r.baseline)})`;
-      ctx.fillText(metricText(r.score) + beside, Math.max(px(r.score), r.baseline === null ? 0 : px(r.baseline)) + 5, y + row / 2 - 2);
+      const beside = r.baseline === null ? "" : `  (${r.baseline_label} ${metric(r.baseline)})`;
+      ctx.fillText(metric(r.score) + beside, Math.max(px(r.score), r.baseline === null ? 0 : px(r.baseline)) + 5, y + row / 2 - 2);
       if (r.baseline !== null) {
         ctx.strokeStyle = "#b00"; ctx.lineWidth = 2; ctx.setLineDash([3, 2]);
         ctx.beginPath(); ctx.moveTo(px(r.baseline), y); ctx.lineTo(px(r.baseline), y + row - 4); ctx.stroke();
@@ -182,7 +177,7 @@ screens.compare = {
     const axis = canvas.height - 16;
     ctx.beginPath(); ctx.moveTo(L, axis); ctx.lineTo(w - R, axis); ctx.stroke();
     ctx.fillStyle = "#555"; ctx.textAlign = "center";
-    ctx.fillText("0", L, axis + 8); ctx.fillText(metricText(top), w - R, axis + 8);
+    ctx.fillText("0", L, axis + 8); ctx.fillText(metric(top), w - R, axis + 8);
     const baselines = [...new Set(runs.filter(r => r.baseline !== null).map(r => r.baseline_label))];
     $("cmp-bars-note").innerHTML = !runs.length ? "tick runs in the table to compare them" :
       baselines.length ? `<span class="dash"></span> the task's trivial baseline (${baselines.map(escape).join(", ")}): ` +

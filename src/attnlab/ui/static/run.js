@@ -340,7 +340,7 @@ screens.run = {
     if (m) facts.push(`${m.steps} steps`, `${m.epochs} epoch${m.epochs === 1 ? "" : "s"}`);  // steps are reported now and then: the end says
     else if (p) facts.push(`step ${p.step} / ${total || "?"}`, `epoch ${p.epoch + 1}`);
     if (!m && p && p.loss !== null && p.loss !== undefined) facts.push(`loss ${p.loss.toFixed(4)}`);
-    for (const [k, v] of Object.entries(j.validation || {})) facts.push(`${k} ${this.num(v)}`);
+    for (const [k, v] of Object.entries(j.validation || {})) facts.push(`${k} ${metric(v)}`);
     el.querySelector(".facts").textContent = facts.join(" · ");
     const err = el.querySelector(".error");
     err.hidden = !s.error;
@@ -350,7 +350,7 @@ screens.run = {
     if (m) {
       const main = m.main_metric || "test_accuracy";
       const shown = [[main, m[main]], ["test_loss", m.test_loss]].filter(([, v]) => v !== undefined && v !== null);
-      result.innerHTML = shown.map(([k, v]) => `<span class="metric" data-name="${escape(k)}">${escape(k)} <b>${escape(this.num(v))}</b></span>`).join(" · ") +
+      result.innerHTML = shown.map(([k, v]) => `<span class="metric" data-name="${escape(k)}">${escape(k)} <b>${escape(metric(v))}</b></span>`).join(" · ") +
         (typeof m.train_seconds === "number" ? ` · trained in ${m.train_seconds.toFixed(1)} s` : "") +
         ` · <a href="#compare">compare</a>` +
         (s.run_id ? ` · <a href="#inspect?run=${encodeURIComponent(s.run_id)}">inspect</a>` : "");
@@ -358,7 +358,6 @@ screens.run = {
     this.chart(j);
   },
 
-  num(v) { return typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : String(v); },
 
   // The loss (blue, scaled to its largest) and the validation metric (orange, 0–1 when it is a
   // fraction) against the step.
