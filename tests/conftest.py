@@ -4,6 +4,9 @@ measurements a previous run left in the user's cache (tests of measuring make th
 
 import os
 import shutil
+import socket
+import threading
+import time
 
 import pytest
 
@@ -18,10 +21,40 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 @pytest.fixture(scope="module")
 def browser():
     """Debian's chromium, headless, driven by Playwright (`playwright install` cannot reach its
-    download host here); the browser tests skip where either is missing."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
+    download host here); a browser test skips where either is missing."""
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it with apt-get)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
+                                   "(make test installs it with the test extra)")
+    with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def serve():
+    """`serve(make_app)`: an app made for a free loopback port (`make_app(port)`, since the studio
+    checks the Host header against it), served by uvicorn in a thread; its URL. Every server
+    started stops when the module's tests are done."""
+    uvicorn = pytest.importorskip("uvicorn")
+    servers = []
+
+    def start(make_app) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(make_app(port), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        while not server.started:
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{port}/"
+
+    yield start
+    for server, _ in servers:
+        server.should_exit = True
+    for _, thread in servers:
+        thread.join(10)

@@ -6,10 +6,6 @@ refuses a page without its token. Also writes the docs' screenshots when STUDIO_
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,12 +14,6 @@ import pytest
 from attnlab.lang import parse
 from attnlab.ui.studio import create_app
 
-CHROMIUM = shutil.which("chromium")
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
-                                 "(make test installs it with the test extra)")
-uvicorn = pytest.importorskip("uvicorn")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(make test installs it with apt-get)")
 TOKEN = "t0ken-for-the-test"
 INK = """() => { const c = document.getElementById('mask'), d = c.getContext('2d')
   .getImageData(0, 0, c.width, c.height).data; let n = 0;
@@ -31,27 +21,10 @@ INK = """() => { const c = document.getElementById('mask'), d = c.getContext('2d
   return n; }"""
 
 
-def _serve(token: str | None):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(token=token, port=port), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    return server, thread, f"http://127.0.0.1:{port}/"
-
-
 @pytest.fixture(scope="module")
-def studio():
-    servers = [_serve(None), _serve(TOKEN)]
-    yield [url for _, _, url in servers]
-    for server, thread, _ in servers:
-        server.should_exit = True
-        thread.join(5)
-
+def studio(serve):
+    return [serve(lambda port: create_app(port=port)),
+            serve(lambda port: create_app(token=TOKEN, port=port))]
 
 
 def _answered(page, state: str, before: str | None = None) -> None:

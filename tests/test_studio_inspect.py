@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,6 +156,16 @@ def test_faithfulness_runs_in_the_background_with_the_librarys_numbers(made) -> 
     assert http.get("/api/inspect/faithfulness/nope").status_code == 422
 
 
+def _studio_of(experiment: dict, out: Path) -> tuple[TestClient, dict]:
+    """A studio over a store holding one run of `experiment`, trained into `out`; that run."""
+    uri = f"sqlite:///{out.parent}/mlflow.db"
+    train(experiment, out, tracking_uri=uri, progress=False)
+    http = TestClient(create_app(tracking_uri=uri, root=out.parent / "studio", experiments=None),
+                      base_url="http://127.0.0.1:8765")
+    (run,) = http.get("/api/inspect/runs").json()
+    return http, run
+
+
 DIGITS = {"name": "tiny-digits", "task": {"name": "digits", "train_examples": 128,
                                           "val_examples": 32, "test_examples": 12},
           "model": {"d_model": 16, "layers": 1, "heads": 2, "patch_size": 2},
@@ -162,11 +173,7 @@ DIGITS = {"name": "tiny-digits", "task": {"name": "digits", "train_examples": 12
 
 
 def test_an_image_run_lists_thumbnails_and_looks_at_an_upload(tmp_path) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    train(DIGITS, tmp_path / "digits", tracking_uri=uri, progress=False)
-    http = TestClient(create_app(tracking_uri=uri, root=tmp_path / "studio", experiments=None),
-                      base_url="http://127.0.0.1:8765")
-    (run,) = http.get("/api/inspect/runs").json()
+    http, run = _studio_of(DIGITS, tmp_path / "digits")
     listed = http.get(f"/api/inspect/runs/{run['run_id']}/examples", params={"limit": 3}).json()
     assert (listed["input"], listed["total"]) == ("image", 12)
     for e in listed["examples"]:
@@ -189,11 +196,7 @@ MQAR = {"name": "tiny-ids",
 
 
 def test_a_generated_tasks_run_lists_ids_and_refuses_faithfulness(tmp_path) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    train(MQAR, tmp_path / "ids", tracking_uri=uri, progress=False)
-    http = TestClient(create_app(tracking_uri=uri, root=tmp_path / "studio", experiments=None),
-                      base_url="http://127.0.0.1:8765")
-    (run,) = http.get("/api/inspect/runs").json()
+    http, run = _studio_of(MQAR, tmp_path / "ids")
     listed = http.get(f"/api/inspect/runs/{run['run_id']}/examples", params={"limit": 2}).json()
     saved = torch.load(tmp_path / "ids" / "test.pt", weights_only=True)
     assert listed["input"] == "ids"

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,13 +17,6 @@ import pytest
 
 from attnlab.train.run import train
 from attnlab.ui.studio import create_app
-
-CHROMIUM = shutil.which("chromium")
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
-                                 "(make test installs it with the test extra)")
-uvicorn = pytest.importorskip("uvicorn")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(make test installs it with apt-get)")
 
 SPAM = {"name": "tiny-look",
         "task": {"name": "sms-spam", "params": {"vocab_size": 300, "max_len": 24},
@@ -44,25 +33,15 @@ INK = """([c, red]) => { const d = c.getContext('2d').getImageData(0, 0, c.width
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory):
+def studio(tmp_path_factory, serve):
     root = tmp_path_factory.mktemp("look")
     uri = f"sqlite:///{root}/mlflow.db"
     # a plain softmax with 4 heads first, then the mixture: the newest, inspected below
     train(SPAM, root / "plain", tracking_uri=uri, progress=False,
           overrides=["attention=softmax", "model.heads=4"])
     train(SPAM, root / "spam", tracking_uri=uri, progress=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(port=port, tracking_uri=uri, root=root / "studio", experiments=None)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/", root
-    server.should_exit = True
-    thread.join(5)
+    return serve(lambda port: create_app(port=port, tracking_uri=uri, root=root / "studio",
+                                         experiments=None)), root
 
 
 @pytest.fixture

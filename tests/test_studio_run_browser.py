@@ -10,9 +10,6 @@ an image folder upload and a job's stream all carry the token."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,12 +18,6 @@ import pytest
 
 from attnlab.ui.studio import create_app
 
-CHROMIUM = shutil.which("chromium")
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
-                                 "(make test installs it with the test extra)")
-uvicorn = pytest.importorskip("uvicorn")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(make test installs it with apt-get)")
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 # the shipped mqar, made tiny: 376 steps of a one-layer model, validated every 75
 TINY = ["task.params.vocab_size=32", "task.params.seq_len=8", "task.params.num_kv_pairs=2",
@@ -40,34 +31,20 @@ CSV = "message,intent\n" + "".join(f"refund order {n} please,refund\nblock card 
                                    for n in range(20))
 
 
-def _serve(tmp_path: Path, token: str | None = None):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(port=port, root=tmp_path / "studio", experiments=EXPERIMENTS, jobs=1,
-                     tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", token=token)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    return server, thread, f"http://127.0.0.1:{port}/"
+def _studio(serve, tmp_path: Path, token: str | None = None) -> str:
+    return serve(lambda port: create_app(
+        port=port, root=tmp_path / "studio", experiments=EXPERIMENTS, jobs=1,
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", token=token))
 
 
 @pytest.fixture
-def studio(tmp_path):
-    server, thread, url = _serve(tmp_path)
-    yield url
-    server.should_exit = True
-    thread.join(10)
+def studio(serve, tmp_path):
+    return _studio(serve, tmp_path)
 
 
 @pytest.fixture
-def guarded(tmp_path):
-    server, thread, url = _serve(tmp_path, TOKEN)
-    yield url + "?token=" + TOKEN
-    server.should_exit = True
-    thread.join(10)
+def guarded(serve, tmp_path):
+    return _studio(serve, tmp_path, TOKEN) + "?token=" + TOKEN
 
 
 def _job(page, n: int, attr: str) -> str | None:

@@ -4,10 +4,7 @@ image view draws a heat over the image, and no page asks the network for anythin
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
-import pytest
 import torch
 
 from attnlab import tasks
@@ -15,13 +12,6 @@ from attnlab.inspect import views
 from attnlab.models import EncoderClassifier, ViT
 from attnlab.tasks.image import PixelEncoder
 from attnlab.train.config import load_experiment
-
-CHROMIUM = shutil.which("chromium")
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
-                                 "(make test installs it with the test extra)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(make test installs it with apt-get)")
-
 
 
 def _experiment(name: str) -> object:
