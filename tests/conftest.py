@@ -34,24 +34,24 @@ def browser():
 
 @pytest.fixture(scope="module")
 def serve():
-    """`serve(make_app)`: an app made for a free loopback port (`make_app(port)`, since the studio
-    checks the Host header against it), served by uvicorn in a thread; its URL. Every server
-    started stops when the module's tests are done."""
+    """`serve(make_app, host)`: an app made for a free port on `host` (loopback unless said;
+    `make_app(port)`, since the studio checks the Host header against it), served by uvicorn in a
+    thread; its URL. Every server started stops when the module's tests are done."""
     uvicorn = pytest.importorskip("uvicorn")
     servers = []
 
-    def start(make_app) -> str:
+    def start(make_app, host: str = "127.0.0.1") -> str:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(make_app(port), host="127.0.0.1", port=port,
+        server = uvicorn.Server(uvicorn.Config(make_app(port), host=host, port=port,
                                                log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         servers.append((server, thread))
         while not server.started:
             time.sleep(0.02)
-        return f"http://127.0.0.1:{port}/"
+        return f"http://{host}:{port}/"
 
     yield start
     for server, _ in servers:

@@ -1,11 +1,13 @@
 """The studio in a real browser (Debian's chromium through Playwright, served by uvicorn on a free
 loopback port): a typo shows the caret error, fixing it draws the mask and the plan, N and the
 controls update them, nothing is asked of any host but 127.0.0.1, and a token-guarded studio
-refuses a page without its token. Also writes the docs' screenshots when STUDIO_SHOTS is set."""
+refuses a page without its token; one served on the machine's network address (off loopback)
+refuses every request without it. Also writes the docs' screenshots when STUDIO_SHOTS is set."""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -117,4 +119,36 @@ def test_a_token_guarded_studio_refuses_a_page_without_it(browser, studio) -> No
     assert response.status == 200
     _answered(page, "ok")  # the page's own API calls carry the token
     assert page.evaluate(INK) > 0
+    page.close()
+
+
+def _own_address() -> str | None:
+    """This machine's address on its network (not loopback), if it has one: a UDP socket
+    "connected" anywhere names it, and sends nothing."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def test_a_studio_off_loopback_refuses_every_request_without_its_token(browser, serve) -> None:
+    address = _own_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    url = serve(lambda port: create_app(host=address, port=port, token=TOKEN), host=address)
+    page = browser.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    for path in ("", "static/common.js", "api/design/zoo", "api/store/runs", "api/data"):
+        response = page.goto(url + path)
+        assert response.status == 401 and "token" in page.inner_text("body"), path
+    response = page.goto(url + "?token=" + TOKEN)
+    assert response.status == 200
+    _answered(page, "ok")  # the page's own API calls carry the token, and the cookie it set
+    assert page.evaluate(INK) > 0
+    assert page.goto(url + "api/design/zoo").status == 200  # the cookie, set by the first load
+    assert {urlparse(u).hostname for u in requests} == {address}
     page.close()
