@@ -4,10 +4,12 @@
 
 screens.design = {
 
-  seq: 0, timer: null,
+  seq: 0, timer: null, edited: null,
 
   init() {
-    $("program").addEventListener("input", () => { $("zoo").value = ""; this.soon(); });
+    $("program").addEventListener("input", () => {
+      $("zoo").value = ""; this.edited ??= performance.now(); this.soon();
+    });
     for (const id of ["seq", "p-heads", "p-head_dim", "mode"]) $(id).addEventListener("change", () => this.update());
     for (const name of ["window", "global_tokens", "heads", "normalizer"])
       $("c-" + name).addEventListener("change", () => this.control(name));
@@ -26,7 +28,8 @@ screens.design = {
     this.update();
   },
 
-  soon() { clearTimeout(this.timer); this.timer = setTimeout(() => this.update(), 150); },
+  // A short pause lets a burst of keys (a held key, a paste) ask once; it counts in the response time.
+  soon() { clearTimeout(this.timer); this.timer = setTimeout(() => this.update(), 60); },
 
   shape() {
     const num = id => $(id).value ? Number($(id).value) : null;
@@ -35,14 +38,19 @@ screens.design = {
   },
 
   async update() {
-    const seq = ++this.seq, t0 = performance.now();
+    const seq = ++this.seq, t0 = this.edited ?? performance.now();
+    this.edited = null;
     const {ok, data} = await api("POST", "/api/design/program", this.shape());
     if (seq !== this.seq) return;  // a newer edit is on its way
+    if (ok) this.draw(data); else this.fail(data);
+    // the response time runs from the first key of the edit to the mask and plan drawn
     const ms = performance.now() - t0;
     document.body.dataset.responseMs = ms.toFixed(1);
     document.body.dataset.answers = seq;  // tests wait for a newer answer by this count
     $("timing").textContent = `answered in ${ms.toFixed(0)} ms`;
-    if (!ok) return this.fail(data);
+  },
+
+  draw(data) {
     $("error").hidden = true;
     document.body.dataset.state = "ok";
     $("canonical").textContent = data.canonical;
