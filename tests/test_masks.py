@@ -148,6 +148,20 @@ def test_random_blocks_do_not_depend_on_length() -> None:
     assert not torch.equal(long, other)
 
 
+@pytest.mark.parametrize("n, m", [(37, 37), (20, 53), (53, 20), (1, 9)])
+@pytest.mark.parametrize("block, seed", [(4, 0), (7, 3), (16, 11)])
+def test_random_blocks_look_up_the_hash_of_each_pairs_tile(n: int, m: int, block: int,
+                                                           seed: int) -> None:
+    """visible() reads a table of tiles; each pair must get its own tile's hash, N ≠ M included."""
+    mask, inp = S.RandomBlocks(0.4, block=block, seed=seed), MaskInputs.build(1, 1, n, m)
+    q, kv = torch.arange(n).view(-1, 1), torch.arange(m).view(1, -1)
+    hashed = mask.tile_visible((q + m - n) // block, kv // block)
+    assert torch.equal(mask.dense(inp)[0, 0], hashed)
+    picks = torch.randint(0, n, (5, 3, 1)), torch.randint(0, m, (5, 1, 4))  # as evaluate_blocks asks
+    assert torch.equal(mask.visible(None, None, *picks, inp),
+                       mask.tile_visible((picks[0] + m - n) // block, picks[1] // block))
+
+
 def test_mask_mod_has_the_flex_signature() -> None:
     inp = MaskInputs.build(1, 1, 8, 8)
     mod = (S.Causal() & S.Window(2)).mask_mod(inp)

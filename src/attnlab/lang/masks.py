@@ -497,16 +497,25 @@ class RandomBlocks(Mask):
         return _uniform_hash(self.seed, row, col) < self.p
 
     def visible(self, b, h, q, kv, inp):
-        return self.tile_visible((q + inp.offset) // self.block, kv // self.block)
+        # Look each pair's tile up rather than hash every pair: at N = 1024 that is 256 hashes,
+        # not a million. Indices past the edge (tiles that hang over N or M) are clamped.
+        first, tiles = self._tiles(inp)
+        row = ((q + inp.offset) // self.block - first).clamp(0, tiles.shape[0] - 1)
+        return tiles[row, (kv // self.block).clamp(0, tiles.shape[1] - 1)]
 
-    def _block_state(self, q0, q1, k0, k1, inp):
-        dev, off = inp.device, inp.offset
+    def _tiles(self, inp: MaskInputs) -> tuple[int, Tensor]:
+        """(first tile row, the visible tiles (rows, columns)) over the whole (N, M) mask."""
         # With more queries than keys (N > M) the first queries sit at negative positions, so
         # tile rows start below 0: index the table from the first row, never wrap around.
-        first = off // self.block
-        rows = torch.arange(first, (inp.n - 1 + off) // self.block + 1, device=dev)
-        cols = torch.arange((inp.m - 1) // self.block + 1, device=dev)
-        tiles = self.tile_visible(rows[:, None], cols[None, :]).long()
+        first = inp.offset // self.block
+        rows = torch.arange(first, (inp.n - 1 + inp.offset) // self.block + 1, device=inp.device)
+        cols = torch.arange((inp.m - 1) // self.block + 1, device=inp.device)
+        return first, self.tile_visible(rows[:, None], cols[None, :])
+
+    def _block_state(self, q0, q1, k0, k1, inp):
+        off = inp.offset
+        first, tiles = self._tiles(inp)
+        tiles = tiles.long()
         sums = torch.nn.functional.pad(tiles.cumsum(0).cumsum(1), (1, 0, 1, 0))
         r0, r1 = (q0 + off) // self.block - first, (q1 + off) // self.block - first
         c0, c1 = k0 // self.block, k1 // self.block
