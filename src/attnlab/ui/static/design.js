@@ -4,12 +4,10 @@
 
 screens.design = {
 
-  seq: 0, timer: null, edited: null,
+  seq: 0, busy: false, again: false, edited: null,
 
   init() {
-    $("program").addEventListener("input", () => {
-      $("zoo").value = ""; this.edited ??= performance.now(); this.soon();
-    });
+    $("program").addEventListener("input", () => { $("zoo").value = ""; this.update(); });
     for (const id of ["seq", "p-heads", "p-head_dim", "mode"]) $(id).addEventListener("change", () => this.update());
     for (const name of ["window", "global_tokens", "heads", "normalizer"])
       $("c-" + name).addEventListener("change", () => this.control(name));
@@ -28,22 +26,28 @@ screens.design = {
     this.update();
   },
 
-  // A short pause lets a burst of keys (a held key, a paste) ask once; it counts in the response time.
-  soon() { clearTimeout(this.timer); this.timer = setTimeout(() => this.update(), 60); },
-
   shape() {
     const num = id => $(id).value ? Number($(id).value) : null;
     return {text: $("program").value, seq: num("seq") || 64, heads: num("p-heads"),
             head_dim: num("p-head_dim"), training: $("mode").value === "training"};
   },
 
+  // One question in flight at a time: a change asks at once; changes made while it is out wait
+  // for its answer, which is dropped, and then the newest text is asked (keys typed faster than
+  // the studio answers are asked about together). The response time runs from the first change
+  // not yet asked about to its mask and plan drawn.
   async update() {
-    const seq = ++this.seq, t0 = this.edited ?? performance.now();
+    this.edited ??= performance.now();
+    if (this.busy) { this.again = true; return; }
+    this.busy = true;
+    const seq = ++this.seq, t0 = this.edited;
     this.edited = null;
-    const {ok, data} = await api("POST", "/api/design/program", this.shape());
-    if (seq !== this.seq) return;  // a newer edit is on its way
-    if (ok) this.draw(data); else this.fail(data);
-    // the response time runs from the first key of the edit to the mask and plan drawn
+    let answer;
+    try { answer = await api("POST", "/api/design/program", this.shape()); }
+    catch (e) { answer = {ok: false, data: {error: "the studio did not answer: " + e.message}}; }
+    finally { this.busy = false; }
+    if (this.again) { this.again = false; return this.update(); }  // the text changed meanwhile
+    if (answer.ok) this.draw(answer.data); else this.fail(answer.data);
     const ms = performance.now() - t0;
     document.body.dataset.responseMs = ms.toFixed(1);
     document.body.dataset.answers = seq;  // tests wait for a newer answer by this count
