@@ -100,8 +100,8 @@ screens.run = {
     if (!name) return;
     const r = await fetch("/api/data/" + encodeURIComponent(name), {method: "DELETE", headers: this.auth()});
     const data = await r.json().catch(() => ({error: "the studio sent no JSON"}));
+    if (r.ok) await this.data();  // the list first, so that its facts do not wipe the message
     $("data-facts").textContent = r.ok ? `deleted ${name}` : data.error;
-    if (r.ok) this.data();
   },
 
   auth() { return TOKEN ? {"Authorization": "Bearer " + TOKEN} : {}; },
