@@ -158,3 +158,24 @@ def test_every_screens_api_is_behind_the_same_guards(tmp_path) -> None:
         wrong = c.get("/api/store/runs", headers={"Authorization": "Bearer s3cret",
                                                   "host": "evil.example:9000"})
         assert wrong.status_code == 421
+
+
+def test_the_command_says_where_its_experiments_come_from(tmp_path, monkeypatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from attnlab.cli.app import app
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.yaml").write_text("name: a\n")
+    runner = CliRunner()
+    found = runner.invoke(app, ["studio", "--port", "8123", "--experiments", "mine"])
+    assert found.exit_code == 0, found.output
+    assert "127.0.0.1:8123" in found.output and "experiments: 1 in mine/" in found.output
+    missing = runner.invoke(app, ["studio"])  # ./experiments is not here
+    assert missing.exit_code == 0 and "experiments: none in experiments/" in missing.output
+    assert served == [{"host": "127.0.0.1", "port": 8123, "log_level": "warning"},
+                      {"host": "127.0.0.1", "port": 8765, "log_level": "warning"}]

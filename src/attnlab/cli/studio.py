@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import webbrowser
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,6 +23,8 @@ def studio_command(
                                                      "sqlite:///runs/mlflow.db).")] = None,
     jobs: Annotated[int, typer.Option(min=1, max=64, help="Trainings that run at once; the rest "
                                       "queue.")] = 1,
+    experiments: Annotated[Path, typer.Option(help="Folder of experiment YAML files the Run screen "
+                                              "offers.")] = Path("experiments"),
 ) -> None:
     """Serve the studio: design a program and see its mask, plan and speed as you type."""
     import uvicorn
@@ -29,10 +32,15 @@ def studio_command(
     from attnlab.ui.studio import create_app, is_loopback, new_token
 
     token = None if is_loopback(host) else new_token()
-    app = create_app(token=token, host=host, port=port, tracking_uri=tracking_uri, jobs=jobs)
+    app = create_app(token=token, host=host, port=port, tracking_uri=tracking_uri, jobs=jobs,
+                     experiments=experiments)
     url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     console = Console(highlight=False)
     console.print(literal(f"attnlab studio at {url}"), soft_wrap=True)
+    shipped = sorted(experiments.glob("*.yaml")) if experiments.is_dir() else []
+    console.print(literal(f"experiments: {len(shipped)} in {experiments}/") if shipped else
+                  literal(f"experiments: none in {experiments}/ (run from attnlab's checkout or "
+                          "pass --experiments DIR); uploads and your own data still work"))
     if token:
         console.print("every request needs this token (the link above carries it); "
                       "stop with Ctrl+C")
