@@ -81,3 +81,12 @@ def test_mistakes_are_refused_before_a_worker_starts(jobs) -> None:
     with pytest.raises(InputError, match="no job '7'"):
         jobs.get("7")
     assert jobs.list() == []
+
+
+def test_a_closed_queue_refuses_new_jobs_and_closes_once(tmp_path) -> None:
+    queue = Jobs(tmp_path / "jobs", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    queue.close()
+    queue.close()  # a second close is harmless
+    with pytest.raises(ConfigError, match="closed"):
+        queue.submit(TINY)
+    assert queue.list() == []

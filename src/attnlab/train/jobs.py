@@ -70,12 +70,15 @@ class Jobs:
         self._events = self._context.Queue()
         self._closed = threading.Event()
         self._changed = threading.Condition(self._lock)
-        threading.Thread(target=self._listen, daemon=True, name="attnlab-jobs").start()
+        self._listener = threading.Thread(target=self._listen, daemon=True, name="attnlab-jobs")
+        self._listener.start()
 
     def submit(self, experiment: str | Path | dict, overrides: list[str] = ()) -> Job:
         """Queue a training; a mistake in the experiment is a ConfigError now, not in the worker."""
         exp = load_experiment(experiment, list(overrides))
         with self._lock:
+            if self._closed.is_set():
+                raise ConfigError("these jobs are closed (the studio is stopping): start a new queue")
             number = next(self._numbers)
             job = Job(f"{number}", exp.model_dump(mode="json"), self.root / f"{number}-{exp.name}")
             self._jobs[job.id] = job
@@ -137,6 +140,13 @@ class Jobs:
         for job in self.list():
             self.cancel(job.id)
         self._closed.set()
+        self._listener.join(timeout=2)
+        # Give the queue's semaphores back now: a server stopped by SIGTERM exits on the signal,
+        # without the finalizers that would, and the resource tracker reports them as leaked.
+        if self._events is not None:
+            self._events.close()
+            self._events.join_thread()
+            self._events = None
 
     # -- inside --------------------------------------------------------------------------------
 
