@@ -9,8 +9,21 @@ import threading
 import time
 
 import pytest
+import torch
 
 os.environ["ATTNLAB_MEASURE"] = "0"
+THREADS = torch.get_num_threads()  # as the process began (OMP_NUM_THREADS or the machine's cores)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Each test finds torch's thread count as the process began: the bench and serve commands,
+    run in-process by their tests, set it, and a later test that compares a run in this process
+    with one in a child process bit for bit (resume) needs both on the same count."""
+    yield
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
+
 
 # Chromium without its own calls home: the machine's network is closed, and no page needs one.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
