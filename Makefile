@@ -53,9 +53,13 @@ $(STAMP): $(PY) pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/attnlab demo
 
-# pytest exits 5 when it collected nothing: an empty selection is an error here.
+# The suite is CPU-bound (about 20 CPU-minutes): TEST_WORKERS pytest-xdist workers (CI has two
+# cores; 0 runs in this process), each with torch on one thread unless OMP_NUM_THREADS says
+# otherwise, each taking whole files so that a module's fixtures (a trained run, a browser) are
+# made once. pytest exits 5 when it collected nothing: an empty selection is an error here.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
