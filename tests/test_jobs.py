@@ -4,6 +4,7 @@ equal to metrics.json, and a cancel that marks the MLflow run and leaves a resum
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import mlflow
@@ -61,6 +62,9 @@ def test_a_cancelled_job_is_marked_in_mlflow_and_its_folder_resumes(jobs, tmp_pa
         time.sleep(0.1)
     steps = [e for e in job.events if e["kind"] == "step"]
     assert steps and steps[0]["total"] == 3 * 188 and 0 <= steps[0]["step"] <= steps[-1]["step"]
+    # the worker trains below the parent's priority (a server answering a person stays quick)
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, job.process.pid) == min(mine + jobs.nice, 19)
     jobs.cancel(job.id)
     assert job.state == "cancelled" and job.process is not None and not job.process.is_alive()
     recorded = json.loads((job.out / RUN_FILE).read_text())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -57,12 +58,14 @@ class Job:
 
 class Jobs:
     """A queue of trainings run in worker processes, at most `limit` at once; each job trains
-    into ROOT/<id>-<name>, tracked in `tracking_uri`."""
+    into ROOT/<id>-<name>, tracked in `tracking_uri`. Workers run `nice` steps below the parent's
+    priority, so that a server answering a person stays quick while they train."""
 
-    def __init__(self, root: str | Path, *, tracking_uri: str | None = None, limit: int = 1) -> None:
+    def __init__(self, root: str | Path, *, tracking_uri: str | None = None, limit: int = 1,
+                 nice: int = 10) -> None:
         if limit < 1:
             raise ConfigError(f"a job limit is at least 1, got {limit}")
-        self.root, self.tracking_uri, self.limit = Path(root), tracking_uri, limit
+        self.root, self.tracking_uri, self.limit, self.nice = Path(root), tracking_uri, limit, nice
         self._jobs: dict[str, Job] = {}
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
@@ -160,7 +163,7 @@ class Jobs:
                 job.state = "running"
                 job.process = self._context.Process(
                     target=_work, args=(job.id, job.experiment, str(job.out), self.tracking_uri,
-                                        self._events), daemon=True, name=f"attnlab-job-{job.id}")
+                                        self._events, self.nice), daemon=True, name=f"attnlab-job-{job.id}")
                 job.process.start()
                 running += 1
 
@@ -231,10 +234,13 @@ class Progress(Callback):
                                        "epoch": trainer.current_epoch, "metrics": metrics}))
 
 
-def _work(job_id: str, experiment: dict, out: str, tracking_uri: str | None, events) -> None:
+def _work(job_id: str, experiment: dict, out: str, tracking_uri: str | None, events,
+          nice: int = 0) -> None:
     """A worker process: train, then say how it ended."""
     from attnlab.train.run import train
 
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
     try:
         metrics = train(experiment, out, tracking_uri=tracking_uri, progress=False,
                         callbacks=[Progress(job_id, events, out)])
