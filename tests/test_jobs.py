@@ -89,8 +89,11 @@ def test_mistakes_are_refused_before_a_worker_starts(jobs) -> None:
 
 def test_a_closed_queue_refuses_new_jobs_and_closes_once(tmp_path) -> None:
     queue = Jobs(tmp_path / "jobs", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    running, waiting = queue.submit(LONG), queue.submit(TINY)
     queue.close()
+    # closing cancels both; the running one's slot is not handed to the waiting one on the way
+    assert running.state == waiting.state == "cancelled" and waiting.process is None
     queue.close()  # a second close is harmless
     with pytest.raises(ConfigError, match="closed"):
         queue.submit(TINY)
-    assert queue.list() == []
+    assert queue.list() == [running, waiting]

@@ -140,9 +140,10 @@ class Jobs:
 
     def close(self) -> None:
         """Cancel every job that is not done and stop listening."""
+        with self._lock:
+            self._closed.set()  # first, so that a cancel frees no slot for a queued job
         for job in self.list():
             self.cancel(job.id)
-        self._closed.set()
         self._listener.join(timeout=2)
         # Give the queue's semaphores back now: a server stopped by SIGTERM exits on the signal,
         # without the finalizers that would, and the resource tracker reports them as leaked.
@@ -154,7 +155,9 @@ class Jobs:
     # -- inside --------------------------------------------------------------------------------
 
     def _start_queued(self) -> None:
-        """Under the lock: start queued jobs while fewer than `limit` run."""
+        """Under the lock: start queued jobs while fewer than `limit` run (none once closed)."""
+        if self._closed.is_set():
+            return
         running = sum(j.state == "running" for j in self._jobs.values())
         for job in self._jobs.values():
             if running >= self.limit:
@@ -235,7 +238,7 @@ class Progress(Callback):
 
 
 def _work(job_id: str, experiment: dict, out: str, tracking_uri: str | None, events,
-          nice: int = 0) -> None:
+          nice: int) -> None:
     """A worker process: train, then say how it ended."""
     from attnlab.train.run import train
 
