@@ -37,7 +37,7 @@ def studio_command(
     url = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
     console = Console(highlight=False)
     console.print(literal(f"attnlab studio at {url}"), soft_wrap=True)
-    shipped = sorted(experiments.glob("*.yaml")) if experiments.is_dir() else []
+    shipped = [e for e in app.state.experiments.names() if e["source"] == "shipped"]
     console.print(literal(f"experiments: {len(shipped)} in {experiments}/") if shipped else
                   literal(f"experiments: none in {experiments}/ (run from attnlab's checkout or "
                           "pass --experiments DIR); uploads and your own data still work"))

@@ -117,7 +117,8 @@ def create_app(*, token: str | None = None, host: str = "127.0.0.1", port: int =
     app.include_router(design.router)
     shipped = Path(experiments) if experiments is not None else None
     data_sets = data.DataSets(root / "data")
-    app.include_router(run.routes(trainings, run.Experiments(shipped, root / "uploads"), data_sets))
+    app.state.experiments = run.Experiments(shipped, root / "uploads")
+    app.include_router(run.routes(trainings, app.state.experiments, data_sets))
     app.include_router(data.routes(data_sets, lambda name: any(
         not job.done and data_sets.reads(job.experiment, name) for job in trainings.list())))
     app.include_router(compare.routes(tracking_uri))

@@ -4,7 +4,7 @@
 
 screens.design = {
 
-  seq: 0, busy: false, again: false, edited: null,
+  seq: 0, busy: false, again: false, changedAt: null,
 
   init() {
     $("program").addEventListener("input", () => { $("zoo").value = ""; this.update(); });
@@ -37,11 +37,11 @@ screens.design = {
   // the studio answers are asked about together). The response time runs from the first change
   // not yet asked about to its mask and plan drawn.
   async update() {
-    this.edited ??= performance.now();
+    this.changedAt ??= performance.now();
     if (this.busy) { this.again = true; return; }
     this.busy = true;
-    const seq = ++this.seq, t0 = this.edited;
-    this.edited = null;
+    const seq = ++this.seq, t0 = this.changedAt;
+    this.changedAt = null;
     let answer;
     try { answer = await api("POST", "/api/design/program", this.shape()); }
     catch (e) { answer = {ok: false, data: {error: "the studio did not answer: " + e.message}}; }
